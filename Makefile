@@ -1,0 +1,45 @@
+# Every target creates or reuses .venv and installs what it needs, so a fresh machine with only
+# Python 3 can run `make demo` and `make test` directly.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEV    := $(VENV)/.dev-installed
+BENCHV := .venv-bench
+BENCH  := $(BENCHV)/.bench-installed
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(DEV): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
+	touch $@
+
+demo: $(DEV)
+	$(BIN)/sessiondb demo
+
+test: $(DEV)
+	$(BIN)/python -m pytest
+
+lint: $(DEV)
+	$(BIN)/ruff check sessiondb tests benchmarks
+	$(BIN)/ruff format --check sessiondb tests benchmarks
+	$(BIN)/mypy
+
+# Peers (hermes-agent, openai-agents, langchain-community) live in their own environment: the
+# package never requires them.
+$(BENCHV)/bin/python:
+	$(PYTHON) -m venv $(BENCHV)
+	$(BENCHV)/bin/python -m pip install -q --upgrade pip
+
+$(BENCH): pyproject.toml benchmarks/requirements.txt | $(BENCHV)/bin/python
+	$(BENCHV)/bin/python -m pip install -q -e . -r benchmarks/requirements.txt
+	touch $@
+
+bench: $(BENCH)
+	$(BENCHV)/bin/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) $(BENCHV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

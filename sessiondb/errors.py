@@ -1,0 +1,106 @@
+"""The error hierarchy of sessiondb: every failure a caller can see derives from :class:`Error`.
+
+No raw driver exception (apsw, psycopg, OSError from the engine's own files) escapes the public
+API; engines translate them here, adding the file, session or holder that the reader needs.
+"""
+
+from __future__ import annotations
+
+
+class Error(Exception):
+    """Base class of every sessiondb error."""
+
+
+class StoreBusy(Error):
+    """A write could not get in within ``write_timeout``.
+
+    ``holder_pid`` names the process holding the write lock when it could be found.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        holder_pid: int | None = None,
+        waited: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.holder_pid = holder_pid
+        self.waited = waited
+
+
+class SessionNotFound(Error):
+    """An operation on one existing session named a session that does not exist."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} not found")
+        self.session_id = session_id
+
+
+class SessionExists(Error):
+    """``create_session`` named a session id that is already taken."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} already exists (use ensure_session to reuse it)")
+        self.session_id = session_id
+
+
+class KeyConflict(Error):
+    """The same ``(session_id, key)`` was appended again with different content."""
+
+    def __init__(self, session_id: str, key: str, seq: int) -> None:
+        super().__init__(
+            f"key {key!r} in session {session_id!r} is already stored as seq {seq} "
+            "with different role, content or meta"
+        )
+        self.session_id = session_id
+        self.key = key
+        self.seq = seq
+
+
+class InvalidInput(Error, ValueError):
+    """An argument is not acceptable; the message names the field."""
+
+
+class QueryError(InvalidInput):
+    """A ``mode="fts"`` search query is malformed."""
+
+
+class CorruptDatabase(Error):
+    """The file is not a usable sessiondb database."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"{path}: {reason} — run `sessiondb doctor --repair {path}` "
+            "(it keeps a copy of the damaged file)"
+        )
+        self.path = path
+        self.reason = reason
+
+
+class UnsupportedStorage(Error):
+    """The storage cannot serve the request (newer schema, missing SQLite feature, bad URL)."""
+
+
+class LeaseHeld(Error):
+    """A lease is held by another owner; the message names the holder."""
+
+    def __init__(self, message: str, holder: object | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+__all__ = [
+    "CorruptDatabase",
+    "Error",
+    "InvalidInput",
+    "KeyConflict",
+    "LeaseHeld",
+    "QueryError",
+    "SessionExists",
+    "SessionNotFound",
+    "StoreBusy",
+    "UnsupportedStorage",
+]

@@ -1,0 +1,101 @@
+"""Public value types: frozen dataclasses handed out by every backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Status = Literal["ok", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Session:
+    session_id: str
+    source: str
+    title: str | None
+    meta: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+    ended_at: float | None
+    end_reason: str | None
+    message_count: int
+
+
+@dataclass(frozen=True)
+class Message:
+    session_id: str
+    seq: int
+    role: str
+    content: str
+    key: str | None
+    meta: dict[str, Any] | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Hit:
+    message: Message
+    snippet: str
+    score: float
+    before: tuple[Message, ...] = ()
+    after: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True)
+class BadLine:
+    file: str
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    imported: int
+    duplicates: int
+    bad_lines: tuple[BadLine, ...] = ()
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of a health report: what was checked, how it went, and what to do next."""
+
+    name: str
+    status: Status
+    detail: str
+    hint: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    path: str
+    checks: tuple[Check, ...]
+
+    @property
+    def status(self) -> Status:
+        states = {c.status for c in self.checks}
+        if "fail" in states:
+            return "fail"
+        if "warn" in states:
+            return "warn"
+        return "ok"
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "warn": 1, "fail": 2}[self.status]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+__all__ = [
+    "BadLine",
+    "Check",
+    "HealthReport",
+    "Hit",
+    "ImportReport",
+    "Message",
+    "Session",
+    "Status",
+]
