@@ -1,0 +1,1 @@
+"""Runnable benchmarks: `make bench` runs them all; each is also `python -m benchmarks.NAME`."""
