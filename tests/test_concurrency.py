@@ -206,3 +206,41 @@ def test_open_during_foreign_lock_retries_on_next_call(tmp_path: Path) -> None:
     conn.close()
     assert store.append("s", "user", "x").seq == 1  # the same handle works afterwards
     store.close()
+
+
+@pytest.mark.stress
+def test_ten_second_foreign_holder_waits_or_times_out_naming_it(db_path: Path) -> None:
+    """Issue 3: a foreign process holds the write lock for 10 s. An append with the default
+    timeout waits and then succeeds; one with write_timeout=2 raises StoreBusy after ~2 s
+    naming the holder's pid. Both run at once, from two threads."""
+    sessiondb.open(db_path).close()
+    ready = SPAWN.Event()
+    p = SPAWN.Process(target=w.hold_write_lock, args=(str(db_path), 10, ready))
+    p.start()
+    assert ready.wait(30)
+    results: dict[str, object] = {}
+
+    def patient() -> None:
+        with sessiondb.open(db_path) as store:
+            t0 = time.monotonic()
+            results["patient"] = (store.append("s", "user", "patient").seq, time.monotonic() - t0)
+
+    def hasty() -> None:
+        with sessiondb.open(db_path, write_timeout=2) as store:
+            t0 = time.monotonic()
+            try:
+                store.append("s", "user", "hasty")
+            except StoreBusy as e:
+                results["hasty"] = (e, time.monotonic() - t0)
+
+    threads = [threading.Thread(target=patient), threading.Thread(target=hasty)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    p.join(30)
+    seq, waited = results["patient"]  # type: ignore[misc]
+    assert seq == 1 and waited >= 5
+    err, hasty_waited = results["hasty"]  # type: ignore[misc]
+    assert isinstance(err, StoreBusy) and err.holder_pid == p.pid
+    assert 1.8 <= hasty_waited <= 4.5
