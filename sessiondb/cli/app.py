@@ -13,3 +13,8 @@ def cli() -> None:
 
 def main() -> None:
     cli()
+
+
+from .doctor import doctor as _doctor  # noqa: E402
+
+cli.add_command(_doctor)
