@@ -272,7 +272,7 @@ def _scan(conn: apsw.Connection, table: str, cols: str, lo: int, hi: int) -> lis
                 if isinstance(rowid, int) and start <= rowid <= b:
                     got.append(tuple(row))
                     start = rowid + 1
-        except apsw.Error:
+        except (apsw.Error, ValueError):  # ValueError: text that is not UTF-8 (garbled page)
             if start < b:
                 mid = (start + b) // 2
                 todo += [(mid + 1, b), (start, mid)]
