@@ -65,6 +65,7 @@ def describe_process(pid: int) -> str:
     parts = []
     cmd = procinfo.command_line(pid)
     if cmd:
+        cmd = " ".join(cmd.split())  # `python -c` scripts carry newlines: one line per check
         parts.append(cmd if len(cmd) <= 80 else cmd[:77] + "...")
     age = process_age(pid)
     if age is not None:
