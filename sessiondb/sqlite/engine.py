@@ -31,7 +31,7 @@ import apsw
 from .. import procinfo
 from ..errors import CorruptDatabase, Error, InvalidInput, StoreBusy
 from ..paths import ensure_private_dir
-from . import fsdetect
+from . import bootcheck, fsdetect
 from .admission import AdmissionLock, lock_path_for
 
 Durability = Literal["normal", "full"]
@@ -159,6 +159,10 @@ class Engine:
                 pass
             except OSError as e:
                 raise Error(f"{self.path}: cannot create the database file: {e.strerror}") from e
+        if not created:
+            # Refuse a file that is not a usable database before SQLite touches it (and long
+            # before a write would fail): never renames, deletes or recreates it.
+            bootcheck.boot_check(self.path)
         try:
             conn = apsw.Connection(str(self.path))
         except apsw.Error as e:
@@ -258,13 +262,31 @@ class Engine:
         deadline = start + self.write_timeout
         if lock is not None and not lock.try_acquire():
             lock.acquire()
+        queued = lock is not None
         try:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._busy(start, None)
-            conn.set_busy_timeout(max(1, int(remaining * 1000)))
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                if queued:
+                    # At the head of our queue SQLite's write lock is normally free. If it is
+                    # not, a process outside the queue holds it (a sqlite3 shell, another
+                    # library): leave the queue and wait for SQLite like everyone else, each
+                    # writer with its own deadline — a queued writer with a long timeout must
+                    # not make a writer with a short one wait past its own.
+                    conn.set_busy_timeout(0)
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    except apsw.BusyError:
+                        assert lock is not None
+                        lock.release()
+                        queued = False
+                if not conn.in_transaction:
+                    remaining = deadline - time.monotonic()
+                    conn.set_busy_timeout(max(1, int(remaining * 1000)))
+                    conn.execute("BEGIN IMMEDIATE")
+                else:
+                    conn.set_busy_timeout(max(1, int(remaining * 1000)))
             except apsw.BusyError as e:
                 raise self._busy(start, e) from e
             except apsw.Error as e:
@@ -286,7 +308,8 @@ class Engine:
         except apsw.Error as e:
             raise translate(e, self.path) from e
         finally:
-            if lock is not None:
+            if queued:
+                assert lock is not None
                 lock.release()
 
     def _force_checkpoint(self, conn: apsw.Connection) -> None:

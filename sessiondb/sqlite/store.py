@@ -20,7 +20,7 @@ import apsw
 
 from .. import validate as v
 from ..errors import Error, InvalidInput, KeyConflict, SessionExists, SessionNotFound, StoreBusy
-from ..models import Message, Session
+from ..models import HealthReport, Message, Session
 from . import schema
 from .engine import Engine
 
@@ -413,6 +413,12 @@ class SQLiteStore:
         return 0 if row is None else int(row)
 
     # -- facts -------------------------------------------------------------------------------
+
+    def check(self, *, full: bool = False) -> HealthReport:
+        """Health of the store (what `sessiondb doctor` prints); see docs/doctor.md."""
+        from .. import doctor
+
+        return doctor.check(self, full)
 
     def info(self) -> dict[str, Any]:
         """Path, file sizes, counts, journal mode and versions (for `sessiondb info`)."""
