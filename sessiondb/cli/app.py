@@ -13,3 +13,9 @@ def cli() -> None:
 
 def main() -> None:
     cli()
+
+
+from .lease import hook_group, lease_group  # noqa: E402
+
+cli.add_command(lease_group)
+cli.add_command(hook_group)

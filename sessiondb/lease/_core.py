@@ -305,7 +305,7 @@ class Lease:
             cur = slot.read()
             slot.clear()
         if cur is not None:
-            log.warning(
+            log.info(
                 "%s: lease of session %s (pid %d on %s) broken by force",
                 self.kind,
                 cur.session_id,

@@ -1,0 +1,125 @@
+"""Atomic acquire under a real race: many processes, holders kill -9ed at seeded random moments.
+
+Default: 32 processes x 100 cycles (the issue's size). SESSIONDB_LEASE_RACE_PROCS /
+SESSIONDB_LEASE_RACE_CYCLES / SESSIONDB_LEASE_RACE_SEED change it. The figures are printed
+(run with -s to see them).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessiondb import lease
+from tests._workers_lease import check_race_log, log_line, race_worker
+
+PROCS = int(os.environ.get("SESSIONDB_LEASE_RACE_PROCS", "32"))
+CYCLES = int(os.environ.get("SESSIONDB_LEASE_RACE_CYCLES", "100"))
+SEED = int(os.environ.get("SESSIONDB_LEASE_RACE_SEED", "20261122"))
+MAX_KILLS = max(4, PROCS // 2)
+# The issue's bound for taking over a dead holder's lease on this host.
+TAKEOVER_BOUND = 1.0
+# Generous: the run takes ~20 s here; this only stops a hung run.
+RUN_DEADLINE = 240.0
+
+
+@pytest.mark.stress
+@pytest.mark.crash
+@pytest.mark.timeout(300)
+def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    runtime = tmp_path / "rt"
+    log_path = tmp_path / "race.log"
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    progress: Any = ctx.Array("i", PROCS, lock=False)
+    generation = [0] * PROCS
+    procs: dict[int, Any] = {}  # index -> Process
+    rng = random.Random(SEED)
+    # TTL far longer than the run: every takeover must come from a dead pid, never from expiry.
+    ttl = 600.0
+
+    def spawn(i: int) -> None:
+        p = ctx.Process(
+            target=race_worker,
+            args=(
+                i,
+                generation[i],
+                str(workspace),
+                str(runtime),
+                str(log_path),
+                progress,
+                CYCLES,
+                SEED,
+                ttl,
+            ),
+            daemon=True,
+        )
+        p.start()
+        procs[i] = p
+
+    watcher = lease.workspace(workspace, "watcher", directory=runtime)
+    started = time.monotonic()
+    for i in range(PROCS):
+        spawn(i)
+    kills = 0
+    try:
+        while procs:
+            if time.monotonic() - started > RUN_DEADLINE:
+                pytest.fail(f"race run exceeded {RUN_DEADLINE} s: {list(progress)}")
+            time.sleep(rng.uniform(0.02, 0.2))
+            for i, p in list(procs.items()):
+                if not p.is_alive():
+                    p.join()
+                    assert p.exitcode == 0, f"worker {i} exited with {p.exitcode}"
+                    del procs[i]
+            if kills >= MAX_KILLS:
+                continue
+            rec = watcher.record
+            by_pid = {p.pid: i for i, p in procs.items()}
+            if rec is None or rec.pid not in by_pid:
+                continue
+            # Kill whoever the record names now: usually inside its hold, sometimes inside
+            # acquire or release (mid critical section), since it may have moved on already.
+            i = by_pid[rec.pid]
+            log_line(log_fd, f"K {rec.pid} {time.monotonic():.9f}")
+            os.kill(rec.pid, signal.SIGKILL)
+            procs[i].join()
+            kills += 1
+            generation[i] += 1
+            if progress[i] < CYCLES:
+                spawn(i)
+            else:
+                del procs[i]
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.join()
+        os.close(log_fd)
+    elapsed = time.monotonic() - started
+
+    rep = check_race_log(log_path.read_text())
+    lat = sorted(rep.takeover_latencies)
+    print(
+        f"\nlease race: {PROCS} procs x {CYCLES} cycles in {elapsed:.1f} s: "
+        f"{rep.cycles} completed cycles, {rep.kills} kills, {rep.takeovers} takeovers, "
+        f"{len(rep.overlaps)} overlaps; takeover latency max "
+        f"{(lat[-1] if lat else 0) * 1000:.1f} ms, median "
+        f"{(lat[len(lat) // 2] if lat else 0) * 1000:.1f} ms"
+    )
+    assert rep.overlaps == []
+    assert rep.problems == []
+    assert sum(progress) == PROCS * CYCLES
+    assert rep.cycles >= PROCS * CYCLES  # a holder killed after "X" redoes that cycle
+    assert rep.kills == kills > 0
+    # Kills that landed while the victim held the lease must each have been taken over.
+    assert rep.takeovers > 0
+    assert all(x < TAKEOVER_BOUND for x in lat), lat[-5:]
