@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import MutableSequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sessiondb import lease
 
@@ -127,3 +128,20 @@ def check_race_log(text: str) -> RaceReport:
         if end > last_end:
             last_end, last_pid = end, pid
     return rep
+
+
+def open_lease(backend: str, spec: dict[str, str], session_id: str, ttl: float = 300.0) -> Any:
+    """The lease a test's ``env`` fixture describes, opened in this (worker) process."""
+    if backend == "file":
+        return lease.workspace(spec["workspace"], session_id, ttl, directory=spec["rt"])
+    import sessiondb
+
+    return lease.store_lease(sessiondb.open(spec["db"]), "ws", session_id, ttl)
+
+
+def hold_lease_worker(backend: str, spec: dict[str, str], session_id: str, ready: Any) -> None:
+    """Acquire, tell the parent, then hold until killed."""
+    lease_ = open_lease(backend, spec, session_id)
+    if lease_.acquire():
+        ready.set()
+    time.sleep(120)
