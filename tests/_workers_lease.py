@@ -28,8 +28,8 @@ def log_line(fd: int, line: str) -> None:
 def race_worker(
     index: int,
     generation: int,
-    workspace: str,
-    runtime_dir: str,
+    backend: str,
+    spec: dict[str, str],
     log_path: str,
     progress: MutableSequence[int],
     cycles: int,
@@ -38,12 +38,12 @@ def race_worker(
 ) -> None:
     """acquire / hold / release until ``progress[index]`` reaches ``cycles``."""
     rng = random.Random(f"{seed}/{index}/{generation}")
-    lease_ = lease.workspace(workspace, f"w{index}g{generation}", ttl, directory=runtime_dir)
+    lease_ = open_lease(backend, spec, f"w{index}g{generation}", ttl)
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     pid = os.getpid()
     while progress[index] < cycles:
         if not lease_.acquire():
-            time.sleep(rng.uniform(0.001, 0.004))
+            time.sleep(rng.uniform(0.002, 0.008))
             continue
         victim = lease_.last_takeover
         log_line(fd, f"E {pid} {time.monotonic():.9f} {victim.pid if victim else 0}")

@@ -1,8 +1,9 @@
 """Atomic acquire under a real race: many processes, holders kill -9ed at seeded random moments.
 
-Default: 32 processes x 100 cycles (the issue's size). SESSIONDB_LEASE_RACE_PROCS /
-SESSIONDB_LEASE_RACE_CYCLES / SESSIONDB_LEASE_RACE_SEED change it. The figures are printed
-(run with -s to see them).
+File leases: 32 processes x 100 cycles (the issue's size) by default. Store leases: 16 x 40 by
+default (every attempt, even a refused one, is a write transaction in the shared database);
+SESSIONDB_LEASE_RACE_STORE_PROCS / _CYCLES raise it. SESSIONDB_LEASE_RACE_PROCS / _CYCLES /
+_SEED change the file run. The figures are printed (run with -s to see them).
 """
 
 from __future__ import annotations
@@ -17,13 +18,20 @@ from typing import Any
 
 import pytest
 
-from sessiondb import lease
-from tests._workers_lease import check_race_log, log_line, race_worker
+import sessiondb
+from tests._workers_lease import check_race_log, log_line, open_lease, race_worker
 
-PROCS = int(os.environ.get("SESSIONDB_LEASE_RACE_PROCS", "32"))
-CYCLES = int(os.environ.get("SESSIONDB_LEASE_RACE_CYCLES", "100"))
+SIZES = {
+    "file": (
+        int(os.environ.get("SESSIONDB_LEASE_RACE_PROCS", "32")),
+        int(os.environ.get("SESSIONDB_LEASE_RACE_CYCLES", "100")),
+    ),
+    "store": (
+        int(os.environ.get("SESSIONDB_LEASE_RACE_STORE_PROCS", "16")),
+        int(os.environ.get("SESSIONDB_LEASE_RACE_STORE_CYCLES", "40")),
+    ),
+}
 SEED = int(os.environ.get("SESSIONDB_LEASE_RACE_SEED", "20261122"))
-MAX_KILLS = max(4, PROCS // 2)
 # The issue's bound for taking over a dead holder's lease on this host.
 TAKEOVER_BOUND = 1.0
 # Generous: the run takes ~20 s here; this only stops a hung run.
@@ -33,11 +41,14 @@ RUN_DEADLINE = 240.0
 @pytest.mark.stress
 @pytest.mark.crash
 @pytest.mark.timeout(300)
-def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["file", "store"])
+def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path, backend: str) -> None:
+    PROCS, CYCLES = SIZES[backend]
+    MAX_KILLS = max(4, PROCS // 2)
     ctx = multiprocessing.get_context("spawn")
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    runtime = tmp_path / "rt"
+    spec = {"workspace": str(workspace), "rt": str(tmp_path / "rt"), "db": str(tmp_path / "s.db")}
     log_path = tmp_path / "race.log"
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     progress: Any = ctx.Array("i", PROCS, lock=False)
@@ -53,8 +64,8 @@ def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path) -> None:
             args=(
                 i,
                 generation[i],
-                str(workspace),
-                str(runtime),
+                backend,
+                spec,
                 str(log_path),
                 progress,
                 CYCLES,
@@ -66,7 +77,9 @@ def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path) -> None:
         p.start()
         procs[i] = p
 
-    watcher = lease.workspace(workspace, "watcher", directory=runtime)
+    if backend == "store":
+        sessiondb.open(spec["db"]).close()  # create the file before the crowd arrives
+    watcher = open_lease(backend, spec, "watcher")
     started = time.monotonic()
     for i in range(PROCS):
         spawn(i)
@@ -109,7 +122,7 @@ def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path) -> None:
     rep = check_race_log(log_path.read_text())
     lat = sorted(rep.takeover_latencies)
     print(
-        f"\nlease race: {PROCS} procs x {CYCLES} cycles in {elapsed:.1f} s: "
+        f"\nlease race ({backend}): {PROCS} procs x {CYCLES} cycles in {elapsed:.1f} s: "
         f"{rep.cycles} completed cycles, {rep.kills} kills, {rep.takeovers} takeovers, "
         f"{len(rep.overlaps)} overlaps; takeover latency max "
         f"{(lat[-1] if lat else 0) * 1000:.1f} ms, median "
