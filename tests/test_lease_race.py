@@ -32,8 +32,13 @@ SIZES = {
     ),
 }
 SEED = int(os.environ.get("SESSIONDB_LEASE_RACE_SEED", "20261122"))
-# The bound for taking over a dead holder's lease on this host.
-TAKEOVER_BOUND = 1.0
+# The bound for taking over a dead holder's lease on this host is 1 s, asserted with one
+# waiter in test_lease.py::test_killed_holder_is_taken_over_within_one_second. Here 16-32
+# processes share 2 cores with the rest of the suite, so a takeover's latency also measures the
+# scheduler (a rare 1.4 s was seen on this busy machine): the run reports how many exceeded 1 s
+# and fails only past this generous bound — still 100x shorter than the TTL, so a takeover
+# by expiry could never pass.
+TAKEOVER_BOUND = 5.0
 # Generous: the run takes ~20 s here; this only stops a hung run.
 RUN_DEADLINE = 240.0
 
@@ -119,14 +124,19 @@ def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path, backend: st
         os.close(log_fd)
     elapsed = time.monotonic() - started
 
-    rep = check_race_log(log_path.read_text())
+    text = log_path.read_text()
+    keep = os.environ.get("SESSIONDB_LEASE_RACE_KEEP")  # a folder to keep the log in
+    if keep:
+        Path(keep, f"race-{backend}.log").write_text(text)
+    rep = check_race_log(text)
     lat = sorted(rep.takeover_latencies)
     print(
         f"\nlease race ({backend}): {PROCS} procs x {CYCLES} cycles in {elapsed:.1f} s: "
         f"{rep.cycles} completed cycles, {rep.kills} kills, {rep.takeovers} takeovers, "
         f"{len(rep.overlaps)} overlaps; takeover latency max "
         f"{(lat[-1] if lat else 0) * 1000:.1f} ms, median "
-        f"{(lat[len(lat) // 2] if lat else 0) * 1000:.1f} ms"
+        f"{(lat[len(lat) // 2] if lat else 0) * 1000:.1f} ms, "
+        f"{sum(x >= 1.0 for x in lat)} over 1 s"
     )
     assert rep.overlaps == []
     assert rep.problems == []
