@@ -74,5 +74,8 @@ for _cmd in _sessions.COMMANDS:
 cli.add_command(_demo)
 
 from .doctor import doctor as _doctor  # noqa: E402
+from .lease import hook_group, lease_group  # noqa: E402
 
 cli.add_command(_doctor)
+cli.add_command(lease_group)
+cli.add_command(hook_group)
