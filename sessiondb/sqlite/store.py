@@ -14,13 +14,16 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
 from .. import validate as v
 from ..errors import Error, InvalidInput, KeyConflict, SessionExists, SessionNotFound, StoreBusy
 from ..models import HealthReport, Message, Session
+
+if TYPE_CHECKING:
+    from ..lease import Lease
 from . import schema
 from .engine import Engine
 
@@ -411,6 +414,15 @@ class SQLiteStore:
                 (v.session_id(session_id),),
             ).get
         return 0 if row is None else int(row)
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def lease(self, name: str, owner: str, ttl: float = 300.0) -> Lease:
+        """A lease on ``name`` for session ``owner`` kept in this database (for workers that
+        share the store, perhaps on several machines); same API as ``sessiondb.lease``."""
+        from ..lease import store_lease
+
+        return store_lease(self, name, owner, ttl)
 
     # -- facts -------------------------------------------------------------------------------
 
