@@ -56,6 +56,8 @@ class Record:
     session_id: str | None = None
     #: the position the line claims in its session (sessiondb's own format only)
     seq: int | None = None
+    #: the key to use when a keyless line cannot be matched by its position (sessiondb format)
+    alt_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,8 @@ class SessiondbFormat(Format):
             raise LineError("key is not a string")
         if not isinstance(created, (int, float)) or isinstance(created, bool):
             raise LineError("created_at is not a number")
-        return Record(role, content, key, _opt_meta(obj), float(created), sid, seq)
+        alt = None if key is not None else f"sessiondb:{seq}:{line_digest(raw)}"
+        return Record(role, content, key, _opt_meta(obj), float(created), sid, seq, alt)
 
 
 def _opt_str(obj: dict[str, Any], name: str) -> str | None:
@@ -225,6 +228,9 @@ class ClaudeCodeFormat(Format):
         if key is None:
             key = f"claude:{line}:{line_digest(raw)}"
         sid = obj.get("sessionId")
+        if isinstance(sid, str) and obj.get("isSidechain") and isinstance(obj.get("agentId"), str):
+            # Subagent transcripts repeat the parent's sessionId; keep them apart from it.
+            sid = f"{sid}:agent-{obj['agentId']}"
         return Record(
             role,
             content,

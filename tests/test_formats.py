@@ -250,7 +250,8 @@ def test_sessiondb_header_and_messages() -> None:
     }
     h, m = parse_lines([j(header), j(msg)])
     assert h == Header("s1", "cli", "T", None)
-    assert m == Record("user", "hi", None, {"a": 1}, 1700000000.25, "s1", 1)
+    assert isinstance(m, Record) and m.alt_key is not None and m.alt_key.startswith("sessiondb:1:")
+    assert m == Record("user", "hi", None, {"a": 1}, 1700000000.25, "s1", 1, m.alt_key)
     (bad,) = parse_lines([j({**header, "sessiondb_export": 9})])
     assert isinstance(bad, BadLine) and "version 9" in bad.reason
 
