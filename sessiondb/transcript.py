@@ -64,9 +64,7 @@ class TranscriptStore(Protocol):
         self, *, source: str | None = ..., limit: int = ..., offset: int = ...
     ) -> list[Session]: ...
 
-    def append_many(
-        self, session_id: str, items: Iterable[Mapping[str, Any]]
-    ) -> list[Message]: ...
+    def append_many(self, session_id: str, items: Iterable[Mapping[str, Any]]) -> list[Message]: ...
 
     def messages(
         self, session_id: str, *, after: int = ..., limit: int | None = ...
@@ -250,9 +248,7 @@ class _Importer:
         self.imported += new
         self.duplicates += len(result) - new
 
-    def _one_by_one(
-        self, sid: str, lines: list[int], items: list[dict[str, Any]]
-    ) -> list[Message]:
+    def _one_by_one(self, sid: str, lines: list[int], items: list[dict[str, Any]]) -> list[Message]:
         """A batch hit a key stored with other content: isolate the conflicting lines."""
         out: list[Message] = []
         for line, item in zip(lines, items, strict=True):
