@@ -11,8 +11,7 @@ import pytest
 
 import sessiondb
 from sessiondb.transcript import BACKFILL_META
-
-from ._workers_transcripts import reconcile
+from tests._workers_transcripts import reconcile
 
 
 @pytest.fixture
