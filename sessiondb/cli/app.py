@@ -72,3 +72,7 @@ from .demo import demo as _demo  # noqa: E402
 for _cmd in _sessions.COMMANDS:
     cli.add_command(_cmd)
 cli.add_command(_demo)
+from .transcripts import COMMANDS as _transcript_commands  # noqa: E402
+
+for _cmd in _transcript_commands:
+    cli.add_command(_cmd)
