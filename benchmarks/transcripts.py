@@ -36,10 +36,38 @@ RESULTS = Path(__file__).resolve().parent / "results" / "transcripts.json"
 BATCH = 500
 WRITERS = 8
 WRITER_PAUSE = 0.005
-_WORDS = (
-    "the agent reads the file and runs the tests then fixes the failing import of the module "
-    "session store search query result context window token budget tool call output error"
-).split()
+_WORDS = [
+    *[
+        "the",
+        "agent",
+        "reads",
+        "the",
+        "file",
+        "and",
+        "runs",
+        "the",
+        "tests",
+        "then",
+        "fixes",
+        "the",
+        "failing",
+        "import",
+    ],
+    *[
+        "of",
+        "the",
+        "module",
+        "session",
+        "store",
+        "search",
+        "query",
+        "result",
+        "context",
+        "window",
+        "token",
+    ],
+    *["budget", "tool", "call", "output", "error"],
+]
 
 
 def generate(path: Path, n: int, seed: int = 7) -> int:
@@ -161,8 +189,7 @@ def import_under_load(db: str, src: str, tmp: Path) -> dict[str, Any]:
     stop, ready = ctx.Event(), ctx.Semaphore(0)
     outs = [str(tmp / f"live-{i}.json") for i in range(WRITERS)]
     procs = [
-        ctx.Process(target=live_writer, args=(db, i, stop, ready, outs[i]))
-        for i in range(WRITERS)
+        ctx.Process(target=live_writer, args=(db, i, stop, ready, outs[i])) for i in range(WRITERS)
     ]
     for p in procs:
         p.start()
@@ -252,10 +279,15 @@ def main(argv: list[str]) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'task':<28}{'msg/s':>12}{'seconds':>10}{'peak RSS MiB':>14}")
-    for name, r in (("ceiling (bare apsw)", ceiling), ("import_jsonl", imported),
-                    ("export_jsonl", exported), ("import + 8 live writers", live["import"])):  # fmt: skip
-        print(f"{name:<28}{r['messages'] / r['seconds']:>12,.0f}{r['seconds']:>10.2f}"
-              f"{r['peak_rss_mib']:>14.1f}")  # fmt: skip
+    rows = [
+        ("ceiling (bare apsw)", ceiling),
+        ("import_jsonl", imported),
+        ("export_jsonl", exported),
+        ("import + 8 live writers", live["import"]),
+    ]
+    for name, r in rows:
+        per_s = r["messages"] / r["seconds"]
+        print(f"{name:<28}{per_s:>12,.0f}{r['seconds']:>10.2f}{r['peak_rss_mib']:>14.1f}")
     print(f"import / ceiling: {rate['import'] / rate['ceiling']:.2f}")
     print(
         f"live appends during import: n={live['appends']} median {live['median_ms']:.2f} ms,"
