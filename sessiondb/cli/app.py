@@ -79,3 +79,8 @@ from .lease import hook_group, lease_group  # noqa: E402
 cli.add_command(_doctor)
 cli.add_command(lease_group)
 cli.add_command(hook_group)
+
+from .transcripts import COMMANDS as _transcript_commands  # noqa: E402
+
+for _cmd in _transcript_commands:
+    cli.add_command(_cmd)

@@ -9,18 +9,19 @@ page, each page its own snapshot — safe because a session only ever grows at i
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import apsw
 
 from .. import validate as v
 from ..errors import Error, InvalidInput, KeyConflict, SessionExists, SessionNotFound, StoreBusy
-from ..models import HealthReport, Message, Session
+from ..models import HealthReport, ImportReport, Message, Session
 
 if TYPE_CHECKING:
     from ..lease import Lease
@@ -35,7 +36,7 @@ _MESSAGE_COLS = "s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.create
 # transaction when a deleted session's messages are removed (doctrine 5 and 6).
 READ_PAGE = 2000
 DELETE_BATCH = 2000
-_ITEM_FIELDS = frozenset({"role", "content", "key", "meta"})
+_ITEM_FIELDS = frozenset({"role", "content", "key", "meta", "created_at"})
 
 
 def _session(row: Sequence[Any]) -> Session:
@@ -64,16 +65,33 @@ def _message(row: Sequence[Any]) -> Message:
     )
 
 
+def _created_at(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"created_at must be epoch seconds (a finite number), not {value!r}")
+    return float(value)
+
+
 class _Item:
     """A validated message about to be appended."""
 
-    __slots__ = ("content", "key", "meta", "role")
+    __slots__ = ("content", "created_at", "key", "meta", "role")
 
-    def __init__(self, role: str, content: str, key: str | None, meta: str | None) -> None:
+    def __init__(
+        self,
+        role: str,
+        content: str,
+        key: str | None,
+        meta: str | None,
+        created_at: float | None = None,
+    ) -> None:
         self.role = role
         self.content = content
         self.key = key
         self.meta = meta
+        # Set only by imports, which keep a transcript's original times (round-trip exactness).
+        self.created_at = created_at
 
     @classmethod
     def of(cls, role: object, content: object, key: object, meta: object) -> _Item:
@@ -317,14 +335,14 @@ class SQLiteStore:
             if extra:
                 raise InvalidInput(
                     f"items[{i}] has unknown field(s) {sorted(extra)};"
-                    " allowed: role, content, key, meta"
+                    " allowed: role, content, key, meta, created_at"
                 )
             if "role" not in item or "content" not in item:
                 raise InvalidInput(f"items[{i}] needs both 'role' and 'content'")
             try:
-                prepared.append(
-                    _Item.of(item["role"], item["content"], item.get("key"), item.get("meta"))
-                )
+                made = _Item.of(item["role"], item["content"], item.get("key"), item.get("meta"))
+                made.created_at = _created_at(item.get("created_at"))
+                prepared.append(made)
             except InvalidInput as e:
                 raise InvalidInput(f"items[{i}]: {e}") from None
         if not prepared:
@@ -351,6 +369,7 @@ class SQLiteStore:
                         raise KeyConflict(sid, item.key, earlier.seq)
                     out.append(earlier)
                     continue
+            at = now if item.created_at is None else item.created_at
             seq = int(
                 conn.execute(
                     "UPDATE sessions SET message_count = message_count + 1, updated_at = ?"
@@ -361,9 +380,9 @@ class SQLiteStore:
             conn.execute(
                 "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (internal, seq, item.role, item.content, item.key, item.meta, now),
+                (internal, seq, item.role, item.content, item.key, item.meta, at),
             )
-            msg = Message(sid, seq, item.role, item.content, item.key, v.load_meta(item.meta), now)
+            msg = Message(sid, seq, item.role, item.content, item.key, v.load_meta(item.meta), at)
             if item.key is not None:
                 batch_keys[item.key] = msg
             out.append(msg)
@@ -423,6 +442,38 @@ class SQLiteStore:
         from ..lease import store_lease
 
         return store_lease(self, name, owner, ttl)
+
+    # -- transcripts (backend-neutral code in sessiondb.transcript) ----------------------------
+
+    def import_jsonl(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        session_id: str | None = None,
+        source: str = "import",
+        strict: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImportReport:
+        """Import a JSONL transcript; idempotent (see :func:`sessiondb.transcript.import_jsonl`)."""
+        from .. import transcript
+
+        return transcript.import_jsonl(
+            self, path, session_id=session_id, source=source, strict=strict, progress=progress
+        )
+
+    def export_jsonl(self, session_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
+        """Export a session in sessiondb's JSONL format; returns the number of messages."""
+        from .. import transcript
+
+        return transcript.export_jsonl(self, session_id, dest)
+
+    def transcript(
+        self, session_id: str, *, legacy_jsonl: str | os.PathLike[str] | None = None
+    ) -> list[Message]:
+        """Complete history; backfills what ``legacy_jsonl`` holds and the store lacks."""
+        from .. import transcript
+
+        return transcript.transcript(self, session_id, legacy_jsonl=legacy_jsonl)
 
     # -- facts -------------------------------------------------------------------------------
 
