@@ -247,3 +247,30 @@ def test_bad_options(db_path) -> None:  # type: ignore[no-untyped-def]
         sessiondb.open(db_path, write_timeout=0)
     with pytest.raises(InvalidInput, match="folder"):
         sessiondb.open(db_path.parent.parent)
+
+
+def test_append_many_same_key_different_content_in_one_batch(store: sessiondb.SQLiteStore) -> None:
+    with pytest.raises(KeyConflict, match="twice in one batch"):
+        store.append_many(
+            "s1",
+            [
+                {"role": "user", "content": "x", "key": "k"},
+                {"role": "user", "content": "y", "key": "k"},
+            ],
+        )
+    assert store.get_session("s1") is None
+
+
+def test_append_many_mixes_stored_new_and_repeated_keys(store: sessiondb.SQLiteStore) -> None:
+    store.append("s1", "user", "a", key="a")
+    out = store.append_many(
+        "s1",
+        [
+            {"role": "user", "content": "b", "key": "b"},
+            {"role": "user", "content": "a", "key": "a"},
+            {"role": "user", "content": "plain"},
+            {"role": "user", "content": "b", "key": "b"},
+        ],
+    )
+    assert [m.seq for m in out] == [2, 1, 3, 2]
+    assert [m.content for m in store.messages("s1")] == ["a", "b", "plain"]

@@ -9,6 +9,7 @@ page, each page its own snapshot — safe because a session only ever grows at i
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -351,51 +352,92 @@ class SQLiteStore:
             return self._append_items(conn, sid, prepared)
 
     def _append_items(self, conn: apsw.Connection, sid: str, items: list[_Item]) -> list[Message]:
+        """Insert ``items`` inside the caller's write transaction, set-based: one key lookup,
+        one seq allocation and one executemany per batch, so a 500-message import batch costs
+        about what the bare INSERTs cost."""
         now = time.time()
         internal = self._sid(conn, sid)
         if internal is None:
             internal = self._insert_session(conn, sid, "unknown", None, None, now)
-        out: list[Message] = []
-        batch_keys: dict[str, Message] = {}
-        for item in items:
-            if item.key is not None:
-                earlier = batch_keys.get(item.key) or self._keyed(conn, sid, internal, item.key)
-                if earlier is not None:
-                    if (earlier.role, earlier.content, earlier.meta) != (
-                        item.role,
-                        item.content,
-                        v.load_meta(item.meta),
-                    ):
-                        raise KeyConflict(sid, item.key, earlier.seq)
-                    out.append(earlier)
-                    continue
-            at = now if item.created_at is None else item.created_at
-            seq = int(
+        stored = self._stored_keys(conn, sid, internal, items)
+        out: list[Message | None] = [None] * len(items)
+        fresh: list[int] = []  # indexes of the items to insert
+        first_of_key: dict[str, int] = {}
+        for i, item in enumerate(items):
+            k = item.key
+            if k is None:
+                fresh.append(i)
+                continue
+            earlier = stored.get(k)
+            if earlier is not None:
+                if (earlier.role, earlier.content, earlier.meta) != (
+                    item.role,
+                    item.content,
+                    v.load_meta(item.meta),
+                ):
+                    raise KeyConflict(sid, k, earlier.seq)
+                out[i] = earlier
+            elif k in first_of_key:
+                first = items[first_of_key[k]]
+                if (first.role, first.content, first.meta) != (item.role, item.content, item.meta):
+                    raise KeyConflict(sid, k, None)
+            else:
+                first_of_key[k] = i
+                fresh.append(i)
+        if fresh:
+            last = int(
                 conn.execute(
-                    "UPDATE sessions SET message_count = message_count + 1, updated_at = ?"
+                    "UPDATE sessions SET message_count = message_count + ?, updated_at = ?"
                     " WHERE id = ? RETURNING message_count",
-                    (now, internal),
+                    (len(fresh), now, internal),
                 ).get
             )
-            conn.execute(
+            seq = last - len(fresh)
+            rows = []
+            for i in fresh:
+                item = items[i]
+                seq += 1
+                at = now if item.created_at is None else item.created_at
+                rows.append((internal, seq, item.role, item.content, item.key, item.meta, at))
+                out[i] = Message(
+                    sid, seq, item.role, item.content, item.key, v.load_meta(item.meta), at
+                )
+            conn.executemany(
                 "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (internal, seq, item.role, item.content, item.key, item.meta, at),
+                rows,
             )
-            msg = Message(sid, seq, item.role, item.content, item.key, v.load_meta(item.meta), at)
-            if item.key is not None:
-                batch_keys[item.key] = msg
-            out.append(msg)
-        return out
+        result: list[Message] = []
+        for i, item in enumerate(items):
+            m = out[i]
+            if m is None:  # a key repeated within this batch: the first occurrence's message
+                assert item.key is not None
+                m = out[first_of_key[item.key]]
+            assert m is not None
+            result.append(m)
+        return result
 
     @staticmethod
-    def _keyed(conn: apsw.Connection, sid: str, internal: int, key: str) -> Message | None:
-        row = conn.execute(
-            "SELECT ?, seq, role, content, key, meta, created_at FROM messages"
-            " WHERE sid = ? AND key = ?",
-            (sid, internal, key),
-        ).fetchone()
-        return None if row is None else _message(row)
+    def _stored_keys(
+        conn: apsw.Connection, sid: str, internal: int, items: list[_Item]
+    ) -> dict[str, Message]:
+        keys = [item.key for item in items if item.key is not None]
+        if not keys:
+            return {}
+        if len(keys) == 1:
+            found = conn.execute(
+                "SELECT ?, seq, role, content, key, meta, created_at FROM messages"
+                " WHERE sid = ? AND key = ?",
+                (sid, internal, keys[0]),
+            ).fetchall()
+        else:
+            found = conn.execute(
+                "SELECT ?, seq, role, content, key, meta, created_at FROM messages"
+                " WHERE sid = ? AND key IN (SELECT value FROM json_each(?))",
+                (sid, internal, json.dumps(keys)),
+            ).fetchall()
+        msgs = [_message(row) for row in found]
+        return {m.key: m for m in msgs if m.key is not None}
 
     def messages(
         self, session_id: str, *, after: int = 0, limit: int | None = None
