@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import sessiondb
-from sessiondb import doctor, repair
+from sessiondb import doctor, doctor_host, repair
 from sessiondb.cli.app import cli
 from sessiondb.errors import CorruptDatabase, StoreBusy
 from sessiondb.models import HealthReport
@@ -315,7 +315,7 @@ def test_stale_lease_is_listed(private_runtime: Path) -> None:
         "ttl": 10.0,
     }
     (private_runtime / "abc.lease").write_text(json.dumps(record))
-    leases = doctor.check_leases(private_runtime)
+    leases = doctor_host.check_leases(private_runtime)
     assert "S1" in leases.detail and "stale" in leases.detail
 
 
