@@ -19,6 +19,7 @@ from .. import paths
 from ..doctor import diagnose, report_to_dict
 from ..errors import Error
 from ..models import HealthReport
+from .common import db_option_path
 
 _STYLE = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "bold red")}
 
@@ -54,12 +55,15 @@ def render(report: HealthReport, console: Console) -> None:
     help="Repair: rebuild indexes, checkpoint; rebuild a corrupt file (a copy is kept).",
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation before repairing.")
-def doctor(path: str | None, full: bool, as_json: bool, do_repair: bool, yes: bool) -> None:
+@click.pass_context
+def doctor(
+    ctx: click.Context, path: str | None, full: bool, as_json: bool, do_repair: bool, yes: bool
+) -> None:
     """Check the health of a store and say what to do: exit 0 ok, 1 warnings, 2 problems.
 
-    PATH defaults to $SESSIONDB_PATH, else the platform's default store.
+    PATH defaults to --db, then $SESSIONDB_PATH, else the platform's default store.
     """
-    db = str(path or paths.default_db_path())
+    db = str(path or db_option_path(ctx) or paths.default_db_path())
     console = Console(stderr=as_json)
     repaired: dict[str, Any] | None = None
     if do_repair:
