@@ -9,6 +9,10 @@ Why these rules (each prevents a failure seen with SQLite on shared folders):
   pages across a VM mount, and a read-only connection never rolls back the peer's journal, which
   (with locks that may not cross the mount) could be a live transaction rather than a hot one.
 - Writes use BEGIN IMMEDIATE: a deferred transaction that upgrades gets SQLITE_BUSY at once.
+- Writers of one side first queue on an flock (``<db>.lock``): several agent-side processes
+  writing at once starved one another for > 10 s on SQLite's busy handler alone. All writers of
+  a file share one kernel (the host's or the container's), which is where flock works; where
+  the filesystem refuses flock, the busy handler is the fallback.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import apsw
 
 from ..errors import CorruptDatabase, InvalidInput, StoreBusy, UnsupportedStorage
 from ..paths import create_private_file, ensure_private_dir, open_private
+from ..sqlite.admission import AdmissionLock, lock_path_for
 from .protocol import (
     APPLICATION_ID,
     FORMAT_VERSION,
@@ -122,6 +127,7 @@ class ChannelDB:
         self._busy_ms = int(busy_timeout * 1000)
         self._busy_timeout = busy_timeout
         self._local = threading.local()
+        self._queue = True  # cleared if the filesystem refuses flock
 
     # -- writer side -------------------------------------------------------------------------
 
@@ -174,10 +180,36 @@ class ChannelDB:
         # The header check before opening saw the file unlocked; re-check now it is initialised.
         check_header(self.path, header(self.path))
 
+    def _admit(self) -> AdmissionLock | None:
+        """Wait in the kernel's queue for this file's writers; None when flock is unavailable."""
+        if not self._queue:
+            return None
+        lock: AdmissionLock | None = getattr(self._local, "lock", None)
+        try:
+            if lock is None or lock.pid != os.getpid():
+                lock = AdmissionLock(lock_path_for(self.path))
+                self._local.lock = lock
+            if not lock.try_acquire():
+                lock.acquire()
+        except OSError:
+            self._queue = False
+            return None
+        return lock
+
     @contextmanager
     def write(self) -> Iterator[apsw.Connection]:
         """BEGIN IMMEDIATE ... COMMIT on this side's own file; ROLLBACK on any exception."""
         conn = self._writer_conn()
+        lock = self._admit()
+        try:
+            with self._transaction(conn) as c:
+                yield c
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @contextmanager
+    def _transaction(self, conn: apsw.Connection) -> Iterator[apsw.Connection]:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except apsw.Error as e:
@@ -211,8 +243,11 @@ class ChannelDB:
 
     def close(self) -> None:
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        lock: AdmissionLock | None = getattr(self._local, "lock", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             conn.close()
+        if lock is not None and lock.pid == os.getpid():
+            lock.close()
         self._local = threading.local()
 
     # -- reader side (the peer's file) -------------------------------------------------------
