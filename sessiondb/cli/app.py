@@ -72,3 +72,6 @@ from .demo import demo as _demo  # noqa: E402
 for _cmd in _sessions.COMMANDS:
     cli.add_command(_cmd)
 cli.add_command(_demo)
+from .channel import channel as _channel  # noqa: E402
+
+cli.add_command(_channel)
