@@ -42,8 +42,11 @@ from .protocol import (
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _READONLY_ROLLBACK = 776  # SQLITE_READONLY_ROLLBACK: a hot journal a read-only reader may not undo
 
-# Polling schedule for waits: fast right after activity, slower when idle (no busy loop).
+# Polling schedule for waits: every 0.5 ms for the first 20 ms (a reply to what was just sent
+# usually lands then), then growing by half each time up to 25 ms while idle (no busy loop;
+# an idle waiter costs ~40 header probes a second).
 POLL_MIN = 0.0005
+POLL_HOT = 0.020
 POLL_MAX = 0.025
 POLL_GROWTH = 1.5
 
@@ -314,12 +317,14 @@ def wait_until(
         if items or deadline is None or time.monotonic() >= deadline:
             return items
         interval = POLL_MIN
+        hot_until = time.monotonic() + POLL_HOT
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return []
             time.sleep(min(interval, remaining))
-            interval = min(interval * POLL_GROWTH, POLL_MAX)
+            if time.monotonic() > hot_until:
+                interval = min(interval * POLL_GROWTH, POLL_MAX)
             if [data_version(p) for p in watched] != tokens:
                 break
             if wake_at is not None and time.time() >= wake_at:
