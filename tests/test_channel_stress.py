@@ -24,7 +24,7 @@ KILLS = 50
 MESSAGES = 500
 SEED = 20261122
 WRITERS = 3
-WRITE_SECONDS = 5.0  # the issue says 10 s; 5 s keeps the suite's CI budget (same result)
+WRITE_SECONDS = 10.0
 
 
 def query(path: Path, sql: str) -> list[tuple[object, ...]]:
