@@ -8,7 +8,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from sessiondb import InvalidInput, UnsupportedStorage
+from sessiondb import CorruptDatabase, InvalidInput, UnsupportedStorage
 from sessiondb.channel import MAX_CONTENT_BYTES, AgentEnd, HostEnd, NotAChannel
 
 
@@ -199,3 +199,19 @@ def test_bad_folder_argument() -> None:
         HostEnd(42)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         AgentEnd("")
+
+
+def test_a_damaged_peer_file_raises_a_sessiondb_error(folder: Path) -> None:
+    host = HostEnd(folder)
+    agent = AgentEnd(folder)
+    for i in range(50):
+        agent.reply(f"reply {i} " + "z" * 500)
+    agent.close()
+    out = folder / "outbound.db"
+    data = bytearray(out.read_bytes())
+    data[100 : len(data)] = b"\xff" * (len(data) - 100)  # keep the header, wreck every page
+    out.write_bytes(bytes(data))
+    with pytest.raises(CorruptDatabase, match="outbound.db"):
+        host.replies()
+    with pytest.raises(CorruptDatabase, match="outbound.db"):
+        host.status()

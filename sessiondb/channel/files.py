@@ -154,7 +154,14 @@ class ChannelDB:
             conn.setbusytimeout(self._busy_ms)
             conn.execute("PRAGMA journal_mode=DELETE").fetchall()
             conn.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
-            self._init_schema(conn)
+            # Queued like every write: a new process opening while others write in the flock
+            # queue would otherwise starve on the busy handler (seen with 3 busy writers).
+            lock = self._admit()
+            try:
+                self._init_schema(conn)
+            finally:
+                if lock is not None:
+                    lock.release()
         except apsw.Error as e:
             raise _translate(self.path, e, "opening for writing") from e
         except OSError as e:
@@ -219,6 +226,10 @@ class ChannelDB:
             raise _translate(self.path, e, "starting a write") from e
         try:
             yield conn
+        except apsw.Error as e:
+            with suppress(apsw.Error):
+                conn.execute("ROLLBACK")
+            raise _translate(self.path, e, "writing") from e
         except BaseException:
             with suppress(apsw.Error):
                 conn.execute("ROLLBACK")
@@ -240,6 +251,8 @@ class ChannelDB:
             raise _translate(self.path, e, "starting a read") from e
         try:
             yield conn
+        except apsw.Error as e:
+            raise _translate(self.path, e, "reading") from e
         finally:
             with suppress(apsw.Error):
                 conn.execute("COMMIT")
@@ -372,5 +385,8 @@ def channel_folder(folder: object, *, create: bool) -> Path:
                 f"{path}: no such channel folder — the host end creates it (HostEnd(folder) or "
                 "`sessiondb channel send FOLDER`)"
             )
-        ensure_private_dir(path)
+        try:
+            ensure_private_dir(path)
+        except OSError as e:
+            raise NotAChannel(f"{path}: cannot create the channel folder ({e.strerror})") from e
     return path
