@@ -145,28 +145,39 @@ class ChannelDB:
         return conn
 
     def _open_writer(self) -> apsw.Connection:
-        check_header(self.path, header(self.path))
+        ready = check_header(self.path, header(self.path))
         try:
             create_private_file(self.path)
             conn = apsw.Connection(
                 str(self.path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
             )
             conn.setbusytimeout(self._busy_ms)
+            if not ready:
+                self._refuse_foreign(conn)  # before any pragma could change someone's file
             conn.execute("PRAGMA journal_mode=DELETE").fetchall()
             conn.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
-            # Queued like every write: a new process opening while others write in the flock
-            # queue would otherwise starve on the busy handler (seen with 3 busy writers).
-            lock = self._admit()
-            try:
-                self._init_schema(conn)
-            finally:
-                if lock is not None:
-                    lock.release()
+            if not ready:
+                # Queued like every write: a process opening while others write in the flock
+                # queue would otherwise starve on the busy handler (seen with 3 busy writers).
+                lock = self._admit()
+                try:
+                    self._init_schema(conn)
+                finally:
+                    if lock is not None:
+                        lock.release()
         except apsw.Error as e:
             raise _translate(self.path, e, "opening for writing") from e
         except OSError as e:
             raise NotAChannel(f"{self.path}: cannot be created ({e.strerror})") from e
         return conn
+
+    def _refuse_foreign(self, conn: apsw.Connection) -> None:
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
+        if tables:
+            conn.close()
+            raise NotAChannel(
+                f"{self.path} is an SQLite database with other tables, not a channel file"
+            )
 
     def _init_schema(self, conn: apsw.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
