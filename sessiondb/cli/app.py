@@ -66,21 +66,22 @@ def main() -> None:
     cli()
 
 
-from . import sessions as _sessions  # noqa: E402  (commands register themselves on `cli`)
+# One module per group of verbs; each is a thin layer over the Python API.
+from . import sessions as _sessions  # noqa: E402
+from . import transcripts as _transcripts  # noqa: E402
+from .channel import channel as _channel  # noqa: E402
 from .demo import demo as _demo  # noqa: E402
-
-for _cmd in _sessions.COMMANDS:
-    cli.add_command(_cmd)
-cli.add_command(_demo)
-
 from .doctor import doctor as _doctor  # noqa: E402
-from .lease import hook_group, lease_group  # noqa: E402
+from .lease import hook_group as _hook_group  # noqa: E402
+from .lease import lease_group as _lease_group  # noqa: E402
 
-cli.add_command(_doctor)
-cli.add_command(lease_group)
-cli.add_command(hook_group)
-
-from .transcripts import COMMANDS as _transcript_commands  # noqa: E402
-
-for _cmd in _transcript_commands:
+for _cmd in (
+    *_sessions.COMMANDS,
+    *_transcripts.COMMANDS,
+    _doctor,
+    _lease_group,
+    _hook_group,
+    _channel,
+    _demo,
+):
     cli.add_command(_cmd)

@@ -1,0 +1,403 @@
+"""The channel's files: one writer connection per (process, thread) for a side's own database,
+open-read-close readers for the peer's, the header probe that makes waiting cheap, and the
+heartbeat file.
+
+Why these rules (each prevents a failure seen with SQLite on shared folders):
+- journal_mode=DELETE: WAL's shared-memory index does not work across a VM mount (Docker Desktop,
+  virtiofs, 9p), so two kernels would corrupt a WAL database.
+- Peer files are opened read-only and closed after each read: a cached connection can keep stale
+  pages across a VM mount, and a read-only connection never rolls back the peer's journal, which
+  (with locks that may not cross the mount) could be a live transaction rather than a hot one.
+- Writes use BEGIN IMMEDIATE: a deferred transaction that upgrades gets SQLITE_BUSY at once.
+- Writers of one side first queue on an flock (``<db>.lock``): several agent-side processes
+  writing at once starved one another for > 10 s on SQLite's busy handler alone. All writers of
+  a file share one kernel (the host's or the container's), which is where flock works; where
+  the filesystem refuses flock, the busy handler is the fallback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from ..errors import CorruptDatabase, InvalidInput, StoreBusy, UnsupportedStorage
+from ..paths import create_private_file, ensure_private_dir, open_private
+from ..sqlite.admission import AdmissionLock, lock_path_for
+from .protocol import (
+    APPLICATION_ID,
+    FORMAT_VERSION,
+    HEARTBEAT_FILE,
+    INBOUND_FILE,
+    NotAChannel,
+)
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_READONLY_ROLLBACK = 776  # SQLITE_READONLY_ROLLBACK: a hot journal a read-only reader may not undo
+
+# Polling schedule for waits: every 0.5 ms for the first 20 ms (a reply to what was just sent
+# usually lands then), then growing by half each time up to 25 ms while idle (no busy loop;
+# an idle waiter costs ~40 header probes a second).
+POLL_MIN = 0.0005
+POLL_HOT = 0.020
+POLL_MAX = 0.025
+POLL_GROWTH = 1.5
+
+
+def header(path: Path) -> bytes | None:
+    """Up to the first 100 bytes of ``path`` (None if missing): a fresh open each time."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise NotAChannel(f"{path}: cannot be read ({e.strerror})") from e
+    try:
+        data = os.pread(fd, 100, 0)
+    finally:
+        os.close(fd)
+    return data
+
+
+def data_version(path: Path) -> bytes | None:
+    """A token that changes whenever a transaction commits to ``path``.
+
+    Rollback-journal commits increment the header's file change counter (offset 24); reading it
+    costs one open/pread/close instead of a SQLite connection.
+    """
+    h = header(path)
+    return None if h is None else h[24:28] + h[92:96]
+
+
+def check_header(path: Path, h: bytes | None) -> bool:
+    """True if ``h`` is an initialised channel file; False if empty/uninitialised; else raise."""
+    if not h:
+        return False
+    if len(h) < 100 or h[:16] != _SQLITE_MAGIC:
+        raise NotAChannel(f"{path} is not a sessiondb channel file (not an SQLite database)")
+    app_id = int.from_bytes(h[68:72], "big")
+    version = int.from_bytes(h[60:64], "big")
+    if app_id == 0 and version == 0:
+        return False
+    if app_id != APPLICATION_ID:
+        raise NotAChannel(
+            f"{path} is an SQLite database but not a sessiondb channel file "
+            f"(application_id {app_id:#x}) — point the channel at its own folder"
+        )
+    if version > FORMAT_VERSION:
+        raise UnsupportedStorage(
+            f"{path} uses channel format v{version}, this sessiondb reads up to "
+            f"v{FORMAT_VERSION} — upgrade sessiondb on this side of the channel"
+        )
+    return True
+
+
+def _translate(path: Path, e: apsw.Error, doing: str) -> Exception:
+    if isinstance(e, (apsw.BusyError, apsw.LockedError)):
+        return StoreBusy(
+            f"{path}: {doing} could not get the lock in time — another process of the same "
+            "side holds it; retry later",
+            path=str(path),
+        )
+    if isinstance(e, (apsw.CorruptError, apsw.NotADBError)):
+        return CorruptDatabase(str(path), f"{doing} failed: {e}")
+    if isinstance(e, apsw.CantOpenError):
+        return NotAChannel(f"{path}: cannot open ({e}) — check the folder and its permissions")
+    return CorruptDatabase(str(path), f"{doing} failed: {e.__class__.__name__}: {e}")
+
+
+class ChannelDB:
+    """One of the two channel databases, seen from one side."""
+
+    def __init__(
+        self,
+        path: Path,
+        schema: tuple[str, ...],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 10.0,
+    ) -> None:
+        self.path = path
+        self._schema = schema
+        self._synchronous = synchronous
+        self._busy_ms = int(busy_timeout * 1000)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._queue = True  # cleared if the filesystem refuses flock
+
+    # -- writer side -------------------------------------------------------------------------
+
+    def _writer_conn(self) -> apsw.Connection:
+        # One connection per (process, thread), reopened after fork (doctrine 2).
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        conn = self._open_writer()
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def _open_writer(self) -> apsw.Connection:
+        ready = check_header(self.path, header(self.path))
+        try:
+            create_private_file(self.path)
+            conn = apsw.Connection(
+                str(self.path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+            )
+            conn.setbusytimeout(self._busy_ms)
+            if not ready:
+                self._refuse_foreign(conn)  # before any pragma could change someone's file
+            conn.execute("PRAGMA journal_mode=DELETE").fetchall()
+            conn.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
+            if not ready:
+                # Queued like every write: a process opening while others write in the flock
+                # queue would otherwise starve on the busy handler (seen with 3 busy writers).
+                lock = self._admit()
+                try:
+                    self._init_schema(conn)
+                finally:
+                    if lock is not None:
+                        lock.release()
+        except apsw.Error as e:
+            raise _translate(self.path, e, "opening for writing") from e
+        except OSError as e:
+            raise NotAChannel(f"{self.path}: cannot be created ({e.strerror})") from e
+        return conn
+
+    def _refuse_foreign(self, conn: apsw.Connection) -> None:
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
+        if tables:
+            conn.close()
+            raise NotAChannel(
+                f"{self.path} is an SQLite database with other tables, not a channel file"
+            )
+
+    def _init_schema(self, conn: apsw.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+            version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+            if app_id == 0 and version == 0:
+                tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
+                if tables:
+                    raise NotAChannel(
+                        f"{self.path} is an SQLite database with other tables, not a channel file"
+                    )
+                for stmt in self._schema:
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        # The header check before opening saw the file unlocked; re-check now it is initialised.
+        check_header(self.path, header(self.path))
+
+    def _admit(self) -> AdmissionLock | None:
+        """Wait in the kernel's queue for this file's writers; None when flock is unavailable."""
+        if not self._queue:
+            return None
+        lock: AdmissionLock | None = getattr(self._local, "lock", None)
+        try:
+            if lock is None or lock.pid != os.getpid():
+                lock = AdmissionLock(lock_path_for(self.path))
+                self._local.lock = lock
+            if not lock.try_acquire():
+                lock.acquire()
+        except OSError:
+            self._queue = False
+            return None
+        return lock
+
+    @contextmanager
+    def write(self) -> Iterator[apsw.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT on this side's own file; ROLLBACK on any exception."""
+        conn = self._writer_conn()
+        lock = self._admit()
+        try:
+            with self._transaction(conn) as c:
+                yield c
+        finally:
+            if lock is not None:
+                lock.release()
+
+    @contextmanager
+    def _transaction(self, conn: apsw.Connection) -> Iterator[apsw.Connection]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except apsw.Error as e:
+            raise _translate(self.path, e, "starting a write") from e
+        try:
+            yield conn
+        except apsw.Error as e:
+            with suppress(apsw.Error):
+                conn.execute("ROLLBACK")
+            raise _translate(self.path, e, "writing") from e
+        except BaseException:
+            with suppress(apsw.Error):
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except apsw.Error as e:
+            with suppress(apsw.Error):
+                conn.execute("ROLLBACK")
+            raise _translate(self.path, e, "committing") from e
+
+    @contextmanager
+    def own_read(self) -> Iterator[apsw.Connection]:
+        """A short read transaction on this side's own file through the writer connection."""
+        conn = self._writer_conn()
+        try:
+            conn.execute("BEGIN")
+        except apsw.Error as e:
+            raise _translate(self.path, e, "starting a read") from e
+        try:
+            yield conn
+        except apsw.Error as e:
+            raise _translate(self.path, e, "reading") from e
+        finally:
+            with suppress(apsw.Error):
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn: apsw.Connection | None = getattr(self._local, "conn", None)
+        lock: AdmissionLock | None = getattr(self._local, "lock", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            conn.close()
+        if lock is not None and lock.pid == os.getpid():
+            lock.close()
+        self._local = threading.local()
+
+    # -- reader side (the peer's file) -------------------------------------------------------
+
+    def read(self, fn: Callable[[apsw.Connection], Any]) -> Any:
+        """Open read-only, run ``fn`` in one read transaction, close; None if the file is absent.
+
+        A hot journal left by a writer that died cannot be rolled back read-only; we wait for
+        a writer of that side to recover it, up to the busy timeout.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.002
+        while True:
+            if not check_header(self.path, header(self.path)):
+                return None
+            try:
+                conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+            except apsw.CantOpenError:
+                return None
+            except apsw.Error as e:
+                raise _translate(self.path, e, "opening for reading") from e
+            try:
+                conn.setbusytimeout(self._busy_ms)
+                conn.execute("BEGIN")
+                try:
+                    return fn(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except apsw.ReadOnlyError as e:
+                if (
+                    getattr(e, "extendedresult", None) != _READONLY_ROLLBACK
+                    or time.monotonic() > deadline
+                ):
+                    raise StoreBusy(
+                        f"{self.path} holds an unfinished transaction of a writer that stopped "
+                        "(hot journal); it is rolled back when a writer of that side opens it — "
+                        "start that side, then retry",
+                        path=str(self.path),
+                    ) from e
+            except apsw.Error as e:
+                raise _translate(self.path, e, "reading") from e
+            finally:
+                conn.close()
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def wait_until(
+    fetch: Callable[[], tuple[list[Any], float | None]],
+    watched: list[Path],
+    timeout: float | None,
+) -> list[Any]:
+    """Call ``fetch`` until it returns items, a watched file commits, or ``timeout`` passes.
+
+    ``fetch`` returns (items, wake_at): ``wake_at`` is a wall-clock time at which items may
+    appear without any file changing (a backoff ending). Between fetches only the files'
+    change counters are probed, on an interval that grows from POLL_MIN to POLL_MAX.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        # Token first: a commit landing between the fetch and the probe is never missed.
+        tokens = [data_version(p) for p in watched]
+        items, wake_at = fetch()
+        if items or deadline is None or time.monotonic() >= deadline:
+            return items
+        interval = POLL_MIN
+        hot_until = time.monotonic() + POLL_HOT
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            time.sleep(min(interval, remaining))
+            if time.monotonic() > hot_until:
+                interval = min(interval * POLL_GROWTH, POLL_MAX)
+            if [data_version(p) for p in watched] != tokens:
+                break
+            if wake_at is not None and time.time() >= wake_at:
+                break
+
+
+# -- heartbeat ---------------------------------------------------------------------------------
+
+
+def write_heartbeat(folder: Path, record: dict[str, Any]) -> None:
+    """Replace the heartbeat file atomically (write a private temp file, then rename)."""
+    path = folder / HEARTBEAT_FILE
+    tmp = folder / f".{HEARTBEAT_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
+    data = json.dumps(record, separators=(",", ":")).encode()
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_heartbeat(folder: Path) -> dict[str, Any] | None:
+    """The heartbeat record, or None when there is none (or it cannot be parsed)."""
+    try:
+        raw = (folder / HEARTBEAT_FILE).read_bytes()
+        record = json.loads(raw)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("beat_at"), (int, float)):
+        return None
+    return record
+
+
+def channel_folder(folder: object, *, create: bool) -> Path:
+    """Validate the folder argument; create it (0700) when ``create`` and it is missing."""
+    if not isinstance(folder, (str, os.PathLike)) or not os.fspath(folder):
+        raise InvalidInput(f"folder must be a path, got {folder!r:.80}")
+    path = Path(os.fspath(folder)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotAChannel(f"{path} is not a folder — a channel is a folder holding {INBOUND_FILE}")
+    if not path.exists():
+        if not create:
+            raise NotAChannel(
+                f"{path}: no such channel folder — the host end creates it (HostEnd(folder) or "
+                "`sessiondb channel send FOLDER`)"
+            )
+        try:
+            ensure_private_dir(path)
+        except OSError as e:
+            raise NotAChannel(f"{path}: cannot create the channel folder ({e.strerror})") from e
+    return path

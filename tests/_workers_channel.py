@@ -1,0 +1,79 @@
+"""Process bodies for the channel tests (spawned: importable, top level, bounded in time)."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from sessiondb.channel import AgentEnd
+
+
+def crashy_agent(folder: str, seed: int) -> None:
+    """An agent loop that is killed from outside at a random moment; never exits by itself.
+
+    Per message: sometimes a keyed interim reply, a short random pause (so kills land
+    mid-message), then the final reply, which settles the message in the same transaction.
+    """
+    rng = random.Random(seed)
+    agent = AgentEnd(folder, heartbeat_every=0.05)
+    while True:
+        for m in agent.receive(limit=rng.randint(1, 5), timeout=0.5):
+            if rng.random() < 0.3:
+                agent.reply(
+                    f"progress:{m.seq}", in_reply_to=m.seq, kind="progress", key=f"p{m.seq}"
+                )
+            time.sleep(rng.random() * 0.01)
+            agent.reply("re:" + m.content, in_reply_to=m.seq)
+
+
+def reply_writer(folder: str, wid: int, seconds: float, out: Any) -> None:
+    """One of several agent-side processes writing outbound.db at once; reports its seqs."""
+    agent = AgentEnd(folder, run_id=f"writer-{wid}")
+    seqs: list[int] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seqs.append(agent.reply(f"{wid}:{len(seqs)}", kind="event"))
+    agent.close()
+    out.put((wid, seqs))
+
+
+def slow_agent(folder: str, hold: float, beat: float, out: Any) -> None:
+    """Claims one message, stays silent for ``hold`` seconds (a long tool call) while its
+    heartbeat thread runs, then replies."""
+    agent = AgentEnd(folder, heartbeat_every=beat)
+    batch: list[Any] = []
+    while not batch:
+        batch = agent.receive(limit=1, timeout=5)
+    out.put(("claimed", batch[0].seq, agent.run_id))
+    deadline = time.monotonic() + hold
+    x = 0
+    while time.monotonic() < deadline:  # busy in Python: the GIL is contended, yet beats go on
+        x += 1
+    agent.reply("done", in_reply_to=batch[0].seq)
+    out.put(("replied", batch[0].seq, agent.run_id))
+    agent.close()
+
+
+def claim_and_hang(folder: str, beat: float, out: Any) -> None:
+    """Claims one message and then waits forever (killed by the test)."""
+    agent = AgentEnd(folder, heartbeat_every=beat)
+    batch: list[Any] = []
+    while not batch:
+        batch = agent.receive(limit=1, timeout=5)
+    out.put((batch[0].seq, agent.run_id))
+    time.sleep(3600)
+
+
+def idle_receiver(folder: str, seconds: float, out: Any) -> None:
+    """Waits in receive(timeout=...) with nothing arriving; reports its own CPU time."""
+    import os
+
+    agent = AgentEnd(folder)
+    before = os.times()
+    t0 = time.monotonic()
+    got = agent.receive(timeout=seconds)
+    wall = time.monotonic() - t0
+    after = os.times()
+    cpu = (after.user - before.user) + (after.system - before.system)
+    out.put({"got": len(got), "wall": wall, "cpu": cpu})
