@@ -252,12 +252,16 @@ def _fresh_store(system: str, name: str) -> Path:
     """A fresh folder whose store already exists, as it does when agent processes start.
 
     Creating it here, once, keeps first-open races out of the append figures: langchain's
-    SQLChatMessageHistory, for one, runs a check-then-CREATE TABLE that fails with "table
-    message_store already exists" when several processes create a new file at the same moment.
+    SQLChatMessageHistory runs a check-then-CREATE TABLE that fails with "table message_store
+    already exists", and openai-agents' SQLiteSession gets "database is locked" from its
+    ``PRAGMA journal_mode=WAL``, when 16 processes create a new file at the same moment (both
+    seen while developing this benchmark). Those peers create their file on first use of a
+    session, hence the prepare() of a session no run reads.
     """
     folder = fresh_dir("contention", system, name)
     adapter = peers.make(system)
     adapter.open(folder)
+    adapter.prepare("bench-init")
     adapter.close()
     return folder
 

@@ -176,8 +176,14 @@ class LangchainAdapter(Adapter):
 class CeilingAdapter(Adapter):
     """One bare apsw connection, sessiondb's append statements, one transaction per message.
 
-    The schema is created by sessiondb itself (so triggers and indexes are the same), then the
-    store is closed and only this connection touches the file.
+    Mirrors ``SQLiteStore.append`` -> ``_append_items`` and ``Engine.write``/``_configure``
+    (sessiondb/sqlite/store.py, engine.py): same pragmas, ``BEGIN IMMEDIATE``, look the session
+    up (create it if missing), bump ``message_count`` with ``RETURNING`` to get the next seq,
+    insert the message, ``COMMIT``. The schema is created by sessiondb itself, so tables,
+    indexes and any triggers are the same; then only this connection touches the file. Left out
+    on purpose, so that this stays an upper bound: the flock admission queue, input validation,
+    Message objects, and the background PASSIVE checkpoints (autocheckpoint is off as in the
+    engine, so the ceiling never checkpoints during a run).
     """
 
     name = CEILING
@@ -186,45 +192,45 @@ class CeilingAdapter(Adapter):
         import apsw
 
         import sessiondb
+        from sessiondb.sqlite import engine
 
         path = folder / "sessions.db"
-        if hasattr(sessiondb, "open"):
-            sessiondb.open(path).close()
+        sessiondb.open(path).close()
         self.conn: Any = apsw.Connection(str(path))
-        if not hasattr(sessiondb, "open"):
-            # Only until the Store exists: the v1 schema as specified, so that the harness
-            # can be exercised; results then say schema="interim".
-            self.conn.execute(_INTERIM_SCHEMA)
-        self.conn.setbusytimeout(30_000)
-        # Same connection pragmas as sessiondb's engine with durability="normal" on local disk.
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
-            self.conn.execute(f"PRAGMA {pragma}").fetchall()
+        self.conn.set_busy_timeout(30_000)
+        for pragma in (
+            "synchronous=NORMAL",
+            "foreign_keys=OFF",
+            f"journal_size_limit={engine.JOURNAL_SIZE_LIMIT}",
+            "wal_autocheckpoint=0",
+        ):
+            self.conn.execute(f"PRAGMA {pragma}")
+        mode = str(self.conn.execute("PRAGMA journal_mode").get).lower()
+        if mode != "wal":
+            raise RuntimeError(f"{path}: expected sessiondb to create a WAL file, found {mode}")
 
     def append(self, session_id: str, role: str, content: str) -> None:
         now = time.time()
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute(
-                "SELECT id, message_count FROM sessions WHERE session_id = ?", (session_id,)
-            ).fetchone()
-            if row is None:
+            sid = conn.execute("SELECT id FROM sessions WHERE session_id = ?", (session_id,)).get
+            if sid is None:
                 conn.execute(
-                    "INSERT INTO sessions(session_id, source, created_at, updated_at,"
-                    " message_count) VALUES (?, 'unknown', ?, ?, 0)",
+                    "INSERT INTO sessions(session_id, source, title, meta, created_at, updated_at)"
+                    " VALUES (?, 'unknown', NULL, NULL, ?, ?)",
                     (session_id, now, now),
                 )
-                sid, count = conn.last_insert_rowid(), 0
-            else:
-                sid, count = row
+                sid = conn.last_insert_rowid()
+            seq = conn.execute(
+                "UPDATE sessions SET message_count = message_count + 1, updated_at = ?"
+                " WHERE id = ? RETURNING message_count",
+                (now, sid),
+            ).get
             conn.execute(
                 "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
-                " VALUES (?, ?, ?, ?, NULL, NULL, ?)",
-                (sid, count + 1, role, content, now),
-            )
-            conn.execute(
-                "UPDATE sessions SET message_count = ?, updated_at = ? WHERE id = ?",
-                (count + 1, now, sid),
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (sid, seq, role, content, None, None, now),
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -242,17 +248,6 @@ class CeilingAdapter(Adapter):
     def close(self) -> None:
         self.conn.close()
 
-
-_INTERIM_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions(id INTEGER PRIMARY KEY AUTOINCREMENT,
-  session_id TEXT NOT NULL UNIQUE, source TEXT NOT NULL, title TEXT, meta TEXT,
-  created_at REAL, updated_at REAL, ended_at REAL, end_reason TEXT,
-  message_count INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS messages(id INTEGER PRIMARY KEY, sid INTEGER NOT NULL,
-  seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, key TEXT, meta TEXT,
-  created_at REAL NOT NULL, UNIQUE(sid, seq));
-CREATE UNIQUE INDEX IF NOT EXISTS messages_key ON messages(sid, key) WHERE key IS NOT NULL;
-"""
 
 _ADAPTERS: dict[str, type[Adapter]] = {
     "sessiondb": SessiondbAdapter,
@@ -275,7 +270,7 @@ def available(system: str) -> str | None:
         "hermes": "hermes_state",
         "openai-agents": "agents.memory",
         "langchain": "langchain_community.chat_message_histories",
-        CEILING: "apsw",
+        CEILING: "sessiondb.sqlite.store",
     }
     import importlib
 
