@@ -50,6 +50,7 @@ ORDER = (peers.CEILING, *peers.SYSTEMS)
 TARGET_CEILING_RATIO = 0.75
 TARGET_HERMES_RATIO = 2.5
 TARGET_MAX_MS = {16: 250.0, 64: 500.0}
+REPEAT_BUDGET_S = 5.0
 
 
 @dataclass
@@ -210,7 +211,9 @@ def _tasks(system: str, folder: Path, k: int, layout: str, m: int | None) -> lis
     return [Task(system, str(folder), [s], m) for s in streams]
 
 
-def verify(system: str, folder: Path, k: int, layout: str, results: list[WorkerResult]) -> dict[str, int]:
+def verify(
+    system: str, folder: Path, k: int, layout: str, results: list[WorkerResult]
+) -> dict[str, int]:
     """Read every session back and compare the stored markers with the returned appends."""
     failed = {tuple(f) for r in results for f in r.failed}
     adapter = peers.make(system)
@@ -266,9 +269,7 @@ def _fresh_store(system: str, name: str) -> Path:
     return folder
 
 
-def measure(
-    pool: Pool, system: str, k: int, layout: str, m: int, cap: float
-) -> dict[str, Any]:
+def measure(pool: Pool, system: str, k: int, layout: str, m: int, cap: float) -> dict[str, Any]:
     folder = _fresh_store(system, f"k{k}-{layout}")
     t0, results, truncated = pool.run(_tasks(system, folder, k, layout, m), seconds=None, cap=cap)
     ok = sum(r.ok for r in results)
@@ -402,15 +403,21 @@ def main(argv: list[str]) -> int:
             for k in ks:
                 m = max(20, math.ceil(total / k))
                 for layout in layouts:
-                    if system == peers.CEILING:
-                        # The ceiling's run is short (well under a second), so one scheduling
-                        # hiccup moves it a lot: keep the median of three runs.
-                        tries = [measure(pool, system, k, layout, m, cap) for _ in range(3)]
-                        tries.sort(key=lambda r: r["appends_per_s"])
-                        row = tries[1]
-                        row["runs_appends_per_s"] = [r["appends_per_s"] for r in tries]
-                    else:
-                        row = measure(pool, system, k, layout, m, cap)
+                    # A run shorter than a few seconds is moved a lot by one scheduling hiccup
+                    # on a shared 2-core machine: repeat short runs (up to 3, while they add up
+                    # to under REPEAT_BUDGET_S) and keep the median; long runs count once.
+                    tries = [measure(pool, system, k, layout, m, cap)]
+                    while len(tries) < 3 and sum(t["seconds"] for t in tries) < REPEAT_BUDGET_S:
+                        tries.append(measure(pool, system, k, layout, m, cap))
+                    tries.sort(key=lambda r: r["appends_per_s"])
+                    row = tries[len(tries) // 2]
+                    row["tries_appends_per_s"] = [t["appends_per_s"] for t in tries]
+                    # Correctness counts from every try, not only the median one.
+                    row["lost_all_tries"] = sum(t["lost"] for t in tries)
+                    row["duplicates_all_tries"] = sum(t["duplicates"] for t in tries)
+                    row["errors_all_tries"] = dict(
+                        sum((Counter(t["errors"]) for t in tries), Counter())
+                    )
                     rows.append(row)
                     lat = row["latency"]
                     print(
@@ -450,7 +457,11 @@ def main(argv: list[str]) -> int:
     dest = write_json(args.output, payload)
     print(table(rows, fair))
     print(f"wrote {dest}")
-    bad = [r for r in rows if r["system"] == "sessiondb" and (r["lost"] or r["duplicates"])]
+    bad = [
+        r
+        for r in rows
+        if r["system"] == "sessiondb" and (r["lost_all_tries"] or r["duplicates_all_tries"])
+    ]
     return 1 if bad else 0
 
 

@@ -22,6 +22,7 @@ imported lazily so that a missing peer only skips that system.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,8 @@ class HermesAdapter(Adapter):
     name = "hermes"
 
     def open(self, folder: Path) -> None:
-        from hermes_state import SessionDB
-
-        self.db: Any = SessionDB(db_path=folder / "state.db")
+        hermes_state = importlib.import_module("hermes_state")
+        self.db: Any = hermes_state.SessionDB(db_path=folder / "state.db")
 
     def prepare(self, session_id: str) -> None:
         # hermes' create_session is an upsert, so every worker of a shared session may call it.
@@ -114,9 +114,8 @@ class OpenAIAgentsAdapter(Adapter):
     def _session(self, session_id: str) -> Any:
         session = self.sessions.get(session_id)
         if session is None:
-            from agents.memory import SQLiteSession
-
-            session = SQLiteSession(session_id, db_path=self.path)
+            memory = importlib.import_module("agents.memory")
+            session = memory.SQLiteSession(session_id, db_path=self.path)
             self.sessions[session_id] = session
         return session
 
@@ -150,9 +149,8 @@ class LangchainAdapter(Adapter):
     def _history(self, session_id: str) -> Any:
         history = self.histories.get(session_id)
         if history is None:
-            from langchain_community.chat_message_histories import SQLChatMessageHistory
-
-            history = SQLChatMessageHistory(session_id=session_id, connection=self.url)
+            histories = importlib.import_module("langchain_community.chat_message_histories")
+            history = histories.SQLChatMessageHistory(session_id=session_id, connection=self.url)
             self.histories[session_id] = history
         return history
 
@@ -160,9 +158,8 @@ class LangchainAdapter(Adapter):
         self._history(session_id)
 
     def append(self, session_id: str, role: str, content: str) -> None:
-        from langchain_core.messages import AIMessage, HumanMessage
-
-        message = HumanMessage(content) if role == "user" else AIMessage(content)
+        messages = importlib.import_module("langchain_core.messages")
+        message = messages.HumanMessage(content) if role == "user" else messages.AIMessage(content)
         self._history(session_id).add_message(message)
 
     def contents(self, session_id: str) -> list[str]:
@@ -272,8 +269,6 @@ def available(system: str) -> str | None:
         "langchain": "langchain_community.chat_message_histories",
         CEILING: "sessiondb.sqlite.store",
     }
-    import importlib
-
     try:
         importlib.import_module(modules[system])
     except ImportError as exc:
