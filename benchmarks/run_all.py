@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS: list[str] = ["transcripts", "channel"]
+BENCHMARKS: list[str] = ["contention", "mixed", "transcripts", "channel"]
 
 
 def main(argv: list[str] | None = None) -> int:
