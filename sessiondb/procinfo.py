@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import NamedTuple
 
 
 def hostname() -> str:
@@ -70,3 +71,239 @@ def command_line(pid: int) -> str | None:
         return None
     parts = [p.decode("utf-8", "replace") for p in raw.split(b"\0") if p]
     return " ".join(parts) if parts else None
+
+
+# --- file locks (/proc/locks) ----------------------------------------------------------------
+#
+# SQLite's unix VFS locks with fcntl(F_SETLK) byte ranges (POSIX locks, owned by a process), so the
+# kernel can tell us who holds them. The byte offsets are SQLite's on-disk locking protocol and
+# are stable across versions (https://www.sqlite.org/lockingv3.html, walformat.html):
+#   rollback journal (os_unix.c, os.h): PENDING_BYTE = 0x40000000, RESERVED_BYTE = PENDING_BYTE+1,
+#     SHARED_FIRST = PENDING_BYTE+2, SHARED_SIZE = 510. A writer in BEGIN IMMEDIATE holds a write
+#     lock on RESERVED_BYTE; while it commits it holds PENDING and then EXCLUSIVE, a write lock on
+#     the whole shared range.
+#   WAL (wal.c, os_unix.c): the shm locks start at UNIX_SHM_BASE = (22 + SQLITE_SHM_NLOCK) * 4
+#     = 120 (WALINDEX_LOCK_OFFSET in wal.c), lock i is byte 120 + i; WAL_WRITE_LOCK is lock 0, so
+#     the one writer holds a write lock on byte 120 of the -shm file.
+PENDING_BYTE = 0x40000000
+RESERVED_BYTE = PENDING_BYTE + 1
+SHARED_FIRST = PENDING_BYTE + 2
+SHARED_SIZE = 510
+WAL_WRITE_LOCK_BYTE = 120
+
+PROC_LOCKS = "/proc/locks"
+
+
+class FileLock(NamedTuple):
+    """One line of /proc/locks. ``end`` is None for a lock that runs to end of file. ``pid`` is
+    -1 for open-file-description locks (OFDLCK), which belong to no process."""
+
+    pid: int
+    kind: str  # POSIX, FLOCK, OFDLCK, LEASE…
+    mode: str  # READ, WRITE
+    start: int
+    end: int | None
+
+
+class _Entry(NamedTuple):
+    lock: FileLock
+    major: int
+    minor: int
+    inode: int
+
+
+def parse_proc_locks(text: str) -> list[_Entry]:
+    """Parse /proc/locks text; blocked waiters (``->`` lines) and odd lines are skipped.
+
+    A line reads ``1: POSIX  ADVISORY  WRITE 3777 fe:00:1474579 0 EOF``: the device is
+    ``major:minor`` in hex, the inode in decimal.
+    """
+    entries: list[_Entry] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or fields[1] == "->":
+            continue
+        kind, mode = fields[1], fields[3]
+        try:
+            pid = int(fields[4])
+            major_s, minor_s, inode_s = fields[5].split(":")
+            start = int(fields[6])
+            end = None if fields[7] == "EOF" else int(fields[7])
+            entry = _Entry(
+                FileLock(pid, kind, mode, start, end),
+                int(major_s, 16),
+                int(minor_s, 16),
+                int(inode_s),
+            )
+        except ValueError:
+            continue
+        entries.append(entry)
+    return entries
+
+
+def _read_proc_locks() -> str | None:
+    try:
+        with open(PROC_LOCKS, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _pid_has_file_open(pid: int, dev: int, ino: int) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if st.st_dev == dev and st.st_ino == ino:
+            return True
+    return False
+
+
+def lock_holders(path: str | os.PathLike[str], proc_locks: str | None = None) -> list[FileLock]:
+    """The locks the kernel reports on ``path``'s (device, inode); empty if none or unknown.
+
+    Some filesystems (btrfs subvolumes, overlayfs) report a device in /proc/locks that differs
+    from ``stat().st_dev``; a lock on the same inode number is then accepted only if its process
+    has this very file open, so an inode number reused on another device is never blamed.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    text = _read_proc_locks() if proc_locks is None else proc_locks
+    if text is None:
+        return []
+    exact: list[FileLock] = []
+    same_inode: list[FileLock] = []
+    for e in parse_proc_locks(text):
+        if e.inode != st.st_ino:
+            continue
+        if e.major == os.major(st.st_dev) and e.minor == os.minor(st.st_dev):
+            exact.append(e.lock)
+        else:
+            same_inode.append(e.lock)
+    if not exact:
+        exact = [
+            lk
+            for lk in same_inode
+            if lk.pid > 0 and _pid_has_file_open(lk.pid, st.st_dev, st.st_ino)
+        ]
+    return exact
+
+
+def _covers(lock: FileLock, first: int, last: int) -> bool:
+    """Does ``lock`` overlap the byte range [first, last]?"""
+    end = lock.end if lock.end is not None else float("inf")
+    return lock.start <= last and end >= first
+
+
+class WriteLock(NamedTuple):
+    """Who holds SQLite's write lock on a database: ``lock`` names which one (``wal-write`` on
+    the -shm file, or ``reserved`` / ``pending`` / ``exclusive`` on the database file)."""
+
+    pid: int
+    lock: str
+    file: str
+
+
+def shm_path(db_path: str | os.PathLike[str]) -> str:
+    return os.fspath(db_path) + "-shm"
+
+
+def admission_lock_path(db_path: str | os.PathLike[str]) -> str:
+    """sessiondb's write admission queue: an flock on ``<db>.lock`` next to the database."""
+    return os.fspath(db_path) + ".lock"
+
+
+def sqlite_write_lock(db_path: str | os.PathLike[str]) -> WriteLock | None:
+    """The process holding SQLite's write lock on ``db_path`` right now, or None.
+
+    Both journal modes are looked at, so the answer does not depend on knowing the mode. Locks
+    without an owning process (OFD locks, pid -1) cannot be named and are ignored.
+    """
+    shm = shm_path(db_path)
+    for lk in lock_holders(shm):
+        is_write = lk.pid > 0 and lk.mode == "WRITE" and lk.kind != "FLOCK"
+        if is_write and _covers(lk, WAL_WRITE_LOCK_BYTE, WAL_WRITE_LOCK_BYTE):
+            return WriteLock(lk.pid, "wal-write", shm)
+    db = os.fspath(db_path)
+    found: dict[str, int] = {}
+    for lk in lock_holders(db):
+        if lk.pid <= 0 or lk.mode != "WRITE" or lk.kind == "FLOCK":
+            continue
+        if _covers(lk, SHARED_FIRST, SHARED_FIRST + SHARED_SIZE - 1):
+            found.setdefault("exclusive", lk.pid)
+        if _covers(lk, RESERVED_BYTE, RESERVED_BYTE):
+            found.setdefault("reserved", lk.pid)
+        if _covers(lk, PENDING_BYTE, PENDING_BYTE):
+            found.setdefault("pending", lk.pid)
+    for name in ("exclusive", "reserved", "pending"):
+        if name in found:
+            return WriteLock(found[name], name, db)
+    return None
+
+
+def sqlite_write_lock_holder(db_path: str | os.PathLike[str]) -> int | None:
+    """Pid of the process holding SQLite's write lock on ``db_path`` (WAL or rollback), or None."""
+    held = sqlite_write_lock(db_path)
+    return held.pid if held else None
+
+
+def admission_lock_holder(db_path: str | os.PathLike[str]) -> int | None:
+    """Pid holding sessiondb's admission flock on ``<db>.lock``, or None.
+
+    /proc/locks shows the pid that took an flock; a child that inherited the descriptor across
+    fork is not shown, which is the best the kernel tells.
+    """
+    for lk in lock_holders(admission_lock_path(db_path)):
+        if lk.kind == "FLOCK" and lk.mode == "WRITE" and lk.pid > 0:
+            return lk.pid
+    return None
+
+
+def open_by(path: str | os.PathLike[str]) -> list[int]:
+    """Pids of the processes that have ``path`` open (scanning /proc/*/fd), sorted; processes
+    whose descriptors cannot be read (other users, exited meanwhile) are skipped."""
+    target = os.path.realpath(os.fspath(path))
+    try:
+        st = os.stat(target)
+        ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except OSError:
+        ident = None
+    pids: list[int] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        fd_dir = f"/proc/{name}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if link != target:
+                continue
+            # The link text matches; confirm it is the same file, not one since replaced by a
+            # rename (the link would then read "... (deleted)", but be certain).
+            if ident is not None:
+                try:
+                    fst = os.stat(f"{fd_dir}/{fd}")
+                except OSError:
+                    continue
+                if (fst.st_dev, fst.st_ino) != ident:
+                    continue
+            pids.append(int(name))
+            break
+    return sorted(pids)

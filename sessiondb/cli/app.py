@@ -1,15 +1,74 @@
-"""Root command group, shared options and the translation of errors into friendly exits."""
+"""Root command group, the ``--db`` option, and friendly errors instead of tracebacks.
+
+Exit codes: 0 success; 1 an error from the store; 2 bad input or usage; 3 session not found;
+4 store busy; 5 corrupt database. (``doctor`` has its own: 0 ok, 1 warnings, 2 problems.)
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import click
 
+from ..errors import (
+    CorruptDatabase,
+    Error,
+    InvalidInput,
+    SessionNotFound,
+    StoreBusy,
+)
+from .common import err_console
 
-@click.group()
+EXIT_ERROR, EXIT_INPUT, EXIT_NOT_FOUND, EXIT_BUSY, EXIT_CORRUPT = 1, 2, 3, 4, 5
+
+_HINTS: list[tuple[type[Error], str, int]] = [
+    (SessionNotFound, "list sessions with `sessiondb sessions`", EXIT_NOT_FOUND),
+    (StoreBusy, "another process is writing; `sessiondb doctor` names it", EXIT_BUSY),
+    (CorruptDatabase, "`sessiondb doctor --repair` keeps a copy and recovers", EXIT_CORRUPT),
+    (InvalidInput, "see `sessiondb COMMAND --help`", EXIT_INPUT),
+]
+
+
+def report_error(e: Error) -> int:
+    """Print ``e`` as one line with a hint on stderr; return the exit code for it."""
+    for cls, hint, code in _HINTS:
+        if isinstance(e, cls):
+            err_console.print(f"[bold red]error:[/] {e}\n[dim]hint: {hint}[/]", markup=True)
+            return code
+    err_console.print(f"[bold red]error:[/] {e}", markup=True)
+    return EXIT_ERROR
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Error as e:
+            sys.exit(report_error(e))
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False),
+    envvar="SESSIONDB_PATH",
+    help="Database file (default: $SESSIONDB_PATH, else the platform data folder).",
+)
 @click.version_option(package_name="sessiondb")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context, db: str | None) -> None:
     """sessiondb: durable, searchable sessions and transcripts for AI agents."""
+    ctx.ensure_object(dict)["db"] = db
 
 
 def main() -> None:
     cli()
+
+
+from . import sessions as _sessions  # noqa: E402  (commands register themselves on `cli`)
+from .demo import demo as _demo  # noqa: E402
+
+for _cmd in _sessions.COMMANDS:
+    cli.add_command(_cmd)
+cli.add_command(_demo)

@@ -1,0 +1,53 @@
+"""`sessiondb demo` (what `make demo` runs): concurrent agent processes, then verification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+
+from .. import demo as demo_mod
+from .common import console
+
+
+@click.command("demo")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-store"),
+    show_default=True,
+    help="Folder for the demo store (its previous demo files are replaced).",
+)
+@click.option(
+    "--turns",
+    type=click.IntRange(min=1),
+    default=1500,
+    show_default=True,
+    help="Turns each process writes.",
+)
+@click.pass_context
+def demo(ctx: click.Context, folder: Path, turns: int) -> None:
+    """Show several agent processes sharing one store, then verify every message."""
+    path = (folder / "sessions.db").absolute()
+    for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    console.rule("[bold]sessiondb demo")
+    console.print(
+        f"Store: [bold]{escape(str(path))}[/]\n"
+        f"{len(demo_mod.ACTORS)} processes ({', '.join(demo_mod.ACTORS)}) write {turns} turns "
+        "each, to their own sessions and to one shared session, at the same time.\n"
+    )
+    errors, seconds = demo_mod.run_writers(path, turns, console)
+    result = demo_mod.verify(path, turns, errors, seconds)
+    console.print()
+    console.print(demo_mod.summary_table(result))
+    console.print(f"\n[bold]$ sessiondb --db {escape(str(path))} sessions[/]")
+    from .sessions import sessions_cmd
+
+    ctx.find_root().ensure_object(dict)["db"] = str(path)
+    ctx.invoke(sessions_cmd, source=None, limit=50, offset=0, as_json=False)
+    if not result.ok:
+        raise click.ClickException("verification failed: see the table above")
+    console.print("\n[bold green]All checks passed.[/]")

@@ -1,0 +1,430 @@
+"""Connections, pragmas, transactions and error translation for one SQLite database file.
+
+The doctrine this module carries (DESIGN.md, "Concurrency doctrine"):
+
+* One apsw connection per (process, thread), kept in a ``threading.local`` with the pid that
+  opened it; after ``fork`` the child opens its own and never touches (or closes) the parent's —
+  closing an inherited connection can run a checkpoint or drop POSIX locks the parent relies on.
+* Every write is ``BEGIN IMMEDIATE`` after queued admission (see admission.py). A deferred
+  transaction that later upgrades gets SQLITE_BUSY at once, whatever the timeout.
+* Reads are short explicit transactions whose rows are fully fetched inside; no cursor escapes, so
+  no snapshot lingers and pins the WAL.
+* Checkpoints run off the hot path: SQLite's auto-checkpoint would make the unlucky committing
+  writer do the checkpoint while it still holds the write lock. A WAL hook notes the WAL size after
+  each commit and wakes a per-process background thread that runs PASSIVE checkpoints.
+* A failure to open caches nothing, so the next call simply tries again (doctrine 10).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import apsw
+
+from .. import procinfo
+from ..errors import CorruptDatabase, Error, InvalidInput, StoreBusy
+from ..paths import ensure_private_dir
+from . import fsdetect
+from .admission import AdmissionLock, lock_path_for
+
+Durability = Literal["normal", "full"]
+JOURNAL_MODES = ("auto", "wal", "delete", "truncate", "persist")
+
+# WAL pages (4 KiB each) after which the background thread runs a PASSIVE checkpoint.
+CHECKPOINT_PAGES = 1000
+# Size the WAL file is truncated to when SQLite resets it, so a burst does not leave it huge.
+JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+
+# Connections inherited through fork are kept referenced here forever: garbage-collecting one in
+# the child would close it, and closing a parent's connection in a child is what corrupts files.
+_ABANDONED: list[Any] = []
+
+
+class _Local(threading.local):
+    pid: int = -1
+    conn: apsw.Connection | None = None
+    lock: AdmissionLock | None = None
+
+
+class Engine:
+    """All access to one database file goes through an Engine."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: str = "normal",
+        journal_mode: str = "auto",
+        write_timeout: float = 30.0,
+    ) -> None:
+        if durability not in ("normal", "full"):
+            raise InvalidInput(f"durability must be 'normal' or 'full', not {durability!r}")
+        if journal_mode not in JOURNAL_MODES:
+            raise InvalidInput(
+                f"journal_mode must be one of {', '.join(JOURNAL_MODES)}, not {journal_mode!r}"
+            )
+        if (
+            isinstance(write_timeout, bool)
+            or not isinstance(write_timeout, (int, float))
+            or write_timeout <= 0
+        ):
+            raise InvalidInput(
+                f"write_timeout must be a positive number of seconds, not {write_timeout!r}"
+            )
+        self.path = path
+        self.durability = durability
+        self.requested_journal_mode = journal_mode
+        self.write_timeout = float(write_timeout)
+        self.lock_path = lock_path_for(path)
+        # Decided on the first successful connection of this process: (journal mode, use flock).
+        self._mode: tuple[str, bool] | None = None
+        self._local = _Local()
+        self._registry_lock = threading.Lock()
+        self._connections: list[tuple[int, apsw.Connection, AdmissionLock | None]] = []
+        self._closed = False
+        self._checkpointer: _Checkpointer | None = None
+
+    # -- connections -------------------------------------------------------------------------
+
+    @property
+    def journal_mode(self) -> str:
+        """The journal mode in use ("wal", "delete", …); opens a connection if needed."""
+        self.connection()
+        assert self._mode is not None
+        return self._mode[0]
+
+    def connection(self) -> apsw.Connection:
+        local = self._local
+        pid = os.getpid()
+        if local.pid == pid and local.conn is not None:
+            return local.conn
+        if self._closed:
+            raise Error(f"{self.path}: the store is closed")
+        if local.conn is not None:
+            # Inherited through fork: keep it alive but never use it again in this process.
+            _ABANDONED.append(local.conn)
+            if local.lock is not None:
+                # Our own descriptor of the lock file: safe to close (a flock is released only
+                # when the parent's descriptor of the same open file is closed too).
+                local.lock.close()
+            local.conn = None
+            local.lock = None
+        conn = self._open()
+        lock = None
+        if self._mode is not None and self._mode[1]:
+            try:
+                lock = AdmissionLock(self.lock_path)
+            except OSError as e:
+                # A read-only folder: reads still work; writes fall back to SQLite's own locking.
+                if not os.access(self.lock_path.parent, os.W_OK):
+                    lock = None
+                else:
+                    conn.close()
+                    raise Error(
+                        f"{self.lock_path}: cannot open the admission lock file: {e}"
+                    ) from e
+        local.conn, local.lock, local.pid = conn, lock, pid
+        with self._registry_lock:
+            self._connections.append((pid, conn, lock))
+        return conn
+
+    def _open(self) -> apsw.Connection:
+        created = False
+        if not self.path.exists():
+            ensure_private_dir(self.path.parent)
+            try:
+                # 0600 from the first byte; O_EXCL so an existing file is never opened (and
+                # closed) by us outside SQLite — that would drop SQLite's POSIX locks.
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                os.close(fd)
+                created = True
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise Error(f"{self.path}: cannot create the database file: {e.strerror}") from e
+        try:
+            conn = apsw.Connection(str(self.path))
+        except apsw.Error as e:
+            raise translate(e, self.path) from e
+        try:
+            self._configure(conn, created)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _configure(self, conn: apsw.Connection, created: bool) -> None:
+        conn.set_busy_timeout(int(self.write_timeout * 1000))
+        try:
+            if self._mode is None:
+                self._mode = self._decide_journal_mode(conn, created)
+            mode = self._mode[0]
+            sync = "FULL" if self.durability == "full" else "NORMAL"
+            conn.execute(f"PRAGMA synchronous={sync}")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            if mode == "wal":
+                conn.execute("PRAGMA wal_autocheckpoint=0")
+                conn.set_wal_hook(self._wal_hook)
+        except apsw.Error as e:
+            raise translate(e, self.path) from e
+
+    def _decide_journal_mode(self, conn: apsw.Connection, created: bool) -> tuple[str, bool]:
+        """Pick the journal mode, and whether writers queue on flock (local filesystems only).
+
+        A file's journal mode is changed only when it is new, or when the caller asked for a mode
+        explicitly and the file is not WAL on disk: switching a WAL file while other processes
+        may use it (perhaps from another host through a shared mount) is how files get corrupted.
+        """
+        wanted, warning = fsdetect.choose_journal_mode(self.path, self.requested_journal_mode)
+        local = _is_local(self.path)
+        current = str(conn.execute("PRAGMA journal_mode").get).lower()
+        fresh = created or self._is_empty(conn)
+        if current == wanted:
+            pass
+        elif fresh or (self.requested_journal_mode != "auto" and current != "wal"):
+            current = self._set_journal_mode(conn, wanted)
+        elif current == "wal" and wanted != "wal":
+            warning = (
+                f"{self.path} is in WAL mode on disk; sessiondb does not switch it to {wanted} "
+                "while other processes may use it. "
+                + (warning or "")
+                + " Run `sessiondb doctor` for advice."
+            )
+        if warning:
+            fsdetect.warn_once(self.path, warning)
+        return current, local
+
+    def _set_journal_mode(self, conn: apsw.Connection, wanted: str) -> str:
+        # Changing the journal mode needs an exclusive lock: take our admission lock so that two
+        # processes creating the same file at once do not fight over it.
+        lock = AdmissionLock(self.lock_path) if _is_local(self.path) else None
+        try:
+            if lock is not None:
+                lock.acquire()
+            return str(conn.execute(f"PRAGMA journal_mode={wanted}").get).lower()
+        finally:
+            if lock is not None:
+                lock.release()
+                lock.close()
+
+    @staticmethod
+    def _is_empty(conn: apsw.Connection) -> bool:
+        return bool(conn.execute("SELECT count(*) FROM sqlite_schema").get == 0)
+
+    # -- transactions ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[apsw.Connection]:
+        """A short read transaction: one consistent snapshot for the statements inside.
+
+        Fetch everything inside the block (``list(conn.execute(...))``); nothing read here may
+        be consumed lazily after it ends.
+        """
+        conn = self.connection()
+        try:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except apsw.Error as e:
+            raise translate(e, self.path) from e
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[apsw.Connection]:
+        """Queued admission, then ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error)."""
+        conn = self.connection()
+        lock = self._local.lock
+        start = time.monotonic()
+        deadline = start + self.write_timeout
+        if lock is not None and not lock.try_acquire():
+            lock.acquire()
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._busy(start, None)
+            conn.set_busy_timeout(max(1, int(remaining * 1000)))
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except apsw.BusyError as e:
+                raise self._busy(start, e) from e
+            except apsw.Error as e:
+                raise translate(e, self.path) from e
+            try:
+                yield conn
+                try:
+                    conn.execute("COMMIT")
+                except apsw.BusyError as e:
+                    # Rollback journal: COMMIT waits for readers to leave; they did not in time.
+                    raise self._busy(start, e) from e
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(apsw.Error):
+                        conn.execute("ROLLBACK")
+                raise
+        except apsw.Error as e:
+            raise translate(e, self.path) from e
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _busy(self, start: float, cause: BaseException | None) -> StoreBusy:
+        waited = time.monotonic() - start
+        holder = _find_write_lock_holder(self.path)
+        who = f"; the write lock is held by pid {holder}" if holder else ""
+        cmd = _command_of(holder) if holder else None
+        if cmd:
+            who += f" ({cmd})"
+        return StoreBusy(
+            f"{self.path}: could not get the write lock within {waited:.1f} s{who} — "
+            "retry, raise write_timeout, or see `sessiondb doctor`",
+            path=str(self.path),
+            holder_pid=holder,
+            waited=waited,
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _wal_hook(self, conn: apsw.Connection, dbname: str, pages: int) -> int:
+        if pages >= CHECKPOINT_PAGES:
+            self._checkpoint_soon()
+        return 0  # SQLITE_OK
+
+    def _checkpoint_soon(self) -> None:
+        cp = self._checkpointer
+        if cp is None or cp.pid != os.getpid():
+            cp = self._checkpointer = _Checkpointer(self)
+        cp.wake()
+
+    def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int]:
+        """Run a checkpoint now; returns (WAL frames, frames checkpointed)."""
+        conn = self.connection()
+        try:
+            mode_const = {
+                "PASSIVE": apsw.SQLITE_CHECKPOINT_PASSIVE,
+                "FULL": apsw.SQLITE_CHECKPOINT_FULL,
+                "RESTART": apsw.SQLITE_CHECKPOINT_RESTART,
+                "TRUNCATE": apsw.SQLITE_CHECKPOINT_TRUNCATE,
+            }[mode]
+            log, done = conn.wal_checkpoint(mode=mode_const)
+            return int(log), int(done)
+        except apsw.Error as e:
+            raise translate(e, self.path) from e
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection this process opened on the file (never a parent's)."""
+        self._closed = True
+        pid = os.getpid()
+        with self._registry_lock:
+            mine = [c for c in self._connections if c[0] == pid]
+            self._connections = [c for c in self._connections if c[0] != pid]
+        if self._checkpointer is not None and self._checkpointer.pid == pid:
+            self._checkpointer.stop()
+        for _, conn, lock in mine:
+            with contextlib.suppress(apsw.Error):
+                conn.close()
+            if lock is not None:
+                lock.close()
+        self._local = _Local()
+
+
+class _Checkpointer:
+    """A per-process daemon thread that runs PASSIVE checkpoints when a commit asks for one."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.pid = os.getpid()
+        self._engine = engine
+        self._event = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="sessiondb-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._event.set()
+
+    def _run(self) -> None:
+        conn: apsw.Connection | None = None
+        try:
+            while True:
+                self._event.wait()
+                self._event.clear()
+                if self._stopped:
+                    return
+                try:
+                    if conn is None:
+                        conn = apsw.Connection(str(self._engine.path))
+                        # Never wait: another process's checkpoint in progress is as good as ours.
+                        conn.set_busy_timeout(0)
+                    conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+                except apsw.BusyError:
+                    continue
+                except apsw.Error as e:
+                    warnings.warn(
+                        f"sessiondb: checkpoint of {self._engine.path} failed: {e}", stacklevel=1
+                    )
+        finally:
+            if conn is not None:
+                with contextlib.suppress(apsw.Error):
+                    conn.close()
+
+
+def _is_local(path: Path) -> bool:
+    """flock queues only work where every user of the file shares this kernel."""
+    return not fsdetect.is_network_fs(fsdetect.filesystem_type(path))
+
+
+def _find_write_lock_holder(path: Path) -> int | None:
+    # Our own queue first (a writer of ours inside its transaction), then SQLite's lock bytes
+    # (a foreign process, e.g. the sqlite3 shell, holding BEGIN IMMEDIATE).
+    try:
+        pid = procinfo.admission_lock_holder(path)
+        if pid is None or pid == os.getpid():
+            pid = procinfo.sqlite_write_lock_holder(path)
+    except OSError:
+        return None
+    return pid
+
+
+def _command_of(pid: int) -> str | None:
+    cmd = procinfo.command_line(pid)
+    if cmd and len(cmd) > 120:
+        cmd = cmd[:117] + "..."
+    return cmd
+
+
+def translate(e: BaseException, path: Path) -> Error:
+    """Map an apsw exception to the sessiondb error a caller can act on."""
+    if isinstance(e, Error):
+        return e
+    if isinstance(e, (apsw.CorruptError, apsw.NotADBError)):
+        return CorruptDatabase(str(path), f"the database is damaged or not a database ({e})")
+    if isinstance(e, (apsw.BusyError, apsw.LockedError)):
+        return StoreBusy(
+            f"{path}: the database is busy ({e}) — retry, or see `sessiondb doctor`", path=str(path)
+        )
+    if isinstance(e, apsw.ReadOnlyError):
+        return Error(f"{path}: the database is read-only here ({e}); check the file's permissions")
+    if isinstance(e, apsw.FullError):
+        return Error(f"{path}: the disk is full ({e}); free space and retry")
+    if isinstance(e, apsw.CantOpenError):
+        return Error(f"{path}: cannot open the database ({e}); check the path and its permissions")
+    if isinstance(e, apsw.TooBigError):
+        return InvalidInput(f"{path}: a value is larger than SQLite accepts ({e})")
+    if isinstance(e, apsw.IOError):
+        return Error(f"{path}: I/O error ({e}); check the disk and run `sessiondb doctor`")
+    return Error(f"{path}: {type(e).__name__}: {e}")

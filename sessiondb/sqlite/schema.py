@@ -1,0 +1,111 @@
+"""Schema and migrations of the SQLite store.
+
+Each migration runs in its own write transaction and first re-reads the version inside it, so
+two processes opening a new file at the same instant apply each migration exactly once (the
+second one finds the work done). A migration may also name a ``backfill``: bulk work that must
+not run in one long transaction (doctrine 5), done afterwards in bounded batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import apsw
+
+from ..errors import UnsupportedStorage
+from .engine import Engine
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[apsw.Connection], None]
+    # Called repeatedly outside any transaction until it returns False (no more work).
+    backfill: Callable[[Engine], bool] | None = None
+
+
+def _v1_core(conn: apsw.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE sessions (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: see delete_session
+            session_id    TEXT NOT NULL UNIQUE,
+            source        TEXT NOT NULL,
+            title         TEXT,
+            meta          TEXT,
+            created_at    REAL NOT NULL,
+            updated_at    REAL NOT NULL,
+            ended_at      REAL,
+            end_reason    TEXT,
+            message_count INTEGER NOT NULL DEFAULT 0           -- also the last seq
+        );
+        CREATE INDEX sessions_by_activity ON sessions(updated_at DESC);
+        CREATE INDEX sessions_by_source ON sessions(source, updated_at DESC);
+        CREATE TABLE messages (
+            id         INTEGER PRIMARY KEY,
+            sid        INTEGER NOT NULL,                        -- sessions.id
+            seq        INTEGER NOT NULL,
+            role       TEXT NOT NULL,
+            content    TEXT NOT NULL,
+            key        TEXT,
+            meta       TEXT,
+            created_at REAL NOT NULL,
+            UNIQUE (sid, seq)
+        );
+        CREATE UNIQUE INDEX messages_by_key ON messages(sid, key) WHERE key IS NOT NULL;
+        -- Sessions deleted whose messages are still being removed in batches (doctrine 5);
+        -- a crash mid-way leaves the row here and the next delete or open finishes the job.
+        CREATE TABLE purge_queue (sid INTEGER PRIMARY KEY);
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "sessions and messages", _v1_core),
+]
+
+LATEST = max(m.version for m in MIGRATIONS)
+
+
+def current_version(conn: apsw.Connection) -> int:
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type='table' AND name='schema_version'"
+    ).get
+    if not exists:
+        return 0
+    row = conn.execute("SELECT max(version) FROM schema_version").get
+    return int(row or 0)
+
+
+def migrate(engine: Engine) -> int:
+    """Bring the file up to ``LATEST``; returns the version found before migrating."""
+    with engine.read() as conn:
+        found = current_version(conn)
+    if found > LATEST:
+        raise UnsupportedStorage(
+            f"{engine.path} has schema version {found}, newer than this sessiondb supports "
+            f"({LATEST}); upgrade sessiondb to use it"
+        )
+    for m in MIGRATIONS:
+        if m.version <= found:
+            continue
+        with engine.write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            if current_version(conn) >= m.version:
+                continue
+            m.apply(conn)
+            conn.execute(
+                "INSERT INTO schema_version(version, name, applied_at)"
+                " VALUES (?, ?, unixepoch('subsec'))",
+                (m.version, m.name),
+            )
+    for m in MIGRATIONS:
+        if m.backfill is not None:
+            while m.backfill(engine):
+                pass
+    return found
