@@ -20,10 +20,11 @@ from dataclasses import dataclass
 ROLES = ("user", "assistant", "tool")
 SOURCES = ("cli", "gateway", "editor", "cron")
 
-_SYLLABLES = (
-    "ka ro mi ne to sa lu pe di fo ga hi ja ko le mu na po qu ri se ti vu wa xe yo za "
-    "bar ben cor dal fen gor hul kin lor mar nor pix qua ros sul tor ulm ver wix yor zen"
-).split()
+_SYLLABLE_TEXT = (
+    "ka ro mi ne to sa lu pe di fo ga hi ja ko le mu na po qu ri se ti vu wa xe yo za bar ben cor"
+    " dal fen gor hul kin lor mar nor pix qua ros sul tor ulm ver wix yor zen"
+)
+_SYLLABLES = tuple(_SYLLABLE_TEXT.split())
 # Common Chinese/Japanese characters; runs of them form the CJK messages.
 _CJK = (
     "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对"

@@ -13,16 +13,22 @@ The rules (shared by the SQLite and PostgreSQL backends, documented in docs/sear
   diacritics folded (``cafe`` finds ``Café``). Any other word (``foo.bar``, ``x:y``, ``C++``,
   ``/usr/local/bin``, ``user@example.com``, CJK text) is a *literal word*, found as a substring
   of the message, case-insensitively for ASCII letters. ``AND``/``NEAR``/``*``/quotes typed by a
-  person are just characters of words. A word without any letter or digit and shorter than three
-  characters (``-``, ``&``, ``?``) carries no meaning and is ignored.
+  person are just characters of words. Quotes and brackets around a word and sentence
+  punctuation after it are trimmed (``"retry``, ``(foo.bar)``, ``done?``). A word without any
+  letter or digit and shorter than three characters (``-``, ``&``, ``?``) carries no meaning and
+  is ignored.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import InvalidInput
+from .validate import clean_text
 
 MAX_QUERY_CHARS = 10_000
 
@@ -55,13 +61,6 @@ def _is_word_char(ch: str) -> bool:
     # combining marks, which it folds away with remove_diacritics.
     cat = unicodedata.category(ch)
     return cat[0] in "LNM" or cat == "Co"
-
-
-def clean_text(text: str) -> str:
-    """Replace lone surrogates with U+FFFD (drivers cannot encode them)."""
-    if not any(0xD800 <= ord(ch) <= 0xDFFF for ch in text):
-        return text
-    return "".join("\ufffd" if 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in text)
 
 
 def normalize_query(query: object) -> str:
@@ -104,11 +103,27 @@ def _tokens(word: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# Quotes and brackets around a word, and sentence punctuation after it, are how people write,
+# not part of what they look for: `"retry policy"`, `(foo.bar)`, `done?` find retry, foo.bar,
+# done. Leading "." or "/" and trailing "+" or "#" stay (.bashrc, /usr/bin, C++, C#).
+_OPENERS = frozenset("\"'`“”‘’«»„([{<")
+_CLOSERS = frozenset("\"'`“”‘’«»)]}>,;:!?.")
+
+
+def _trim(word: str) -> str:
+    start, stop = 0, len(word)
+    while start < stop and word[start] in _OPENERS:
+        start += 1
+    while stop > start and word[stop - 1] in _CLOSERS:
+        stop -= 1
+    return word[start:stop] or word
+
+
 def split_words(query: str) -> list[Word]:
     """Split a normalized plain query into distinct words (first occurrence order kept)."""
     words: list[Word] = []
     seen: set[str] = set()
-    for raw in query.split():
+    for raw in map(_trim, query.split()):
         key = raw.casefold()
         if key in seen:
             continue
@@ -122,4 +137,116 @@ def split_words(query: str) -> list[Word]:
     return words
 
 
-__all__ = ["MAX_QUERY_CHARS", "Word", "clean_text", "normalize_query", "split_words"]
+_FTS_OPERATORS = frozenset({"AND", "OR", "NOT", "NEAR"})
+_FTS_TERM = re.compile(r'"([^"]*)"|([^\W_]+)(\*?)')
+
+
+def fts_terms(query: str) -> list[Word]:
+    """Best-effort words of an FTS5 query, for highlighting only (operators dropped)."""
+    out: list[Word] = []
+    for m in _FTS_TERM.finditer(query):
+        phrase, bare, star = m.group(1), m.group(2), m.group(3)
+        if phrase is not None:
+            out.extend(Word(t, (t,), False) for t in _tokens(phrase))
+        elif bare not in _FTS_OPERATORS and bare != "content":
+            # A trailing * makes a prefix: marked by an empty second token.
+            out.append(Word(bare, (bare, "") if star else (bare,), False))
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(ch: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", ch)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def _fold(text: str) -> tuple[str, list[int] | None]:
+    """Case- and diacritic-folded text, with the map from folded to original offsets."""
+    if text.isascii():
+        return text.lower(), None
+    parts: list[str] = []
+    where: list[int] = []
+    for i, ch in enumerate(text):
+        folded = _fold_char(ch)
+        parts.append(folded)
+        where.extend([i] * len(folded))
+    where.append(len(text))
+    return "".join(parts), where
+
+
+_WS = re.compile(r"\s+")
+_LETTER_OR_DIGIT = "[^\\W_]"
+
+
+class Highlighter:
+    """Marks the words of a query in message text and cuts a snippet around the first match."""
+
+    def __init__(
+        self, words: Iterable[Word], markers: tuple[str, str] = ("[", "]"), width: int = 160
+    ) -> None:
+        patterns: list[str] = []
+        for w in words:
+            if w.literal:
+                patterns.append(re.escape(_fold(w.text)[0]))
+            elif w.tokens:
+                prefix = len(w.tokens) == 2 and w.tokens[1] == ""
+                body = re.escape(_fold(w.tokens[0])[0])
+                end = "" if prefix else f"(?!{_LETTER_OR_DIGIT})"
+                patterns.append(f"(?<!{_LETTER_OR_DIGIT}){body}{end}")
+        # Longest first, so that "foo.bar" wins over "foo" where both match.
+        patterns.sort(key=len, reverse=True)
+        self._regex = re.compile("|".join(patterns)) if patterns else None
+        self.open, self.close = markers
+        self.width = width
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        if self._regex is None:
+            return []
+        folded, where = _fold(text)
+        out: list[tuple[int, int]] = []
+        for m in self._regex.finditer(folded):
+            if m.end() == m.start():
+                continue
+            if where is None:
+                start, end = m.start(), m.end()
+            else:
+                start, end = where[m.start()], where[m.end() - 1] + 1
+            if out and start < out[-1][1]:
+                continue
+            out.append((start, end))
+        return out
+
+    def snippet(self, text: str) -> str:
+        """About ``width`` characters around the first match, matches between the markers."""
+        spans = self.spans(text)
+        first = spans[0][0] if spans else 0
+        start = max(0, first - self.width // 4)
+        if start:
+            space = text.rfind(" ", max(0, start - 20), start + 1)
+            start = space + 1 if space >= 0 else start
+        stop = min(len(text), start + self.width)
+        if stop < len(text):
+            space = text.rfind(" ", stop - 20, stop)
+            stop = space if space > start else stop
+        pieces: list[str] = ["…" if start else ""]
+        pos = start
+        for a, b in spans:
+            if b <= start or a >= stop:
+                continue
+            a, b = max(a, start), min(b, stop)
+            pieces += [_WS.sub(" ", text[pos:a]), self.open, _WS.sub(" ", text[a:b]), self.close]
+            pos = b
+        pieces.append(_WS.sub(" ", text[pos:stop]))
+        pieces.append("…" if stop < len(text) else "")
+        return "".join(pieces)
+
+
+__all__ = [
+    "MAX_QUERY_CHARS",
+    "Highlighter",
+    "Word",
+    "clean_text",
+    "fts_terms",
+    "normalize_query",
+    "split_words",
+]

@@ -35,7 +35,8 @@ MERGE_SETTINGS: tuple[tuple[str, int], ...] = (
 )
 
 _INDEXED = (
-    "NOT EXISTS (SELECT 1 FROM search_backfill b WHERE {row}.id > b.done_id AND {row}.id <= b.end_id)"
+    "NOT EXISTS (SELECT 1 FROM search_backfill b"
+    " WHERE {row}.id > b.done_id AND {row}.id <= b.end_id)"
 )
 
 
@@ -109,7 +110,8 @@ def backfill_batch(conn: Any, batch: int = 500) -> bool:
         return True
     done_id, end_id = row
     last = conn.execute(
-        "SELECT max(id) FROM (SELECT id FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?)",
+        "SELECT max(id) FROM"
+        " (SELECT id FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?)",
         (done_id, end_id, batch),
     ).fetchone()[0]
     if last is None:
@@ -126,6 +128,15 @@ def backfill_batch(conn: Any, batch: int = 500) -> bool:
         return True
     conn.execute("UPDATE search_backfill SET done_id = ?", (last,))
     return False
+
+
+def backfill_step(engine: Any, batch: int = 500) -> bool:
+    """One batch in its own write transaction; True while more work remains (schema hook)."""
+    with engine.read() as conn:
+        if not backfill_pending(conn):
+            return False
+    with engine.write() as conn:
+        return not backfill_batch(conn, batch)
 
 
 def backfill(engine: Any, *, batch: int = 500) -> int:
@@ -168,6 +179,7 @@ __all__ = [
     "backfill",
     "backfill_batch",
     "backfill_pending",
+    "backfill_step",
     "create",
     "index_bytes",
     "merge_step",

@@ -20,8 +20,9 @@ import apsw
 
 from .. import validate as v
 from ..errors import Error, InvalidInput, KeyConflict, SessionExists, SessionNotFound, StoreBusy
-from ..models import Message, Session
+from ..models import Hit, Message, Session
 from . import schema
+from . import search as _search
 from .engine import Engine
 
 _SESSION_COLS = (
@@ -413,6 +414,10 @@ class SQLiteStore:
         return 0 if row is None else int(row)
 
     # -- facts -------------------------------------------------------------------------------
+
+    def search(self, query: str, **options: Any) -> list[Hit]:
+        """Ranked messages matching ``query``; options and rules in sessiondb.sqlite.search."""
+        return _search.search(self._ensure_ready(), query, **options)
 
     def info(self) -> dict[str, Any]:
         """Path, file sizes, counts, journal mode and versions (for `sessiondb info`)."""
