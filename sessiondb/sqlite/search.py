@@ -166,9 +166,7 @@ def _session_range(conn: apsw.Connection, session_id: str) -> tuple[int, int, in
     row = conn.execute("SELECT id FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
     if row is None:
         return None
-    span = conn.execute(
-        "SELECT min(id), max(id) FROM messages WHERE sid = ?", (row[0],)
-    ).fetchone()
+    span = conn.execute("SELECT min(id), max(id) FROM messages WHERE sid = ?", (row[0],)).fetchone()
     if span is None or span[0] is None:
         return None
     return int(row[0]), int(span[0]), int(span[1])
