@@ -72,3 +72,6 @@ from .demo import demo as _demo  # noqa: E402
 for _cmd in _sessions.COMMANDS:
     cli.add_command(_cmd)
 cli.add_command(_demo)
+from .search import search_cmd as _search_cmd  # noqa: E402
+
+cli.add_command(_search_cmd)
