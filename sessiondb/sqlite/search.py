@@ -34,7 +34,7 @@ from ..models import Hit, Message
 from ..searchquery import Highlighter, Word, fts_terms, normalize_query, split_words
 from . import fts
 
-RANK_WINDOW = 2000
+RANK_WINDOW = 500
 MAX_CONTEXT = 100
 _TRIGRAMS_PER_WORD = 12  # enough to be selective; LIKE re-checks the whole word anyway
 _COLS = "m.id, s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.created_at, m.sid"
