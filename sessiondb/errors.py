@@ -50,10 +50,12 @@ class SessionExists(Error):
 class KeyConflict(Error):
     """The same ``(session_id, key)`` was appended again with different content."""
 
-    def __init__(self, session_id: str, key: str, seq: int) -> None:
+    def __init__(self, session_id: str, key: str, seq: int | None) -> None:
+        where = (
+            f"is already stored as seq {seq}" if seq is not None else "appears twice in one batch"
+        )
         super().__init__(
-            f"key {key!r} in session {session_id!r} is already stored as seq {seq} "
-            "with different role, content or meta"
+            f"key {key!r} in session {session_id!r} {where} with different role, content or meta"
         )
         self.session_id = session_id
         self.key = key

@@ -307,3 +307,45 @@ def open_by(path: str | os.PathLike[str]) -> list[int]:
             pids.append(int(name))
             break
     return sorted(pids)
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/PID/stat (after the parenthesised command name), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    end = data.rfind(b")")
+    if end < 0:
+        return None
+    return data[end + 2 :].split()
+
+
+def process_state(pid: int) -> str | None:
+    """One-letter state of ``pid`` (R, S, D, Z, ...) from /proc, or None when unknown.
+
+    A zombie ("Z") has exited and only waits for its parent to reap it: it can hold nothing.
+    """
+    fields = _stat_fields(pid)
+    if not fields:
+        return None
+    return fields[0].decode("ascii", "replace")
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent pid of ``pid`` (field 4 of /proc/PID/stat), or None."""
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[1]) if fields else None
+    except (IndexError, ValueError):
+        return None
+
+
+def process_name(pid: int) -> str | None:
+    """The short command name of ``pid`` (/proc/PID/comm), or None."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().decode("utf-8", "replace").strip() or None
+    except OSError:
+        return None

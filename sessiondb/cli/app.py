@@ -72,6 +72,19 @@ from .demo import demo as _demo  # noqa: E402
 for _cmd in _sessions.COMMANDS:
     cli.add_command(_cmd)
 cli.add_command(_demo)
+
+from .doctor import doctor as _doctor  # noqa: E402
+from .lease import hook_group, lease_group  # noqa: E402
+
+cli.add_command(_doctor)
+cli.add_command(lease_group)
+cli.add_command(hook_group)
+
+from .transcripts import COMMANDS as _transcript_commands  # noqa: E402
+
+for _cmd in _transcript_commands:
+    cli.add_command(_cmd)
+
 from .search import search_cmd as _search_cmd  # noqa: E402
 
 cli.add_command(_search_cmd)

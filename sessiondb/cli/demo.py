@@ -48,6 +48,11 @@ def demo(ctx: click.Context, folder: Path, turns: int) -> None:
 
     ctx.find_root().ensure_object(dict)["db"] = str(path)
     ctx.invoke(sessions_cmd, source=None, limit=50, offset=0, as_json=False)
+    console.print(f"\n[bold]$ sessiondb doctor {escape(str(path))}[/]")
+    from ..doctor import diagnose
+    from .doctor import render
+
+    render(diagnose(path), console)
     if not result.ok:
         raise click.ClickException("verification failed: see the table above")
     console.print("\n[bold green]All checks passed.[/]")

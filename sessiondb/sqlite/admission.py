@@ -11,9 +11,13 @@ descriptor: two threads sharing one descriptor would both "hold" the lock at onc
 after fork must never use its parent's descriptor for the same reason.
 
 Deadline: flock has no timeout. A writer first tries without blocking; when the lock is taken it
-blocks in the kernel queue. Every holder is one of our writers inside a short transaction whose
-own SQLite wait is bounded by its ``write_timeout``, so a waiter's wait is bounded too; a waiter
-that is admitted after its deadline releases at once and raises ``StoreBusy``.
+blocks in the kernel queue. Every holder is one of our writers inside a transaction of a few
+milliseconds: at the head of the queue it asks SQLite for the write lock *without* waiting, and if
+a process outside the queue holds it, it leaves the queue and waits in SQLite's busy handler with
+its own deadline (engine.write). So the queue only ever waits for short transactions, and a
+waiter admitted after its deadline releases at once and raises ``StoreBusy``. What this cannot
+bound: a writer of ours frozen (SIGSTOP, a debugger) inside its transaction holds the queue until
+it resumes or dies.
 """
 
 from __future__ import annotations

@@ -9,18 +9,23 @@ page, each page its own snapshot — safe because a session only ever grows at i
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 import apsw
 
 from .. import validate as v
 from ..errors import Error, InvalidInput, KeyConflict, SessionExists, SessionNotFound, StoreBusy
-from ..models import Hit, Message, Session
+from ..models import HealthReport, Hit, ImportReport, Message, Session
+
+if TYPE_CHECKING:
+    from ..lease import Lease
 from . import schema
 from . import search as _search
 from .engine import Engine
@@ -33,7 +38,7 @@ _MESSAGE_COLS = "s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.create
 # transaction when a deleted session's messages are removed (doctrine 5 and 6).
 READ_PAGE = 2000
 DELETE_BATCH = 2000
-_ITEM_FIELDS = frozenset({"role", "content", "key", "meta"})
+_ITEM_FIELDS = frozenset({"role", "content", "key", "meta", "created_at"})
 
 
 def _session(row: Sequence[Any]) -> Session:
@@ -62,16 +67,33 @@ def _message(row: Sequence[Any]) -> Message:
     )
 
 
+def _created_at(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"created_at must be epoch seconds (a finite number), not {value!r}")
+    return float(value)
+
+
 class _Item:
     """A validated message about to be appended."""
 
-    __slots__ = ("content", "key", "meta", "role")
+    __slots__ = ("content", "created_at", "key", "meta", "role")
 
-    def __init__(self, role: str, content: str, key: str | None, meta: str | None) -> None:
+    def __init__(
+        self,
+        role: str,
+        content: str,
+        key: str | None,
+        meta: str | None,
+        created_at: float | None = None,
+    ) -> None:
         self.role = role
         self.content = content
         self.key = key
         self.meta = meta
+        # Set only by imports, which keep a transcript's original times (round-trip exactness).
+        self.created_at = created_at
 
     @classmethod
     def of(cls, role: object, content: object, key: object, meta: object) -> _Item:
@@ -315,14 +337,14 @@ class SQLiteStore:
             if extra:
                 raise InvalidInput(
                     f"items[{i}] has unknown field(s) {sorted(extra)};"
-                    " allowed: role, content, key, meta"
+                    " allowed: role, content, key, meta, created_at"
                 )
             if "role" not in item or "content" not in item:
                 raise InvalidInput(f"items[{i}] needs both 'role' and 'content'")
             try:
-                prepared.append(
-                    _Item.of(item["role"], item["content"], item.get("key"), item.get("meta"))
-                )
+                made = _Item.of(item["role"], item["content"], item.get("key"), item.get("meta"))
+                made.created_at = _created_at(item.get("created_at"))
+                prepared.append(made)
             except InvalidInput as e:
                 raise InvalidInput(f"items[{i}]: {e}") from None
         if not prepared:
@@ -331,50 +353,92 @@ class SQLiteStore:
             return self._append_items(conn, sid, prepared)
 
     def _append_items(self, conn: apsw.Connection, sid: str, items: list[_Item]) -> list[Message]:
+        """Insert ``items`` inside the caller's write transaction, set-based: one key lookup,
+        one seq allocation and one executemany per batch, so a 500-message import batch costs
+        about what the bare INSERTs cost."""
         now = time.time()
         internal = self._sid(conn, sid)
         if internal is None:
             internal = self._insert_session(conn, sid, "unknown", None, None, now)
-        out: list[Message] = []
-        batch_keys: dict[str, Message] = {}
-        for item in items:
-            if item.key is not None:
-                earlier = batch_keys.get(item.key) or self._keyed(conn, sid, internal, item.key)
-                if earlier is not None:
-                    if (earlier.role, earlier.content, earlier.meta) != (
-                        item.role,
-                        item.content,
-                        v.load_meta(item.meta),
-                    ):
-                        raise KeyConflict(sid, item.key, earlier.seq)
-                    out.append(earlier)
-                    continue
-            seq = int(
+        stored = self._stored_keys(conn, sid, internal, items)
+        out: list[Message | None] = [None] * len(items)
+        fresh: list[int] = []  # indexes of the items to insert
+        first_of_key: dict[str, int] = {}
+        for i, item in enumerate(items):
+            k = item.key
+            if k is None:
+                fresh.append(i)
+                continue
+            earlier = stored.get(k)
+            if earlier is not None:
+                if (earlier.role, earlier.content, earlier.meta) != (
+                    item.role,
+                    item.content,
+                    v.load_meta(item.meta),
+                ):
+                    raise KeyConflict(sid, k, earlier.seq)
+                out[i] = earlier
+            elif k in first_of_key:
+                first = items[first_of_key[k]]
+                if (first.role, first.content, first.meta) != (item.role, item.content, item.meta):
+                    raise KeyConflict(sid, k, None)
+            else:
+                first_of_key[k] = i
+                fresh.append(i)
+        if fresh:
+            last = int(
                 conn.execute(
-                    "UPDATE sessions SET message_count = message_count + 1, updated_at = ?"
+                    "UPDATE sessions SET message_count = message_count + ?, updated_at = ?"
                     " WHERE id = ? RETURNING message_count",
-                    (now, internal),
+                    (len(fresh), now, internal),
                 ).get
             )
-            conn.execute(
+            seq = last - len(fresh)
+            rows = []
+            for i in fresh:
+                item = items[i]
+                seq += 1
+                at = now if item.created_at is None else item.created_at
+                rows.append((internal, seq, item.role, item.content, item.key, item.meta, at))
+                out[i] = Message(
+                    sid, seq, item.role, item.content, item.key, v.load_meta(item.meta), at
+                )
+            conn.executemany(
                 "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (internal, seq, item.role, item.content, item.key, item.meta, now),
+                rows,
             )
-            msg = Message(sid, seq, item.role, item.content, item.key, v.load_meta(item.meta), now)
-            if item.key is not None:
-                batch_keys[item.key] = msg
-            out.append(msg)
-        return out
+        result: list[Message] = []
+        for i, item in enumerate(items):
+            m = out[i]
+            if m is None:  # a key repeated within this batch: the first occurrence's message
+                assert item.key is not None
+                m = out[first_of_key[item.key]]
+            assert m is not None
+            result.append(m)
+        return result
 
     @staticmethod
-    def _keyed(conn: apsw.Connection, sid: str, internal: int, key: str) -> Message | None:
-        row = conn.execute(
-            "SELECT ?, seq, role, content, key, meta, created_at FROM messages"
-            " WHERE sid = ? AND key = ?",
-            (sid, internal, key),
-        ).fetchone()
-        return None if row is None else _message(row)
+    def _stored_keys(
+        conn: apsw.Connection, sid: str, internal: int, items: list[_Item]
+    ) -> dict[str, Message]:
+        keys = [item.key for item in items if item.key is not None]
+        if not keys:
+            return {}
+        if len(keys) == 1:
+            found = conn.execute(
+                "SELECT ?, seq, role, content, key, meta, created_at FROM messages"
+                " WHERE sid = ? AND key = ?",
+                (sid, internal, keys[0]),
+            ).fetchall()
+        else:
+            found = conn.execute(
+                "SELECT ?, seq, role, content, key, meta, created_at FROM messages"
+                " WHERE sid = ? AND key IN (SELECT value FROM json_each(?))",
+                (sid, internal, json.dumps(keys)),
+            ).fetchall()
+        msgs = [_message(row) for row in found]
+        return {m.key: m for m in msgs if m.key is not None}
 
     def messages(
         self, session_id: str, *, after: int = 0, limit: int | None = None
@@ -413,11 +477,58 @@ class SQLiteStore:
             ).get
         return 0 if row is None else int(row)
 
+    # -- leases ------------------------------------------------------------------------------
+
+    def lease(self, name: str, owner: str, ttl: float = 300.0) -> Lease:
+        """A lease on ``name`` for session ``owner`` kept in this database (for workers that
+        share the store, perhaps on several machines); same API as ``sessiondb.lease``."""
+        from ..lease import store_lease
+
+        return store_lease(self, name, owner, ttl)
+
+    # -- transcripts (backend-neutral code in sessiondb.transcript) ----------------------------
+
+    def import_jsonl(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        session_id: str | None = None,
+        source: str = "import",
+        strict: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImportReport:
+        """Import a JSONL transcript; idempotent (see :func:`sessiondb.transcript.import_jsonl`)."""
+        from .. import transcript
+
+        return transcript.import_jsonl(
+            self, path, session_id=session_id, source=source, strict=strict, progress=progress
+        )
+
+    def export_jsonl(self, session_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
+        """Export a session in sessiondb's JSONL format; returns the number of messages."""
+        from .. import transcript
+
+        return transcript.export_jsonl(self, session_id, dest)
+
+    def transcript(
+        self, session_id: str, *, legacy_jsonl: str | os.PathLike[str] | None = None
+    ) -> list[Message]:
+        """Complete history; backfills what ``legacy_jsonl`` holds and the store lacks."""
+        from .. import transcript
+
+        return transcript.transcript(self, session_id, legacy_jsonl=legacy_jsonl)
+
     # -- facts -------------------------------------------------------------------------------
 
     def search(self, query: str, **options: Any) -> list[Hit]:
         """Ranked messages matching ``query``; options and rules in sessiondb.sqlite.search."""
         return _search.search(self._ensure_ready(), query, **options)
+
+    def check(self, *, full: bool = False) -> HealthReport:
+        """Health of the store (what `sessiondb doctor` prints); see docs/doctor.md."""
+        from .. import doctor
+
+        return doctor.check(self, full)
 
     def info(self) -> dict[str, Any]:
         """Path, file sizes, counts, journal mode and versions (for `sessiondb info`)."""

@@ -1,0 +1,62 @@
+"""Workers for the crash and starvation tests (importable by spawned children)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import sessiondb
+
+
+def content_for(key: str) -> str:
+    return f"{key} " + "payload " * (len(key) * 7 % 200)
+
+
+def crash_writer(path: str, worker: int, log: str, start_at: int) -> None:
+    """Append keyed messages forever; after each append returns, log its key.
+
+    On (re)start it first re-sends the keys around where the previous incarnation was killed:
+    the last ones it logged and the one it may have stored without logging.
+    """
+    store = sessiondb.open(path)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    for i in range(max(0, start_at - 3), start_at):
+        key = f"w{worker}-{i}"
+        store.append(f"crash-{worker % 3}", "user", content_for(key), key=key)
+    i = start_at
+    while True:
+        key = f"w{worker}-{i}"
+        store.append(f"crash-{worker % 3}", "user", content_for(key), key=key)
+        os.write(fd, f"{key}\n".encode())
+        i += 1
+
+
+def busy_writer(path: str, seconds: float, ready: object) -> None:
+    """Append as fast as possible for ``seconds`` (the eager process of the starvation test)."""
+    store = sessiondb.open(path)
+    ready.set()  # type: ignore[attr-defined]
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        store.append("eager", "assistant", "x" * 500, key=f"e{i}")
+        i += 1
+    store.close()
+
+
+def wal_load_writer(path: str, worker: int, seconds: float) -> None:
+    store = sessiondb.open(path)
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        store.append(f"load-{worker}", "user", "y" * 1500, key=str(i))
+        i += 1
+    store.close()
+
+
+def wal_load_reader(path: str, seconds: float) -> None:
+    store = sessiondb.open(path)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        store.messages("load-0", limit=200)
+        store.count()
+    store.close()

@@ -1,0 +1,52 @@
+"""Worker functions for multi-process store tests (importable by spawned children)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import sessiondb
+
+
+def append_worker(path: str, worker: int, n: int, journal_mode: str, barrier: object) -> None:
+    """Append n messages alternating between the worker's own session and a shared one."""
+    store = sessiondb.open(path, journal_mode=journal_mode)
+    barrier.wait()  # type: ignore[attr-defined]
+    for i in range(n):
+        session = "shared" if i % 2 == 0 else f"own-{worker}"
+        store.append(session, "user", f"w{worker} m{i} " + "x" * (i % 300), key=f"{worker}:{i}")
+    store.close()
+
+
+def open_and_append(path: str, worker: int, barrier: object) -> None:
+    barrier.wait()  # type: ignore[attr-defined]
+    store = sessiondb.open(path)
+    store.append("race", "user", f"hello from {worker}", key=str(worker))
+    store.close()
+
+
+def keyed_writer_then_die(path: str, log: str, n: int) -> None:
+    """Append n keyed messages, logging each key after its append returned, then exit hard."""
+    store = sessiondb.open(path)
+    with open(log, "a") as f:
+        for i in range(n):
+            m = store.append("retry", "user", f"message {i}", key=f"k{i}")
+            f.write(json.dumps({"key": m.key, "seq": m.seq}) + "\n")
+            f.flush()
+    os._exit(0)
+
+
+def hold_write_lock(path: str, seconds: float, ready: object) -> None:
+    """A foreign process holding SQLite's write lock (no sessiondb admission) for a while."""
+    import time
+
+    import apsw
+
+    conn = apsw.Connection(path)
+    conn.execute("BEGIN IMMEDIATE")
+    Path(path + ".held").write_text(str(os.getpid()))
+    ready.set()  # type: ignore[attr-defined]
+    time.sleep(seconds)
+    conn.execute("ROLLBACK")
+    conn.close()
