@@ -70,7 +70,7 @@ def load_sessiondb(path: Path, corpus: Corpus, *, index: bool, limit: int | None
     with sessiondb.open(path) as store:
         if not index:
             with store._engine.write() as conn:
-                for name in ("messages_search_ai", "messages_search_ad", "messages_search_au"):
+                for name in fts.TRIGGERS:
                     conn.execute(f"DROP TRIGGER {name}")
         n = 0
         t0 = time.perf_counter()

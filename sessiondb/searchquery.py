@@ -51,6 +51,15 @@ _NO_SPACE_RANGES: tuple[tuple[int, int], ...] = (
 )
 
 
+def no_space_glob() -> str:
+    """SQLite GLOB pattern true for text holding any character of :data:`_NO_SPACE_RANGES`.
+
+    The index keeps its trigram table for exactly these messages, so this pattern and
+    :attr:`Word.no_space` must agree (GLOB classes compare code points: tests cover it).
+    """
+    return "*[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _NO_SPACE_RANGES) + "]*"
+
+
 def _is_no_space_char(ch: str) -> bool:
     cp = ord(ch)
     return any(lo <= cp <= hi for lo, hi in _NO_SPACE_RANGES)
@@ -81,12 +90,15 @@ class Word:
     """One word of a plain query.
 
     ``text`` is the word as typed; ``tokens`` its runs of letters/digits; ``literal`` is True when
-    it must be found as a substring (punctuation inside, or a script written without spaces).
+    it must be found as a substring (punctuation inside, or a script written without spaces);
+    ``no_space`` is True when it holds a character of a script written without spaces (then
+    ``tokens`` is empty: a word index cannot cut such runs into words).
     """
 
     text: str
     tokens: tuple[str, ...]
     literal: bool
+    no_space: bool = False
 
 
 def _tokens(word: str) -> tuple[str, ...]:
@@ -133,7 +145,9 @@ def split_words(query: str) -> list[Word]:
             continue  # "-", "&", "?": no letters, too short to mean anything as a substring
         no_space = any(_is_no_space_char(ch) for ch in raw)
         literal = no_space or len(tokens) != 1 or tokens[0] != raw
-        words.append(Word(text=raw, tokens=() if no_space else tokens, literal=literal))
+        words.append(
+            Word(text=raw, tokens=() if no_space else tokens, literal=literal, no_space=no_space)
+        )
     return words
 
 
@@ -247,6 +261,7 @@ __all__ = [
     "Word",
     "clean_text",
     "fts_terms",
+    "no_space_glob",
     "normalize_query",
     "split_words",
 ]

@@ -256,11 +256,7 @@ def test_rows_deleted_or_reinserted_during_backfill_keep_the_index_sound(tmp_pat
     with sessiondb.open(tmp_path / "b.db") as st:
         engine = st._engine
         with engine.write() as conn:  # simulate a pre-search store: drop and recreate the index
-            for name in ("messages_search_ai", "messages_search_ad", "messages_search_au"):
-                conn.execute(f"DROP TRIGGER {name}")
-            conn.execute(f"DROP TABLE {fts.WORD_TABLE}")
-            conn.execute(f"DROP TABLE {fts.TRIGRAM_TABLE}")
-            conn.execute("DROP TABLE search_backfill")
+            fts.drop(conn)
         for i in range(30):
             st.append("a" if i < 20 else "b", "user", f"row {i} marker")
         with engine.write() as conn:

@@ -10,9 +10,10 @@ Plan of a plain query (words from :mod:`sessiondb.searchquery`):
   bar"``), form an AND expression over the word index, which ranks by bm25;
 * every literal word is also required verbatim: ``content LIKE '%foo.bar%'`` (ASCII
   case-insensitive), checked on the candidate rows;
-* candidates come from the trigram index when a literal word of >= 3 characters has no letter
-  run longer than 2 (CJK text, ``C++``, ``x:y``), else from the word index;
-  a query made only of 1–2 character literals (``東京``) scans messages newest first.
+* candidates come from the trigram index (which holds only messages with CJK-like text) when
+  the query has such a word of >= 3 characters, else from the word index; a query made only
+  of 1–2 character CJK words (``東京``) scans the CJK messages (``messages_tri_rows``) newest
+  first, and one made only of punctuation (``-->``) scans the messages newest first.
 
 Unfiltered queries rank the newest :data:`RANK_WINDOW` matches by bm25 (ties: newest first):
 ranking every match of a word present in half a million messages would cost seconds, and
@@ -135,18 +136,13 @@ def _plain_sql(words: list[Word], q: _Query) -> tuple[str, str] | None:
             + q.param("likes", json.dumps([_like(t) for t in literals]))
             + ") j WHERE m.content NOT LIKE j.value ESCAPE '\\')"
         )
-    # The trigram index drives only for literals the word index cannot narrow: CJK runs and
-    # words whose letter runs are 1–2 characters (C++, x:y). For foo.bar the positional phrase
-    # "foo bar" is more selective than trigrams built from common fragments (measured: 4x
-    # faster on the benchmark corpus).
-    long_literals = [
-        w.text
-        for w in words
-        if w.literal and len(w.text) >= 3 and max(map(len, w.tokens), default=0) <= 2
-    ]
+    # The trigram index holds only messages with CJK-like text; it drives for such words of >= 3
+    # characters. Every other literal (foo.bar, x:y, C++) is found through the positional phrase
+    # of its letter runs in the word index and then checked verbatim by the LIKE above.
+    trigram_words = [w.text for w in words if w.no_space and len(w.text) >= 3]
     word_match = f"{fts.WORD_TABLE} MATCH " + q.param("words", " ".join(phrases))
-    if long_literals:
-        driver = max(long_literals, key=len)
+    if trigram_words:
+        driver = max(trigram_words, key=len)
         q.where.append(f"{fts.TRIGRAM_TABLE} MATCH " + q.param("tri", _trigram_expr(driver)))
         if phrases:
             q.where.append(word_match)
@@ -165,8 +161,11 @@ def _plain_sql(words: list[Word], q: _Query) -> tuple[str, str] | None:
             f"{fts.WORD_TABLE} CROSS JOIN messages m ON m.id = {fts.WORD_TABLE}.rowid",
             f"bm25({fts.WORD_TABLE})",
         )
+    if any(w.no_space for w in words):
+        # 1–2 character CJK words only: scan the CJK messages (the side table), newest first.
+        return f"{fts.TRIGRAM_ROWS} r CROSS JOIN messages m ON m.id = r.id", "0.0"
     if literals:
-        return "messages m", "0.0"  # 1–2 character literals only: a newest-first scan
+        return "messages m", "0.0"  # punctuation-only words (`-->`): a newest-first scan
     return None
 
 
@@ -238,7 +237,14 @@ def search(
         if plan is None:
             return []
         source_sql, score = plan
-        driver = "m.id" if source_sql == "messages m" else source_sql.split()[0] + ".rowid"
+        first = source_sql.split()
+        driver = (
+            "m.id"
+            if source_sql == "messages m"
+            else "r.id"
+            if first[0] == fts.TRIGRAM_ROWS
+            else first[0] + ".rowid"
+        )
         _filters(q, driver, session, source, role, since, until)
         window = max(RANK_WINDOW, offset + limit)
         sql = (
