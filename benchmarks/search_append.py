@@ -19,6 +19,7 @@ show whether insert cost stays flat as the index grows. JSON to
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import tempfile
@@ -124,7 +125,9 @@ def run_cost(base: Path, n: int, rounds: int) -> dict[str, Any]:
         "messages": n,
         "appends_per_s": rate,
         "cost_vs_no_index_pct": {
-            name: round(100 * (1 - r / ceiling), 1) for name, r in rate.items() if name != "no_index"
+            name: round(100 * (1 - r / ceiling), 1)
+            for name, r in rate.items()
+            if name != "no_index"
         },
     }
 
@@ -137,9 +140,7 @@ def run_growth(base: Path, n: int, slice_size: int) -> dict[str, Any]:
         def setup(conn: Any, settings: tuple[tuple[str, int], ...] = settings) -> None:
             for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
                 for key, value in settings:
-                    conn.execute(
-                        f"INSERT INTO {table}({table}, rank) VALUES (?, ?)", (key, value)
-                    )
+                    conn.execute(f"INSERT INTO {table}({table}, rank) VALUES (?, ?)", (key, value))
 
         stores[name] = _open(base / f"growth-{name}.db", setup)
     slices: dict[str, list[int]] = {name: [] for name in POLICIES}
@@ -147,7 +148,7 @@ def run_growth(base: Path, n: int, slice_size: int) -> dict[str, Any]:
     try:
         done = 0
         while done < n:
-            batch = [m for _, m in zip(range(slice_size), msgs)]
+            batch = list(itertools.islice(msgs, slice_size))
             if not batch:
                 break
             for name, store in stores.items():

@@ -46,7 +46,7 @@ _NO_SPACE_RANGES: tuple[tuple[int, int], ...] = (
     (0xA960, 0xA97F),  # Hangul jamo ext. A
     (0xAC00, 0xD7FF),  # Hangul syllables (+ jamo ext. B)
     (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0xFF66, 0xFFDC),  # halfwidth Katakana / Hangul
+    (0xFF66, 0xFFBF),  # halfwidth Katakana / Hangul (not U+FFFD: it is everywhere)
     (0x20000, 0x3FFFF),  # CJK ext. B and later planes
 )
 

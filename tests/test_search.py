@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -270,3 +271,103 @@ def test_rows_deleted_or_reinserted_during_backfill_keep_the_index_sound(tmp_pat
         with engine.write() as conn:
             for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
                 conn.execute(f"INSERT INTO {table}({table}) VALUES ('integrity-check')")
+
+
+# -- the trigram index holds only messages with CJK-like text ------------------------------------
+
+
+def _trigram_rows(st: SQLiteStore) -> set[int]:
+    with st._engine.read() as conn:
+        return {r[0] for r in conn.execute(f"SELECT id FROM {fts.TRIGRAM_ROWS}")}
+
+
+def _check_index(st: SQLiteStore) -> None:
+    # rank=1 compares each index with its content (the trigram one: with the view's subset).
+    with st._engine.write() as conn:
+        for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
+            conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
+
+
+def test_trigram_condition_covers_every_no_space_character(tmp_path: Path) -> None:
+    from sessiondb.searchquery import _NO_SPACE_RANGES, _is_no_space_char
+
+    chars = [
+        chr(cp)
+        for lo, hi in _NO_SPACE_RANGES
+        for cp in (range(lo, hi + 1) if hi < 0x10000 else range(lo, hi + 1, 97))
+    ]
+    chars.append(chr(0x3FFFF))
+    assert all(map(_is_no_space_char, chars))
+    assert split_words("東京 x.y")[0].no_space and not split_words("x.y")[0].no_space
+    with sessiondb.open(tmp_path / "g.db") as st, st._engine.read() as conn:
+        cond = fts.trigram_condition("value")
+        missed = conn.execute(
+            f"SELECT value FROM json_each(?) WHERE NOT {cond}",
+            (json.dumps([f"ascii {c} text" for c in chars]),),
+        ).fetchall()
+        assert missed == []
+        # Text without such characters stays out: accents, dashes, emoji, replacement char.
+        others = ["plain ascii", "Café naïve — “quoted” …", "done ✔️ 😀", "\ufffd", "Привет"]
+        chosen = conn.execute(
+            f"SELECT value FROM json_each(?) WHERE {cond}", (json.dumps(others),)
+        ).fetchall()
+        assert chosen == []
+
+
+def test_only_cjk_messages_enter_the_trigram_index_and_edits_keep_it_exact(
+    tmp_path: Path,
+) -> None:
+    with sessiondb.open(tmp_path / "t.db") as st:
+        st.append("s", "user", "plain english text")  # id 1
+        st.append("s", "user", "日本語のテキスト")  # id 2
+        st.append("s", "user", "한국어 and 東京 mixed")  # id 3
+        assert _trigram_rows(st) == {2, 3}
+        with st._engine.write() as conn:  # content edits: CJK removed from 2, added to 1
+            conn.execute("UPDATE messages SET content = 'now english' WHERE id = 2")
+            conn.execute("UPDATE messages SET content = '今は日本語だ' WHERE id = 1")
+        assert _trigram_rows(st) == {1, 3}
+        _check_index(st)
+        assert where(st.search("日本語")) == [("s", 1)]
+        assert where(st.search("日本語だ")) == [("s", 1)]
+        assert where(st.search("english")) == [("s", 2)]
+        st.delete_session("s")
+        assert _trigram_rows(st) == set()
+        _check_index(st)
+
+
+def test_short_cjk_words_are_found_among_many_plain_messages(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "c.db") as st:
+        for i in range(300):
+            st.append(f"s{i % 3}", "user", f"filler message {i} about nothing")
+        st.append("s1", "user", "会議は東京で")
+        st.append("s2", "user", "京")
+        assert where(st.search("東京")) == [("s1", 101)]
+        assert where(st.search("京", session_id="s2")) == [("s2", 101)]
+        assert sorted(where(st.search("京"))) == [("s1", 101), ("s2", 101)]
+        assert st.search("東京", session_id="s0") == []
+
+
+def test_punctuated_literals_need_their_exact_text(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "p.db") as st:
+        st.append("s", "user", "call foo.bar() then foo:bar and x-y")
+        st.append("s", "user", "foo bar x y separately, and FOO.BAR shouted")
+        st.append("s", "user", "rule === here")
+        assert sorted(where(st.search("foo.bar"))) == [("s", 1), ("s", 2)]  # ASCII case folded
+        assert where(st.search("foo:bar")) == [("s", 1)]
+        assert where(st.search("x-y")) == [("s", 1)]
+        assert where(st.search("===")) == [("s", 3)]  # punctuation only: a scan, still found
+        _check_index(st)
+
+
+def test_backfill_builds_the_cjk_only_trigram_index(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "m.db") as st:
+        with st._engine.write() as conn:
+            fts.drop(conn)
+        for i in range(40):
+            st.append("s", "user", f"row {i} 東京" if i % 10 == 0 else f"row {i}")
+        with st._engine.write() as conn:
+            fts.create(conn)
+        fts.backfill(st._engine, batch=7)
+        assert _trigram_rows(st) == {1, 11, 21, 31}
+        _check_index(st)
+        assert len(st.search("東京", limit=100)) == 4

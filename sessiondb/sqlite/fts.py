@@ -71,7 +71,7 @@ _LEAD_NEEDLES = (
 # Rarer ranges, searched only in text holding their lead byte (EF also carries the emoji
 # variation selector U+FE0F, F0 every emoji): compatibility ideographs and halfwidth forms, then
 # ideographs beyond the BMP, by a one-range GLOB (cheaper there than 32 two-byte needles).
-_EF_NEEDLES = (*(f"EF{b:02X}" for b in range(0xA4, 0xAC)), "EFBD", "EFBE", "EFBF")
+_EF_NEEDLES = (*(f"EF{b:02X}" for b in range(0xA4, 0xAC)), "EFBD", "EFBE")
 _BEYOND_BMP = f"*[{chr(0x20000)}-{chr(0x3FFFF)}]*"
 
 
