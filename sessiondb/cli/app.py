@@ -85,3 +85,7 @@ for _cmd in (
     _demo,
 ):
     cli.add_command(_cmd)
+
+from .search import search_cmd as _search_cmd  # noqa: E402
+
+cli.add_command(_search_cmd)

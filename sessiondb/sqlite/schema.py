@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import apsw
 
 from ..errors import UnsupportedStorage
+from . import fts
 from .engine import Engine
 
 
@@ -64,6 +65,7 @@ def _v1_core(conn: apsw.Connection) -> None:
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "sessions and messages", _v1_core),
+    Migration(2, "full-text search index", fts.create, backfill=fts.backfill_step),
 ]
 
 LATEST = max(m.version for m in MIGRATIONS)

@@ -22,11 +22,12 @@ import apsw
 
 from .. import validate as v
 from ..errors import Error, InvalidInput, KeyConflict, SessionExists, SessionNotFound, StoreBusy
-from ..models import HealthReport, ImportReport, Message, Session
+from ..models import HealthReport, Hit, ImportReport, Message, Session
 
 if TYPE_CHECKING:
     from ..lease import Lease
 from . import schema
+from . import search as _search
 from .engine import Engine
 
 _SESSION_COLS = (
@@ -518,6 +519,10 @@ class SQLiteStore:
         return transcript.transcript(self, session_id, legacy_jsonl=legacy_jsonl)
 
     # -- facts -------------------------------------------------------------------------------
+
+    def search(self, query: str, **options: Any) -> list[Hit]:
+        """Ranked messages matching ``query``; options and rules in sessiondb.sqlite.search."""
+        return _search.search(self._ensure_ready(), query, **options)
 
     def check(self, *, full: bool = False) -> HealthReport:
         """Health of the store (what `sessiondb doctor` prints); see docs/doctor.md."""

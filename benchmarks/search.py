@@ -1,0 +1,220 @@
+"""Search benchmark: sessiondb vs hermes-agent's SessionDB.search_messages on one generated corpus.
+
+    python -m benchmarks.search            # 1 000 000 messages, ~20 000 sessions, 1 000 queries
+    python -m benchmarks.search --quick    # 100 000 messages, 300 queries
+
+Measured in the same run: per-query latency (p50/p99/max, limit=20, context=2) for both stores,
+recall (a query made from words of message X returns X within the first 20: sessiondb filtered
+to X's session as the issue defines it, and unfiltered for both, since hermes has no session
+filter), index size over raw content size, and load throughput with and without sessiondb's
+index. hermes-agent is optional (installed in .venv-bench); without it its rows are omitted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+import sessiondb
+from sessiondb.sqlite import fts
+
+from .corpus import Corpus, Query
+
+RESULTS = Path(__file__).parent / "results" / "search.json"
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+def _summary(ms: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(statistics.median(ms), 3),
+        "p99_ms": round(_pct(ms, 0.99), 3),
+        "max_ms": round(max(ms), 3),
+    }
+
+
+def _machine() -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "python": platform.python_version(),
+        "apsw": apsw.apsw_version(),
+        "sqlite": apsw.sqlite_lib_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "commit": commit,
+    }
+
+
+def load_sessiondb(path: Path, corpus: Corpus, *, index: bool, limit: int | None = None) -> float:
+    """Load the corpus (one append_many per session); return messages per second."""
+    with sessiondb.open(path) as store:
+        if not index:
+            with store._engine.write() as conn:
+                for name in fts.TRIGGERS:
+                    conn.execute(f"DROP TRIGGER {name}")
+        n = 0
+        t0 = time.perf_counter()
+        for sid, source, msgs in corpus.sessions():
+            store.ensure_session(sid, source=source)
+            store.append_many(sid, [{"role": r, "content": c} for r, c in msgs])
+            n += len(msgs)
+            if limit is not None and n >= limit:
+                break
+        return n / (time.perf_counter() - t0)
+
+
+def load_hermes(path: Path, corpus: Corpus) -> tuple[Any, dict[int, tuple[str, int]], float]:
+    from hermes_state import SessionDB  # type: ignore[import-not-found]
+
+    db = SessionDB(db_path=path)
+    ids: dict[int, tuple[str, int]] = {}
+    n = 0
+    t0 = time.perf_counter()
+    for sid, source, msgs in corpus.sessions():
+        db.create_session(sid, source)
+        for seq, (role, content) in enumerate(msgs, start=1):
+            ids[db.append_message(sid, role, content)] = (sid, seq)
+            n += 1
+    return db, ids, n / (time.perf_counter() - t0)
+
+
+def _sizes(path: Path, tables: tuple[str, ...]) -> dict[str, float]:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        index = sum(
+            conn.execute(
+                "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE ?", (t + "%",)
+            ).fetchone()[0]
+            for t in tables
+        )
+        raw = conn.execute("SELECT sum(length(CAST(content AS BLOB))) FROM messages").fetchone()[0]
+    finally:
+        conn.close()
+    return {"index_bytes": index, "raw_bytes": raw, "ratio": round(index / raw, 3)}
+
+
+def run_sessiondb(path: Path, queries: list[Query]) -> dict[str, Any]:
+    lat: dict[str, list[float]] = {}
+    found = found_any = found_all = 0
+    with sessiondb.open(path) as store:
+        for q in queries:
+            t0 = time.perf_counter()
+            hits = store.search(q.text, limit=20, context=2)
+            lat.setdefault(q.kind, []).append((time.perf_counter() - t0) * 1000)
+            found_any += any(
+                (h.message.session_id, h.message.seq) == (q.session_id, q.seq) for h in hits
+            )
+            scoped = store.search(q.text, session_id=q.session_id, limit=20)
+            found += any(h.message.seq == q.seq for h in scoped)
+            # A single common word matches most of a session: X then ranks wherever bm25 puts
+            # it, so "found at all" (every match of the session returned) is measured too.
+            every = store.search(q.text, session_id=q.session_id, limit=1000)
+            found_all += any(h.message.seq == q.seq for h in every)
+    every = [x for v in lat.values() for x in v]
+    return {
+        **_summary(every),
+        "by_kind": {k: _summary(v) for k, v in sorted(lat.items())},
+        "recall_session_at_20": round(found / len(queries), 4),
+        "recall_session_all_matches": round(found_all / len(queries), 4),
+        "recall_unfiltered": round(found_any / len(queries), 4),
+    }
+
+
+def run_hermes(db: Any, ids: dict[int, tuple[str, int]], queries: list[Query]) -> dict[str, Any]:
+    lat: dict[str, list[float]] = {}
+    found_any = 0
+    errors: Counter[str] = Counter()
+    for q in queries:
+        t0 = time.perf_counter()
+        try:
+            rows = db.search_messages(q.text, limit=20)
+        except Exception as e:  # a peer's failure is a result, not a crash of the benchmark
+            errors[type(e).__name__] += 1
+            rows = []
+        lat.setdefault(q.kind, []).append((time.perf_counter() - t0) * 1000)
+        found_any += any(ids.get(r.get("id")) == (q.session_id, q.seq) for r in rows)
+    every = [x for v in lat.values() for x in v]
+    return {
+        **_summary(every),
+        "by_kind": {k: _summary(v) for k, v in sorted(lat.items())},
+        "recall_unfiltered": round(found_any / len(queries), 4),
+        "errors": dict(errors),
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.search")
+    parser.add_argument("--quick", action="store_true", help="100 000 messages, 300 queries")
+    parser.add_argument("--messages", type=int, default=None)
+    parser.add_argument("--queries", type=int, default=None)
+    parser.add_argument("--no-peer", action="store_true", help="skip hermes-agent")
+    args = parser.parse_args(argv)
+    n_messages = args.messages or (100_000 if args.quick else 1_000_000)
+    n_queries = args.queries or (300 if args.quick else 1_000)
+    corpus = Corpus(n_messages, seed=1)
+    queries = corpus.queries(n_queries)
+    out: dict[str, Any] = {
+        "benchmark": "search",
+        "machine": _machine(),
+        "messages": n_messages,
+        "sessions": corpus.n_sessions,
+        "queries": n_queries,
+        "query_kinds": dict(Counter(q.kind for q in queries)),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        base = Path(tmp)
+        sample = min(n_messages, 50_000)
+        out["load_msgs_per_s_no_index"] = round(
+            load_sessiondb(base / "noindex.db", corpus, index=False, limit=sample)
+        )
+        print(f"loading sessiondb: {n_messages} messages", flush=True)
+        out["load_msgs_per_s_index"] = round(load_sessiondb(base / "s.db", corpus, index=True))
+        out["load_msgs_per_s_index_first_50k"] = round(
+            load_sessiondb(base / "s50k.db", corpus, index=True, limit=sample)
+        )
+        out["sessiondb_size"] = _sizes(base / "s.db", (fts.WORD_TABLE, fts.TRIGRAM_TABLE))
+        print("querying sessiondb", flush=True)
+        out["sessiondb"] = run_sessiondb(base / "s.db", queries)
+        if not args.no_peer:
+            try:
+                import hermes_state  # type: ignore[import-not-found]  # noqa: F401
+            except ImportError:
+                out["hermes"] = "not installed (pip install hermes-agent in .venv-bench)"
+            else:
+                print("loading hermes-agent", flush=True)
+                db, ids, rate = load_hermes(base / "h.db", corpus)
+                print("querying hermes-agent", flush=True)
+                out["hermes"] = run_hermes(db, ids, queries)
+                out["hermes"]["load_msgs_per_s"] = round(rate)
+                db.close()
+                out["hermes"]["size"] = _sizes(
+                    base / "h.db", ("messages_fts", "messages_fts_trigram")
+                )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

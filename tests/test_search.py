@@ -1,0 +1,373 @@
+"""Search: query rules, index sync, ranking, filters, context, snippets, fts mode, migration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sessiondb
+from sessiondb import InvalidInput, QueryError
+from sessiondb.searchquery import MAX_QUERY_CHARS, normalize_query, split_words
+from sessiondb.sqlite import fts, schema
+from sessiondb.sqlite.store import SQLiteStore
+
+DOCS = {
+    "code": [
+        ("user", "please rename foo.bar to foo_baz before the release"),
+        ("assistant", "the key x:y is read by chat-send in /usr/local/bin/agent"),
+        ("user", "mail user@example.com about the C++ build and the C# port"),
+        ("assistant", "Café naïve résumé; we retry with backoff"),
+        ("tool", "東京都に住んでいる。データベース検索"),
+    ],
+    "other": [
+        ("user", "foo and bar are separate words here, x and y too"),
+        ("assistant", "nothing else"),
+    ],
+}
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    with sessiondb.open(tmp_path / "s.db") as st:
+        for sid, msgs in DOCS.items():
+            for role, content in msgs:
+                st.append(sid, role, content)
+        yield st
+
+
+def where(hits: list[sessiondb.Hit]) -> list[tuple[str, int]]:
+    return [(h.message.session_id, h.message.seq) for h in hits]
+
+
+# -- query rules (pure) ----------------------------------------------------------------------
+
+
+def test_words_with_punctuation_are_literals_and_plain_words_are_tokens() -> None:
+    words = {w.text: w for w in split_words("foo.bar retry C++ 東京 AND NEAR *")}
+    assert words["foo.bar"].literal and words["foo.bar"].tokens == ("foo", "bar")
+    assert words["C++"].literal and words["東京"].literal and words["東京"].tokens == ()
+    assert not words["retry"].literal and not words["AND"].literal and not words["NEAR"].literal
+    assert "*" not in words  # one punctuation character means nothing
+
+
+def test_wrapping_quotes_brackets_and_sentence_punctuation_are_trimmed() -> None:
+    assert [w.text for w in split_words('"retry (foo.bar) done? x:y, C++ .bashrc')] == [
+        "retry",
+        "foo.bar",
+        "done",
+        "x:y",
+        "C++",
+        ".bashrc",
+    ]
+
+
+def test_query_length_limit_and_cleaning() -> None:
+    assert normalize_query("a" * MAX_QUERY_CHARS) == "a" * MAX_QUERY_CHARS
+    with pytest.raises(InvalidInput, match="limit is 10000"):
+        normalize_query("a" * (MAX_QUERY_CHARS + 1))
+    with pytest.raises(InvalidInput):
+        normalize_query(b"bytes")
+    assert normalize_query("a\x00b\ud800c") == "a b\ufffdc"
+
+
+# -- plain mode over a store -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("foo.bar", [("code", 1)]),
+        ("x:y", [("code", 2)]),
+        ("chat-send", [("code", 2)]),
+        ("/usr/local/bin", [("code", 2)]),
+        ("user@example.com", [("code", 3)]),
+        ("C++", [("code", 3)]),
+        ("C#", [("code", 3)]),
+        ("foo_baz", [("code", 1)]),
+        ("cafe", [("code", 4)]),
+        ("RESUME", [("code", 4)]),
+        ("東京", [("code", 5)]),
+        ("東京都", [("code", 5)]),
+        ("検索", [("code", 5)]),
+        ("データベース", [("code", 5)]),
+        ('"retry', [("code", 4)]),
+        ("retry backoff", [("code", 4)]),
+        ("retry nothing", []),
+        ("AND", [("code", 3), ("other", 1)]),
+    ],
+)
+def test_plain_queries_find_the_messages_containing_their_words(
+    store: SQLiteStore, query: str, expected: list[tuple[str, int]]
+) -> None:
+    assert sorted(where(store.search(query))) == expected
+
+
+def test_punctuated_word_does_not_match_its_parts_apart(store: SQLiteStore) -> None:
+    # "other" holds foo, bar, x and y as separate words: a literal needs them joined.
+    assert where(store.search("foo.bar")) == [("code", 1)]
+    assert sorted(where(store.search("foo bar"))) == [("code", 1), ("other", 1)]
+
+
+def test_operators_and_syntax_typed_in_plain_mode_are_words(store: SQLiteStore) -> None:
+    for query in ["NEAR(foo bar)", 'foo" OR "bar', "foo AND bar*", "{content}: x", "(", '"']:
+        store.search(query)  # must not raise
+    assert store.search("foo OR nothing") == []  # OR is a word: no message holds all three
+
+
+def test_snippet_marks_matches_with_configurable_markers(store: SQLiteStore) -> None:
+    [hit] = store.search("foo.bar")
+    assert "[foo.bar]" in hit.snippet
+    [hit] = store.search("cafe retry", markers=("<<", ">>"))
+    assert "<<Café>>" in hit.snippet and "<<retry>>" in hit.snippet
+
+
+def test_index_follows_deletes(store: SQLiteStore) -> None:
+    assert store.search("foo.bar")
+    assert store.delete_session("code")
+    assert store.search("foo.bar") == []
+    assert where(store.search("foo")) == [("other", 1)]
+    with store._engine.write() as conn:
+        conn.execute(f"INSERT INTO {fts.WORD_TABLE}({fts.WORD_TABLE}) VALUES ('integrity-check')")
+        conn.execute(
+            f"INSERT INTO {fts.TRIGRAM_TABLE}({fts.TRIGRAM_TABLE}) VALUES ('integrity-check')"
+        )
+
+
+# -- fts mode ----------------------------------------------------------------------------------
+
+
+def test_fts_mode_supports_phrases_prefix_boolean_near(store: SQLiteStore) -> None:
+    assert where(store.search('"retry with"', mode="fts")) == [("code", 4)]
+    assert where(store.search("backof*", mode="fts")) == [("code", 4)]
+    assert sorted(where(store.search("cafe OR chat", mode="fts"))) == [("code", 2), ("code", 4)]
+    assert where(store.search("NEAR(rename release, 8)", mode="fts")) == [("code", 1)]
+    assert where(store.search("retry NOT backoff", mode="fts")) == []
+
+
+@pytest.mark.parametrize(
+    "query", ['"unbalanced', "foo AND", "NEAR(", "(foo", "nocolumn:foo", "foo)", "AND", "*"]
+)
+def test_malformed_fts_queries_raise_query_error_with_reason(
+    store: SQLiteStore, query: str
+) -> None:
+    with pytest.raises(QueryError, match="malformed search query") as info:
+        store.search(query, mode="fts")
+    assert isinstance(info.value, ValueError)
+
+
+# -- filters, ranking, paging, context ---------------------------------------------------------
+
+
+def test_filters_by_session_source_role_and_time(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "f.db") as st:
+        st.create_session("a", source="cli")
+        st.create_session("b", source="gateway")
+        for i in range(6):
+            st.append("a" if i % 2 else "b", "user" if i < 3 else "assistant", f"deploy step {i}")
+        everything = st.search("deploy", limit=100)
+        assert len(everything) == 6
+        assert {h.message.session_id for h in st.search("deploy", session_id="a")} == {"a"}
+        assert {h.message.session_id for h in st.search("deploy", source="gateway")} == {"b"}
+        assert {h.message.role for h in st.search("deploy", role="assistant")} == {"assistant"}
+        stamps = sorted(h.message.created_at for h in everything)
+        mid = stamps[3]
+        assert all(h.message.created_at >= mid for h in st.search("deploy", since=mid))
+        assert len(st.search("deploy", since=mid)) == 3
+        assert len(st.search("deploy", until=mid)) == 3
+        assert st.search("deploy", session_id="missing") == []
+
+
+def test_ranking_bm25_then_newest_first(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "r.db") as st:
+        st.append("s", "user", "retry mentioned once among many other filler words here today")
+        st.append("s", "user", "retry retry retry policy")
+        st.append("s", "user", "same text for a tie")
+        st.append("s", "user", "same text for a tie")
+        assert where(st.search("retry")) == [("s", 2), ("s", 1)]
+        hits = st.search("tie")
+        assert where(hits) == [("s", 4), ("s", 3)] and hits[0].score == hits[1].score
+        assert where(st.search("tie", limit=1, offset=1)) == [("s", 3)]
+
+
+def test_context_comes_from_the_same_session_only(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "c.db") as st:
+        for i in range(1, 11):  # interleaved: neighbours by id belong to the other session
+            st.append("left", "user", f"left {i} needle" if i == 5 else f"left {i}")
+            st.append("right", "user", f"right {i}")
+        [hit] = st.search("needle", context=3)
+        assert [m.seq for m in hit.before] == [2, 3, 4]
+        assert [m.seq for m in hit.after] == [6, 7, 8]
+        assert {m.session_id for m in hit.before + hit.after} == {"left"}
+        st.append("edge", "user", "needle2 at start")
+        st.append("edge", "user", "after")
+        [edge] = st.search("needle2", context=5)
+        assert edge.before == () and [m.content for m in edge.after] == ["after"]
+
+
+def test_bad_arguments_are_invalid_input(store: SQLiteStore) -> None:
+    for kwargs in ({"limit": -1}, {"context": -1}, {"offset": -2}, {"mode": "regex"}):
+        with pytest.raises(InvalidInput):
+            store.search("foo", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        store.search("x" * (MAX_QUERY_CHARS + 1))
+
+
+# -- migration of a store created before search -------------------------------------------------
+
+
+def test_migration_backfills_existing_messages_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "old.db"
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+    monkeypatch.setattr(schema, "LATEST", 1)
+    with sessiondb.open(path) as st:
+        for i in range(1200):
+            st.append(f"s{i % 7}", "user", f"legacy message {i} token{i}")
+    monkeypatch.undo()
+    batches: list[bool] = []
+    real_step = fts.backfill_step
+
+    def counting_step(engine: object, batch: int = 500) -> bool:
+        more = real_step(engine, batch)
+        batches.append(more)
+        return more
+
+    monkeypatch.setattr(
+        schema,
+        "MIGRATIONS",
+        [
+            dataclasses.replace(m, backfill=counting_step if m.backfill else None)
+            for m in schema.MIGRATIONS
+        ],
+    )
+    with sessiondb.open(path) as st:
+        assert len(st.search("legacy", limit=2000)) == 1200
+        assert where(st.search("token777")) == [("s0", 777 // 7 + 1)]
+        with st._engine.read() as conn:
+            assert not fts.backfill_pending(conn)
+    assert batches == [True, True, False]  # 500 + 500 + 200 rows, each its own transaction
+
+
+def test_rows_deleted_or_reinserted_during_backfill_keep_the_index_sound(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "b.db") as st:
+        engine = st._engine
+        with engine.write() as conn:  # simulate a pre-search store: drop and recreate the index
+            fts.drop(conn)
+        for i in range(30):
+            st.append("a" if i < 20 else "b", "user", f"row {i} marker")
+        with engine.write() as conn:
+            fts.create(conn)
+            assert fts.backfill_pending(conn)
+            assert fts.backfill_batch(conn, 10) is False  # rows 1..10 indexed
+        st.delete_session("b")  # rows 21..30 never indexed: delete must skip them
+        st.append("c", "user", "fresh marker")  # may reuse an id inside the pending range
+        fts.backfill(engine, batch=7)
+        assert len(st.search("marker", limit=100)) == 21
+        with engine.write() as conn:
+            for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
+                conn.execute(f"INSERT INTO {table}({table}) VALUES ('integrity-check')")
+
+
+# -- the trigram index holds only messages with CJK-like text ------------------------------------
+
+
+def _trigram_rows(st: SQLiteStore) -> set[int]:
+    with st._engine.read() as conn:
+        return {r[0] for r in conn.execute(f"SELECT id FROM {fts.TRIGRAM_ROWS}")}
+
+
+def _check_index(st: SQLiteStore) -> None:
+    # rank=1 compares each index with its content (the trigram one: with the view's subset).
+    with st._engine.write() as conn:
+        for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
+            conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
+
+
+def test_trigram_condition_covers_every_no_space_character(tmp_path: Path) -> None:
+    from sessiondb.searchquery import _NO_SPACE_RANGES, _is_no_space_char
+
+    chars = [
+        chr(cp)
+        for lo, hi in _NO_SPACE_RANGES
+        for cp in (range(lo, hi + 1) if hi < 0x10000 else range(lo, hi + 1, 97))
+    ]
+    chars.append(chr(0x3FFFF))
+    assert all(map(_is_no_space_char, chars))
+    assert split_words("東京 x.y")[0].no_space and not split_words("x.y")[0].no_space
+    with sessiondb.open(tmp_path / "g.db") as st, st._engine.read() as conn:
+        cond = fts.trigram_condition("value")
+        missed = conn.execute(
+            f"SELECT value FROM json_each(?) WHERE NOT {cond}",
+            (json.dumps([f"ascii {c} text" for c in chars]),),
+        ).fetchall()
+        assert missed == []
+        # Text without such characters stays out: accents, dashes, emoji, replacement char.
+        others = ["plain ascii", "Café naïve — “quoted” …", "done ✔️ 😀", "\ufffd", "Привет"]
+        chosen = conn.execute(
+            f"SELECT value FROM json_each(?) WHERE {cond}", (json.dumps(others),)
+        ).fetchall()
+        assert chosen == []
+
+
+def test_only_cjk_messages_enter_the_trigram_index_and_edits_keep_it_exact(
+    tmp_path: Path,
+) -> None:
+    with sessiondb.open(tmp_path / "t.db") as st:
+        st.append("s", "user", "plain english text")  # id 1
+        st.append("s", "user", "日本語のテキスト")  # id 2
+        st.append("s", "user", "한국어 and 東京 mixed")  # id 3
+        assert _trigram_rows(st) == {2, 3}
+        with st._engine.write() as conn:  # content edits: CJK removed from 2, added to 1
+            conn.execute("UPDATE messages SET content = 'now english' WHERE id = 2")
+            conn.execute("UPDATE messages SET content = '今は日本語だ' WHERE id = 1")
+        assert _trigram_rows(st) == {1, 3}
+        _check_index(st)
+        assert where(st.search("日本語")) == [("s", 1)]
+        assert where(st.search("日本語だ")) == [("s", 1)]
+        assert where(st.search("english")) == [("s", 2)]
+        st.delete_session("s")
+        assert _trigram_rows(st) == set()
+        _check_index(st)
+
+
+def test_short_cjk_words_are_found_among_many_plain_messages(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "c.db") as st:
+        for i in range(300):
+            st.append(f"s{i % 3}", "user", f"filler message {i} about nothing")
+        st.append("s1", "user", "会議は東京で")
+        st.append("s2", "user", "京")
+        assert where(st.search("東京")) == [("s1", 101)]
+        assert where(st.search("京", session_id="s2")) == [("s2", 101)]
+        assert sorted(where(st.search("京"))) == [("s1", 101), ("s2", 101)]
+        assert st.search("東京", session_id="s0") == []
+
+
+def test_punctuated_literals_need_their_exact_text(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "p.db") as st:
+        st.append("s", "user", "call foo.bar() then foo:bar and x-y")
+        st.append("s", "user", "foo bar x y separately, and FOO.BAR shouted")
+        st.append("s", "user", "rule === here")
+        assert sorted(where(st.search("foo.bar"))) == [("s", 1), ("s", 2)]  # ASCII case folded
+        assert where(st.search("foo:bar")) == [("s", 1)]
+        assert where(st.search("x-y")) == [("s", 1)]
+        assert where(st.search("===")) == [("s", 3)]  # punctuation only: a scan, still found
+        _check_index(st)
+
+
+def test_backfill_builds_the_cjk_only_trigram_index(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "m.db") as st:
+        with st._engine.write() as conn:
+            fts.drop(conn)
+        for i in range(40):
+            st.append("s", "user", f"row {i} 東京" if i % 10 == 0 else f"row {i}")
+        with st._engine.write() as conn:
+            fts.create(conn)
+        fts.backfill(st._engine, batch=7)
+        assert _trigram_rows(st) == {1, 11, 21, 31}
+        _check_index(st)
+        assert len(st.search("東京", limit=100)) == 4
