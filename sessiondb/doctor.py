@@ -13,6 +13,7 @@ closing such a descriptor would drop the POSIX locks of any connection this proc
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -285,13 +286,31 @@ def check_integrity(conn: apsw.Connection, path: Path, full: bool) -> Check:
     if rows == ["ok"]:
         return Check("integrity", "ok", f"{pragma}: ok", None, data)
     more = "+" if len(rows) >= INTEGRITY_MAX_ERRORS else ""
+    damaged = _tables_of_trees(conn, rows)
+    data["tables"] = damaged
+    where = f" in {', '.join(damaged)}" if damaged else ""
     return Check(
         "integrity",
         "fail",
-        f"{pragma} found {len(rows)}{more} problem(s); first: {rows[0]}",
+        f"{pragma} found {len(rows)}{more} problem(s){where}; first: {rows[0]}",
         REPAIR_HINT.format(path=path),
         data,
     )
+
+
+def _tables_of_trees(conn: apsw.Connection, rows: list[str]) -> list[str]:
+    """Name the tables and indexes behind "Tree N" (root page N) in integrity messages."""
+    roots = sorted({int(n) for r in rows for n in re.findall(r"\bTree (\d+)", r)})
+    names = []
+    for root in roots:
+        try:
+            row = conn.execute(
+                "SELECT type, name FROM sqlite_schema WHERE rootpage = ?", (root,)
+            ).fetchone()
+        except apsw.Error:
+            row = None
+        names.append(f"{row[0]} {row[1]}" if row else f"tree {root}")
+    return names
 
 
 def _integrity_by_table(conn: apsw.Connection, pragma: str) -> list[str]:

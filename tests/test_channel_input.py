@@ -211,7 +211,7 @@ def test_a_damaged_peer_file_raises_a_sessiondb_error(folder: Path) -> None:
     data = bytearray(out.read_bytes())
     data[100 : len(data)] = b"\xff" * (len(data) - 100)  # keep the header, wreck every page
     out.write_bytes(bytes(data))
-    with pytest.raises(CorruptDatabase, match="outbound.db"):
+    with pytest.raises(CorruptDatabase, match=r"outbound\.db"):
         host.replies()
-    with pytest.raises(CorruptDatabase, match="outbound.db"):
+    with pytest.raises(CorruptDatabase, match=r"outbound\.db"):
         host.status()

@@ -144,7 +144,10 @@ def test_dead_agent_is_detected_within_stale_after(tmp_path: Path) -> None:
         if host.sweep().reoffered == (seq,):
             reoffered_at = time.time()
             break
-        assert host.status().alive == (time.time() - last_beat <= STALE_AFTER)
+        st = host.status()  # alive is judged from the heartbeat's age at that same reading
+        assert st.heartbeat_age is not None
+        assert st.alive == (st.heartbeat_age <= STALE_AFTER)
+        assert abs((time.time() - last_beat) - st.heartbeat_age) < 1.0
         time.sleep(0.02)
     assert reoffered_at is not None, "the dead agent's message was never re-offered"
     # Not before the heartbeat went stale; and within stale_after of the death (plus a

@@ -48,6 +48,20 @@ def demo(ctx: click.Context, folder: Path, turns: int) -> None:
 
     ctx.find_root().ensure_object(dict)["db"] = str(path)
     ctx.invoke(sessions_cmd, source=None, limit=50, offset=0, as_json=False)
+    query = "retry policy backoff"
+    console.print(
+        f'\n[bold]$ sessiondb --db {escape(str(path))} search "{query}" '
+        f"--session {demo_mod.SHARED_SESSION} --context 1 --limit 2[/]"
+    )
+    from .search import search_cmd
+
+    ctx.invoke(
+        search_cmd,
+        query=query,
+        session_id=demo_mod.SHARED_SESSION,
+        limit=2,
+        context=1,
+    )
     console.print(f"\n[bold]$ sessiondb doctor {escape(str(path))}[/]")
     from ..doctor import diagnose
     from .doctor import render

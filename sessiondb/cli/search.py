@@ -45,7 +45,7 @@ def _print_hit(rank: int, hit: Hit) -> None:
             (f"{rank}. ", "bold"),
             (m.session_id, "bold magenta"),
             (f" #{m.seq} {m.role}", "cyan"),
-            (f"  {_when(m.created_at)} UTC  score {hit.score:.2f}", "dim"),
+            (f"  {_when(m.created_at)} UTC  score {hit.score:.3g}", "dim"),
         )
     )
     for n in hit.before:

@@ -372,10 +372,23 @@ class Engine:
                 "RESTART": apsw.SQLITE_CHECKPOINT_RESTART,
                 "TRUNCATE": apsw.SQLITE_CHECKPOINT_TRUNCATE,
             }[mode]
-            log, done = conn.wal_checkpoint(mode=mode_const)
-            return int(log), int(done)
-        except apsw.Error as e:
-            raise translate(e, self.path) from e
+        except KeyError:
+            raise InvalidInput(
+                f"checkpoint mode must be PASSIVE, FULL, RESTART or TRUNCATE, not {mode!r}"
+            ) from None
+        deadline = time.monotonic() + self.write_timeout
+        while True:
+            try:
+                log, done = conn.wal_checkpoint(mode=mode_const)
+                return int(log), int(done)
+            except apsw.BusyError as e:
+                # SQLite never waits for another checkpoint in progress (a background one of
+                # this or another process): it is short, so wait for it here.
+                if time.monotonic() >= deadline:
+                    raise self._busy(deadline - self.write_timeout, e) from e
+                time.sleep(0.002)
+            except apsw.Error as e:
+                raise translate(e, self.path) from e
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -518,11 +518,46 @@ class SQLiteStore:
 
         return transcript.transcript(self, session_id, legacy_jsonl=legacy_jsonl)
 
-    # -- facts -------------------------------------------------------------------------------
+    # -- search ------------------------------------------------------------------------------
 
-    def search(self, query: str, **options: Any) -> list[Hit]:
-        """Ranked messages matching ``query``; options and rules in sessiondb.sqlite.search."""
-        return _search.search(self._ensure_ready(), query, **options)
+    def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        source: str | None = None,
+        role: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        context: int = 0,
+        limit: int = 20,
+        offset: int = 0,
+        mode: str = "plain",
+        markers: tuple[str, str] = ("[", "]"),
+    ) -> list[Hit]:
+        """Messages matching ``query``, best first (bm25, then newest).
+
+        ``mode="plain"`` takes any text and matches its words literally; ``mode="fts"`` takes
+        FTS5 syntax and raises ``QueryError`` when it is malformed. Each hit has a snippet with
+        matches between ``markers`` and up to ``context`` neighbours from the same session.
+        Rules: docs/search.md.
+        """
+        return _search.search(
+            self._ensure_ready(),
+            query,
+            session_id=session_id,
+            source=source,
+            role=role,
+            since=since,
+            until=until,
+            context=context,
+            limit=limit,
+            offset=offset,
+            mode=mode,
+            markers=markers,
+        )
+
+    # -- facts -------------------------------------------------------------------------------
 
     def check(self, *, full: bool = False) -> HealthReport:
         """Health of the store (what `sessiondb doctor` prints); see docs/doctor.md."""
