@@ -186,7 +186,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="15 s, 40 000 bulk messages")
     ap.add_argument("--seconds", type=float, default=None, help="upper bound on the run")
     ap.add_argument("--bulk", type=int, default=None, help="messages the bulk process writes")
-    ap.add_argument("--batch", type=int, default=500, help="messages per append_many")
+    ap.add_argument(
+        "--batch", type=int, default=100, help="messages per append_many (as import_jsonl)"
+    )
     ap.add_argument("--long", type=int, default=None, help="messages per long session")
     ap.add_argument("--writer-interval", type=float, default=0.01)
     ap.add_argument("--reader-interval", type=float, default=0.05)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results" / "transcripts.json"
-BATCH = 500
+BATCH = 100
 WRITERS = 8
 WRITER_PAUSE = 0.005
 _WORDS = [

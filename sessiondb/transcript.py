@@ -32,8 +32,11 @@ from .models import BadLine, ImportReport, Message, Session
 from .paths import open_private
 
 #: Messages per ``append_many`` call (one write transaction each) during an import. Small enough
-#: that a live writer's append waits at most a few milliseconds behind one batch (doctrine 5).
-BATCH = 500
+#: that a live writer's append waits at most a few milliseconds behind one batch (doctrine 5):
+#: with the search index maintained in the same transaction a 500-message batch held the write
+#: lock 30 ms at the median and 113 ms at p99, and live writers' p99 rose to 84 ms; with 100 it
+#: stayed at 42 ms (benchmarks/mixed.py, docs/benchmarks.md).
+BATCH = 100
 #: Messages per read when exporting: one short read transaction each (doctrine 6).
 EXPORT_PAGE = 1000
 #: Meta field recording where a backfilled message belongs in conversation order: it follows the
