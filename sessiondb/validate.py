@@ -12,6 +12,7 @@ since silently changing an identifier would merge two distinct ones.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -60,11 +61,27 @@ def _identifier(value: object, field: str, limit: int) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=4096)
+def _valid_session_id(value: str) -> str:
+    return _identifier(value, "session_id", MAX_SESSION_ID)
+
+
+@functools.lru_cache(maxsize=256)
+def _valid_role(value: str) -> str:
+    return _identifier(value, "role", MAX_ROLE)
+
+
+# Ids and roles repeat on every call of an agent loop: their checks are cached (only successes
+# are: a failing check raises, which lru_cache does not remember).
 def session_id(value: object) -> str:
+    if type(value) is str:
+        return _valid_session_id(value)
     return _identifier(value, "session_id", MAX_SESSION_ID)
 
 
 def role(value: object) -> str:
+    if type(value) is str:
+        return _valid_role(value)
     return _identifier(value, "role", MAX_ROLE)
 
 

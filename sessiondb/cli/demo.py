@@ -23,7 +23,7 @@ from .common import console
 @click.option(
     "--turns",
     type=click.IntRange(min=1),
-    default=1500,
+    default=5000,
     show_default=True,
     help="Turns each process writes.",
 )

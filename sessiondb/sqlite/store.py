@@ -403,11 +403,14 @@ class SQLiteStore:
                 out[i] = Message(
                     sid, seq, item.role, item.content, item.key, v.load_meta(item.meta), at
                 )
-            conn.executemany(
+            insert = (
                 "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
             )
+            if len(rows) == 1:
+                conn.execute(insert, rows[0])
+            else:
+                conn.executemany(insert, rows)
         result: list[Message] = []
         for i, item in enumerate(items):
             m = out[i]
