@@ -30,16 +30,9 @@ def pid_exists(pid: int) -> bool:
 
 def process_start_time(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+    fields = _stat_fields(pid)
+    if fields is None:
         return None
-    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
-    end = data.rfind(b")")
-    if end < 0:
-        return None
-    fields = data[end + 2 :].split()
     try:
         return int(fields[19])
     except (IndexError, ValueError):
@@ -316,6 +309,7 @@ def _stat_fields(pid: int) -> list[bytes] | None:
             data = f.read()
     except OSError:
         return None
+    # The command name (field 2) is in parentheses and may itself contain spaces or ')'.
     end = data.rfind(b")")
     if end < 0:
         return None
