@@ -5,7 +5,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS: list[str] = ["contention", "mixed", "search", "transcripts", "channel"]
+BENCHMARKS: list[str] = [
+    "contention",
+    "floor",
+    "handoff",
+    "mixed",
+    "search",
+    "transcripts",
+    "channel",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
