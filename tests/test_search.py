@@ -232,7 +232,7 @@ def test_migration_backfills_existing_messages_in_batches(
     batches: list[bool] = []
     real_step = fts.backfill_step
 
-    def counting_step(engine: object, batch: int = 500) -> bool:
+    def counting_step(engine: object, batch: int = fts.BACKFILL_BATCH) -> bool:
         more = real_step(engine, batch)
         batches.append(more)
         return more
@@ -250,7 +250,9 @@ def test_migration_backfills_existing_messages_in_batches(
         assert where(st.search("token777")) == [("s0", 777 // 7 + 1)]
         with st._engine.read() as conn:
             assert not fts.backfill_pending(conn)
-    assert batches == [True, True, False]  # 500 + 500 + 200 rows, each its own transaction
+    # 1 200 rows in batches of BACKFILL_BATCH, each its own transaction
+    full, rest = divmod(1200, fts.BACKFILL_BATCH)
+    assert batches == [True] * (full - (rest == 0)) + [False]
 
 
 def test_rows_deleted_or_reinserted_during_backfill_keep_the_index_sound(tmp_path: Path) -> None:

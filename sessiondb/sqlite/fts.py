@@ -26,6 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 WORD_TABLE = "messages_fts"
+# Rows indexed per write transaction while a migration backfills an existing store: the same
+# size as an import batch, so a live writer waits a few milliseconds at most behind one.
+BACKFILL_BATCH = 100
 TRIGRAM_TABLE = "messages_tri"
 TRIGRAM_ROWS = "messages_tri_rows"  # ids of the messages in TRIGRAM_TABLE
 TRIGRAM_SOURCE = "messages_tri_src"  # view: TRIGRAM_TABLE's external content
@@ -179,7 +182,7 @@ def backfill_pending(conn: Any) -> bool:
     return conn.execute("SELECT 1 FROM search_backfill").fetchone() is not None
 
 
-def backfill_batch(conn: Any, batch: int = 500) -> bool:
+def backfill_batch(conn: Any, batch: int = BACKFILL_BATCH) -> bool:
     """Index the next ``batch`` unindexed rows; return True when the backfill is complete.
 
     Runs inside the caller's (short) write transaction. The cursor advances in the same
@@ -219,7 +222,7 @@ def backfill_batch(conn: Any, batch: int = 500) -> bool:
     return False
 
 
-def backfill_step(engine: Any, batch: int = 500) -> bool:
+def backfill_step(engine: Any, batch: int = BACKFILL_BATCH) -> bool:
     """One batch in its own write transaction; True while more work remains (schema hook)."""
     with engine.read() as conn:
         if not backfill_pending(conn):
@@ -228,7 +231,7 @@ def backfill_step(engine: Any, batch: int = 500) -> bool:
         return not backfill_batch(conn, batch)
 
 
-def backfill(engine: Any, *, batch: int = 500) -> int:
+def backfill(engine: Any, *, batch: int = BACKFILL_BATCH) -> int:
     """Run the pending backfill to the end, one short write transaction per batch.
 
     A live agent's append waits at most one batch (a few ms) behind it. Returns batches run.
