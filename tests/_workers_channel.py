@@ -77,3 +77,10 @@ def idle_receiver(folder: str, seconds: float, out: Any) -> None:
     after = os.times()
     cpu = (after.user - before.user) + (after.system - before.system)
     out.put({"got": len(got), "wall": wall, "cpu": cpu})
+
+
+def open_agent_at_once(folder: str, wid: int, barrier: Any) -> None:
+    """Open the agent side of a channel whose outbound.db may not exist yet, all at once."""
+    barrier.wait()
+    agent = AgentEnd(folder, run_id=f"opener-{wid}")
+    agent.close()

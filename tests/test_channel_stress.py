@@ -154,3 +154,21 @@ def test_three_agent_side_writers_never_collide(tmp_path: Path) -> None:
     for wid, ns in by_writer.items():
         assert ns == list(range(len(results[int(wid)]))), f"writer {wid} lost or reordered"
     assert query(folder / "outbound.db", "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_agent_side_processes_creating_outbound_at_once(tmp_path: Path) -> None:
+    """Several agent-side processes opening a channel whose outbound.db does not exist yet: one
+    creates it, the others must see a channel file, never 'another application's database'."""
+    for attempt in range(6):
+        folder = tmp_path / f"chan{attempt}"
+        HostEnd(folder).send("hello")
+        barrier = SPAWN.Barrier(4)
+        procs = [
+            SPAWN.Process(target=w.open_agent_at_once, args=(str(folder), i, barrier))
+            for i in range(4)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0], f"attempt {attempt}"

@@ -172,8 +172,15 @@ class ChannelDB:
         return conn
 
     def _refuse_foreign(self, conn: apsw.Connection) -> None:
-        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
-        if tables:
+        # Read in one snapshot: another process may have initialised the file since the header
+        # was looked at (its schema and marker commit together), which makes it ours, not foreign.
+        conn.execute("BEGIN")
+        try:
+            tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()[0][0]
+            app_id = conn.execute("PRAGMA application_id").fetchall()[0][0]
+        finally:
+            conn.execute("COMMIT")
+        if tables and app_id != APPLICATION_ID:
             conn.close()
             raise NotAChannel(
                 f"{self.path} is an SQLite database with other tables, not a channel file"
