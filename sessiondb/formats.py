@@ -27,6 +27,7 @@ edited line is a new message rather than a silent conflict.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 from collections.abc import Iterator
@@ -83,19 +84,19 @@ class RawLine:
     end: int  # byte offset just past this line
 
 
-class Format:
+class Format(abc.ABC):
     """A transcript format. Subclass, set ``name``, implement :meth:`sniff` and :meth:`parse`."""
 
     name: str = "?"
 
+    @abc.abstractmethod
     def sniff(self, obj: dict[str, Any]) -> bool:
         """True when ``obj`` (a decoded line) unmistakably belongs to this format."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
         """Turn a decoded line into a record; None skips a non-message entry; raise
         :class:`LineError` for a line that should be reported as bad."""
-        raise NotImplementedError
 
 
 def line_digest(raw: bytes) -> str:

@@ -23,7 +23,7 @@ from sessiondb.channel.files import read_heartbeat, write_heartbeat
 from . import _workers_channel as w
 
 SPAWN = mp.get_context("spawn")
-STALE_AFTER = 0.8  # 8 beats: a loaded 2-core CI box can delay a beat by a few hundred ms
+STALE_AFTER = 1.5  # 15 beats: a loaded 2-core CI box can delay a beat by several hundred ms
 BEAT = 0.1
 
 

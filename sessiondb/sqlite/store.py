@@ -10,25 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
 import apsw
 
 from .. import validate as v
 from ..errors import Error, InvalidInput, KeyConflict, SessionExists, SessionNotFound, StoreBusy
-from ..models import HealthReport, Hit, ImportReport, Message, Session
-
-if TYPE_CHECKING:
-    from ..lease import Lease
+from ..models import Message, Session
 from . import schema
-from . import search as _search
 from .engine import Engine
+from .facets import StoreFacets
+from .rows import ITEM_FIELDS, Item, created_at_of, message_of, session_of
 
 _SESSION_COLS = (
     "session_id, source, title, meta, created_at, updated_at, ended_at, end_reason, message_count"
@@ -38,69 +35,9 @@ _MESSAGE_COLS = "s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.create
 # transaction when a deleted session's messages are removed (doctrine 5 and 6).
 READ_PAGE = 2000
 DELETE_BATCH = 2000
-_ITEM_FIELDS = frozenset({"role", "content", "key", "meta", "created_at"})
 
 
-def _session(row: Sequence[Any]) -> Session:
-    return Session(
-        session_id=row[0],
-        source=row[1],
-        title=row[2],
-        meta=v.load_meta(row[3]),
-        created_at=row[4],
-        updated_at=row[5],
-        ended_at=row[6],
-        end_reason=row[7],
-        message_count=row[8],
-    )
-
-
-def _message(row: Sequence[Any]) -> Message:
-    return Message(
-        session_id=row[0],
-        seq=row[1],
-        role=row[2],
-        content=row[3],
-        key=row[4],
-        meta=v.load_meta(row[5]),
-        created_at=row[6],
-    )
-
-
-def _created_at(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidInput(f"created_at must be epoch seconds (a finite number), not {value!r}")
-    return float(value)
-
-
-class _Item:
-    """A validated message about to be appended."""
-
-    __slots__ = ("content", "created_at", "key", "meta", "role")
-
-    def __init__(
-        self,
-        role: str,
-        content: str,
-        key: str | None,
-        meta: str | None,
-        created_at: float | None = None,
-    ) -> None:
-        self.role = role
-        self.content = content
-        self.key = key
-        self.meta = meta
-        # Set only by imports, which keep a transcript's original times (round-trip exactness).
-        self.created_at = created_at
-
-    @classmethod
-    def of(cls, role: object, content: object, key: object, meta: object) -> _Item:
-        return cls(v.role(role), v.content(content), v.key(key), v.meta(meta))
-
-
-class SQLiteStore:
+class SQLiteStore(StoreFacets):
     """A sessiondb store in one SQLite file. Use :func:`sessiondb.open` to get one."""
 
     def __init__(
@@ -180,7 +117,7 @@ class SQLiteStore:
         row = conn.execute(
             f"SELECT {_SESSION_COLS} FROM sessions WHERE session_id = ?", (session_id,)
         ).fetchone()
-        return None if row is None else _session(row)
+        return None if row is None else session_of(row)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -245,7 +182,7 @@ class SQLiteStore:
                 " ORDER BY updated_at DESC, id DESC LIMIT ? OFFSET ?",
                 (*args, lim, off),
             ).fetchall()
-        return [_session(r) for r in rows]
+        return [session_of(r) for r in rows]
 
     def end_session(self, session_id: str, reason: str = "ended") -> Session:
         sid = v.session_id(session_id)
@@ -317,7 +254,7 @@ class SQLiteStore:
         different role, content or meta raises ``KeyConflict``.
         """
         sid = v.session_id(session_id)
-        item = _Item.of(role, content, key, meta)
+        item = Item.of(role, content, key, meta)
         with self._ensure_ready().write() as conn:
             return self._append_items(conn, sid, [item])[0]
 
@@ -329,11 +266,11 @@ class SQLiteStore:
         after a failure never duplicates anything.
         """
         sid = v.session_id(session_id)
-        prepared: list[_Item] = []
+        prepared: list[Item] = []
         for i, item in enumerate(items):
             if not isinstance(item, Mapping):
                 raise InvalidInput(f"items[{i}] must be a dict, not {type(item).__name__}")
-            extra = set(item) - _ITEM_FIELDS
+            extra = set(item) - ITEM_FIELDS
             if extra:
                 raise InvalidInput(
                     f"items[{i}] has unknown field(s) {sorted(extra)};"
@@ -342,8 +279,8 @@ class SQLiteStore:
             if "role" not in item or "content" not in item:
                 raise InvalidInput(f"items[{i}] needs both 'role' and 'content'")
             try:
-                made = _Item.of(item["role"], item["content"], item.get("key"), item.get("meta"))
-                made.created_at = _created_at(item.get("created_at"))
+                made = Item.of(item["role"], item["content"], item.get("key"), item.get("meta"))
+                made.created_at = created_at_of(item.get("created_at"))
                 prepared.append(made)
             except InvalidInput as e:
                 raise InvalidInput(f"items[{i}]: {e}") from None
@@ -352,7 +289,7 @@ class SQLiteStore:
         with self._ensure_ready().write() as conn:
             return self._append_items(conn, sid, prepared)
 
-    def _append_items(self, conn: apsw.Connection, sid: str, items: list[_Item]) -> list[Message]:
+    def _append_items(self, conn: apsw.Connection, sid: str, items: list[Item]) -> list[Message]:
         """Insert ``items`` inside the caller's write transaction, set-based: one key lookup,
         one seq allocation and one executemany per batch, so a 500-message import batch costs
         about what the bare INSERTs cost."""
@@ -423,7 +360,7 @@ class SQLiteStore:
 
     @staticmethod
     def _stored_keys(
-        conn: apsw.Connection, sid: str, internal: int, items: list[_Item]
+        conn: apsw.Connection, sid: str, internal: int, items: list[Item]
     ) -> dict[str, Message]:
         keys = [item.key for item in items if item.key is not None]
         if not keys:
@@ -440,7 +377,7 @@ class SQLiteStore:
                 " WHERE sid = ? AND key IN (SELECT value FROM json_each(?))",
                 (sid, internal, json.dumps(keys)),
             ).fetchall()
-        msgs = [_message(row) for row in found]
+        msgs = [message_of(row) for row in found]
         return {m.key: m for m in msgs if m.key is not None}
 
     def messages(
@@ -460,7 +397,7 @@ class SQLiteStore:
                     " WHERE s.session_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?",
                     (sid, last, page),
                 ).fetchall()
-            out.extend(_message(r) for r in rows)
+            out.extend(message_of(r) for r in rows)
             if rows:
                 last = out[-1].seq
             if len(rows) < page:
@@ -480,93 +417,7 @@ class SQLiteStore:
             ).get
         return 0 if row is None else int(row)
 
-    # -- leases ------------------------------------------------------------------------------
-
-    def lease(self, name: str, owner: str, ttl: float = 300.0) -> Lease:
-        """A lease on ``name`` for session ``owner`` kept in this database (for workers that
-        share the store, perhaps on several machines); same API as ``sessiondb.lease``."""
-        from ..lease import store_lease
-
-        return store_lease(self, name, owner, ttl)
-
-    # -- transcripts (backend-neutral code in sessiondb.transcript) ----------------------------
-
-    def import_jsonl(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        session_id: str | None = None,
-        source: str = "import",
-        strict: bool = False,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> ImportReport:
-        """Import a JSONL transcript; idempotent (see :func:`sessiondb.transcript.import_jsonl`)."""
-        from .. import transcript
-
-        return transcript.import_jsonl(
-            self, path, session_id=session_id, source=source, strict=strict, progress=progress
-        )
-
-    def export_jsonl(self, session_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
-        """Export a session in sessiondb's JSONL format; returns the number of messages."""
-        from .. import transcript
-
-        return transcript.export_jsonl(self, session_id, dest)
-
-    def transcript(
-        self, session_id: str, *, legacy_jsonl: str | os.PathLike[str] | None = None
-    ) -> list[Message]:
-        """Complete history; backfills what ``legacy_jsonl`` holds and the store lacks."""
-        from .. import transcript
-
-        return transcript.transcript(self, session_id, legacy_jsonl=legacy_jsonl)
-
-    # -- search ------------------------------------------------------------------------------
-
-    def search(
-        self,
-        query: str,
-        *,
-        session_id: str | None = None,
-        source: str | None = None,
-        role: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        context: int = 0,
-        limit: int = 20,
-        offset: int = 0,
-        mode: str = "plain",
-        markers: tuple[str, str] = ("[", "]"),
-    ) -> list[Hit]:
-        """Messages matching ``query``, best first (bm25, then newest).
-
-        ``mode="plain"`` takes any text and matches its words literally; ``mode="fts"`` takes
-        FTS5 syntax and raises ``QueryError`` when it is malformed. Each hit has a snippet with
-        matches between ``markers`` and up to ``context`` neighbours from the same session.
-        Rules: docs/search.md.
-        """
-        return _search.search(
-            self._ensure_ready(),
-            query,
-            session_id=session_id,
-            source=source,
-            role=role,
-            since=since,
-            until=until,
-            context=context,
-            limit=limit,
-            offset=offset,
-            mode=mode,
-            markers=markers,
-        )
-
     # -- facts -------------------------------------------------------------------------------
-
-    def check(self, *, full: bool = False) -> HealthReport:
-        """Health of the store (what `sessiondb doctor` prints); see docs/doctor.md."""
-        from .. import doctor
-
-        return doctor.check(self, full)
 
     def info(self) -> dict[str, Any]:
         """Path, file sizes, counts, journal mode and versions (for `sessiondb info`)."""
