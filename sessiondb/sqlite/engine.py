@@ -332,6 +332,11 @@ class Engine:
             # even in FULL mode): it is doing the copying. Retrying on every commit meanwhile
             # cost 160 failed calls per 7 000 appends; try again a little later instead.
             self._force_at = pages + CHECKPOINT_RETRY_PAGES
+        except apsw.Error as e:
+            # The caller's transaction has committed: a failed checkpoint must not turn a
+            # stored append into an error the caller would retry (and duplicate, without a key).
+            self._force_at = pages + CHECKPOINT_RETRY_PAGES
+            warnings.warn(f"sessiondb: checkpoint of {self.path} failed: {e}", stacklevel=3)
 
     def _busy(self, start: float, cause: BaseException | None) -> StoreBusy:
         waited = time.monotonic() - start
@@ -359,7 +364,10 @@ class Engine:
             now = time.monotonic()
             if now >= self._next_wake:
                 self._next_wake = now + CHECKPOINT_INTERVAL
-                self._checkpoint_soon()
+                try:
+                    self._checkpoint_soon()
+                except RuntimeError as e:  # no thread could be started: the forced pass remains
+                    warnings.warn(f"sessiondb: no checkpoint thread: {e}", stacklevel=2)
         return 0  # SQLITE_OK
 
     def _checkpoint_soon(self) -> None:
