@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import multiprocessing
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import apsw
@@ -34,3 +37,22 @@ def hold_open(path: str, ready: Any, release: Any) -> None:
     with open(path, "rb"):
         ready.set()
         release.wait(30)
+
+
+@contextmanager
+def holding(target: Callable[..., None], *args: Any) -> Iterator[int]:
+    """Run ``target(*args, ready, release)`` in a spawned process; yield its pid while it holds."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=target, args=(*args, ready, release), daemon=True)
+    proc.start()
+    try:
+        assert ready.wait(30), "worker did not get its lock in time"
+        assert proc.pid is not None
+        yield proc.pid
+    finally:
+        release.set()
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)

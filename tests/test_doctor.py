@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import stat
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +28,10 @@ except ImportError:  # tests/ is on sys.path itself (pytest's rootdir-less impor
     import _workers_procfs as workers  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-CTX = multiprocessing.get_context("spawn")
 MSG_COLS = "id, sid, seq, role, content, key, meta, created_at"
 
 
-@contextmanager
-def holding(target: Callable[..., None], *args: Any) -> Iterator[int]:
-    ready, release = CTX.Event(), CTX.Event()
-    proc = CTX.Process(target=target, args=(*args, ready, release), daemon=True)
-    proc.start()
-    try:
-        assert ready.wait(30), "worker did not get its lock in time"
-        assert proc.pid is not None
-        yield proc.pid
-    finally:
-        release.set()
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
+holding = workers.holding
 
 
 @pytest.fixture(autouse=True)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,25 +26,8 @@ except ImportError:  # tests/ is on sys.path itself (pytest's rootdir-less impor
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux /proc")
 
-CTX = multiprocessing.get_context("spawn")
 
-
-@contextmanager
-def holding(target: Callable[..., None], *args: Any) -> Iterator[int]:
-    """Run ``target(*args, ready, release)`` in a spawned process; yield its pid while it holds."""
-    ready, release = CTX.Event(), CTX.Event()
-    proc = CTX.Process(target=target, args=(*args, ready, release), daemon=True)
-    proc.start()
-    try:
-        assert ready.wait(30), "worker did not get its lock in time"
-        assert proc.pid is not None
-        yield proc.pid
-    finally:
-        release.set()
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
+holding = workers.holding
 
 
 SAMPLE = """\

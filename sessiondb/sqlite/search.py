@@ -29,11 +29,11 @@ from typing import Any
 
 import apsw
 
-from .. import validate as v
 from ..errors import InvalidInput, QueryError
 from ..models import Hit, Message
 from ..searchquery import Highlighter, Word, fts_terms, normalize_query, split_words
 from . import fts
+from .rows import message_of
 
 RANK_WINDOW = 500
 MAX_CONTEXT = 100
@@ -60,15 +60,8 @@ def _trigram_expr(text: str) -> str:
 
 
 def _message(row: Sequence[Any]) -> Message:
-    return Message(
-        session_id=row[1],
-        seq=row[2],
-        role=row[3],
-        content=row[4],
-        key=row[5],
-        meta=v.load_meta(row[6]),
-        created_at=row[7],
-    )
+    # Search rows carry the message id first (for context fetches), then the message columns.
+    return message_of(row[1:8])
 
 
 def _check_args(context: int, limit: int, offset: int, mode: str, markers: object) -> None:
