@@ -373,3 +373,82 @@ def test_backfill_builds_the_cjk_only_trigram_index(tmp_path: Path) -> None:
         assert _trigram_rows(st) == {1, 11, 21, 31}
         _check_index(st)
         assert len(st.search("東京", limit=100)) == 4
+
+
+# -- ranking without FTS5's document-frequency walk, and the candidate budget ----------------
+
+
+def test_rank_equals_fts5_bm25_when_frequencies_are_exact(tmp_path: Path) -> None:
+    texts = [
+        "retry policy retry",
+        "the policy on retry is documented in the policy file",
+        "retry",
+        "policy policy policy and nothing else at all here",
+        "a long message that mentions retry once among a great many other filler words " * 3,
+        "unrelated text",
+    ]
+    with sessiondb.open(tmp_path / "r.db") as st:
+        for text in texts:
+            st.append("s", "user", text)
+        for query in ("retry", "retry policy", "policy"):
+            ours = {h.message.seq: h.score for h in st.search(query)}
+            match = " ".join(f'"{w}"' for w in query.split())
+            with st._engine.read() as conn:
+                theirs = dict(
+                    conn.execute(
+                        "SELECT rowid, -bm25(messages_fts) FROM messages_fts"
+                        " WHERE messages_fts MATCH ?",
+                        (match,),
+                    ).fetchall()
+                )
+            assert ours.keys() == theirs.keys() and ours
+            for seq, score in ours.items():
+                assert score == pytest.approx(theirs[seq], rel=1e-9), (query, seq)
+
+
+def test_frequency_estimate_beyond_the_exact_count(tmp_path: Path) -> None:
+    from sessiondb.sqlite import rank
+
+    with sessiondb.open(tmp_path / "f.db") as st:
+        st.append_many("s", [{"role": "user", "content": f"word{i % 2} x"} for i in range(40)])
+        with st._engine.read() as conn:
+            assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, True)
+            old = rank.DF_SAMPLE
+            rank.DF_SAMPLE = 5
+            try:  # every other message: the 5 newest span ids 31..39, so 5 * 40 / 10
+                assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, False)
+            finally:
+                rank.DF_SAMPLE = old
+
+
+def test_sparse_matches_beyond_the_candidate_budget_are_all_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessiondb.sqlite import search as search_module
+
+    monkeypatch.setattr(search_module, "CANDIDATE_BUDGET", 10)
+    monkeypatch.setattr(search_module, "RANK_WINDOW", 3)
+    with sessiondb.open(tmp_path / "b.db") as st:
+        st.append("s", "user", "old foo.bar match")  # seq 1
+        st.append("s", "user", "older C++ and 東京 here")  # seq 2
+        for i in range(60):  # candidates of every plan that fail the check
+            st.append("s", "user", f"foo bar {i} C 東 京")
+        st.append("s", "user", "new foo.bar match C++ 東京")  # seq 63
+        assert where(st.search("foo.bar")) == [("s", 63), ("s", 1)]
+        assert where(st.search("C++")) == [("s", 63), ("s", 2)]
+        assert where(st.search("東京")) == [("s", 63), ("s", 2)]
+        assert where(st.search("foo.bar", offset=1)) == [("s", 1)]
+        assert where(st.search("foo.bar", limit=1)) == [("s", 63)]
+        assert where(st.search("foo.bar", role="user", session_id="s")) == [("s", 63), ("s", 1)]
+
+
+def test_long_punctuated_words_match_exactly(tmp_path: Path) -> None:
+    with sessiondb.open(tmp_path / "l.db") as st:
+        st.append("s", "user", "run /usr/local/hitor/barbar now")
+        st.append("s", "user", "usr local hitor barbar as words, and /usr/local/hitor/other")
+        for i in range(30):
+            st.append("s", "user", f"/usr/local/bin/tool{i} and https://example.com/x/{i}")
+        st.append("s", "user", "see https://example.com/docs/retry-policy.html")
+        assert where(st.search("/usr/local/hitor/barbar")) == [("s", 1)]
+        assert where(st.search("https://example.com/docs/retry-policy.html")) == [("s", 33)]
+        assert len(st.search("/usr/local/bin", limit=100)) == 30

@@ -31,7 +31,7 @@ import apsw
 from .. import procinfo
 from ..errors import CorruptDatabase, Error, InvalidInput, StoreBusy
 from ..paths import ensure_private_dir
-from . import bootcheck, fsdetect
+from . import bootcheck, fsdetect, rank
 from .admission import AdmissionLock, lock_path_for
 
 Durability = Literal["normal", "full"]
@@ -179,6 +179,7 @@ class Engine:
 
     def _configure(self, conn: apsw.Connection, created: bool) -> None:
         conn.set_busy_timeout(int(self.write_timeout * 1000))
+        rank.register(conn)  # the search's ranking function (rank.py)
         try:
             if self._mode is None:
                 self._mode = self._decide_journal_mode(conn, created)

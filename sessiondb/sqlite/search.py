@@ -15,16 +15,21 @@ Plan of a plain query (words from :mod:`sessiondb.searchquery`):
   of 1–2 character CJK words (``東京``) scans the CJK messages (``messages_tri_rows``) newest
   first, and one made only of punctuation (``-->``) scans the messages newest first.
 
-Unfiltered queries rank the newest :data:`RANK_WINDOW` matches by bm25 (ties: newest first):
-ranking every match of a word present in half a million messages would cost seconds, and
-agents mostly look for recent work. Filters (session, source, role, time) apply before the
-window, so a session-scoped query is ranked over all its matches.
+Ranking (``_ranked_rows``): the newest :data:`RANK_WINDOW` matches (after filters) are ranked
+by BM25 — ``sessiondb_rank`` (rank.py) for plain queries, FTS5's ``bm25()`` for fts ones — ties
+most recently stored first: ranking every match of a word present in half a million messages
+would cost seconds, and agents mostly look for recent work. When candidates need their row
+checked (verbatim words, 1–2 character CJK words, filters), the window is the matches among the
+newest :data:`CANDIDATE_BUDGET` candidates; if it holds fewer hits than asked for, older matches
+follow newest first, so a search never misses a match because of the budget. A session-scoped
+query reads only the session's id range.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import apsw
@@ -32,10 +37,14 @@ import apsw
 from ..errors import InvalidInput, QueryError
 from ..models import Hit, Message
 from ..searchquery import Highlighter, Word, fts_terms, normalize_query, split_words
-from . import fts
+from . import fts, rank
 from .rows import message_of
 
 RANK_WINDOW = 500
+# Candidates examined before ranking when each needs its row checked (module docstring).
+CANDIDATE_BUDGET = 2000
+# Beyond this many phrases (a pasted paragraph) every word weighs the same in the rank.
+MAX_WEIGHTED_PHRASES = 32
 MAX_CONTEXT = 100
 _TRIGRAMS_PER_WORD = 12  # enough to be selective; LIKE re-checks the whole word anyway
 _COLS = "m.id, s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.created_at, m.sid"
@@ -82,10 +91,9 @@ def _check_args(context: int, limit: int, offset: int, mode: str, markers: objec
 
 
 class _Query:
-    """SQL text and parameters of one ranked search, built from the plan described above."""
+    """Parameters of one search, shared by its statements."""
 
     def __init__(self) -> None:
-        self.where: list[str] = []
         self.params: dict[str, Any] = {}
 
     def param(self, name: str, value: Any) -> str:
@@ -93,9 +101,126 @@ class _Query:
         return f":{name}"
 
 
+@dataclass
+class _Plan:
+    """Where the candidates of a search come from and what each must satisfy.
+
+    ``source`` (FROM clause) yields candidate ids as ``driver`` and is constrained by ``match``
+    alone; ``joined`` adds the message row ``m`` (and any other index) so that ``checks`` —
+    conditions needing the row: verbatim words, filters — can be applied.
+    """
+
+    source: str
+    driver: str
+    joined: str
+    score: str
+    match: list[str] = field(default_factory=list)
+    checks: list[str] = field(default_factory=list)
+    few: bool = False  # known to have fewer than CANDIDATE_BUDGET candidates
+
+
+class _Freqs:
+    """Document frequencies of word-index phrases, looked up once per search (rank.doc_freq)."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+        self.top_id = int(conn.execute("SELECT max(id) FROM messages").get or 0)
+        self.seen: dict[str, tuple[float, bool]] = {}
+
+    def __call__(self, phrase: str) -> tuple[float, bool]:
+        if phrase not in self.seen:
+            self.seen[phrase] = rank.doc_freq(self.conn, fts.WORD_TABLE, phrase, self.top_id)
+        return self.seen[phrase]
+
+
+def _literal_phrase(word: Word, freqs: _Freqs) -> str:
+    """The word-index phrase that finds a punctuated word's candidates (LIKE then checks it).
+
+    Two or fewer letter runs (``foo.bar``) make the phrase. A longer word (a path, a URL) keeps
+    only its adjacent pair of runs with the fewest matches: the phrase of every run would make
+    FTS5 step through ``usr`` and ``local`` in a third of a million messages for each candidate.
+    """
+    tokens = word.tokens
+    if len(tokens) > 2 and len(tokens) <= MAX_WEIGHTED_PHRASES:
+        df = [freqs(_quote(t))[0] for t in tokens]
+        best = min(range(len(tokens) - 1), key=lambda i: df[i] + df[i + 1])
+        tokens = tokens[best : best + 2]
+    return _quote(" ".join(tokens))
+
+
+def _word_score(phrases: list[str], freqs: _Freqs, q: _Query) -> tuple[str, bool]:
+    """(sessiondb_rank over the word index, whether fewer than CANDIDATE_BUDGET rows match)."""
+    if len(phrases) > MAX_WEIGHTED_PHRASES:
+        # A pasted paragraph: its words weigh the same (and no per-phrase lookups).
+        return f"{rank.FUNCTION}({fts.WORD_TABLE})", False
+    found = [freqs(p) for p in phrases]
+    args = "".join(", " + q.param(f"df{i}", df) for i, (df, _) in enumerate(found))
+    # An AND matches at most what its rarest phrase matches: counted exactly, it bounds the scan.
+    few = any(exact and df < CANDIDATE_BUDGET for df, exact in found)
+    return f"{rank.FUNCTION}({fts.WORD_TABLE}{args})", few
+
+
+def _plain_plan(conn: apsw.Connection, words: list[Word], q: _Query) -> _Plan | None:
+    """The plan of a plain query (module docstring); None when nothing can match."""
+    freqs = _Freqs(conn)
+    phrases = [
+        _literal_phrase(w, freqs) if w.literal else _quote(w.text) for w in words if w.tokens
+    ]
+    literals = [w.text for w in words if w.literal]
+    checks = []
+    if 0 < len(literals) <= MAX_WEIGHTED_PHRASES:
+        # Inline: a correlated json_each below costs ~10 us per candidate row.
+        checks += [
+            f"m.content LIKE {q.param(f'like{i}', _like(text))} ESCAPE '\\'"
+            for i, text in enumerate(literals)
+        ]
+    elif literals:
+        # One JSON parameter instead of N ANDed LIKEs: a 10 000-character query may hold
+        # thousands of words, beyond SQLite's expression depth limit.
+        checks.append(
+            "NOT EXISTS (SELECT 1 FROM json_each("
+            + q.param("likes", json.dumps([_like(t) for t in literals]))
+            + ") j WHERE m.content NOT LIKE j.value ESCAPE '\\')"
+        )
+    w, t = fts.WORD_TABLE, fts.TRIGRAM_TABLE
+    word_match = f"{w} MATCH " + q.param("words", " ".join(phrases))
+    # The trigram index holds only messages with CJK-like text; it drives for such words of >= 3
+    # characters. Every other literal (foo.bar, x:y, C++) is found through the positional phrase
+    # of its letter runs in the word index and then checked verbatim by the LIKE above.
+    trigram_words = [x.text for x in words if x.no_space and len(x.text) >= 3]
+    if trigram_words:
+        driver = max(trigram_words, key=len)
+        tri_match = f"{t} MATCH " + q.param("tri", _trigram_expr(driver))
+        joined = f"{t} CROSS JOIN messages m ON m.id = {t}.rowid"
+        if phrases:
+            score, _ = _word_score(phrases, freqs, q)
+            return _Plan(
+                t,
+                f"{t}.rowid",
+                f"{joined} CROSS JOIN {w} ON {w}.rowid = m.id",
+                score,
+                [tri_match],
+                [word_match, *checks],
+            )
+        return _Plan(t, f"{t}.rowid", joined, f"bm25({t})", [tri_match], checks)
+    if phrases:
+        score, few = _word_score(phrases, freqs, q)
+        joined = f"{w} CROSS JOIN messages m ON m.id = {w}.rowid"
+        return _Plan(w, f"{w}.rowid", joined, score, [word_match], checks, few)
+    if any(x.no_space for x in words):
+        # 1–2 character CJK words only: scan the CJK messages (the side table), newest first.
+        r = fts.TRIGRAM_ROWS
+        return _Plan(
+            f"{r} r", "r.id", f"{r} r CROSS JOIN messages m ON m.id = r.id", "0.0", [], checks
+        )
+    if literals:
+        return _Plan("messages m", "m.id", "messages m", "0.0", [], checks)  # `-->`: a scan
+    return None
+
+
 def _filters(
+    plan: _Plan,
     q: _Query,
-    driver: str,
     session: tuple[int, int, int] | None,
     source: str | None,
     role: str | None,
@@ -104,62 +229,69 @@ def _filters(
 ) -> None:
     if session is not None:
         sid, lo, hi = session
-        # The rowid range lets FTS5 read only the session's stretch of every doclist.
-        q.where.append(f"m.sid = {q.param('sid', sid)}")
-        q.where.append(f"{driver} BETWEEN {q.param('lo', lo)} AND {q.param('hi', hi)}")
+        # The id range lets FTS5 read only the session's stretch of every doclist.
+        plan.match.append(f"{plan.driver} BETWEEN {q.param('lo', lo)} AND {q.param('hi', hi)}")
+        plan.checks.append(f"m.sid = {q.param('sid', sid)}")
     if source is not None:
-        q.where.append(f"s.source = {q.param('source', source)}")
+        plan.checks.append(f"s.source = {q.param('source', source)}")
     if role is not None:
-        q.where.append(f"m.role = {q.param('role', role)}")
+        plan.checks.append(f"m.role = {q.param('role', role)}")
     if since is not None:
-        q.where.append(f"m.created_at >= {q.param('since', float(since))}")
+        plan.checks.append(f"m.created_at >= {q.param('since', float(since))}")
     if until is not None:
-        q.where.append(f"m.created_at < {q.param('until', float(until))}")
+        plan.checks.append(f"m.created_at < {q.param('until', float(until))}")
 
 
-def _plain_sql(words: list[Word], q: _Query) -> tuple[str, str] | None:
-    """(FROM clause, score expression) for plain words; None when nothing can match."""
-    phrases = [_quote(" ".join(w.tokens) if w.literal else w.text) for w in words if w.tokens]
-    literals = [w.text for w in words if w.literal]
-    if literals:
-        # One JSON parameter instead of N ANDed LIKEs: a 10 000-character query may hold
-        # thousands of words, beyond SQLite's expression depth limit.
-        q.where.append(
-            "NOT EXISTS (SELECT 1 FROM json_each("
-            + q.param("likes", json.dumps([_like(t) for t in literals]))
-            + ") j WHERE m.content NOT LIKE j.value ESCAPE '\\')"
-        )
-    # The trigram index holds only messages with CJK-like text; it drives for such words of >= 3
-    # characters. Every other literal (foo.bar, x:y, C++) is found through the positional phrase
-    # of its letter runs in the word index and then checked verbatim by the LIKE above.
-    trigram_words = [w.text for w in words if w.no_space and len(w.text) >= 3]
-    word_match = f"{fts.WORD_TABLE} MATCH " + q.param("words", " ".join(phrases))
-    if trigram_words:
-        driver = max(trigram_words, key=len)
-        q.where.append(f"{fts.TRIGRAM_TABLE} MATCH " + q.param("tri", _trigram_expr(driver)))
-        if phrases:
-            q.where.append(word_match)
-            return (
-                f"{fts.TRIGRAM_TABLE} CROSS JOIN messages m ON m.id = {fts.TRIGRAM_TABLE}.rowid"
-                f" CROSS JOIN {fts.WORD_TABLE} ON {fts.WORD_TABLE}.rowid = m.id",
-                f"bm25({fts.WORD_TABLE})",
-            )
+def _ranked_rows(conn: apsw.Connection, plan: _Plan, q: _Query, need: int) -> list[Any]:
+    """The first ``need`` hits: the window ranked by score, then older matches newest first.
+
+    Without checks every candidate is a hit: the newest RANK_WINDOW candidates are ranked from
+    the index alone and only the best ``need`` are joined to their rows. With checks each
+    candidate costs a row fetch (~3 us): ranking considers the matches among the newest
+    CANDIDATE_BUDGET candidates; if those hold fewer than ``need`` matches, the scan goes on
+    below them, newest first, until it has ``need`` or none remain.
+    """
+    window = q.param("window", max(RANK_WINDOW, need))
+    limit = q.param("need", need)
+    order = f"ORDER BY {plan.driver} DESC"
+    if not plan.checks:
+        match = " AND ".join(plan.match)
+        return conn.execute(
+            f"SELECT {_COLS}, r.score FROM (SELECT id, score FROM"
+            f" (SELECT {plan.driver} AS id, {plan.score} AS score FROM {plan.source}"
+            f" WHERE {match} {order} LIMIT {window}) ORDER BY score, id DESC LIMIT {limit}) r"
+            " CROSS JOIN messages m ON m.id = r.id CROSS JOIN sessions s ON s.id = m.sid"
+            " ORDER BY r.score, r.id DESC",
+            q.params,
+        ).fetchall()
+    floor = None
+    if not plan.few:
+        floor = conn.execute(
+            f"SELECT {plan.driver} FROM {plan.source} WHERE {' AND '.join(plan.match) or '1'}"
+            f" {order} LIMIT 1 OFFSET {q.param('budget', CANDIDATE_BUDGET)}",
+            q.params,
+        ).fetchone()
+
+    def select(extra: str) -> str:
+        where = " AND ".join([*plan.match, *plan.checks, extra])
         return (
-            f"{fts.TRIGRAM_TABLE} CROSS JOIN messages m ON m.id = {fts.TRIGRAM_TABLE}.rowid",
-            f"bm25({fts.TRIGRAM_TABLE})",
+            f"SELECT {_COLS}, {plan.score} AS score FROM {plan.joined}"
+            f" CROSS JOIN sessions s ON s.id = m.sid WHERE {where}"
         )
-    if phrases:
-        q.where.append(word_match)
-        return (
-            f"{fts.WORD_TABLE} CROSS JOIN messages m ON m.id = {fts.WORD_TABLE}.rowid",
-            f"bm25({fts.WORD_TABLE})",
-        )
-    if any(w.no_space for w in words):
-        # 1–2 character CJK words only: scan the CJK messages (the side table), newest first.
-        return f"{fts.TRIGRAM_ROWS} r CROSS JOIN messages m ON m.id = r.id", "0.0"
-    if literals:
-        return "messages m", "0.0"  # punctuation-only words (`-->`): a newest-first scan
-    return None
+
+    floor_id = q.param("floor", floor[0] if floor else None)
+    above = f"{plan.driver} > {floor_id}" if floor else "1"  # a plain bound reaches FTS5
+    rows = conn.execute(
+        f"SELECT * FROM ({select(above)} {order} LIMIT {window}) ORDER BY score, id DESC"
+        f" LIMIT {limit}",
+        q.params,
+    ).fetchall()
+    if floor is not None and len(rows) < need:
+        rest = q.param("rest", need - len(rows))
+        rows += conn.execute(
+            f"{select(f'{plan.driver} <= {floor_id}')} {order} LIMIT {rest}", q.params
+        ).fetchall()
+    return rows
 
 
 def _session_range(conn: apsw.Connection, session_id: str) -> tuple[int, int, int] | None:
@@ -220,35 +352,20 @@ def search(
                 return []
         if mode == "fts":
             _validate_fts(conn, text)
-            q.where.append(f"{fts.WORD_TABLE} MATCH " + q.param("words", text))
-            plan: tuple[str, str] | None = (
-                f"{fts.WORD_TABLE} CROSS JOIN messages m ON m.id = {fts.WORD_TABLE}.rowid",
-                f"bm25({fts.WORD_TABLE})",
+            w = fts.WORD_TABLE
+            plan: _Plan | None = _Plan(
+                w,
+                f"{w}.rowid",
+                f"{w} CROSS JOIN messages m ON m.id = {w}.rowid",
+                f"bm25({w})",  # exact IDF: an FTS5 expression has no phrase list to estimate
+                [f"{w} MATCH " + q.param("words", text)],
             )
         else:
-            plan = _plain_sql(words, q)
+            plan = _plain_plan(conn, words, q)
         if plan is None:
             return []
-        source_sql, score = plan
-        first = source_sql.split()
-        driver = (
-            "m.id"
-            if source_sql == "messages m"
-            else "r.id"
-            if first[0] == fts.TRIGRAM_ROWS
-            else first[0] + ".rowid"
-        )
-        _filters(q, driver, session, source, role, since, until)
-        window = max(RANK_WINDOW, offset + limit)
-        sql = (
-            f"SELECT * FROM (SELECT {_COLS}, {score} AS score FROM {source_sql}"
-            " CROSS JOIN sessions s ON s.id = m.sid"
-            f" WHERE {' AND '.join(q.where) or '1'}"
-            f" ORDER BY {driver} DESC LIMIT {q.param('window', window)})"
-            f" ORDER BY score, created_at DESC, id DESC"
-            f" LIMIT {q.param('limit', limit)} OFFSET {q.param('offset', offset)}"
-        )
-        rows = conn.execute(sql, q.params).fetchall()
+        _filters(plan, q, session, source, role, since, until)
+        rows = _ranked_rows(conn, plan, q, offset + limit)[offset:]
     if not rows:
         return []
     around: dict[int, tuple[list[Message], list[Message]]] = {}
