@@ -412,21 +412,24 @@ def test_frequency_estimate_beyond_the_exact_count(tmp_path: Path) -> None:
     with sessiondb.open(tmp_path / "f.db") as st:
         st.append_many("s", [{"role": "user", "content": f"word{i % 2} x"} for i in range(40)])
         with st._engine.read() as conn:
-            assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, True)
+            assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, True, None)
             old = rank.DF_SAMPLE
             rank.DF_SAMPLE = 5
             try:  # every other message: the 5 newest span ids 31..39, so 5 * 40 / 10
-                assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, False)
+                assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, False, 31)
             finally:
                 rank.DF_SAMPLE = old
 
 
+@pytest.mark.parametrize("sample", [10, 1000])  # 10: the frequency lookup yields the floor
 def test_sparse_matches_beyond_the_candidate_budget_are_all_found(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample: int
 ) -> None:
+    from sessiondb.sqlite import rank
     from sessiondb.sqlite import search as search_module
 
     monkeypatch.setattr(search_module, "CANDIDATE_BUDGET", 10)
+    monkeypatch.setattr(rank, "DF_SAMPLE", sample)
     monkeypatch.setattr(search_module, "RANK_WINDOW", 3)
     with sessiondb.open(tmp_path / "b.db") as st:
         st.append("s", "user", "old foo.bar match")  # seq 1

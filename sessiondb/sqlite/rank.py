@@ -14,7 +14,7 @@ the IDF floor of 1e-6), so with exact frequencies the score equals ``bm25()``
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import apsw
 
@@ -52,8 +52,16 @@ def register(conn: apsw.Connection) -> None:
     conn.register_fts5_function(FUNCTION, _rank)
 
 
-def doc_freq(conn: apsw.Connection, table: str, phrase: str, top_id: int) -> tuple[float, bool]:
-    """(rows of ``table`` matching an FTS5 phrase, whether that is exact): exact up to DF_SAMPLE.
+class Freq(NamedTuple):
+    """A phrase's document frequency; ``oldest``: id of its DF_SAMPLE-th newest match, if any."""
+
+    rows: float
+    exact: bool
+    oldest: int | None
+
+
+def doc_freq(conn: apsw.Connection, table: str, phrase: str, top_id: int) -> Freq:
+    """Rows of ``table`` matching an FTS5 phrase: exact up to DF_SAMPLE, estimated beyond.
 
     Beyond DF_SAMPLE matches the frequency is extrapolated from the id of the DF_SAMPLE-th newest
     match. ``top_id`` is the highest rowid in use (the content table's: ``max(rowid)`` on an
@@ -65,8 +73,8 @@ def doc_freq(conn: apsw.Connection, table: str, phrase: str, top_id: int) -> tup
         (phrase, DF_SAMPLE),
     ).get
     if count < DF_SAMPLE or oldest is None:
-        return float(count), True
-    return count * top_id / max(1, top_id - int(oldest) + 1), False
+        return Freq(float(count), True, None)
+    return Freq(count * top_id / max(1, top_id - int(oldest) + 1), False, int(oldest))
 
 
-__all__ = ["DF_SAMPLE", "FUNCTION", "doc_freq", "register"]
+__all__ = ["DF_SAMPLE", "FUNCTION", "Freq", "doc_freq", "register"]
