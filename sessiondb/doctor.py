@@ -339,7 +339,7 @@ def check_fts(conn: apsw.Connection, path: Path) -> Check:
     tables = [
         str(r[0])
         for r in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type='table' AND sql LIKE '%USING fts5%'"
+            "SELECT name FROM sqlite_schema WHERE type='table' AND sql LIKE '%USING fts5(%'"
         )
     ]
     if not tables:

@@ -12,7 +12,7 @@ import pytest
 import sessiondb
 from sessiondb import InvalidInput, QueryError
 from sessiondb.searchquery import MAX_QUERY_CHARS, normalize_query, split_words
-from sessiondb.sqlite import fts, schema
+from sessiondb.sqlite import fts, fts_v3, schema
 from sessiondb.sqlite.store import SQLiteStore
 
 DOCS = {
@@ -241,7 +241,7 @@ def test_migration_backfills_existing_messages_in_batches(
         schema,
         "MIGRATIONS",
         [
-            dataclasses.replace(m, backfill=counting_step if m.backfill else None)
+            dataclasses.replace(m, backfill=counting_step) if m.version == 2 else m
             for m in schema.MIGRATIONS
         ],
     )
@@ -264,6 +264,7 @@ def test_rows_deleted_or_reinserted_during_backfill_keep_the_index_sound(tmp_pat
             st.append("a" if i < 20 else "b", "user", f"row {i} marker")
         with engine.write() as conn:
             fts.create(conn)
+            fts_v3.upgrade(conn)
             assert fts.backfill_pending(conn)
             assert fts.backfill_batch(conn, 10) is False  # rows 1..10 indexed
         st.delete_session("b")  # rows 21..30 never indexed: delete must skip them
@@ -369,6 +370,7 @@ def test_backfill_builds_the_cjk_only_trigram_index(tmp_path: Path) -> None:
             st.append("s", "user", f"row {i} 東京" if i % 10 == 0 else f"row {i}")
         with st._engine.write() as conn:
             fts.create(conn)
+            fts_v3.upgrade(conn)
         fts.backfill(st._engine, batch=7)
         assert _trigram_rows(st) == {1, 11, 21, 31}
         _check_index(st)
@@ -455,3 +457,55 @@ def test_long_punctuated_words_match_exactly(tmp_path: Path) -> None:
         assert where(st.search("/usr/local/hitor/barbar")) == [("s", 1)]
         assert where(st.search("https://example.com/docs/retry-policy.html")) == [("s", 33)]
         assert len(st.search("/usr/local/bin", limit=100)) == 30
+
+
+# -- two-character CJK words through the trigram index (migration 3) -------------------------
+
+
+def test_two_character_cjk_words_are_found_through_the_index(tmp_path: Path) -> None:
+    from sessiondb.sqlite import search as search_module
+
+    with sessiondb.open(tmp_path / "p.db") as st:
+        for i in range(50):
+            st.append("f", "user", f"東の{i}京 filler")  # both characters, never adjacent
+        st.append("s", "user", "会議は東京で")  # seq 1: inside
+        st.append("s", "user", "行き先は東京")  # seq 2: at the very end of the text
+        st.append("s", "user", "東京")  # seq 3: the whole text
+        st.append("s", "user", "京都")  # seq 4
+        with st._engine.read() as conn:
+            terms = search_module._trigrams_starting(conn, "東京")
+        assert terms is not None and sorted(terms) == ["東京\x1f", "東京で"]
+        assert sorted(where(st.search("東京"))) == [("s", 1), ("s", 2), ("s", 3)]
+        assert where(st.search("京都")) == [("s", 4)]
+        assert st.search("都会") == []
+        assert where(st.search("東京 会議")) == [("s", 1)]
+        with st._engine.write() as conn:  # an edit moves a row in and out of the index
+            conn.execute("UPDATE messages SET content = 'plain now' WHERE seq = 1 AND sid = 2")
+            conn.execute("UPDATE messages SET content = '京都と東京' WHERE seq = 4 AND sid = 2")
+        assert sorted(where(st.search("東京"))) == [("s", 2), ("s", 3), ("s", 4)]
+        st.delete_session("s")
+        assert st.search("東京") == [] and len(st.search("東の0京")) == 1
+        _check_index(st)
+
+
+@pytest.mark.parametrize("start", [1, 2])  # a store before search, or with migration 2's index
+def test_migration_3_reindexes_the_cjk_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, start: int
+) -> None:
+    path = tmp_path / "old.db"
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:start])
+    monkeypatch.setattr(schema, "LATEST", start)
+    with sessiondb.open(path) as st:
+        for i in range(250):
+            st.append(f"s{i % 3}", "user", f"{i} 行き先は東京" if i % 5 == 0 else f"row {i}")
+    monkeypatch.undo()
+    with sessiondb.open(path) as st:
+        assert len(st.search("東京", limit=100)) == 50
+        assert len(st.search("行き先", limit=100)) == 50
+        with st._engine.read() as conn:
+            assert conn.execute(f"SELECT count(*) FROM {fts_v3.PENDING}").get == 0
+            assert conn.execute("SELECT max(version) FROM schema_version").get == schema.LATEST
+        assert len(_trigram_rows(st)) == 50
+        _check_index(st)
+        st.append("new", "user", "東京")
+        assert len(st.search("東京", limit=100)) == 51

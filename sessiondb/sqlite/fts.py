@@ -51,7 +51,7 @@ MERGE_SETTINGS: tuple[tuple[str, int], ...] = (
     ("usermerge", 4),
 )
 
-_INDEXED = (
+INDEXED = (
     "NOT EXISTS (SELECT 1 FROM search_backfill b"
     " WHERE {row}.id > b.done_id AND {row}.id <= b.end_id)"
 )
@@ -99,8 +99,8 @@ def _glob(expr: str) -> str:
 
 def schema_statements() -> list[str]:
     """Statements creating the index, its triggers and the backfill cursor (one transaction)."""
-    old_indexed = _INDEXED.format(row="old")
-    new_indexed = _INDEXED.format(row="new")
+    old_indexed = INDEXED.format(row="old")
+    new_indexed = INDEXED.format(row="new")
     in_tri = f"EXISTS (SELECT 1 FROM {TRIGRAM_ROWS} WHERE id = old.id)"
     w, t = WORD_TABLE, TRIGRAM_TABLE
     return [
@@ -166,7 +166,14 @@ def drop(conn: Any) -> None:
     """Remove the index, its triggers and the backfill cursor (tests; a future re-design)."""
     for trigger in TRIGGERS:
         conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-    for table in (WORD_TABLE, TRIGRAM_TABLE, TRIGRAM_ROWS, "search_backfill"):
+    for table in (
+        "messages_tri_vocab",  # fts_v3.VOCAB and .PENDING (migration 3)
+        "search_tri_pending",
+        WORD_TABLE,
+        TRIGRAM_TABLE,
+        TRIGRAM_ROWS,
+        "search_backfill",
+    ):
         conn.execute(f"DROP TABLE IF EXISTS {table}")
     conn.execute(f"DROP VIEW IF EXISTS {TRIGRAM_SOURCE}")
 
@@ -265,6 +272,7 @@ def index_bytes(conn: Any) -> dict[str, int]:
 
 
 __all__ = [
+    "INDEXED",
     "MERGE_SETTINGS",
     "TRIGGERS",
     "TRIGRAM_ROWS",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import apsw
 
 from ..errors import UnsupportedStorage
-from . import fts
+from . import fts, fts_v3
 from .engine import Engine
 
 
@@ -66,6 +66,7 @@ def _v1_core(conn: apsw.Connection) -> None:
 MIGRATIONS: list[Migration] = [
     Migration(1, "sessions and messages", _v1_core),
     Migration(2, "full-text search index", fts.create, backfill=fts.backfill_step),
+    Migration(3, "two-character CJK words indexed", fts_v3.upgrade, backfill=fts_v3.backfill_step),
 ]
 
 LATEST = max(m.version for m in MIGRATIONS)

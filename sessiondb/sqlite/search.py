@@ -37,7 +37,7 @@ import apsw
 from ..errors import InvalidInput, QueryError
 from ..models import Hit, Message
 from ..searchquery import Highlighter, Word, fts_terms, normalize_query, split_words
-from . import fts, rank
+from . import fts, fts_v3, rank
 from .rows import message_of
 
 RANK_WINDOW = 500
@@ -47,7 +47,10 @@ RANK_WINDOW = 500
 CANDIDATE_BUDGET = rank.DF_SAMPLE
 # Beyond this many phrases (a pasted paragraph) every word weighs the same in the rank.
 MAX_WEIGHTED_PHRASES = 32
+# A two-character CJK word followed by more different characters than this is scanned for.
+MAX_PAIR_TERMS = 500
 MAX_CONTEXT = 100
+NEWEST_FIRST = "0.0"  # the score of plans that cannot rank (substring scans): ties, by recency
 _TRIGRAMS_PER_WORD = 12  # enough to be selective; LIKE re-checks the whole word anyway
 _COLS = "m.id, s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.created_at, m.sid"
 
@@ -227,15 +230,48 @@ def _plain_plan(conn: apsw.Connection, words: list[Word], q: _Query) -> _Plan | 
         plan = _Plan(w, f"{w}.rowid", joined, "", [word_match], checks)
         _word_score(phrases, freqs, q, plan)
         return plan
+    pair = next((x.text for x in words if x.no_space and len(x.text) == 2), None)
+    terms = _trigrams_starting(conn, pair) if pair is not None else None
+    if terms is not None:
+        if not terms:
+            return None  # no trigram starts with it: no message holds it
+        tri_match = f"{t} MATCH " + q.param("tri", " OR ".join(_quote(x) for x in terms))
+        joined = f"{t} CROSS JOIN messages m ON m.id = {t}.rowid"
+        return _Plan(t, f"{t}.rowid", joined, NEWEST_FIRST, [tri_match], checks)
     if any(x.no_space for x in words):
-        # 1–2 character CJK words only: scan the CJK messages (the side table), newest first.
+        # 1 character CJK words, or a common or cased pair: scan the CJK messages newest first.
         r = fts.TRIGRAM_ROWS
         return _Plan(
-            f"{r} r", "r.id", f"{r} r CROSS JOIN messages m ON m.id = r.id", "0.0", [], checks
+            f"{r} r",
+            "r.id",
+            f"{r} r CROSS JOIN messages m ON m.id = r.id",
+            NEWEST_FIRST,
+            [],
+            checks,
         )
     if literals:
-        return _Plan("messages m", "m.id", "messages m", "0.0", [], checks)  # `-->`: a scan
+        return _Plan("messages m", "m.id", "messages m", NEWEST_FIRST, [], checks)  # `-->`: a scan
     return None
+
+
+def _trigrams_starting(conn: apsw.Connection, pair: str) -> list[str] | None:
+    """Trigrams of the index that begin with a two-character word (fts_v3); None: scan instead.
+
+    Every occurrence of the word starts one of them, since each indexed text ends with U+001F.
+    A cased pair (``Aの``) is left to the scan: the trigram tokenizer folds case its own way.
+    A pair followed by more than MAX_PAIR_TERMS different characters is common: scanning the
+    CJK messages newest first finds its matches sooner than an OR of that many trigrams.
+    """
+    if any(c.lower() != c or c.upper() != c for c in pair):
+        return None
+    terms = [
+        str(r[0])
+        for r in conn.execute(
+            f"SELECT term FROM {fts_v3.VOCAB} WHERE term >= ? AND term <= ? LIMIT ?",
+            (pair, pair + chr(0x10FFFF), MAX_PAIR_TERMS + 1),
+        )
+    ]
+    return None if len(terms) > MAX_PAIR_TERMS else terms
 
 
 def _filters(
@@ -285,6 +321,16 @@ def _ranked_rows(conn: apsw.Connection, plan: _Plan, q: _Query, need: int) -> li
             " ORDER BY r.score, r.id DESC",
             q.params,
         ).fetchall()
+
+    def select(extra: str) -> str:
+        where = " AND ".join([*plan.match, *plan.checks, extra])
+        return (
+            f"SELECT {_COLS}, {plan.score} AS score FROM {plan.joined}"
+            f" CROSS JOIN sessions s ON s.id = m.sid WHERE {where}"
+        )
+
+    if plan.score == NEWEST_FIRST:  # nothing to rank: the newest matches are the answer
+        return conn.execute(f"{select('1')} {order} LIMIT {limit}", q.params).fetchall()
     floor: tuple[int] | None = None
     if plan.floor is not None:
         floor = (plan.floor,)
@@ -294,13 +340,6 @@ def _ranked_rows(conn: apsw.Connection, plan: _Plan, q: _Query, need: int) -> li
             f" {order} LIMIT 1 OFFSET {q.param('budget', CANDIDATE_BUDGET)}",
             q.params,
         ).fetchone()
-
-    def select(extra: str) -> str:
-        where = " AND ".join([*plan.match, *plan.checks, extra])
-        return (
-            f"SELECT {_COLS}, {plan.score} AS score FROM {plan.joined}"
-            f" CROSS JOIN sessions s ON s.id = m.sid WHERE {where}"
-        )
 
     floor_id = q.param("floor", floor[0] if floor else None)
     above = f"{plan.driver} > {floor_id}" if floor else "1"  # a plain bound reaches FTS5
