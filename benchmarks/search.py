@@ -100,7 +100,7 @@ def load_hermes(
 
     db = SessionDB(db_path=path)
     pending: list[tuple[str, list[dict[str, str]]]] = []
-    n = 0
+    n = shown = 0
 
     def flush() -> None:
         def write(conn: Any) -> None:
@@ -118,7 +118,8 @@ def load_hermes(
         n += len(msgs)
         if len(pending) >= sessions_per_txn:
             flush()
-            if n % 100_000 < len(msgs):
+            if n // 100_000 > shown:
+                shown = n // 100_000
                 print(f"  hermes-agent: {n} messages", flush=True)
     if pending:
         flush()
@@ -223,6 +224,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--messages", type=int, default=None)
     parser.add_argument("--queries", type=int, default=None)
     parser.add_argument("--no-peer", action="store_true", help="skip hermes-agent")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON file (default {RESULTS})")
     args = parser.parse_args(argv)
     n_messages = args.messages or (100_000 if args.quick else 1_000_000)
     n_queries = args.queries or (300 if args.quick else 1_000)
@@ -265,8 +267,8 @@ def main(argv: list[str]) -> int:
                 out["hermes"]["size"] = _sizes(
                     base / "h.db", ("messages_fts", "messages_fts_trigram")
                 )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0
 

@@ -11,15 +11,16 @@ Plan of a plain query (words from :mod:`sessiondb.searchquery`):
 * every literal word is also required verbatim: ``content LIKE '%foo.bar%'`` (ASCII
   case-insensitive), checked on the candidate rows;
 * candidates come from the trigram index (which holds only messages with CJK-like text) when
-  the query has such a word of >= 3 characters, else from the word index; a query made only
-  of 1–2 character CJK words (``東京``) scans the CJK messages (``messages_tri_rows``) newest
-  first, and one made only of punctuation (``-->``) scans the messages newest first.
+  the query has such a word of >= 3 characters, else from the word index, else from the
+  trigrams a two-character CJK word (``東京``) starts (fts_v3.py); a query of one-character
+  CJK words scans the CJK messages (``messages_tri_rows``) newest first, and one made only of
+  punctuation (``-->``) scans the messages newest first.
 
 Ranking (``_ranked_rows``): the newest :data:`RANK_WINDOW` matches (after filters) are ranked
 by BM25 — ``sessiondb_rank`` (rank.py) for plain queries, FTS5's ``bm25()`` for fts ones — ties
 most recently stored first: ranking every match of a word present in half a million messages
 would cost seconds, and agents mostly look for recent work. When candidates need their row
-checked (verbatim words, 1–2 character CJK words, filters), the window is the matches among the
+checked (verbatim words, filters), the window is the matches among the
 newest :data:`CANDIDATE_BUDGET` candidates; if it holds fewer hits than asked for, older matches
 follow newest first, so a search never misses a match because of the budget. A session-scoped
 query reads only the session's id range.
