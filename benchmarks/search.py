@@ -28,7 +28,7 @@ from typing import Any
 import apsw
 
 import sessiondb
-from sessiondb.sqlite import fts
+from sessiondb.sqlite import fts, rank
 
 from .corpus import Corpus, Query
 
@@ -187,6 +187,43 @@ def run_sessiondb(path: Path, queries: list[Query]) -> dict[str, Any]:
     }
 
 
+def run_ceiling(path: Path, queries: list[Query]) -> dict[str, Any]:
+    """The ceiling: the SQL sessiondb's search runs, replayed on one bare apsw connection.
+
+    Each query's statements (its two short reads: BEGIN, planning lookups, the ranked query,
+    COMMIT, then the context read) are captured once with an exec trace, then timed on a bare
+    read-only connection with no Python around them: no query parsing, no planning, no row
+    conversion, no snippets. sessiondb's latency over this is what its Python costs.
+    """
+    captured: list[tuple[str, list[tuple[str, Any]]]] = []
+    with sessiondb.open(path) as store:
+        conn = store._engine.connection()
+        for q in queries:
+            statements: list[tuple[str, Any]] = []
+
+            def trace(_cursor: Any, sql: str, bindings: Any, into: list[Any] = statements) -> bool:
+                into.append((sql, bindings))
+                return True
+
+            conn.exec_trace = trace
+            store.search(q.text, limit=20, context=2)
+            conn.exec_trace = None
+            captured.append((q.kind, statements))
+    bare = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    rank.register(bare)
+    lat: dict[str, list[float]] = {}
+    try:
+        for kind, statements in captured:
+            t0 = time.perf_counter()
+            for sql, bindings in statements:
+                bare.execute(sql, bindings).fetchall()
+            lat.setdefault(kind, []).append((time.perf_counter() - t0) * 1000)
+    finally:
+        bare.close()
+    every_ms = [x for v in lat.values() for x in v]
+    return {**_summary(every_ms), "by_kind": {k: _summary(v) for k, v in sorted(lat.items())}}
+
+
 def _by_kind(found: Counter[str], queries: list[Query]) -> dict[str, float]:
     total = Counter(q.kind for q in queries)
     return {k: round(found[k] / total[k], 4) for k in sorted(total)}
@@ -252,6 +289,7 @@ def main(argv: list[str]) -> int:
         out["sessiondb_size"] = _sizes(base / "s.db", (fts.WORD_TABLE, fts.TRIGRAM_TABLE))
         print("querying sessiondb", flush=True)
         out["sessiondb"] = run_sessiondb(base / "s.db", queries)
+        out["ceiling"] = run_ceiling(base / "s.db", queries)
         if not args.no_peer:
             try:
                 import hermes_state  # type: ignore[import-not-found]  # noqa: F401
