@@ -154,6 +154,7 @@ def run_sessiondb(path: Path, queries: list[Query]) -> dict[str, Any]:
     found = found_any = found_all = 0
     defined = found_defined = 0
     any_by_kind: Counter[str] = Counter()
+    empty: Counter[str] = Counter()
     with sessiondb.open(path) as store:
         for q in queries:
             t0 = time.perf_counter()
@@ -162,6 +163,7 @@ def run_sessiondb(path: Path, queries: list[Query]) -> dict[str, Any]:
             got = any((h.message.session_id, h.message.seq) == (q.session_id, q.seq) for h in hits)
             found_any += got
             any_by_kind[q.kind] += got
+            empty[q.kind] += not hits  # every query comes from a stored message: never right
             scoped = store.search(q.text, session_id=q.session_id, limit=20)
             hit = any(h.message.seq == q.seq for h in scoped)
             found += hit
@@ -184,6 +186,7 @@ def run_sessiondb(path: Path, queries: list[Query]) -> dict[str, Any]:
         "recall_session_all_matches": round(found_all / len(queries), 4),
         "recall_unfiltered": round(found_any / len(queries), 4),
         "recall_unfiltered_by_kind": _by_kind(any_by_kind, queries),
+        "no_hits_by_kind": _by_kind(empty, queries),
     }
 
 
@@ -234,6 +237,7 @@ def run_hermes(db: Any, ids: dict[int, tuple[str, int]], queries: list[Query]) -
     found_any = 0
     errors: Counter[str] = Counter()
     any_by_kind: Counter[str] = Counter()
+    empty: Counter[str] = Counter()
     for q in queries:
         t0 = time.perf_counter()
         try:
@@ -245,12 +249,14 @@ def run_hermes(db: Any, ids: dict[int, tuple[str, int]], queries: list[Query]) -
         got = any(ids.get(r.get("id")) == (q.session_id, q.seq) for r in rows)
         found_any += got
         any_by_kind[q.kind] += got
+        empty[q.kind] += not rows
     every = [x for v in lat.values() for x in v]
     return {
         **_summary(every),
         "by_kind": {k: _summary(v) for k, v in sorted(lat.items())},
         "recall_unfiltered": round(found_any / len(queries), 4),
         "recall_unfiltered_by_kind": _by_kind(any_by_kind, queries),
+        "no_hits_by_kind": _by_kind(empty, queries),
         "errors": dict(errors),
     }
 
