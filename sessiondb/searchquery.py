@@ -174,10 +174,34 @@ def _fold_char(ch: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
+_UNEVEN: set[str] = set()  # characters whose fold is not exactly one character
+
+
+class _FoldTable(dict[int, str]):
+    """str.translate table folding each character, filled on first sight of a character."""
+
+    def __missing__(self, code: int) -> str:
+        folded = _fold_char(chr(code))
+        if len(folded) != 1:
+            _UNEVEN.add(chr(code))
+        self[code] = folded
+        return folded
+
+
+_FOLD_TABLE = _FoldTable()
+
+
 def _fold(text: str) -> tuple[str, list[int] | None]:
-    """Case- and diacritic-folded text, with the map from folded to original offsets."""
+    """Case- and diacritic-folded text, with the map from folded to original offsets.
+
+    The map is None when offsets are unchanged: ASCII, and text (CJK, most accented Latin)
+    whose every character folds to exactly one character — then one str.translate suffices.
+    """
     if text.isascii():
         return text.lower(), None
+    folded = text.translate(_FOLD_TABLE)
+    if _UNEVEN.isdisjoint(text):
+        return folded, None
     parts: list[str] = []
     where: list[int] = []
     for i, ch in enumerate(text):
@@ -198,6 +222,7 @@ class Highlighter:
     def __init__(
         self, words: Iterable[Word], markers: tuple[str, str] = ("[", "]"), width: int = 160
     ) -> None:
+        words = list(words)
         patterns: list[str] = []
         for w in words:
             if w.literal:
@@ -209,31 +234,51 @@ class Highlighter:
                 patterns.append(f"(?<!{_LETTER_OR_DIGIT}){body}{end}")
         # Longest first, so that "foo.bar" wins over "foo" where both match.
         patterns.sort(key=len, reverse=True)
+        self._longest = max((len(w.text) for w in words), default=0) + 1
         self._regex = re.compile("|".join(patterns)) if patterns else None
         self.open, self.close = markers
         self.width = width
 
     def spans(self, text: str) -> list[tuple[int, int]]:
+        """Every match as (start, end) offsets of ``text``."""
+        return self._spans(*_fold(text))
+
+    def _spans(
+        self, folded: str, where: list[int] | None, start: int = 0, stop: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Matches of the folded text as offsets of the original; a region [start, stop) of
+        text whose offsets folding kept (``where`` is None) gives the same spans as the whole
+        text would, as far as they touch the region."""
         if self._regex is None:
             return []
-        folded, where = _fold(text)
+        if where is not None:
+            start, stop = 0, None
         out: list[tuple[int, int]] = []
-        for m in self._regex.finditer(folded):
+        for m in self._regex.finditer(folded, max(0, start - self._longest)):
+            if stop is not None and m.start() >= stop:
+                break
             if m.end() == m.start():
                 continue
             if where is None:
-                start, end = m.start(), m.end()
+                a, b = m.start(), m.end()
             else:
-                start, end = where[m.start()], where[m.end() - 1] + 1
-            if out and start < out[-1][1]:
+                a, b = where[m.start()], where[m.end() - 1] + 1
+            if out and a < out[-1][1]:
                 continue
-            out.append((start, end))
+            out.append((a, b))
         return out
 
     def snippet(self, text: str) -> str:
         """About ``width`` characters around the first match, matches between the markers."""
-        spans = self.spans(text)
-        first = spans[0][0] if spans else 0
+        folded, where = _fold(text)
+        spans: list[tuple[int, int]] | None = None
+        if where is None:
+            # A long message full of a common word: find the first match, then the window's.
+            found = self._regex.search(folded) if self._regex is not None else None
+            first = found.start() if found else 0
+        else:
+            spans = self._spans(folded, where)
+            first = spans[0][0] if spans else 0
         start = max(0, first - self.width // 4)
         if start:
             space = text.rfind(" ", max(0, start - 20), start + 1)
@@ -242,6 +287,8 @@ class Highlighter:
         if stop < len(text):
             space = text.rfind(" ", stop - 20, stop)
             stop = space if space > start else stop
+        if spans is None:
+            spans = self._spans(folded, where, start, stop)
         pieces: list[str] = ["…" if start else ""]
         pos = start
         for a, b in spans:

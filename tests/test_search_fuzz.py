@@ -110,3 +110,66 @@ def test_stored_text_with_surrogates_is_found_by_the_same_text(store: SQLiteStor
     store.append("sur", "user", "broken \ud83d surrogate marker")
     [hit] = store.search("\ud83d surrogate", session_id="sur")
     assert hit.message.content == "broken \ufffd surrogate marker"
+
+
+def _reference_snippet(light: object, text: str) -> str:
+    """The snippet from every match of the whole text, clipped to the window (no region search)."""
+    from sessiondb.searchquery import _WS
+
+    spans = light.spans(text)  # type: ignore[attr-defined]
+    first = spans[0][0] if spans else 0
+    start = max(0, first - light.width // 4)  # type: ignore[attr-defined]
+    if start:
+        space = text.rfind(" ", max(0, start - 20), start + 1)
+        start = space + 1 if space >= 0 else start
+    stop = min(len(text), start + light.width)  # type: ignore[attr-defined]
+    if stop < len(text):
+        space = text.rfind(" ", stop - 20, stop)
+        stop = space if space > start else stop
+    pieces = ["…" if start else ""]
+    pos = start
+    for a, b in spans:
+        if b <= start or a >= stop:
+            continue
+        a, b = max(a, start), min(b, stop)
+        pieces += [_WS.sub(" ", text[pos:a]), "[", _WS.sub(" ", text[a:b]), "]"]
+        pos = b
+    pieces += [_WS.sub(" ", text[pos:stop]), "…" if stop < len(text) else ""]
+    return "".join(pieces)
+
+
+_PIECES = ["retry", "Retrying", "foo.bar", "foo", "bar", "C++", "x", " ", "  ", ".", "\n", "ab"]
+_PIECES += ["Café", "東京", "ﬁx", "İ", "naïve"]  # non-ASCII: one char each folded, and not
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.sampled_from(_PIECES), max_size=200),
+    st.lists(
+        st.sampled_from(["retry", "foo.bar", "C++", "x", "ab bar", "cafe", "東京", "fix", "naive"]),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_snippet_of_a_window_equals_the_whole_text_clipped(
+    pieces: list[str], query: list[str]
+) -> None:
+    from sessiondb.searchquery import Highlighter, split_words
+
+    text = "".join(pieces)
+    light = Highlighter(split_words(" ".join(query)), width=40)
+    assert light.snippet(text) == _reference_snippet(light, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_folding_by_table_equals_folding_each_character(text: str) -> None:
+    from sessiondb.searchquery import _fold, _fold_char
+
+    parts = [_fold_char(ch) for ch in text]
+    folded, where = _fold(text)
+    assert folded == "".join(parts)
+    if where is None:
+        assert all(len(p) == 1 for p in parts)
+    else:
+        assert where == [i for i, p in enumerate(parts) for _ in p] + [len(text)]
