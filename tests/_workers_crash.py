@@ -43,20 +43,16 @@ def busy_writer(path: str, seconds: float, ready: object) -> None:
     store.close()
 
 
-def wal_load_writer(path: str, worker: int, seconds: float) -> None:
+def wal_load_writer(path: str, worker: int, count: int) -> None:
     store = sessiondb.open(path)
-    end = time.monotonic() + seconds
-    i = 0
-    while time.monotonic() < end:
+    for i in range(count):
         store.append(f"load-{worker}", "user", "y" * 1500, key=str(i))
-        i += 1
     store.close()
 
 
-def wal_load_reader(path: str, seconds: float) -> None:
+def wal_load_reader(path: str, stop_file: str) -> None:
     store = sessiondb.open(path)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    while not os.path.exists(stop_file):
         store.messages("load-0", limit=200)
         store.count()
     store.close()

@@ -117,20 +117,27 @@ def test_eager_writer_does_not_starve_another_process(tmp_path: Path) -> None:
 def test_wal_stays_bounded_with_concurrent_readers(tmp_path: Path) -> None:
     path = tmp_path / "wal.db"
     sessiondb.open(path).close()
-    seconds = 6.0
-    procs = [
-        SPAWN.Process(target=w.wal_load_writer, args=(str(path), i, seconds)) for i in range(4)
+    # A fixed volume (25 MiB, 4 writers), not a fixed time: a slow machine still writes enough.
+    per_writer = 4_400
+    stop_file = tmp_path / "writers-done"
+    writers = [
+        SPAWN.Process(target=w.wal_load_writer, args=(str(path), i, per_writer)) for i in range(4)
     ]
-    procs += [SPAWN.Process(target=w.wal_load_reader, args=(str(path), seconds)) for _ in range(2)]
-    for p in procs:
+    readers = [
+        SPAWN.Process(target=w.wal_load_reader, args=(str(path), str(stop_file))) for _ in range(2)
+    ]
+    for p in writers + readers:
         p.start()
     wal = Path(str(path) + "-wal")
     biggest = 0
-    while any(p.is_alive() for p in procs):
+    deadline = time.monotonic() + 120
+    while any(p.is_alive() for p in writers) and time.monotonic() < deadline:
         if wal.exists():
             biggest = max(biggest, wal.stat().st_size)
         time.sleep(0.05)
-    for p in procs:
+    stop_file.touch()
+    for p in writers + readers:
+        p.join(30)
         assert p.exitcode == 0
     with sessiondb.open(path) as store:
         written = store.count()
