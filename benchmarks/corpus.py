@@ -64,6 +64,7 @@ class Corpus:
         self.seed = seed
         rng = random.Random(seed)
         self.vocab = _vocabulary(vocab_size, rng)
+        self._rank = {w: i for i, w in enumerate(self.vocab)}
         # Zipf (s = 1.07): a handful of words are everywhere, most are rare.
         self._cum = list(itertools.accumulate(1.0 / (r**1.07) for r in range(1, vocab_size + 1)))
         self.idents = [self._ident(rng) for _ in range(3_000)]
@@ -170,8 +171,10 @@ class Corpus:
             size = rng.randint(2, 4)
             start = rng.randrange(max(1, len(words) - size + 1))
             return " ".join(words[start : start + size])
-        rank = {w: i for i, w in enumerate(self.vocab)}
-        ranked = sorted({w.lower() for w in words}, key=lambda w: rank.get(w, 0))
+        rank = self._rank
+        # Words outside the vocabulary (from code lines) count as the rarest; ties are broken
+        # by the word itself, so that set order (hash seed) never changes the queries.
+        ranked = sorted({w.lower() for w in words}, key=lambda w: (rank.get(w, len(rank)), w))
         if kind == "rare":
             return ranked[-1]
         if kind == "common":
