@@ -13,7 +13,7 @@ Two FTS5 *external-content* tables (no second copy of the text):
   table ``messages_tri_rows`` (ids of those messages), so FTS5's ``rebuild`` and
   ``integrity-check`` (doctor) see exactly the indexed subset. Indexing every message with
   trigrams cost ~5x the word index on the append path (docs/search.md); ~95 % of messages now
-  pay nothing for it. The side table also bounds the scan for 1–2 character CJK words.
+  pay nothing for it. The side table also bounds the scan for one-character CJK words.
 
 Triggers keep both in sync inside the writer's own transaction. Rows that existed before the
 index (a store created before search) are indexed by :func:`backfill` in short batches; until it
