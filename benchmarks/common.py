@@ -37,6 +37,12 @@ PEER_DISTRIBUTIONS = (
 )
 
 
+def sqlite_engine(store: Any) -> Any:
+    """The SQLite engine under a store opened on a file (schema in place): what the benchmarks
+    that drive SQLite directly (the ceiling, index experiments) need."""
+    return store.backend.engine
+
+
 def git_commit() -> str:
     """The commit of the checkout the benchmark runs from ('unknown' outside git)."""
     try:

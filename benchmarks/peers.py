@@ -173,14 +173,14 @@ class LangchainAdapter(Adapter):
 class CeilingAdapter(Adapter):
     """One bare apsw connection, sessiondb's append statements, one transaction per message.
 
-    Mirrors ``SQLiteStore.append`` -> ``_append_items`` and ``Engine.write``/``_configure``
-    (sessiondb/sqlite/store.py, engine.py): same pragmas, ``BEGIN IMMEDIATE``, look the session
-    up (create it if missing), bump ``message_count`` with ``RETURNING`` to get the next seq,
-    insert the message, ``COMMIT``. The schema is created by sessiondb itself, so tables,
-    indexes and any triggers are the same; then only this connection touches the file. Left out
-    on purpose, so that this stays an upper bound: the flock admission queue, input validation,
-    Message objects, and the background PASSIVE checkpoints (autocheckpoint is off as in the
-    engine, so the ceiling never checkpoints during a run).
+    Mirrors ``Store.append`` -> ``SQLiteTx.insert_messages`` and ``Engine.write``/``_configure``
+    (sessiondb/core/store.py, sqlite/backend.py, engine.py): same pragmas, ``BEGIN IMMEDIATE``,
+    look the session up (create it if missing), bump ``message_count`` with ``RETURNING`` to get
+    the next seq, insert the message, ``COMMIT``. The schema is created by sessiondb itself, so
+    tables, indexes and any triggers are the same; then only this connection touches the file.
+    Left out on purpose, so that this stays an upper bound: the flock admission queue, input
+    validation, Message objects, and the background PASSIVE checkpoints (autocheckpoint is off
+    as in the engine, so the ceiling never checkpoints during a run).
     """
 
     name = CEILING
@@ -263,11 +263,11 @@ def make(system: str) -> Adapter:
 def available(system: str) -> str | None:
     """None if *system* can run in this environment, else the reason it cannot."""
     modules = {
-        "sessiondb": "sessiondb.sqlite.store",
+        "sessiondb": "sessiondb.sqlite.backend",
         "hermes": "hermes_state",
         "openai-agents": "agents.memory",
         "langchain": "langchain_community.chat_message_histories",
-        CEILING: "sessiondb.sqlite.store",
+        CEILING: "sessiondb.sqlite.backend",
     }
     try:
         importlib.import_module(modules[system])

@@ -30,6 +30,7 @@ import apsw
 import sessiondb
 from sessiondb.sqlite import fts, rank
 
+from .common import sqlite_engine
 from .corpus import Corpus, Query
 
 RESULTS = Path(__file__).parent / "results" / "search.json"
@@ -69,7 +70,7 @@ def load_sessiondb(path: Path, corpus: Corpus, *, index: bool, limit: int | None
     """Load the corpus (one append_many per session); return messages per second."""
     with sessiondb.open(path) as store:
         if not index:
-            with store._engine.write() as conn:
+            with sqlite_engine(store).write() as conn:
                 for name in fts.TRIGGERS:
                     conn.execute(f"DROP TRIGGER {name}")
         n = 0
@@ -200,7 +201,7 @@ def run_ceiling(path: Path, queries: list[Query]) -> dict[str, Any]:
     """
     captured: list[tuple[str, list[tuple[str, Any]]]] = []
     with sessiondb.open(path) as store:
-        conn = store._engine.connection()
+        conn = sqlite_engine(store).connection()
         for q in queries:
             statements: list[tuple[str, Any]] = []
 

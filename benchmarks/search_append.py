@@ -30,8 +30,8 @@ from typing import Any
 
 import sessiondb
 from sessiondb.sqlite import fts
-from sessiondb.sqlite.store import SQLiteStore
 
+from .common import sqlite_engine
 from .corpus import Corpus
 from .search import _machine
 
@@ -91,14 +91,14 @@ POLICIES: dict[str, tuple[tuple[str, int], ...]] = {
 }
 
 
-def _open(path: Path, setup: Callable[[Any], None]) -> SQLiteStore:
+def _open(path: Path, setup: Callable[[Any], None]) -> sessiondb.Store:
     store = sessiondb.open(path)
-    with store._engine.write() as conn:
+    with sqlite_engine(store).write() as conn:
         setup(conn)
     return store
 
 
-def _feed(store: SQLiteStore, batch: list[tuple[str, str]], session: str) -> float:
+def _feed(store: sessiondb.Store, batch: list[tuple[str, str]], session: str) -> float:
     t0 = time.perf_counter()
     for role, content in batch:
         store.append(session, role, content)
@@ -134,7 +134,7 @@ def run_cost(base: Path, n: int, rounds: int) -> dict[str, Any]:
 
 def run_growth(base: Path, n: int, slice_size: int) -> dict[str, Any]:
     msgs = _messages(n)
-    stores: dict[str, SQLiteStore] = {}
+    stores: dict[str, sessiondb.Store] = {}
     for name, settings in POLICIES.items():
 
         def setup(conn: Any, settings: tuple[tuple[str, int], ...] = settings) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
+from .core.contract import Store
 from .errors import (
     CorruptDatabase,
     Error,
@@ -11,43 +13,57 @@ from .errors import (
     KeyConflict,
     LeaseHeld,
     QueryError,
+    ReadOnlyStore,
     SessionExists,
     SessionNotFound,
     StoreBusy,
+    StoreNotFound,
     UnsupportedStorage,
 )
 from .models import BadLine, Check, HealthReport, Hit, ImportReport, Message, Session
-from .sqlite.store import SQLiteStore
+
+if TYPE_CHECKING:
+    from .core.contract import Backend
 
 __version__ = "0.1.0"
 
-Store = SQLiteStore
+_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 def open(
-    path: str | os.PathLike[str] | None = None,
+    location: str | os.PathLike[str] | None = None,
     *,
-    durability: str = "normal",
-    journal_mode: str = "auto",
-    write_timeout: float = 30.0,
-) -> SQLiteStore:
-    """Open (creating if needed) the store at ``path``.
+    readonly: bool = False,
+    **options: Any,
+) -> Store:
+    """Open the store at ``location``: a SQLite file path (created when missing, unless
+    ``readonly``), or a ``postgresql://`` URL.
 
-    ``path`` defaults to ``$SESSIONDB_PATH``, else ``sessions.db`` in the platform data folder.
-    ``durability="normal"`` survives any application crash and may lose the last transactions
-    on power loss; ``"full"`` syncs every commit. ``journal_mode="auto"`` picks WAL on local disks
-    and the rollback journal on network and VM mounts. A write that cannot get in within
-    ``write_timeout`` seconds raises ``StoreBusy``.
+    ``location`` defaults to ``$SESSIONDB_PATH``, else ``sessions.db`` in the platform data
+    folder. ``readonly=True`` never creates, migrates or writes anything; a missing store raises
+    ``StoreNotFound`` and a write raises ``ReadOnlyStore``.
+
+    SQLite options: ``durability="normal"`` survives any application crash and may lose the last
+    transactions on power loss, ``"full"`` syncs every commit; ``journal_mode="auto"`` picks WAL
+    on local disks and the rollback journal on network and VM mounts; a write that cannot get in
+    within ``write_timeout`` seconds (default 30) raises ``StoreBusy``.
     """
-    if isinstance(path, str) and path.startswith(("postgresql://", "postgres://")):
+    from .core.store import SessionStore
+
+    return SessionStore(open_backend(location, readonly=readonly, **options))
+
+
+def open_backend(
+    location: str | os.PathLike[str] | None, *, readonly: bool = False, **options: Any
+) -> Backend:
+    """The backend serving ``location`` (what :func:`open` wraps in the one Store)."""
+    if isinstance(location, str) and location.startswith(_URL_SCHEMES):
         raise UnsupportedStorage(
             "this sessiondb has no PostgreSQL backend yet; use a SQLite file path"
         )
-    from .sqlite.store import open_store
+    from .sqlite.backend import SQLiteBackend
 
-    return open_store(
-        path, durability=durability, journal_mode=journal_mode, write_timeout=write_timeout
-    )
+    return SQLiteBackend.open(location, readonly=readonly, **options)
 
 
 __all__ = [
@@ -63,12 +79,13 @@ __all__ = [
     "LeaseHeld",
     "Message",
     "QueryError",
-    "SQLiteStore",
+    "ReadOnlyStore",
     "Session",
     "SessionExists",
     "SessionNotFound",
     "Store",
     "StoreBusy",
+    "StoreNotFound",
     "UnsupportedStorage",
     "__version__",
     "open",

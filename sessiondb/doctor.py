@@ -1,444 +1,57 @@
-"""Health checks of a SQLite store: what is wrong, who is holding it, and what to do next.
+"""The doctor, for any backend: ``diagnose`` a store (even one that cannot be opened), ``repair``
+it, and the stable JSON shape of a report (docs/doctor.md).
 
-Every check returns one :class:`~sessiondb.models.Check` (name, ok/warn/fail, one-line detail,
-next step, and machine-readable ``data``); :func:`diagnose` runs them all on a path and works
-even when the file cannot be opened as a store (that is when people need it most).
-
-Nothing here writes to the database, and nothing opens its files with a plain ``open()``:
-closing such a descriptor would drop the POSIX locks of any connection this process holds
-(doctrine 2). Content is read through a read-only SQLite connection; sizes and modes through
-``stat``; lock holders through /proc.
+The checks themselves belong to each backend (``sessiondb.sqlite.doctor``); this module picks the
+backend from the location, as :func:`sessiondb.open` does, so the CLI and other callers speak to
+the contract only.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import apsw
+from .errors import UnsupportedStorage
+from .models import HealthReport
 
-from . import procinfo
-from .doctor_host import (
-    check_leases,
-    check_open_by,
-    check_permissions,
-    check_write_lock,
-    describe_process,
-)
-from .errors import CorruptDatabase, InvalidInput
-from .models import Check, HealthReport
-from .sqlite import fsdetect
-from .sqlite.bootcheck import SQLiteHeader, boot_check
-
-# SQLite releases before 3.51.3 can corrupt a WAL database when the WAL is reset while another
-# connection writes (https://sqlite.org/wal.html#walresetbug); 3.50.7 and 3.44.6 carry the fix.
-WAL_RESET_FIXED = ((3, 51, 3), (3, 50, 7), (3, 44, 6))
-WAL_WARN_BYTES = 64 * 1024 * 1024  # used when the engine does not say its own limit
-INTEGRITY_MAX_ERRORS = 20
-REPAIR_HINT = "run `sessiondb doctor --repair {path}` (it keeps a copy of the damaged file)"
-
-CheckFn = Callable[[], Check]
+_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
-def _version_tuple(v: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in v.split(".")[:3] if p.isdigit())
+@dataclass(frozen=True)
+class RepairResult:
+    """What a repair did: its actions, where the damaged original was copied, what it kept."""
+
+    path: str
+    actions: tuple[str, ...]
+    backup: str | None = None
+    sessions: int = 0
+    messages: int = 0
+    placeholder_sessions: int = 0
+    messages_before: int | None = None  # the damaged file's own count, when it was readable
+    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def has_wal_reset_bug(version: str) -> bool:
-    v = _version_tuple(version)
-    if v >= WAL_RESET_FIXED[0]:
-        return False
-    return not any(v[:2] == fixed[:2] and v >= fixed for fixed in WAL_RESET_FIXED[1:])
+def _file(location: str | os.PathLike[str]) -> Path:
+    if isinstance(location, str) and location.startswith(_URL_SCHEMES):
+        raise UnsupportedStorage("this sessiondb has no PostgreSQL backend yet")
+    return Path(os.fspath(location)).expanduser().absolute()
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
+def diagnose(location: str | os.PathLike[str], *, full: bool = False) -> HealthReport:
+    """Every check on the store at ``location``; never raises for a broken store."""
+    from .sqlite.doctor.checks import diagnose as sqlite_diagnose
+
+    return sqlite_diagnose(_file(location), full=full)
 
 
-# -- checks ---------------------------------------------------------------------------------
+def repair(location: str | os.PathLike[str]) -> RepairResult:
+    """Repair the store at ``location`` (docs/doctor.md): ``StoreBusy`` while other processes
+    use it; a damaged original is copied aside first and never modified."""
+    from .sqlite.doctor.repair import repair as sqlite_repair
 
-
-def check_versions() -> Check:
-    from . import __version__  # late: the package imports the store, which may import us
-
-    sqlite = apsw.sqlite_lib_version()
-    data = {"sessiondb": __version__, "apsw": apsw.apsw_version(), "sqlite": sqlite}
-    detail = f"sessiondb {__version__}, apsw {data['apsw']}, SQLite {sqlite}"
-    if has_wal_reset_bug(sqlite):
-        return Check(
-            "versions",
-            "warn",
-            detail + " — this SQLite has the WAL-reset corruption bug",
-            "upgrade apsw (pip install -U apsw) to get SQLite >= 3.51.3",
-            data,
-        )
-    return Check("versions", "ok", detail, None, data)
-
-
-def check_features() -> Check:
-    found: dict[str, Any] = {}
-    conn = apsw.Connection(":memory:")
-    try:
-        for name, sql in (
-            ("fts5", "CREATE VIRTUAL TABLE temp.f USING fts5(a)"),
-            ("trigram", "CREATE VIRTUAL TABLE temp.g USING fts5(a, tokenize='trigram')"),
-        ):
-            try:
-                conn.execute(sql)
-                found[name] = True
-            except apsw.Error:
-                found[name] = False
-    finally:
-        conn.close()
-    missing = [k for k, v in found.items() if not v]
-    if missing:
-        return Check(
-            "features",
-            "fail",
-            f"SQLite lacks {', '.join(missing)}: search will not work",
-            "install apsw from PyPI (its wheels bundle SQLite with FTS5 and trigram)",
-            found,
-        )
-    return Check("features", "ok", "FTS5 and the trigram tokenizer are available", None, found)
-
-
-def check_file(path: Path) -> tuple[Check, SQLiteHeader | None]:
-    p = str(path)
-    if not path.exists():
-        return Check(
-            "file",
-            "fail",
-            f"no database at {p}",
-            "check the path ($SESSIONDB_PATH or the argument); sessiondb creates it on first open",
-            {"exists": False},
-        ), None
-    try:
-        header = boot_check(path)
-    except CorruptDatabase as e:
-        return Check(
-            "file",
-            "fail",
-            e.reason,
-            REPAIR_HINT.format(path=p),
-            {"exists": True, "size": path.stat().st_size},
-        ), None
-    except InvalidInput as e:
-        return Check(
-            "file", "fail", str(e), "give the database file's path", {"exists": True}
-        ), None
-    if header is None:
-        return Check(
-            "file",
-            "warn",
-            "the file is empty (0 bytes): no sessions yet",
-            "if it held sessions before, it was truncated: restore it from a backup",
-            {"exists": True, "size": 0},
-        ), None
-    data = {
-        "exists": True,
-        "size": header.file_size,
-        "page_size": header.page_size,
-        "pages": header.page_count,
-    }
-    return Check(
-        "file",
-        "ok",
-        f"SQLite database, {header.page_count or '?'} page(s) of {header.page_size} bytes",
-        None,
-        data,
-    ), header
-
-
-def open_readonly(path: Path) -> tuple[apsw.Connection, str | None]:
-    """A read-only connection; on a read-only folder where SQLite cannot create the WAL index,
-    fall back to ``immutable=1`` (then concurrent writers are not seen: said in the note)."""
-    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
-    uri = "file:" + quote(str(path))
-    try:
-        conn = apsw.Connection(uri, flags=flags)
-        conn.set_busy_timeout(5000)
-        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-        return conn, None
-    except (apsw.CantOpenError, apsw.ReadOnlyError):
-        conn = apsw.Connection(uri + "?immutable=1", flags=flags)
-        return conn, "read as immutable (the folder is read-only): a live writer is not seen"
-
-
-def check_schema(conn: apsw.Connection) -> Check:
-    from .sqlite import schema
-
-    tables = [
-        str(r[0])
-        for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table' ORDER BY name")
-    ]
-    latest = schema.LATEST
-    if not tables:
-        return Check("schema", "ok", "no tables yet: created on first open", None, {"version": 0})
-    if "schema_version" not in tables:
-        return Check(
-            "schema",
-            "fail",
-            f"not a sessiondb database (tables: {', '.join(tables[:6])})",
-            "point sessiondb at its own file; it never writes into another application's database",
-            {"version": None, "tables": tables},
-        )
-    version = schema.current_version(conn)
-    data = {"version": version, "library": latest}
-    if version > latest:
-        return Check(
-            "schema",
-            "fail",
-            f"schema version {version} is newer than this sessiondb supports ({latest})",
-            "upgrade sessiondb (pip install -U sessiondb); older versions refuse to open it",
-            data,
-        )
-    if version < latest:
-        return Check(
-            "schema",
-            "warn",
-            f"schema version {version}; this sessiondb migrates it to {latest} on next open",
-            None,
-            data,
-        )
-    return Check("schema", "ok", f"schema version {version} (current)", None, data)
-
-
-def check_journal_mode(path: Path, header: SQLiteHeader, mountinfo: str | None) -> Check:
-    mode = "wal" if header.wal else "rollback"
-    fs = fsdetect.filesystem_type(path, mountinfo)
-    data = {"journal_mode": mode, "filesystem": fs}
-    if header.wal and fsdetect.is_network_fs(fs):
-        return Check(
-            "journal_mode",
-            "fail",
-            f"WAL on a {fs} mount: WAL's shared memory does not work across hosts or VMs, "
-            "so processes on different sides can corrupt the file",
-            "stop every process using it, then run `sessiondb doctor --repair` to switch it to "
-            "the rollback journal, or move the database to a local disk",
-            data,
-        )
-    where = f"on {fs}" if fs else "on an unknown filesystem"
-    return Check("journal_mode", "ok", f"{mode} journal {where}", None, data)
-
-
-def _wal_pinning_readers(path: Path) -> list[int]:
-    """Processes in a read transaction that uses the WAL: they hold a read lock on one of the
-    shm bytes 124..127 (WAL_READ_LOCK(1..4); see procinfo for the layout)."""
-    first = procinfo.WAL_WRITE_LOCK_BYTE + 4
-    pids = {
-        lk.pid
-        for lk in procinfo.lock_holders(procinfo.shm_path(path))
-        if lk.pid > 0
-        and lk.mode == "READ"
-        and lk.start <= first + 3
-        and (lk.end is None or lk.end >= first)
-    }
-    pids.discard(os.getpid())
-    return sorted(pids)
-
-
-def check_sizes(path: Path, wal_limit: int) -> Check:
-    sizes: dict[str, int | None] = {}
-    for label, p in (("db", str(path)), ("wal", f"{path}-wal"), ("shm", f"{path}-shm")):
-        try:
-            sizes[label] = os.stat(p).st_size
-        except OSError:
-            sizes[label] = None
-    shown = ", ".join(f"{k} {_human(v)}" for k, v in sizes.items() if v is not None)
-    data: dict[str, Any] = {**sizes, "wal_limit": wal_limit}
-    wal = sizes["wal"] or 0
-    if wal > wal_limit:
-        readers = _wal_pinning_readers(path)
-        data["pinning_readers"] = readers
-        who = (
-            "; readers pinning it: " + ", ".join(describe_process(p) for p in readers)
-            if readers
-            else ""
-        )
-        return Check(
-            "sizes",
-            "warn",
-            f"{shown}: the WAL is over {_human(wal_limit)}{who}",
-            "a long read transaction stops checkpoints: end it (or the process), then run "
-            "`sessiondb doctor --repair` to checkpoint",
-            data,
-        )
-    return Check("sizes", "ok", shown, None, data)
-
-
-def check_integrity(conn: apsw.Connection, path: Path, full: bool) -> Check:
-    pragma = "integrity_check" if full else "quick_check"
-    try:
-        rows = [str(r[0]) for r in conn.execute(f"PRAGMA {pragma}({INTEGRITY_MAX_ERRORS})")]
-    except apsw.Error as e:
-        # SQLite stops at damage it cannot walk past; check table by table to say where.
-        rows = _integrity_by_table(conn, pragma) or [f"{e}"]
-    data = {"pragma": pragma, "problems": [] if rows == ["ok"] else rows}
-    if rows == ["ok"]:
-        return Check("integrity", "ok", f"{pragma}: ok", None, data)
-    more = "+" if len(rows) >= INTEGRITY_MAX_ERRORS else ""
-    damaged = _tables_of_trees(conn, rows)
-    data["tables"] = damaged
-    where = f" in {', '.join(damaged)}" if damaged else ""
-    return Check(
-        "integrity",
-        "fail",
-        f"{pragma} found {len(rows)}{more} problem(s){where}; first: {rows[0]}",
-        REPAIR_HINT.format(path=path),
-        data,
-    )
-
-
-def _tables_of_trees(conn: apsw.Connection, rows: list[str]) -> list[str]:
-    """Name the tables and indexes behind "Tree N" (root page N) in integrity messages."""
-    roots = sorted({int(n) for r in rows for n in re.findall(r"\bTree (\d+)", r)})
-    names = []
-    for root in roots:
-        try:
-            row = conn.execute(
-                "SELECT type, name FROM sqlite_schema WHERE rootpage = ?", (root,)
-            ).fetchone()
-        except apsw.Error:
-            row = None
-        names.append(f"{row[0]} {row[1]}" if row else f"tree {root}")
-    return names
-
-
-def _integrity_by_table(conn: apsw.Connection, pragma: str) -> list[str]:
-    try:
-        tables = [
-            str(r[0])
-            for r in conn.execute(
-                "SELECT name FROM sqlite_schema WHERE type='table' AND sql NOT LIKE '%VIRTUAL%'"
-            )
-        ]
-    except apsw.Error as e:
-        return [f"the schema is unreadable: {e}"]
-    problems = []
-    for t in tables:
-        try:
-            rows = [str(r[0]) for r in conn.execute(f'PRAGMA {pragma}("{t}")')]
-        except apsw.Error as e:
-            problems.append(f"table {t}: {e} (its pages are damaged)")
-            continue
-        problems += [f"table {t}: {r}" for r in rows if r != "ok"]
-    return problems
-
-
-def check_fts(conn: apsw.Connection, path: Path) -> Check:
-    """FTS5 indexes checked by SQLite's integrity_check (3.44+ checks virtual tables too)."""
-    tables = [
-        str(r[0])
-        for r in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type='table' AND sql LIKE '%USING fts5(%'"
-        )
-    ]
-    if not tables:
-        return Check("fts", "ok", "no full-text index in this file yet", None, {"tables": []})
-    problems: list[str] = []
-    for t in tables:
-        try:
-            rows = [str(r[0]) for r in conn.execute(f'PRAGMA integrity_check("{t}")')]
-        except apsw.Error as e:
-            rows = [f"{t}: {e}"]
-        problems += [r for r in rows if r != "ok"]
-    data = {"tables": tables, "problems": problems}
-    if problems:
-        return Check(
-            "fts",
-            "fail",
-            f"full-text index damaged: {problems[0]}",
-            f"run `sessiondb doctor --repair {path}` to rebuild the index",
-            data,
-        )
-    return Check("fts", "ok", f"full-text index consistent ({', '.join(tables)})", None, data)
-
-
-# -- the report -----------------------------------------------------------------------------
-
-
-def diagnose(
-    path: str | os.PathLike[str],
-    *,
-    full: bool = False,
-    mountinfo: str | None = None,
-    lock_watch: float = 0.5,
-    wal_limit: int | None = None,
-    lease_dir: Path | None = None,
-) -> HealthReport:
-    """Run every check on the database at ``path``; never raises for a broken file."""
-    db = Path(os.fspath(path)).expanduser().absolute()
-    if wal_limit is None:
-        from .sqlite import engine
-
-        wal_limit = max(int(getattr(engine, "JOURNAL_SIZE_LIMIT", 0)), 0) or WAL_WARN_BYTES
-    checks: list[Check] = [check_versions(), check_features()]
-    file_check, header = check_file(db)
-    checks.append(file_check)
-    if header is not None:
-        checks.append(check_journal_mode(db, header, mountinfo))
-        checks.append(check_sizes(db, wal_limit))
-        checks.extend(_content_checks(db, full))
-    checks.append(check_write_lock(db, lock_watch))
-    checks.append(check_open_by(db))
-    checks.append(check_leases(lease_dir))
-    if db.exists():
-        checks.append(check_permissions(db))
-    return HealthReport(path=str(db), checks=tuple(checks))
-
-
-def _content_checks(db: Path, full: bool) -> list[Check]:
-    try:
-        conn, note = open_readonly(db)
-    except apsw.Error as e:
-        return [
-            Check(
-                "integrity",
-                "fail",
-                f"cannot open the database: {e}",
-                REPAIR_HINT.format(path=db),
-                {},
-            )
-        ]
-    try:
-        out = []
-        try:
-            out.append(check_schema(conn))
-        except apsw.Error as e:
-            out.append(
-                Check("schema", "fail", f"cannot read the schema: {e}", REPAIR_HINT.format(path=db))
-            )
-        integrity = check_integrity(conn, db, full)
-        if note:
-            integrity = Check(
-                integrity.name,
-                integrity.status,
-                f"{integrity.detail} ({note})",
-                integrity.hint,
-                integrity.data,
-            )
-        out.append(integrity)
-        try:
-            out.append(check_fts(conn, db))
-        except apsw.Error as e:
-            out.append(Check("fts", "fail", f"cannot check the full-text index: {e}"))
-        return out
-    finally:
-        conn.close()
-
-
-def check(store: Any, full: bool = False) -> HealthReport:
-    """``store.check(full=...)``: the doctor's report on an open store's file."""
-    return diagnose(store.path, full=full)
+    return sqlite_repair(_file(location))
 
 
 def report_to_dict(report: HealthReport) -> dict[str, Any]:
@@ -455,4 +68,4 @@ def report_to_dict(report: HealthReport) -> dict[str, Any]:
     }
 
 
-__all__ = ["check", "describe_process", "diagnose", "has_wal_reset_bug", "report_to_dict"]
+__all__ = ["RepairResult", "diagnose", "repair", "report_to_dict"]

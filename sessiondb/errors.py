@@ -71,15 +71,30 @@ class QueryError(InvalidInput):
 
 
 class CorruptDatabase(Error):
-    """The file is not a usable sessiondb database."""
+    """The file is not a usable sessiondb database; ``hint`` says what to do (by default: the
+    repair command, which keeps a copy of the damaged file)."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(
-            f"{path}: {reason} — run `sessiondb doctor --repair {path}` "
-            "(it keeps a copy of the damaged file)"
-        )
+    def __init__(self, path: str, reason: str, hint: str | None = None) -> None:
+        if hint is None:
+            hint = f"run `sessiondb doctor --repair {path}` (it keeps a copy of the damaged file)"
+        super().__init__(f"{path}: {reason} — {hint}")
         self.path = path
         self.reason = reason
+
+
+class StoreNotFound(Error):
+    """A store opened read-only (or a command that never creates one) found nothing there."""
+
+    def __init__(self, location: str, detail: str = "no sessiondb store there") -> None:
+        super().__init__(
+            f"{location}: {detail} — check the path (--db, $SESSIONDB_PATH); "
+            "opening read-only never creates a store"
+        )
+        self.location = location
+
+
+class ReadOnlyStore(Error):
+    """A write was asked of a store opened with ``readonly=True``."""
 
 
 class UnsupportedStorage(Error):
@@ -101,8 +116,10 @@ __all__ = [
     "KeyConflict",
     "LeaseHeld",
     "QueryError",
+    "ReadOnlyStore",
     "SessionExists",
     "SessionNotFound",
     "StoreBusy",
+    "StoreNotFound",
     "UnsupportedStorage",
 ]

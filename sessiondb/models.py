@@ -19,6 +19,9 @@ class Session:
     ended_at: float | None
     end_reason: str | None
     message_count: int
+    # Changes whenever messages are removed (pop_message, clear_session): a reader that tails by
+    # seq re-reads when it changes, since a removed seq is taken again by the next append.
+    revision: int = 0
 
 
 @dataclass(frozen=True)

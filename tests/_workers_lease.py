@@ -136,7 +136,7 @@ def open_lease(backend: str, spec: dict[str, str], session_id: str, ttl: float =
         return lease.workspace(spec["workspace"], session_id, ttl, directory=spec["rt"])
     import sessiondb
 
-    return lease.store_lease(sessiondb.open(spec["db"]), "ws", session_id, ttl)
+    return sessiondb.open(spec["db"]).lease("ws", session_id, ttl)
 
 
 def hold_lease_worker(backend: str, spec: dict[str, str], session_id: str, ready: Any) -> None:

@@ -8,8 +8,16 @@ import pytest
 
 import sessiondb
 
-# Backends the conformance suite runs against. PostgreSQL joins this list when it lands.
+# Backends the contract suite (tests/contract/) runs against: each entry makes a fresh, empty
+# store location. PostgreSQL joins by adding one entry here.
 BACKENDS = ["sqlite"]
+
+
+def new_location(backend: str, tmp_path: Path) -> str:
+    """A location for a fresh store of ``backend`` (for tests that reopen a store)."""
+    if backend == "sqlite":
+        return str(tmp_path / "store" / "sessions.db")
+    raise ValueError(f"unknown backend {backend!r}")
 
 
 @pytest.fixture
@@ -18,8 +26,14 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[sessiondb.SQLiteStore]:
-    s = sessiondb.open(db_path)
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh store of each backend lives."""
+    return new_location(request.param, tmp_path)
+
+
+@pytest.fixture
+def store(location: str) -> Iterator[sessiondb.Store]:
+    s = sessiondb.open(location)
     yield s
     s.close()
 

@@ -15,7 +15,7 @@ from typing import Any
 import apsw
 
 from ..errors import InvalidInput
-from ..procinfo import hostname
+from ..host.procinfo import hostname
 from .files import (
     ChannelDB,
     channel_folder,

@@ -28,9 +28,10 @@ from typing import Any
 
 import apsw
 
-from ..errors import CorruptDatabase, InvalidInput, StoreBusy, UnsupportedStorage
-from ..paths import create_private_file, ensure_private_dir, open_private
+from ..errors import InvalidInput, StoreBusy, UnsupportedStorage
+from ..host.paths import create_private_file, ensure_private_dir, open_private
 from ..sqlite.admission import AdmissionLock, lock_path_for
+from ..sqlite.errors import translate
 from .protocol import (
     APPLICATION_ID,
     FORMAT_VERSION,
@@ -99,18 +100,27 @@ def check_header(path: Path, h: bytes | None) -> bool:
     return True
 
 
+# A damaged channel file is not a store: the store's repair would replace it with an empty store
+# and the other side would silently see nothing (tests/channel/test_channel_input.py).
+CORRUPT_HINT = (
+    "this is a channel file, not a store: do not run `sessiondb doctor --repair` on it; stop "
+    "both ends, move the channel folder aside and start a new channel (unfinished messages are "
+    "sent again from the host's side)"
+)
+
+
 def _translate(path: Path, e: apsw.Error, doing: str) -> Exception:
+    """Channel wording for the two errors that mean something else here; translate() for the
+    rest (a full disk is a full disk on a channel file too)."""
     if isinstance(e, (apsw.BusyError, apsw.LockedError)):
         return StoreBusy(
             f"{path}: {doing} could not get the lock in time — another process of the same "
             "side holds it; retry later",
             path=str(path),
         )
-    if isinstance(e, (apsw.CorruptError, apsw.NotADBError)):
-        return CorruptDatabase(str(path), f"{doing} failed: {e}")
     if isinstance(e, apsw.CantOpenError):
         return NotAChannel(f"{path}: cannot open ({e}) — check the folder and its permissions")
-    return CorruptDatabase(str(path), f"{doing} failed: {e.__class__.__name__}: {e}")
+    return translate(e, path, doing=doing, corrupt_hint=CORRUPT_HINT)
 
 
 class ChannelDB:

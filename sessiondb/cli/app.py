@@ -15,8 +15,10 @@ from ..errors import (
     CorruptDatabase,
     Error,
     InvalidInput,
+    ReadOnlyStore,
     SessionNotFound,
     StoreBusy,
+    StoreNotFound,
 )
 from .common import err_console
 
@@ -27,6 +29,8 @@ _HINTS: list[tuple[type[Error], str, int]] = [
     (StoreBusy, "another process is writing; `sessiondb doctor` names it", EXIT_BUSY),
     (CorruptDatabase, "`sessiondb doctor --repair` keeps a copy and recovers", EXIT_CORRUPT),
     (InvalidInput, "see `sessiondb COMMAND --help`", EXIT_INPUT),
+    (StoreNotFound, "commands that only read never create a store", EXIT_ERROR),
+    (ReadOnlyStore, "this command only reads; use one that writes", EXIT_ERROR),
 ]
 
 

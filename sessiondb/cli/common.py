@@ -12,22 +12,22 @@ from rich.console import Console
 
 import sessiondb
 
-from ..sqlite.store import SQLiteStore
-
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def get_store(ctx: click.Context) -> SQLiteStore:
-    """The store named by ``--db`` / ``$SESSIONDB_PATH`` (opened once, closed at exit)."""
+def get_store(ctx: click.Context, *, readonly: bool = False) -> sessiondb.Store:
+    """The store named by ``--db`` / ``$SESSIONDB_PATH`` (opened once, closed at exit).
+
+    Commands that only read open it read-only: a mistyped path is an error, never a new store.
+    """
     root = ctx.find_root()
     obj: dict[str, Any] = root.ensure_object(dict)
-    store = obj.get("store")
-    if store is None:
-        store = sessiondb.open(obj.get("db"))
+    store: sessiondb.Store | None = obj.get("store")
+    if store is None or (store.readonly and not readonly):
+        store = sessiondb.open(obj.get("db"), readonly=readonly)
         obj["store"] = store
         root.call_on_close(store.close)
-    assert isinstance(store, SQLiteStore)
     return store
 
 

@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import paths
-from ..doctor import diagnose, report_to_dict
+from ..doctor import diagnose, repair, report_to_dict
 from ..errors import Error
+from ..host import paths
 from ..models import HealthReport
 from .common import db_option_path
 
@@ -67,8 +67,6 @@ def doctor(
     console = Console(stderr=as_json)
     repaired: dict[str, Any] | None = None
     if do_repair:
-        from ..repair import repair
-
         if not yes and not click.confirm(
             f"Repair {db}? A damaged file is copied aside first and never modified", err=True
         ):

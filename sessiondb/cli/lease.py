@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from .. import hooks
+from ..core.lease import utc_iso
 from ..errors import Error
+from ..integrations import claude_code as hooks
 from ..lease import Holder, Lease, list_leases, workspace
-from ..lease._core import utc_iso
 
 
 def _state(h: Holder) -> str:

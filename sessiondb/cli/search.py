@@ -73,7 +73,7 @@ def _print_hit(rank: int, hit: Hit) -> None:
     "--fts",
     "fts_mode",
     is_flag=True,
-    help="QUERY is FTS5 syntax (phrases, prefix*, AND/OR/NOT, NEAR) instead of words.",
+    help='QUERY is the advanced grammar: "phrases", prefix*, AND, OR, NOT or -word, ( ).',
 )
 @click.option("--limit", type=click.IntRange(min=0), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
@@ -96,7 +96,7 @@ def search_cmd(
     By default every word of QUERY must appear in a message; words with punctuation
     (foo.bar, x:y, C++, /usr/local/bin) and CJK text are matched literally.
     """
-    hits = get_store(ctx).search(
+    hits = get_store(ctx, readonly=True).search(
         query,
         session_id=session_id,
         source=source,

@@ -30,7 +30,7 @@ def sessions_cmd(
     ctx: click.Context, source: str | None, limit: int, offset: int, as_json: bool
 ) -> None:
     """List sessions, most recent activity first."""
-    found = get_store(ctx).list_sessions(source=source, limit=limit, offset=offset)
+    found = get_store(ctx, readonly=True).list_sessions(source=source, limit=limit, offset=offset)
     if as_json:
         emit_json(found)
         return
@@ -63,7 +63,7 @@ def show_cmd(
     ctx: click.Context, session: str, after: int, limit: int | None, as_json: bool
 ) -> None:
     """Print the transcript of SESSION."""
-    store = get_store(ctx)
+    store = get_store(ctx, readonly=True)
     info = store.get_session(session)
     if info is None:
         raise SessionNotFound(session)
@@ -139,7 +139,7 @@ def rm_cmd(ctx: click.Context, session: str, yes: bool) -> None:
 @click.pass_context
 def info_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show the store's path, file sizes, counts, journal mode and versions."""
-    facts = get_store(ctx).info()
+    facts = get_store(ctx, readonly=True).info()
     if as_json:
         emit_json(facts)
         return
@@ -155,4 +155,17 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
     console.print(table)
 
 
-COMMANDS = [sessions_cmd, show_cmd, append_cmd, rm_cmd, info_cmd]
+@click.command("migrate")
+@click.pass_context
+def migrate_cmd(ctx: click.Context) -> None:
+    """Bring the store's schema up to this sessiondb's version (any write does it too; the
+    commands that only read never do)."""
+    before = get_store(ctx, readonly=True).info().get("schema_version")
+    after = get_store(ctx).info().get("schema_version")
+    if before == after:
+        console.print(f"schema version {after}: nothing to do")
+    else:
+        console.print(f"schema version {before} → {after}")
+
+
+COMMANDS = [sessions_cmd, show_cmd, append_cmd, rm_cmd, info_cmd, migrate_cmd]

@@ -14,10 +14,11 @@ import click
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .. import transcript as tr
+from ..core import transcript as tr
+from ..core.contract import Store
 from ..errors import InvalidInput, SessionNotFound
+from ..host.paths import open_private
 from ..models import BadLine, Session
-from ..paths import open_private
 from .common import console, emit_json, err_console, get_store
 
 EXIT_BAD_LINES = 2
@@ -123,7 +124,7 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _sessions(store: Any, session_id: str | None) -> Iterator[Session]:
+def _sessions(store: Store, session_id: str | None) -> Iterator[Session]:
     if session_id is not None:
         found = store.get_session(session_id)
         if found is None:
@@ -143,7 +144,7 @@ def _sessions(store: Any, session_id: str | None) -> Iterator[Session]:
             yield found
 
 
-def _write_json(store: Any, sessions: Iterator[Session], out: IO[bytes]) -> int:
+def _write_json(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> int:
     """A JSON array of {"session": …, "messages": […]}, written message by message."""
     n = 0
     out.write(b"[")
@@ -160,7 +161,7 @@ def _write_json(store: Any, sessions: Iterator[Session], out: IO[bytes]) -> int:
     return n
 
 
-def _write_md(store: Any, sessions: Iterator[Session], out: IO[bytes]) -> int:
+def _write_md(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> int:
     n = 0
     for s in sessions:
         out.write(f"# {s.title or s.session_id}\n\n".encode())
@@ -186,7 +187,7 @@ def _write_md(store: Any, sessions: Iterator[Session], out: IO[bytes]) -> int:
 @click.pass_context
 def export_cmd(ctx: click.Context, session_id: str | None, fmt: str, output: str | None) -> None:
     """Export one session, or all sessions when none is named."""
-    store = get_store(ctx)
+    store = get_store(ctx, readonly=True)
     sessions = _sessions(store, session_id)
 
     def run(out: IO[bytes]) -> int:

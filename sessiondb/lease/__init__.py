@@ -5,7 +5,7 @@ from sessiondb import lease
 l = lease.workspace(path, session_id, ttl=300)   # file lease in the private runtime folder
 l.acquire() -> bool; l.holder; l.refresh(); l.release()
 with l: ...                                       # raises LeaseHeld naming the holder
-lease.store_lease(store, name, owner, ttl=300)    # the same, kept in the store's database
+store.lease(name, owner, ttl=300)                 # the same, kept in the store's database
 ```
 
 A lease is stale — and taken over by the next acquire — when it is past its TTL, or when its
@@ -15,22 +15,19 @@ See docs/leases.md.
 
 from __future__ import annotations
 
-from ._core import Backend, Holder, Lease, LeaseWarning, Slot
+from ..core.lease import Holder, Lease, LeaseBackend, LeaseWarning, Slot
 from .files import FileBackend, list_leases, workspace, workspace_key
-from .store import LEASES_DDL, StoreBackend, list_store_leases, store_lease
+
+Backend = LeaseBackend  # the name this package has always exported
 
 __all__ = [
-    "LEASES_DDL",
     "Backend",
     "FileBackend",
     "Holder",
     "Lease",
     "LeaseWarning",
     "Slot",
-    "StoreBackend",
     "list_leases",
-    "list_store_leases",
-    "store_lease",
     "workspace",
     "workspace_key",
 ]

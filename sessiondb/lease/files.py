@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .. import paths
+from ..core.lease import Holder, Lease, LeaseWarning
 from ..errors import StoreBusy, UnsupportedStorage
-from ._core import Holder, Lease, LeaseWarning
+from ..host import paths
 
 LOCK_SUFFIX = ".lock"
 LEASE_SUFFIX = ".lease"

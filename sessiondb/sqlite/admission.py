@@ -27,12 +27,12 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..paths import open_private
+from ..host.paths import open_private
 
 
-def lock_path_for(db_path: Path) -> Path:
-    """The admission lock file of a database: ``<db>.lock`` beside it."""
-    return db_path.with_name(db_path.name + ".lock")
+def lock_path_for(db_path: str | os.PathLike[str]) -> Path:
+    """The admission lock file of a database: ``<db>.lock`` beside it (the one spelling of it)."""
+    return Path(os.fspath(db_path) + ".lock")
 
 
 class AdmissionLock:

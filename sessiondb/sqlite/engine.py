@@ -1,6 +1,6 @@
 """Connections, pragmas, transactions and error translation for one SQLite database file.
 
-The doctrine this module carries (DESIGN.md, "Concurrency doctrine"):
+The rules this module carries (docs/design.md, "Concurrency rules", numbered there):
 
 * One apsw connection per (process, thread), kept in a ``threading.local`` with the pid that
   opened it; after ``fork`` the child opens its own and never touches (or closes) the parent's —
@@ -12,7 +12,9 @@ The doctrine this module carries (DESIGN.md, "Concurrency doctrine"):
 * Checkpoints run off the hot path: SQLite's auto-checkpoint would make the unlucky committing
   writer do the checkpoint while it still holds the write lock. A WAL hook notes the WAL size after
   each commit and wakes a per-process background thread that runs PASSIVE checkpoints.
-* A failure to open caches nothing, so the next call simply tries again (doctrine 10).
+* A failure to open caches nothing, so the next call simply tries again (rule 10).
+* A read-only engine opens the file with SQLITE_OPEN_READONLY: it never creates the file or its
+  folder, never changes a pragma stored in the file, and refuses writes with ``ReadOnlyStore``.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import apsw
 
-from .. import procinfo
-from ..errors import CorruptDatabase, Error, InvalidInput, StoreBusy
-from ..paths import ensure_private_dir
-from . import bootcheck, fsdetect, rank
+from ..errors import Error, InvalidInput, ReadOnlyStore, StoreBusy, StoreNotFound
+from ..host.paths import ensure_private_dir
+from ..host.procinfo import command_line
+from . import bootcheck, fsdetect, locks, rank
 from .admission import AdmissionLock, lock_path_for
+from .errors import translate
 
 Durability = Literal["normal", "full"]
 JOURNAL_MODES = ("auto", "wal", "delete", "truncate", "persist")
@@ -73,6 +77,7 @@ class Engine:
         durability: str = "normal",
         journal_mode: str = "auto",
         write_timeout: float = 30.0,
+        readonly: bool = False,
     ) -> None:
         if durability not in ("normal", "full"):
             raise InvalidInput(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -89,6 +94,7 @@ class Engine:
                 f"write_timeout must be a positive number of seconds, not {write_timeout!r}"
             )
         self.path = path
+        self.readonly = readonly
         self.durability = durability
         self.requested_journal_mode = journal_mode
         self.write_timeout = float(write_timeout)
@@ -131,7 +137,7 @@ class Engine:
             local.lock = None
         conn = self._open()
         lock = None
-        if self._mode is not None and self._mode[1]:
+        if self._mode is not None and self._mode[1] and not self.readonly:
             try:
                 lock = AdmissionLock(self.lock_path)
             except OSError as e:
@@ -149,6 +155,8 @@ class Engine:
         return conn
 
     def _open(self) -> apsw.Connection:
+        if self.readonly:
+            return self._open_readonly()
         created = False
         if not self.path.exists():
             ensure_private_dir(self.path.parent)
@@ -175,6 +183,28 @@ class Engine:
         except BaseException:
             conn.close()
             raise
+        return conn
+
+    def _open_readonly(self) -> apsw.Connection:
+        if not self.path.exists():
+            raise StoreNotFound(str(self.path))
+        if bootcheck.boot_check(self.path) is None:
+            raise StoreNotFound(str(self.path), "the file is empty: no sessiondb store in it yet")
+        try:
+            conn = apsw.Connection(
+                "file:" + quote(str(self.path)),
+                flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
+            )
+        except apsw.Error as e:
+            raise translate(e, self.path) from e
+        try:
+            conn.set_busy_timeout(int(self.write_timeout * 1000))
+            rank.register(conn)
+            if self._mode is None:
+                self._mode = (str(conn.execute("PRAGMA journal_mode").get).lower(), False)
+        except apsw.Error as e:
+            conn.close()
+            raise translate(e, self.path) from e
         return conn
 
     def _configure(self, conn: apsw.Connection, created: bool) -> None:
@@ -260,6 +290,11 @@ class Engine:
     @contextlib.contextmanager
     def write(self) -> Iterator[apsw.Connection]:
         """Queued admission, then ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error)."""
+        if self.readonly:
+            raise ReadOnlyStore(
+                f"{self.path}: this store was opened read-only; open it without readonly=True "
+                "to write"
+            )
         conn = self.connection()
         lock = self._local.lock
         start = time.monotonic()
@@ -483,39 +518,16 @@ def _find_write_lock_holder(path: Path) -> int | None:
     # Our own queue first (a writer of ours inside its transaction), then SQLite's lock bytes
     # (a foreign process, e.g. the sqlite3 shell, holding BEGIN IMMEDIATE).
     try:
-        pid = procinfo.admission_lock_holder(path)
+        pid = locks.admission_lock_holder(path)
         if pid is None or pid == os.getpid():
-            pid = procinfo.sqlite_write_lock_holder(path)
+            pid = locks.sqlite_write_lock_holder(path)
     except OSError:
         return None
     return pid
 
 
 def _command_of(pid: int) -> str | None:
-    cmd = procinfo.command_line(pid)
+    cmd = command_line(pid)
     if cmd and len(cmd) > 120:
         cmd = cmd[:117] + "..."
     return cmd
-
-
-def translate(e: BaseException, path: Path) -> Error:
-    """Map an apsw exception to the sessiondb error a caller can act on."""
-    if isinstance(e, Error):
-        return e
-    if isinstance(e, (apsw.CorruptError, apsw.NotADBError)):
-        return CorruptDatabase(str(path), f"the database is damaged or not a database ({e})")
-    if isinstance(e, (apsw.BusyError, apsw.LockedError)):
-        return StoreBusy(
-            f"{path}: the database is busy ({e}) — retry, or see `sessiondb doctor`", path=str(path)
-        )
-    if isinstance(e, apsw.ReadOnlyError):
-        return Error(f"{path}: the database is read-only here ({e}); check the file's permissions")
-    if isinstance(e, apsw.FullError):
-        return Error(f"{path}: the disk is full ({e}); free space and retry")
-    if isinstance(e, apsw.CantOpenError):
-        return Error(f"{path}: cannot open the database ({e}); check the path and its permissions")
-    if isinstance(e, apsw.TooBigError):
-        return InvalidInput(f"{path}: a value is larger than SQLite accepts ({e})")
-    if isinstance(e, apsw.IOError):
-        return Error(f"{path}: I/O error ({e}); check the disk and run `sessiondb doctor`")
-    return Error(f"{path}: {type(e).__name__}: {e}")

@@ -23,7 +23,12 @@ never indexed (an external-content ``delete`` of an unindexed row would corrupt 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+import apsw
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 WORD_TABLE = "messages_fts"
 # Rows indexed per write transaction while a migration backfills an existing store: the same
@@ -162,7 +167,7 @@ def schema_statements() -> list[str]:
     ]
 
 
-def drop(conn: Any) -> None:
+def drop(conn: apsw.Connection) -> None:
     """Remove the index, its triggers and the backfill cursor (tests; a future re-design)."""
     for trigger in TRIGGERS:
         conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
@@ -178,18 +183,18 @@ def drop(conn: Any) -> None:
     conn.execute(f"DROP VIEW IF EXISTS {TRIGRAM_SOURCE}")
 
 
-def create(conn: Any) -> None:
+def create(conn: apsw.Connection) -> None:
     """Create the index on ``conn`` (the caller holds the write transaction: the migration's)."""
     for statement in schema_statements():
         conn.execute(statement)
 
 
-def backfill_pending(conn: Any) -> bool:
+def backfill_pending(conn: apsw.Connection) -> bool:
     """True while rows created before the index still wait to be indexed."""
     return conn.execute("SELECT 1 FROM search_backfill").fetchone() is not None
 
 
-def backfill_batch(conn: Any, batch: int = BACKFILL_BATCH) -> bool:
+def backfill_batch(conn: apsw.Connection, batch: int = BACKFILL_BATCH) -> bool:
     """Index the next ``batch`` unindexed rows; return True when the backfill is complete.
 
     Runs inside the caller's (short) write transaction. The cursor advances in the same
@@ -203,7 +208,7 @@ def backfill_batch(conn: Any, batch: int = BACKFILL_BATCH) -> bool:
         "SELECT max(id) FROM"
         " (SELECT id FROM messages WHERE id > ? AND id <= ? ORDER BY id LIMIT ?)",
         (done_id, end_id, batch),
-    ).fetchone()[0]
+    ).get
     if last is None:
         conn.execute("DELETE FROM search_backfill")
         return True
@@ -229,7 +234,7 @@ def backfill_batch(conn: Any, batch: int = BACKFILL_BATCH) -> bool:
     return False
 
 
-def backfill_step(engine: Any, batch: int = BACKFILL_BATCH) -> bool:
+def backfill_step(engine: Engine, batch: int = BACKFILL_BATCH) -> bool:
     """One batch in its own write transaction; True while more work remains (schema hook)."""
     with engine.read() as conn:
         if not backfill_pending(conn):
@@ -238,7 +243,7 @@ def backfill_step(engine: Any, batch: int = BACKFILL_BATCH) -> bool:
         return not backfill_batch(conn, batch)
 
 
-def backfill(engine: Any, *, batch: int = BACKFILL_BATCH) -> int:
+def backfill(engine: Engine, *, batch: int = BACKFILL_BATCH) -> int:
     """Run the pending backfill to the end, one short write transaction per batch.
 
     A live agent's append waits at most one batch (a few ms) behind it. Returns batches run.
@@ -252,22 +257,24 @@ def backfill(engine: Any, *, batch: int = BACKFILL_BATCH) -> int:
             return batches
 
 
-def merge_step(conn: Any, pages: int = 200) -> None:
+def merge_step(conn: apsw.Connection, pages: int = 200) -> None:
     """One bounded slice of background segment merging (call in a short write transaction)."""
     for table in (WORD_TABLE, TRIGRAM_TABLE):
         conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', ?)", (pages,))
 
 
-def index_bytes(conn: Any) -> dict[str, int]:
+def index_bytes(conn: apsw.Connection) -> dict[str, int]:
     """Bytes used by each index's shadow tables and by the message content (dbstat)."""
     out: dict[str, int] = {}
     for table in (WORD_TABLE, TRIGRAM_TABLE):  # TRIGRAM_ROWS is counted with TRIGRAM_TABLE
-        out[table] = conn.execute(
-            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE ?", (table + "%",)
-        ).fetchone()[0]
-    out["content"] = conn.execute(
-        "SELECT coalesce(sum(length(CAST(content AS BLOB))), 0) FROM messages"
-    ).fetchone()[0]
+        out[table] = int(
+            conn.execute(
+                "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE ?", (table + "%",)
+            ).get
+        )
+    out["content"] = int(
+        conn.execute("SELECT coalesce(sum(length(CAST(content AS BLOB))), 0) FROM messages").get
+    )
     return out
 
 

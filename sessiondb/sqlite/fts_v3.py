@@ -20,9 +20,14 @@ stays (empty) afterwards: the triggers name it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+import apsw
 
 from . import fts
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 SENTINEL = "char(31)"  # SQL for U+001F, appended to every text in the trigram index
 PENDING = "search_tri_pending"
@@ -76,13 +81,13 @@ def _statements() -> list[str]:
     ]
 
 
-def upgrade(conn: Any) -> None:
+def upgrade(conn: apsw.Connection) -> None:
     """Apply migration 3 on ``conn`` (inside the migration's write transaction)."""
     for statement in _statements():
         conn.execute(statement)
 
 
-def backfill_batch(conn: Any, batch: int = fts.BACKFILL_BATCH) -> bool:
+def backfill_batch(conn: apsw.Connection, batch: int = fts.BACKFILL_BATCH) -> bool:
     """Re-index the next ``batch`` pending messages; True when none remain."""
     ids = [r[0] for r in conn.execute(f"SELECT id FROM {PENDING} ORDER BY id LIMIT ?", (batch,))]
     if not ids:
@@ -101,7 +106,7 @@ def backfill_batch(conn: Any, batch: int = fts.BACKFILL_BATCH) -> bool:
     return len(ids) < batch
 
 
-def backfill_step(engine: Any, batch: int = fts.BACKFILL_BATCH) -> bool:
+def backfill_step(engine: Engine, batch: int = fts.BACKFILL_BATCH) -> bool:
     """One batch in its own write transaction; True while more work remains (schema hook)."""
     with engine.read() as conn:
         if conn.execute(f"SELECT 1 FROM {PENDING} LIMIT 1").fetchone() is None:

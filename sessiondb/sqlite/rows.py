@@ -1,16 +1,20 @@
-"""Rows ↔ public types, and the validated form of a message about to be appended."""
+"""Rows of the SQLite schema ↔ the public types."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-from .. import validate as v
-from ..errors import InvalidInput
+from ..core import validate as v
 from ..models import Message, Session
 
-ITEM_FIELDS = frozenset({"role", "content", "key", "meta", "created_at"})
+SESSION_COLUMNS = (
+    "session_id, source, title, meta, created_at, updated_at, ended_at, end_reason,"
+    " message_count, revision"
+)
+# Files of schema version < 4 (opened read-only, so not migrated) have no revision column.
+SESSION_COLUMNS_V3 = SESSION_COLUMNS.replace("revision", "0")
+MESSAGE_COLUMNS = "s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.created_at"
 
 
 def session_of(row: Sequence[Any]) -> Session:
@@ -24,6 +28,7 @@ def session_of(row: Sequence[Any]) -> Session:
         ended_at=row[6],
         end_reason=row[7],
         message_count=row[8],
+        revision=row[9],
     )
 
 
@@ -39,34 +44,10 @@ def message_of(row: Sequence[Any]) -> Message:
     )
 
 
-def created_at_of(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidInput(f"created_at must be epoch seconds (a finite number), not {value!r}")
-    return float(value)
-
-
-class Item:
-    """A validated message about to be appended."""
-
-    __slots__ = ("content", "created_at", "key", "meta", "role")
-
-    def __init__(
-        self,
-        role: str,
-        content: str,
-        key: str | None,
-        meta: str | None,
-        created_at: float | None = None,
-    ) -> None:
-        self.role = role
-        self.content = content
-        self.key = key
-        self.meta = meta
-        # Set only by imports, which keep a transcript's original times (round-trip exactness).
-        self.created_at = created_at
-
-    @classmethod
-    def of(cls, role: object, content: object, key: object, meta: object) -> Item:
-        return cls(v.role(role), v.content(content), v.key(key), v.meta(meta))
+__all__ = [
+    "MESSAGE_COLUMNS",
+    "SESSION_COLUMNS",
+    "SESSION_COLUMNS_V3",
+    "message_of",
+    "session_of",
+]

@@ -3,7 +3,7 @@
 Each migration runs in its own write transaction and first re-reads the version inside it, so
 two processes opening a new file at the same instant apply each migration exactly once (the
 second one finds the work done). A migration may also name a ``backfill``: bulk work that must
-not run in one long transaction (doctrine 5), done afterwards in bounded batches.
+not run in one long transaction (docs/design.md rule 5), done afterwards in bounded batches.
 """
 
 from __future__ import annotations
@@ -56,9 +56,30 @@ def _v1_core(conn: apsw.Connection) -> None:
             UNIQUE (sid, seq)
         );
         CREATE UNIQUE INDEX messages_by_key ON messages(sid, key) WHERE key IS NOT NULL;
-        -- Sessions deleted whose messages are still being removed in batches (doctrine 5);
+        -- Sessions deleted whose messages are still being removed in batches (rule 5);
         -- a crash mid-way leaves the row here and the next delete or open finishes the job.
         CREATE TABLE purge_queue (sid INTEGER PRIMARY KEY);
+        """
+    )
+
+
+def _v4_removal_and_leases(conn: apsw.Connection) -> None:
+    # revision: bumped by pop_message / clear_session (docs/design.md, "Removing messages").
+    # leases: store leases, created here instead of on first use (files that used leases
+    # before this migration already have the table).
+    conn.execute(
+        """
+        ALTER TABLE sessions ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE IF NOT EXISTS leases(
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            start_time INTEGER,
+            host TEXT NOT NULL,
+            acquired_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            ttl REAL NOT NULL
+        );
         """
     )
 
@@ -67,6 +88,7 @@ MIGRATIONS: list[Migration] = [
     Migration(1, "sessions and messages", _v1_core),
     Migration(2, "full-text search index", fts.create, backfill=fts.backfill_step),
     Migration(3, "two-character CJK words indexed", fts_v3.upgrade, backfill=fts_v3.backfill_step),
+    Migration(4, "session revision; leases table", _v4_removal_and_leases),
 ]
 
 LATEST = max(m.version for m in MIGRATIONS)

@@ -1,10 +1,11 @@
 """Search over the FTS5 index (see fts.py): query translation, ranking, snippets, context.
 
-Read discipline (DESIGN doctrine 6): the ranked query is one short read transaction that returns
-plain rows; the context of all hits is a second short read; snippets are cut in Python after both
-have ended. Nothing lazy escapes, so no snapshot outlives the call.
+This module executes a :class:`~sessiondb.core.search.SearchRequest` (``Backend.search``); the
+rules of what matches, the advanced grammar, snippets and context are the core's
+(:mod:`sessiondb.core.query`, :mod:`sessiondb.core.search`). Read discipline (docs/design.md
+rule 6): the ranked query is one short read transaction that returns plain rows.
 
-Plan of a plain query (words from :mod:`sessiondb.searchquery`):
+Plan of a plain query (words from :mod:`sessiondb.core.query`):
 
 * token words, and the letter/digit runs of literal words as phrases (``foo.bar`` -> ``"foo
   bar"``), form an AND expression over the word index, which ranks by bm25;
@@ -35,10 +36,11 @@ from typing import Any
 
 import apsw
 
-from ..errors import InvalidInput, QueryError
-from ..models import Hit, Message
-from ..searchquery import Highlighter, Word, fts_terms, normalize_query, split_words
+from ..core.query import Expr, Not, Or, Term, Word
+from ..core.search import SearchRequest
+from ..models import Message
 from . import fts, fts_v3, rank
+from .engine import Engine
 from .rows import message_of
 
 RANK_WINDOW = 500
@@ -50,7 +52,6 @@ CANDIDATE_BUDGET = rank.DF_SAMPLE
 MAX_WEIGHTED_PHRASES = 32
 # A two-character CJK word followed by more different characters than this is scanned for.
 MAX_PAIR_TERMS = 500
-MAX_CONTEXT = 100
 NEWEST_FIRST = "0.0"  # the score of plans that cannot rank (substring scans): ties, by recency
 _TRIGRAMS_PER_WORD = 12  # enough to be selective; LIKE re-checks the whole word anyway
 _COLS = "m.id, s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.created_at, m.sid"
@@ -88,23 +89,6 @@ def _trigram_expr(text: str) -> str:
 def _message(row: Sequence[Any]) -> Message:
     # Search rows carry the message id first (for context fetches), then the message columns.
     return message_of(row[1:8])
-
-
-def _check_args(context: int, limit: int, offset: int, mode: str, markers: object) -> None:
-    if mode not in ("plain", "fts"):
-        raise InvalidInput(f"search mode must be 'plain' or 'fts', not {mode!r}")
-    for name, value, top in (("context", context, MAX_CONTEXT), ("limit", limit, None)):
-        if not isinstance(value, int) or value < 0 or (top is not None and value > top):
-            bound = f" and at most {top}" if top else ""
-            raise InvalidInput(f"{name} must be an integer >= 0{bound}, not {value!r}")
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidInput(f"offset must be an integer >= 0, not {offset!r}")
-    if (
-        not isinstance(markers, tuple)
-        or len(markers) != 2
-        or not all(isinstance(m, str) for m in markers)
-    ):
-        raise InvalidInput(f"markers must be a pair of strings, not {markers!r}")
 
 
 class _Query:
@@ -367,108 +351,53 @@ def _session_range(conn: apsw.Connection, session_id: str) -> tuple[int, int, in
     return int(row[0]), int(span[0]), int(span[1])
 
 
-def _validate_fts(conn: apsw.Connection, query: str) -> None:
-    """Parse an FTS5 query against the index; malformed input becomes QueryError."""
-    try:
-        conn.execute(
-            f"SELECT 1 FROM {fts.WORD_TABLE} WHERE {fts.WORD_TABLE} MATCH ? AND rowid = 0",
-            (query,),
-        ).fetchall()
-    except apsw.SQLError as e:
-        # Only the user's text varies in this statement, so an SQL error here is theirs.
-        reason = str(e).removeprefix("SQLError: ").removeprefix("fts5: ")
-        if reason.endswith('near ""'):
-            reason = "the query ends too early (an operator or parenthesis lacks its operand)"
-        raise QueryError(
-            f"malformed search query {query[:80]!r}: {reason} — check quotes, parentheses and "
-            "operators, or use mode='plain' to search for the words literally"
-        ) from None
+def fts5_expression(expr: Expr) -> str:
+    """The advanced grammar's parsed query as an FTS5 MATCH expression over the word index.
+
+    Every term is a quoted phrase of its letter/digit runs (so nothing typed is FTS5 syntax);
+    a group's negations become ``(positives) NOT (negation)``, FTS5's binary NOT.
+    """
+    if isinstance(expr, Term):
+        return _quote(" ".join(expr.tokens)) + ("*" if expr.prefix else "")
+    if isinstance(expr, Or):
+        return "(" + " OR ".join(fts5_expression(x) for x in expr.items) + ")"
+    if isinstance(expr, Not):  # pragma: no cover - the parser refuses a negation on its own
+        raise ValueError("a negation needs something to subtract from")
+    positives = [x for x in expr.items if not isinstance(x, Not)]
+    out = "(" + " AND ".join(fts5_expression(x) for x in positives) + ")"
+    for x in expr.items:
+        if isinstance(x, Not):
+            out = f"({out} NOT {fts5_expression(x.item)})"
+    return out
 
 
-def search(
-    engine: Any,
-    query: str,
-    *,
-    session_id: str | None = None,
-    source: str | None = None,
-    role: str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    context: int = 0,
-    limit: int = 20,
-    offset: int = 0,
-    mode: str = "plain",
-    markers: tuple[str, str] = ("[", "]"),
-) -> list[Hit]:
-    """Ranked hits for ``query`` (see docs/search.md for the rules); never a driver error."""
-    _check_args(context, limit, offset, mode, markers)
-    text = normalize_query(query)
-    words = split_words(text) if mode == "plain" else fts_terms(text)
-    if limit == 0 or (mode == "plain" and not words) or (mode == "fts" and not text.strip()):
-        return []
+def execute(engine: Engine, req: SearchRequest) -> list[tuple[Message, float]]:
+    """The best ``req.need`` matches, best first, with scores (higher is better)."""
     q = _Query()
     with engine.read() as conn:
         session = None
-        if session_id is not None:
-            session = _session_range(conn, session_id)
+        if req.session_id is not None:
+            session = _session_range(conn, req.session_id)
             if session is None:
                 return []
-        if mode == "fts":
-            _validate_fts(conn, text)
+        plan: _Plan | None
+        if req.expr is not None:
             w = fts.WORD_TABLE
-            plan: _Plan | None = _Plan(
+            plan = _Plan(
                 w,
                 f"{w}.rowid",
                 f"{w} CROSS JOIN messages m ON m.id = {w}.rowid",
                 f"bm25({w})",  # exact IDF: an FTS5 expression has no phrase list to estimate
-                [f"{w} MATCH " + q.param("words", text)],
+                [f"{w} MATCH " + q.param("words", fts5_expression(req.expr))],
             )
         else:
-            plan = _plain_plan(conn, words, q)
+            plan = _plain_plan(conn, list(req.words), q)
         if plan is None:
             return []
-        _filters(plan, q, session, source, role, since, until)
-        rows = _ranked_rows(conn, plan, q, offset + limit)[offset:]
-    if not rows:
-        return []
-    around: dict[int, tuple[list[Message], list[Message]]] = {}
-    if context:
-        around = _context(engine, rows, context)
-    light = Highlighter(words, markers)
-    hits = []
-    for row in rows:
-        before, after = around.get(row[0], ([], []))
-        hits.append(
-            Hit(
-                message=_message(row),
-                snippet=light.snippet(row[4]),
-                score=-float(row[9]),
-                before=tuple(before),
-                after=tuple(after),
-            )
-        )
-    return hits
+        _filters(plan, q, session, req.source, req.role, req.since, req.until)
+        rows = _ranked_rows(conn, plan, q, req.need)
+    # bm25 is lower-is-better and 0.0 for unranked plans: negate, and never hand out -0.0.
+    return [(_message(row), 0.0 - float(row[9])) for row in rows]
 
 
-def _context(
-    engine: Any, rows: list[Any], context: int
-) -> dict[int, tuple[list[Message], list[Message]]]:
-    """Neighbours by seq in the hit's own session (sid), in one separate short read."""
-    wanted = json.dumps([[r[0], r[8], r[2]] for r in rows])
-    out: dict[int, tuple[list[Message], list[Message]]] = {r[0]: ([], []) for r in rows}
-    with engine.read() as conn:
-        found = conn.execute(
-            f"SELECT h.value ->> 0, h.value ->> 2, {_COLS} FROM json_each(?) h"
-            " CROSS JOIN messages m ON m.sid = h.value ->> 1"
-            " AND m.seq BETWEEN (h.value ->> 2) - ? AND (h.value ->> 2) + ?"
-            " AND m.seq != h.value ->> 2"
-            " CROSS JOIN sessions s ON s.id = m.sid ORDER BY m.seq",
-            (wanted, context, context),
-        ).fetchall()
-    for hit_id, hit_seq, *row in found:
-        before, after = out[hit_id]
-        (before if row[2] < hit_seq else after).append(_message(row))
-    return out
-
-
-__all__ = ["MAX_CONTEXT", "RANK_WINDOW", "search"]
+__all__ = ["RANK_WINDOW", "execute", "fts5_expression"]

@@ -1,0 +1,317 @@
+"""The Store contract: what users call (:class:`Store`), what a backend provides (:class:`Backend`).
+
+One Store (:mod:`sessiondb.core.store`) implements every verb once — validate, plan, call the
+backend's primitives, assemble the result — for every backend. A backend implements primitives,
+not verbs: short transactions (:class:`ReadTx`, :class:`WriteTx`) over session rows and messages
+(key lookup, seq allocation and a set-based batch insert in one primitive), the execution of a
+search request, a lease slot, and its own health checks. docs/adr/0005-store-contract.md says why
+the line is drawn here.
+
+Rules every backend keeps (tests/contract/ checks each one on every backend):
+
+* A ``ReadTx`` is one consistent snapshot, short: everything is fetched inside it.
+* A ``WriteTx`` is all or nothing and excludes every other writer of the same session rows; a
+  failure inside rolls everything back. Nothing waits inside one but the database.
+* ``seq`` is 1, 2, 3 … per session, gapless: ``insert_messages`` allocates it from the session
+  row in the same transaction; the session's ``message_count`` is also its last seq.
+* ``SessionRef`` is the backend's handle of a session row, valid only inside the transaction
+  that returned it.
+* No driver exception leaves a backend: each is translated into :mod:`sessiondb.errors`.
+
+Nothing in ``sessiondb.core`` imports a database driver (tests/contract/test_layout.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from ..models import HealthReport, Hit, ImportReport, Message, Session
+
+if TYPE_CHECKING:
+    from .append import Item
+    from .lease import Holder, Lease, LeaseBackend
+    from .search import SearchRequest
+
+SessionRef = int
+"""A backend's handle of one session row (its internal id), valid within one transaction."""
+
+SessionField = Literal["title", "meta", "ended_at", "end_reason", "updated_at"]
+"""The session columns a verb may change (``update_session``, ``end_session``)."""
+
+Progress = Callable[[int, int], None]
+"""Called as ``progress(bytes_done, bytes_total)`` while a transcript is imported."""
+
+MISSING: Any = object()
+"""Default of ``update_session``'s arguments: leave that field as it is."""
+
+
+# -- what a backend provides -------------------------------------------------------------------
+
+
+class ReadTx(Protocol):
+    """One short read transaction: a consistent snapshot, everything fetched inside."""
+
+    def session_ref(self, session_id: str) -> SessionRef | None: ...
+
+    def session(self, session_id: str) -> Session | None: ...
+
+    def sessions(self, source: str | None, limit: int, offset: int) -> list[Session]:
+        """Sessions by most recent activity (``updated_at``), newest first."""
+
+    def totals(self) -> tuple[int, int]:
+        """(sessions, messages) in the whole store."""
+
+    def message_count(self, session_id: str) -> int:
+        """Messages of one session (0 when there is no such session)."""
+
+    def messages(
+        self, session_id: str, after: int, limit: int, newest: bool = False
+    ) -> list[Message]:
+        """Messages with ``seq > after`` in seq order: the first ``limit`` of them, or with
+        ``newest`` the last ``limit`` of them (still in seq order)."""
+
+    def messages_by_key(
+        self, ref: SessionRef, session_id: str, keys: Sequence[str]
+    ) -> dict[str, Message]:
+        """The stored messages of a session with these keys, by key."""
+
+    def neighbours(
+        self, hits: Sequence[Message], context: int
+    ) -> list[tuple[list[Message], list[Message]]]:
+        """For each message, up to ``context`` messages before and after it in its session."""
+
+
+class WriteTx(ReadTx, Protocol):
+    """One short write transaction (admission queued, all or nothing)."""
+
+    def insert_session(
+        self,
+        session_id: str,
+        source: str,
+        title: str | None,
+        meta: str | None,
+        created_at: float,
+    ) -> SessionRef:
+        """A new session row (the caller checked the id is free in this transaction)."""
+
+    def update_session(self, ref: SessionRef, changes: Mapping[SessionField, object]) -> None: ...
+
+    def insert_messages(
+        self, ref: SessionRef, session_id: str, items: Sequence[Item], now: float
+    ) -> list[Message]:
+        """Insert fresh items set-based, with the next seqs of the session; ``updated_at`` moves
+        to ``now``. Returns the stored messages in item order."""
+
+    def remove_newest(self, ref: SessionRef, session_id: str, now: float) -> Message | None:
+        """Delete the newest message; the session's count and last seq drop by one and its
+        ``revision`` changes. None when the session has no message."""
+
+    def clear(self, ref: SessionRef, now: float) -> int:
+        """Detach every message from the session at once (removed in batches later by
+        ``Backend.purge``); count and last seq become 0, ``revision`` changes. Returns the
+        number of messages it had."""
+
+    def delete_session(self, ref: SessionRef) -> None:
+        """Remove the session row; its messages are removed in batches by ``Backend.purge``."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Where a store keeps its data. One object per open store, shared by threads."""
+
+    @property
+    def location(self) -> str:
+        """The path or URL it was opened at (no password)."""
+
+    @property
+    def path(self) -> Path | None:
+        """The database file, for file backends."""
+
+    @property
+    def readonly(self) -> bool: ...
+
+    def read(self) -> AbstractContextManager[ReadTx]: ...
+
+    def write(self) -> AbstractContextManager[WriteTx]:
+        """Raises ``ReadOnlyStore`` on a store opened read-only."""
+
+    def purge(self) -> None:
+        """Finish removing detached messages (deleted or cleared sessions), in short batches."""
+
+    def search(self, request: SearchRequest) -> list[tuple[Message, float]]:
+        """The best ``request.need`` matches, best first, each with its score (higher is
+        better); the core's rules for what matches are in docs/search.md."""
+
+    def lease_slot(self, name: str) -> LeaseBackend:
+        """Where the lease ``name`` is kept, for :class:`~sessiondb.core.lease.Lease`."""
+
+    def leases(self) -> list[Holder]:
+        """Every lease record kept in the store, stale ones included, oldest first."""
+
+    def check(self, full: bool) -> HealthReport: ...
+
+    def facts(self) -> dict[str, Any]:
+        """What ``Store.info()`` shows beyond the counts: versions, sizes, modes."""
+
+    def close(self) -> None: ...
+
+
+# -- what users call -----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A sessiondb store: sessions, messages, search, transcripts and leases, on any backend.
+
+    ``sessiondb.open(path_or_url)`` returns one; the README and DESIGN's "Public API" describe
+    each verb, and tests/contract/ defines each behaviour once for every backend.
+    """
+
+    @property
+    def location(self) -> str: ...
+
+    @property
+    def path(self) -> Path | None: ...
+
+    @property
+    def readonly(self) -> bool: ...
+
+    # sessions
+    def create_session(
+        self,
+        session_id: str | None = None,
+        *,
+        source: str = "unknown",
+        title: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Session: ...
+
+    def ensure_session(
+        self,
+        session_id: str,
+        *,
+        source: str = "unknown",
+        title: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Session: ...
+
+    def get_session(self, session_id: str) -> Session | None: ...
+
+    def list_sessions(
+        self, *, source: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Session]: ...
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        title: str | None = MISSING,
+        meta: Mapping[str, Any] | None = MISSING,
+    ) -> Session: ...
+
+    def end_session(self, session_id: str, reason: str = "ended") -> Session: ...
+
+    def delete_session(self, session_id: str) -> bool: ...
+
+    # messages
+    def append(
+        self,
+        session_id: str,
+        role: str,
+        content: str,
+        *,
+        key: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        created_at: float | datetime | None = None,
+    ) -> Message: ...
+
+    def append_many(self, session_id: str, items: Iterable[Mapping[str, Any]]) -> list[Message]: ...
+
+    def messages(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        last: int | None = None,
+    ) -> list[Message]: ...
+
+    def pop_message(self, session_id: str) -> Message | None: ...
+
+    def clear_session(self, session_id: str) -> int: ...
+
+    def count(self, session_id: str | None = None) -> int: ...
+
+    # transcripts
+    def import_jsonl(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        session_id: str | None = None,
+        source: str = "import",
+        strict: bool = False,
+        progress: Progress | None = None,
+    ) -> ImportReport: ...
+
+    def export_jsonl(self, session_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int: ...
+
+    def transcript(
+        self, session_id: str, *, legacy_jsonl: str | os.PathLike[str] | None = None
+    ) -> list[Message]: ...
+
+    # search
+    def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        source: str | None = None,
+        role: str | None = None,
+        since: float | datetime | None = None,
+        until: float | datetime | None = None,
+        context: int = 0,
+        limit: int = 20,
+        offset: int = 0,
+        mode: str = "plain",
+        markers: tuple[str, str] = ("[", "]"),
+    ) -> list[Hit]: ...
+
+    # leases
+    def lease(
+        self, name: str, owner: str, ttl: float = 300.0, *, pid: int | None = None
+    ) -> Lease: ...
+
+    def leases(self) -> list[Holder]: ...
+
+    # housekeeping
+    def check(self, *, full: bool = False) -> HealthReport: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+__all__ = [
+    "MISSING",
+    "Backend",
+    "ReadTx",
+    "SessionField",
+    "SessionRef",
+    "Store",
+    "WriteTx",
+]

@@ -1,0 +1,433 @@
+"""Transcript line formats: reading JSONL safely and turning each line into a message record.
+
+A file's format is recognised from its first classifiable line (no flags needed); every later line
+is parsed with that format. Three formats ship:
+
+* ``sessiondb`` — sessiondb's own export: an optional header line
+  ``{"sessiondb_export": 1, "session_id", "source", "title", "meta"}`` followed by one object per
+  message with ``session_id, seq, role, content, key, meta, created_at``.
+* ``claude-code`` — Claude Code session transcripts (``~/.claude/projects/<project>/<id>.jsonl``):
+  entries of ``type`` ``user``/``assistant`` carry ``message.role`` and ``message.content`` (a
+  string or a list of ``text``/``thinking``/``tool_use``/``tool_result``/``image`` blocks), plus
+  ``uuid``, ``parentUuid``, ``sessionId`` and an ISO ``timestamp``. Every other entry type
+  (``summary``, ``file-history-snapshot``, ``system``, ``progress``, ``queue-operation``, …) is
+  bookkeeping and is skipped, not reported as bad.
+* ``plain`` — ``{"role", "content", …}`` lines, including OpenAI chat messages whose content is a
+  string, ``null`` (tool calls) or a list of parts.
+
+A user adds a format by implementing :class:`Format` and passing it to :func:`register_format`;
+formats are tried in registration order, most specific first, ``plain`` last.
+
+Every record carries a key derived from its source, so importing the same file twice (or a file
+that has grown) adds only what is new: ``claude:<uuid>`` for Claude Code, the exported key for
+sessiondb's own format, and ``jsonl:<line>:<hash of the line's bytes>`` for plain lines. The plain
+key names no path, so the same file moved or copied is still recognised, and the hash means an
+edited line is a new message rather than a silent conflict.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from ..models import BadLine
+
+#: Longest accepted line. Longer lines are bad lines and are skipped without ever being held in
+#: memory whole (a 64 MiB line must not blow the importer's memory bound).
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message read from a transcript line."""
+
+    role: str
+    content: str
+    key: str | None
+    meta: dict[str, Any] | None
+    created_at: float | None
+    #: the session the line itself names (``sessionId``, ``session_id``), if any
+    session_id: str | None = None
+    #: the position the line claims in its session (sessiondb's own format only)
+    seq: int | None = None
+    #: the key to use when a keyless line cannot be matched by its position (sessiondb format)
+    alt_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Header:
+    """A sessiondb export header: the session the following lines belong to."""
+
+    session_id: str
+    source: str | None
+    title: str | None
+    meta: dict[str, Any] | None
+
+
+class LineError(Exception):
+    """A line that cannot become a message; the text is the reason shown to the user."""
+
+
+@dataclass(frozen=True)
+class RawLine:
+    """One physical line: ``data`` is None when the line was longer than the cap."""
+
+    number: int
+    data: bytes | None
+    end: int  # byte offset just past this line
+
+
+class Format(abc.ABC):
+    """A transcript format. Subclass, set ``name``, implement :meth:`sniff` and :meth:`parse`."""
+
+    name: str = "?"
+
+    @abc.abstractmethod
+    def sniff(self, obj: dict[str, Any]) -> bool:
+        """True when ``obj`` (a decoded line) unmistakably belongs to this format."""
+
+    @abc.abstractmethod
+    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
+        """Turn a decoded line into a record; None skips a non-message entry; raise
+        :class:`LineError` for a line that should be reported as bad."""
+
+
+def line_digest(raw: bytes) -> str:
+    """Short content hash of a line's bytes (64 bits: collisions need 2**32 lines per session)."""
+    return hashlib.blake2b(raw, digest_size=8).hexdigest()
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds from a number or an ISO 8601 string (``Z`` accepted); None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        v = float(value)
+        # Milliseconds since the epoch are common in JS-written logs.
+        return v / 1000.0 if v > 1e11 else v
+    if isinstance(value, str) and value:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    return None
+
+
+def _text_of_parts(parts: list[Any]) -> tuple[str, bool]:
+    """Join the text of a content-part list; the flag says whether non-text parts were present."""
+    texts: list[str] = []
+    other = False
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict) and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        else:
+            other = True
+    return "\n".join(texts), other
+
+
+class SessiondbFormat(Format):
+    name = "sessiondb"
+    _fields = ("session_id", "seq", "role", "content", "key", "created_at")
+
+    def sniff(self, obj: dict[str, Any]) -> bool:
+        return "sessiondb_export" in obj or all(f in obj for f in self._fields)
+
+    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
+        if "sessiondb_export" in obj:
+            version = obj["sessiondb_export"]
+            if version != 1:
+                raise LineError(
+                    f"export format version {version!r} is not supported by this sessiondb "
+                    "(upgrade sessiondb to read it)"
+                )
+            sid = obj.get("session_id")
+            if not isinstance(sid, str):
+                raise LineError("export header without a session_id")
+            return Header(sid, _opt_str(obj, "source"), _opt_str(obj, "title"), _opt_meta(obj))
+        sid = obj.get("session_id")
+        role = obj.get("role")
+        content = obj.get("content")
+        seq = obj.get("seq")
+        key = obj.get("key")
+        created = obj.get("created_at")
+        if not isinstance(role, str) or not role:
+            raise LineError("missing role")
+        if not isinstance(sid, str):
+            raise LineError("missing session_id")
+        if not isinstance(content, str):
+            raise LineError("content is not a string")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
+            raise LineError("seq is not a positive integer")
+        if key is not None and not isinstance(key, str):
+            raise LineError("key is not a string")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            raise LineError("created_at is not a number")
+        alt = None if key is not None else f"sessiondb:{seq}:{line_digest(raw)}"
+        return Record(role, content, key, _opt_meta(obj), float(created), sid, seq, alt)
+
+
+def _opt_str(obj: dict[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        raise LineError(f"{name} is not a string")
+    return value
+
+
+def _opt_meta(obj: dict[str, Any]) -> dict[str, Any] | None:
+    value = obj.get("meta")
+    if value is not None and not isinstance(value, dict):
+        raise LineError("meta is not an object")
+    return value
+
+
+_CLAUDE_MESSAGE_TYPES = ("user", "assistant")
+# Fields of a Claude Code entry worth keeping with the message (the rest is session bookkeeping
+# such as cwd/version repeated on every line).
+_CLAUDE_KEEP = ("uuid", "parentUuid", "isSidechain", "isMeta", "cwd", "gitBranch", "agentId")
+
+
+class ClaudeCodeFormat(Format):
+    name = "claude-code"
+
+    def sniff(self, obj: dict[str, Any]) -> bool:
+        if not isinstance(obj.get("type"), str) or "role" in obj:
+            return False
+        return any(k in obj for k in ("sessionId", "leafUuid", "parentUuid", "snapshot"))
+
+    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
+        kind = obj.get("type")
+        if kind not in _CLAUDE_MESSAGE_TYPES:
+            return None  # summary, file-history-snapshot, system, progress, … are not messages
+        message = obj.get("message")
+        if not isinstance(message, dict):
+            raise LineError(f"{kind} entry without a message object")
+        role = message.get("role", kind)
+        if not isinstance(role, str) or not role:
+            raise LineError("missing role")
+        content = _claude_content(message.get("content"))
+        meta: dict[str, Any] = {k: obj[k] for k in _CLAUDE_KEEP if obj.get(k) is not None}
+        for src, dst in (("id", "message_id"), ("model", "model")):
+            if isinstance(message.get(src), str):
+                meta[dst] = message[src]
+        uuid = obj.get("uuid")
+        key = f"claude:{uuid}" if isinstance(uuid, str) and uuid else None
+        if key is None:
+            key = f"claude:{line}:{line_digest(raw)}"
+        sid = obj.get("sessionId")
+        if isinstance(sid, str) and obj.get("isSidechain") and isinstance(obj.get("agentId"), str):
+            # Subagent transcripts repeat the parent's sessionId; keep them apart from it.
+            sid = f"{sid}:agent-{obj['agentId']}"
+        return Record(
+            role,
+            content,
+            key,
+            meta or None,
+            parse_time(obj.get("timestamp")),
+            sid if isinstance(sid, str) else None,
+        )
+
+
+def _claude_content(content: Any) -> str:
+    """Render Claude message content as searchable text, tool traffic included."""
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if not isinstance(content, list):
+        raise LineError("message.content is not a string or a list of blocks")
+    out: list[str] = []
+    for block in content:
+        if isinstance(block, str):
+            out.append(block)
+            continue
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            out.append(str(block.get("text", "")))
+        elif kind == "thinking":
+            out.append(f"[thinking] {block.get('thinking', '')}")
+        elif kind == "tool_use":
+            args = json.dumps(block.get("input"), ensure_ascii=False, sort_keys=True)
+            out.append(f"[tool_use {block.get('name', '?')}] {args}")
+        elif kind == "tool_result":
+            inner = block.get("content")
+            text = _text_of_parts(inner)[0] if isinstance(inner, list) else str(inner or "")
+            flag = " error" if block.get("is_error") else ""
+            out.append(f"[tool_result{flag}] {text}")
+        else:
+            out.append(f"[{kind}]")
+    return "\n".join(out)
+
+
+_TIME_FIELDS = ("created_at", "timestamp", "ts", "time")
+
+
+class PlainFormat(Format):
+    name = "plain"
+
+    def sniff(self, obj: dict[str, Any]) -> bool:
+        return "role" in obj
+
+    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
+        role = obj.get("role")
+        if not isinstance(role, str) or not role:
+            raise LineError("missing role")
+        if "content" not in obj:
+            raise LineError("missing content")
+        content = obj["content"]
+        meta: dict[str, Any] = {k: v for k, v in obj.items() if k not in ("role", "content")}
+        if content is None:  # OpenAI assistant messages that only call tools
+            text = ""
+        elif isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            text, other = _text_of_parts(content)
+            if other:  # images, audio, files: keep them rather than lose them silently
+                meta["content_parts"] = content
+        else:
+            raise LineError("content is not a string, null or a list of parts")
+        created = None
+        for name in _TIME_FIELDS:
+            if name in meta:
+                created = parse_time(meta[name])
+                if created is not None:
+                    del meta[name]
+                    break
+        sid = meta.pop("session_id", None)
+        if sid is not None and not isinstance(sid, str):
+            meta["session_id"] = sid
+            sid = None
+        return Record(role, text, f"jsonl:{line}:{line_digest(raw)}", meta or None, created, sid)
+
+
+_FORMATS: list[Format] = [SessiondbFormat(), ClaudeCodeFormat(), PlainFormat()]
+
+
+def register_format(fmt: Format, *, before: str | None = "plain") -> None:
+    """Add a format. It is tried before ``before`` (default: before the catch-all ``plain``)."""
+    names = [f.name for f in _FORMATS]
+    if fmt.name in names:
+        raise ValueError(f"a format named {fmt.name!r} is already registered")
+    index = names.index(before) if before in names else len(_FORMATS)
+    _FORMATS.insert(index, fmt)
+
+
+def formats() -> tuple[Format, ...]:
+    """The registered formats, in the order they are tried."""
+    return tuple(_FORMATS)
+
+
+def iter_raw_lines(
+    f: IO[bytes], *, max_bytes: int = MAX_LINE_BYTES, stop_at: int | None = None
+) -> Iterator[RawLine]:
+    """Yield physical lines of a binary file with at most ``max_bytes`` held per line.
+
+    ``stop_at`` ends reading at a byte offset (used to import exactly what strict mode validated
+    even if the file grows meanwhile). A final line without a newline is still yielded.
+    """
+    number = 0
+    offset = f.tell()
+    while stop_at is None or offset < stop_at:
+        limit = max_bytes + 1
+        if stop_at is not None:
+            limit = min(limit, stop_at - offset)
+        data = f.readline(limit)
+        if not data:
+            return
+        number += 1
+        offset += len(data)
+        if len(data) > max_bytes and not data.endswith(b"\n"):
+            # Oversize: skip to the end of the line chunk by chunk, never holding it whole.
+            while stop_at is None or offset < stop_at:
+                chunk = f.readline(_CHUNK if stop_at is None else min(_CHUNK, stop_at - offset))
+                if not chunk:
+                    break
+                offset += len(chunk)
+                if chunk.endswith(b"\n"):
+                    break
+            yield RawLine(number, None, offset)
+            continue
+        yield RawLine(number, data, offset)
+
+
+class LineParser:
+    """Parses the lines of one file, recognising its format from the first classifiable line."""
+
+    def __init__(self, file: str, *, max_bytes: int = MAX_LINE_BYTES) -> None:
+        self.file = file
+        self.max_bytes = max_bytes
+        self.format: Format | None = None
+
+    def parse(self, raw: RawLine) -> Record | Header | BadLine | None:
+        """A record, a header, a bad line, or None for blank lines and skipped entries."""
+        if raw.data is None:
+            return BadLine(self.file, raw.number, f"line longer than {self.max_bytes} bytes")
+        data = raw.data.rstrip(b"\r\n")
+        if not data.strip():
+            return None
+        try:
+            # Decode explicitly: json.loads(bytes) would guess UTF-16/32 for some binary garbage.
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return BadLine(self.file, raw.number, "not UTF-8 text (binary data?)")
+        if raw.number == 1 and text.startswith("\ufeff"):
+            text = text[1:]  # a byte-order mark written by some Windows editors
+        try:
+            obj = json.loads(text)
+        except RecursionError:
+            return BadLine(self.file, raw.number, "invalid JSON: nested too deeply")
+        except ValueError as exc:
+            return BadLine(self.file, raw.number, f"invalid JSON: {exc}")
+        if not isinstance(obj, dict):
+            return BadLine(self.file, raw.number, "not a JSON object")
+        if "\\ud" in text or "\\uD" in text:
+            # A lone surrogate escape decodes to a str that cannot be stored as UTF-8 text.
+            try:
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                return BadLine(self.file, raw.number, "lone UTF-16 surrogate in a string")
+        fmt = self.format
+        if fmt is None:
+            fmt = next((f for f in _FORMATS if f.sniff(obj)), None)
+            if fmt is None:
+                return BadLine(self.file, raw.number, "missing role (not a recognised format)")
+            self.format = fmt
+        try:
+            return fmt.parse(obj, raw.number, data)
+        except LineError as exc:
+            return BadLine(self.file, raw.number, str(exc))
+
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "ClaudeCodeFormat",
+    "Format",
+    "Header",
+    "LineError",
+    "LineParser",
+    "PlainFormat",
+    "RawLine",
+    "Record",
+    "SessiondbFormat",
+    "formats",
+    "iter_raw_lines",
+    "line_digest",
+    "parse_time",
+    "register_format",
+]

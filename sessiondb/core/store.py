@@ -1,0 +1,424 @@
+"""The one Store: every public verb written once, over any backend (:mod:`.contract`).
+
+Each verb validates its arguments (:mod:`.validate`), plans what is pure (:mod:`.append`,
+:mod:`.search`), calls the backend's primitives inside one short transaction, and assembles the
+result. Reads of long sessions go page by page, each page its own short read (docs/design.md,
+rule 6): nothing holds a snapshot across the caller's code.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from ..errors import InvalidInput, SessionExists, SessionNotFound
+from ..models import HealthReport, Hit, ImportReport, Message, Session
+from . import append as ap
+from . import search as sr
+from . import validate as v
+from .contract import MISSING, Backend, SessionField, SessionRef, WriteTx
+from .lease import Holder, Lease
+
+#: Messages per read transaction when a caller asks for many (rule 6 of docs/design.md).
+READ_PAGE = 2000
+
+
+class SessionStore:
+    """A sessiondb store (the :class:`~sessiondb.core.contract.Store` contract) over a backend.
+
+    Get one from :func:`sessiondb.open`; annotate with ``sessiondb.Store``.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+
+    # -- the store itself -----------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return self._backend.location
+
+    @property
+    def path(self) -> Path | None:
+        return self._backend.path
+
+    @property
+    def readonly(self) -> bool:
+        return self._backend.readonly
+
+    @property
+    def backend(self) -> Backend:
+        """The backend (for backend-specific tools and tests; not part of the contract)."""
+        return self._backend
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        ro = ", read-only" if self.readonly else ""
+        return f"<sessiondb store {self.location!r}{ro}>"
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def create_session(
+        self,
+        session_id: str | None = None,
+        *,
+        source: str = "unknown",
+        title: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create a session; ``SessionExists`` if the id is taken. A new id is made when None."""
+        sid = uuid.uuid4().hex if session_id is None else v.session_id(session_id)
+        src, ttl, mt = v.source(source), v.optional_text(title, "title", v.MAX_TITLE), v.meta(meta)
+        with self._backend.write() as tx:
+            if tx.session_ref(sid) is not None:
+                raise SessionExists(sid)
+            tx.insert_session(sid, src, ttl, mt, time.time())
+            return _found(tx.session(sid), sid)
+
+    def ensure_session(
+        self,
+        session_id: str,
+        *,
+        source: str = "unknown",
+        title: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Return the session, creating it first if missing (idempotent; never changes one)."""
+        sid = v.session_id(session_id)
+        src, ttl, mt = v.source(source), v.optional_text(title, "title", v.MAX_TITLE), v.meta(meta)
+        with self._backend.read() as rtx:
+            found = rtx.session(sid)
+        if found is not None:
+            return found
+        with self._backend.write() as tx:
+            if tx.session_ref(sid) is None:
+                tx.insert_session(sid, src, ttl, mt, time.time())
+            return _found(tx.session(sid), sid)
+
+    def get_session(self, session_id: str) -> Session | None:
+        sid = v.session_id(session_id)
+        with self._backend.read() as tx:
+            return tx.session(sid)
+
+    def list_sessions(
+        self, *, source: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Session]:
+        """Sessions, most recent activity first."""
+        lim, off = v.non_negative_int(limit, "limit"), v.non_negative_int(offset, "offset")
+        src = None if source is None else v.source(source)
+        with self._backend.read() as tx:
+            return tx.sessions(src, lim, off)
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        title: str | None = MISSING,
+        meta: Mapping[str, Any] | None = MISSING,
+    ) -> Session:
+        """Change a session's title and/or meta (None clears one); ``SessionNotFound`` if
+        there is no such session. Fields not given are left as they are."""
+        sid = v.session_id(session_id)
+        changes: dict[SessionField, object] = {}
+        if title is not MISSING:
+            changes["title"] = v.optional_text(title, "title", v.MAX_TITLE)
+        if meta is not MISSING:
+            changes["meta"] = v.meta(meta)
+        return self._change(sid, changes)
+
+    def end_session(self, session_id: str, reason: str = "ended") -> Session:
+        sid = v.session_id(session_id)
+        why = v.optional_text(reason, "reason", v.MAX_REASON)
+        now = time.time()
+        return self._change(sid, {"ended_at": now, "end_reason": why, "updated_at": now})
+
+    def _change(self, sid: str, changes: Mapping[SessionField, object]) -> Session:
+        with self._backend.write() as tx:
+            ref = _ref(tx, sid)
+            if changes:
+                tx.update_session(ref, changes)
+            return _found(tx.session(sid), sid)
+
+    def delete_session(self, session_id: str) -> bool:
+        """Delete a session and its messages; False if there was none.
+
+        The session disappears for readers at once (one transaction); its messages are removed
+        afterwards in short batches, so a live writer never waits behind one huge delete.
+        """
+        sid = v.session_id(session_id)
+        with self._backend.write() as tx:
+            ref = tx.session_ref(sid)
+            if ref is None:
+                return False
+            tx.delete_session(ref)
+        self._backend.purge()
+        return True
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def append(
+        self,
+        session_id: str,
+        role: str,
+        content: str,
+        *,
+        key: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        created_at: float | datetime | None = None,
+    ) -> Message:
+        """Append one message (creating the session if missing); ``seq`` is assigned here.
+
+        With ``key``, a retry returns the stored message and writes nothing; the same key with
+        different role, content or meta raises ``KeyConflict``. ``created_at`` (epoch seconds
+        or a datetime) keeps an imported message's own time; the default is now.
+        """
+        sid = v.session_id(session_id)
+        item = ap.Item.of(role, content, key, meta, created_at)
+        with self._backend.write() as tx:
+            return self._append(tx, sid, [item])[0]
+
+    def append_many(self, session_id: str, items: Iterable[Mapping[str, Any]]) -> list[Message]:
+        """Append several messages in one transaction: all are stored or none is.
+
+        Each item is a dict with ``role`` and ``content`` and optionally ``key``, ``meta`` and
+        ``created_at``; keyed items already stored are returned as stored, so re-sending a whole
+        unsaved tail after a failure never duplicates anything.
+        """
+        sid = v.session_id(session_id)
+        prepared = ap.items_of(items)
+        if not prepared:
+            return []
+        with self._backend.write() as tx:
+            return self._append(tx, sid, prepared)
+
+    @staticmethod
+    def _append(tx: WriteTx, sid: str, items: list[ap.Item]) -> list[Message]:
+        now = time.time()
+        ref = tx.session_ref(sid)
+        if ref is None:
+            ref = tx.insert_session(sid, "unknown", None, None, now)
+        keys = ap.stored_keys(items)
+        stored = tx.messages_by_key(ref, sid, keys) if keys else {}
+        plan = ap.plan(sid, items, stored)
+        fresh = [items[i] for i in plan.fresh]
+        inserted = tx.insert_messages(ref, sid, fresh, now) if fresh else []
+        return plan.result(inserted)
+
+    def messages(
+        self,
+        session_id: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        last: int | None = None,
+    ) -> list[Message]:
+        """Messages of a session with ``seq > after``, in seq order (empty if no session).
+
+        ``limit``: at most that many, the first ones; ``last``: the newest that many, without
+        reading the rest of the session. ``limit`` and ``last`` do not go together.
+        """
+        sid = v.session_id(session_id)
+        start = v.non_negative_int(after, "after")
+        remaining = v.optional_limit(limit)
+        newest = v.optional_limit(last, "last")
+        if newest is not None:
+            if remaining is not None:
+                raise InvalidInput("give limit (the first N) or last (the newest N), not both")
+            if newest == 0:
+                return []
+            with self._backend.read() as tx:
+                if newest <= READ_PAGE:
+                    return tx.messages(sid, start, newest, newest=True)
+                # More than a page: find where the newest N begin, then read pages from there.
+                start = max(start, tx.message_count(sid) - newest)
+            remaining = newest
+        out: list[Message] = []
+        while remaining is None or remaining > 0:
+            page = READ_PAGE if remaining is None else min(READ_PAGE, remaining)
+            with self._backend.read() as tx:
+                rows = tx.messages(sid, start, page)
+            out.extend(rows)
+            if len(rows) < page:
+                break
+            start = rows[-1].seq
+            if remaining is not None:
+                remaining -= len(rows)
+        return out
+
+    def pop_message(self, session_id: str) -> Message | None:
+        """Remove the newest message and return it (None when the session has none).
+
+        Seqs stay gapless: the next append takes the removed seq again. The session's
+        ``revision`` changes, so a reader that tails by seq can tell (docs/design.md,
+        "Removing messages").
+        """
+        sid = v.session_id(session_id)
+        with self._backend.write() as tx:
+            ref = tx.session_ref(sid)
+            if ref is None:
+                return None
+            return tx.remove_newest(ref, sid, time.time())
+
+    def clear_session(self, session_id: str) -> int:
+        """Remove every message of a session, keeping the session; returns how many there were.
+
+        The messages disappear for readers at once; they are deleted afterwards in short
+        batches. The next append is seq 1; ``revision`` changes. ``SessionNotFound`` if there
+        is no such session.
+        """
+        sid = v.session_id(session_id)
+        with self._backend.write() as tx:
+            removed = tx.clear(_ref(tx, sid), time.time())
+        if removed:
+            self._backend.purge()
+        return removed
+
+    def count(self, session_id: str | None = None) -> int:
+        """Messages in one session, or in the whole store (0 for an unknown session)."""
+        sid = None if session_id is None else v.session_id(session_id)
+        with self._backend.read() as tx:
+            return tx.totals()[1] if sid is None else tx.message_count(sid)
+
+    # -- transcripts (sessiondb.core.transcript, over this same contract) -------------------------
+
+    def import_jsonl(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        session_id: str | None = None,
+        source: str = "import",
+        strict: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ImportReport:
+        """Import a JSONL transcript; idempotent (see :mod:`sessiondb.core.transcript`)."""
+        from . import transcript
+
+        return transcript.import_jsonl(
+            self, path, session_id=session_id, source=source, strict=strict, progress=progress
+        )
+
+    def export_jsonl(self, session_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
+        """Export a session in sessiondb's JSONL format; returns the number of messages."""
+        from . import transcript
+
+        return transcript.export_jsonl(self, session_id, dest)
+
+    def transcript(
+        self, session_id: str, *, legacy_jsonl: str | os.PathLike[str] | None = None
+    ) -> list[Message]:
+        """Complete history; backfills what ``legacy_jsonl`` holds and the store lacks."""
+        from . import transcript
+
+        return transcript.transcript(self, session_id, legacy_jsonl=legacy_jsonl)
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        session_id: str | None = None,
+        source: str | None = None,
+        role: str | None = None,
+        since: float | datetime | None = None,
+        until: float | datetime | None = None,
+        context: int = 0,
+        limit: int = 20,
+        offset: int = 0,
+        mode: str = "plain",
+        markers: tuple[str, str] = ("[", "]"),
+    ) -> list[Hit]:
+        """Messages matching ``query``, best first (BM25, then newest).
+
+        ``mode="plain"`` takes any text and matches its words; ``mode="fts"`` takes sessiondb's
+        advanced grammar and raises ``QueryError`` when it is malformed. Each hit has a snippet
+        with matches between ``markers`` and up to ``context`` neighbours from the same
+        session, read in a separate short read. Rules: docs/search.md.
+        """
+        ctx = sr.check_context(context)
+        marks = sr.check_markers(markers)
+        req = sr.request(
+            query,
+            session_id=session_id,
+            source=source,
+            role=role,
+            since=since,
+            until=until,
+            limit=limit,
+            offset=offset,
+            mode=mode,
+        )
+        if req is None:
+            return []
+        rows = self._backend.search(req)[offset:]
+        if not rows:
+            return []
+        around = None
+        if ctx:
+            with self._backend.read() as tx:
+                around = tx.neighbours([m for m, _ in rows], ctx)
+        return sr.assemble(rows, around, req.words, marks)
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def lease(self, name: str, owner: str, ttl: float = 300.0, *, pid: int | None = None) -> Lease:
+        """A lease on ``name`` for session ``owner`` kept in this store (for workers that share
+        it, perhaps on several machines); the same API as ``sessiondb.lease.workspace``."""
+        return Lease(self._backend.lease_slot(v.lease_name(name)), owner, ttl, pid=pid)
+
+    def leases(self) -> list[Holder]:
+        """Every lease kept in this store, stale ones included, oldest first."""
+        return self._backend.leases()
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def check(self, *, full: bool = False) -> HealthReport:
+        """Health of the store (what `sessiondb doctor` prints); see docs/doctor.md."""
+        return self._backend.check(full)
+
+    def info(self) -> dict[str, Any]:
+        """Location, counts, and the backend's facts (sizes, modes, versions)."""
+        with self._backend.read() as tx:
+            sessions, messages = tx.totals()
+        return {
+            "location": self.location,
+            "readonly": self.readonly,
+            "sessions": sessions,
+            "messages": messages,
+            **self._backend.facts(),
+        }
+
+
+def _ref(tx: WriteTx, sid: str) -> SessionRef:
+    ref = tx.session_ref(sid)
+    if ref is None:
+        raise SessionNotFound(sid)
+    return ref
+
+
+def _found(session: Session | None, sid: str) -> Session:
+    if session is None:  # pragma: no cover - read inside the transaction that made or found it
+        raise SessionNotFound(sid)
+    return session
+
+
+__all__ = ["READ_PAGE", "SessionStore"]

@@ -1,0 +1,1 @@
+"""Facts about the host a store lives on: processes (/proc), private paths, host-level checks."""

@@ -1,0 +1,138 @@
+"""Health checks of the host around a store's file, whatever the backend: who has it open, the
+leases in the runtime folder, the file and folder permissions, and how to name a process."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from ..models import Check
+from . import paths, procinfo
+
+
+def describe_process(pid: int) -> str:
+    """``pid 123 (python agent.py, running 42 s)`` from what /proc tells."""
+    parts = []
+    cmd = procinfo.command_line(pid)
+    if cmd:
+        cmd = " ".join(cmd.split())  # `python -c` scripts carry newlines: one line per check
+        parts.append(cmd if len(cmd) <= 80 else cmd[:77] + "...")
+    age = process_age(pid)
+    if age is not None:
+        parts.append(f"running {age:.0f} s")
+    return f"pid {pid}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def process_age(pid: int) -> float | None:
+    start = procinfo.process_start_time(pid)
+    if start is None:
+        return None
+    try:
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime - start / ticks)
+
+
+def check_open_by(path: Path) -> Check:
+    me = os.getpid()
+    pids: set[int] = set()
+    for p in (str(path), f"{path}-wal", f"{path}-shm"):
+        pids.update(procinfo.open_by(p))
+    pids.discard(me)
+    others = sorted(pids)
+    data = {"pids": others, "commands": {str(p): procinfo.command_line(p) for p in others}}
+    if not others:
+        return Check("open_by", "ok", "no other process has the file open", None, data)
+    return Check(
+        "open_by",
+        "ok",
+        f"{len(others)} other process(es) have it open: "
+        + "; ".join(describe_process(p) for p in others[:5]),
+        None,
+        data,
+    )
+
+
+def _read_lease_records(directory: Path) -> list[dict[str, Any]]:
+    from ..lease import list_leases
+
+    return [h.to_dict() for h in list_leases(directory)]
+
+
+def check_leases(directory: Path | None = None) -> Check:
+    d = directory if directory is not None else paths.runtime_dir()
+    try:
+        records = _read_lease_records(d)
+    except FileNotFoundError:
+        records = []
+    except Exception as e:  # a lease folder problem must not hide the rest of the report
+        return Check("leases", "warn", f"cannot read leases in {d}: {e}", None, {"dir": str(d)})
+    now = time.time()
+    lines, stale, shown = [], 0, []
+    for rec in records:
+        pid = int(rec.get("pid", 0))
+        same_host = rec.get("host") == procinfo.hostname()
+        alive = procinfo.process_alive(pid, rec.get("start_time")) if same_host else None
+        expires = float(rec.get("refreshed_at", rec.get("acquired_at", 0))) + float(
+            rec.get("ttl", 0)
+        )
+        is_stale = alive is False or now > expires
+        stale += is_stale
+        state = "stale" if is_stale else ("alive" if alive else "on another host")
+        lines.append(f"session {rec.get('session_id')} (pid {pid}, {state})")
+        shown.append({**rec, "alive": alive, "stale": is_stale})
+    data = {"dir": str(d), "leases": shown}
+    if not records:
+        return Check("leases", "ok", f"no leases in {d}", None, data)
+    detail = f"{len(records)} lease(s): " + "; ".join(lines[:5])
+    hint = "stale leases are taken over by the next acquire" if stale else None
+    return Check("leases", "ok", detail, hint, data)
+
+
+def check_permissions(path: Path) -> Check:
+    wide: list[str] = []
+    problems: list[str] = []
+    folder = path.parent
+    try:
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        if mode & 0o077:
+            wide.append(f"folder {folder} is {mode:04o}")
+    except OSError as e:
+        problems.append(f"cannot stat folder {folder}: {e.strerror}")
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock")):
+        try:
+            mode = stat.S_IMODE(p.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            wide.append(f"{p.name} is {mode:04o}")
+    writable = folder_writable(folder)
+    data = {"wider_than_private": wide, "folder_writable": writable}
+    if not writable:
+        return Check(
+            "permissions",
+            "fail",
+            f"folder {folder} is not writable: SQLite cannot create its journal, WAL or lock "
+            "files there, so every write fails",
+            f"make it writable (chmod u+w {folder}) or move the database",
+            data,
+        )
+    if wide:
+        return Check(
+            "permissions",
+            "warn",
+            "readable by others: " + "; ".join(wide),
+            f"chmod 700 {folder} && chmod 600 {path}*",
+            data,
+        )
+    return Check("permissions", "ok", "files 0600, folder 0700", None, data)
+
+
+def folder_writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)

@@ -1,0 +1,1 @@
+"""sessiondb on agent frameworks and tools: each module an adapter over the Store contract."""

@@ -1,0 +1,132 @@
+"""Leases kept in a store's own database (``store.lease(name, owner)``): the same API as file
+leases, for workers on several machines that share one store.
+
+Every acquire/refresh/release is one ``engine.write()`` transaction (queued admission, then
+``BEGIN IMMEDIATE``): the row is read, judged and replaced while no other writer can get in, so
+the read-then-write race cannot happen. Across hosts the pid check cannot run; a holder on
+another host is stale only past its TTL. The ``leases`` table comes with schema version 4.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import apsw
+
+from ..core.lease import Holder, LeaseWarning
+from .engine import Engine
+
+_COLUMNS = "owner, pid, start_time, host, acquired_at, expires_at, ttl"
+
+
+def _row_to_holder(name: str, row: Any, where: str) -> Holder | None:
+    owner, pid, start_time, host, acquired_at, expires_at, ttl = row
+    try:
+        ttl_f = float(ttl)
+        return Holder.from_dict(
+            {
+                "resource": name,
+                "session_id": owner,
+                "pid": pid,
+                "start_time": start_time,
+                "host": host,
+                "acquired_at": acquired_at,
+                "refreshed_at": float(expires_at) - ttl_f,
+                "ttl": ttl_f,
+            }
+        )
+    except (TypeError, ValueError) as e:
+        warnings.warn(
+            LeaseWarning(
+                f"{where}: unreadable lease row {name!r} ({e}); treating the lease as stale"
+            ),
+            stacklevel=4,
+        )
+        return None
+
+
+class _StoreSlot:
+    """The lease row, inside the write transaction of :meth:`StoreLease.transaction`."""
+
+    def __init__(self, conn: apsw.Connection, lease: StoreLease) -> None:
+        self._conn = conn
+        self._lease = lease
+
+    def read(self) -> Holder | None:
+        name = self._lease.name
+        rows = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM leases WHERE name = ?", (name,)
+        ).fetchall()
+        return _row_to_holder(name, rows[0], self._lease.where) if rows else None
+
+    def write(self, holder: Holder) -> None:
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO leases(name, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self._lease.name,
+                holder.session_id,
+                holder.pid,
+                holder.start_time,
+                holder.host,
+                holder.acquired_at,
+                holder.expires_at,
+                holder.ttl,
+            ),
+        )
+
+    def clear(self) -> None:
+        self._conn.execute("DELETE FROM leases WHERE name = ?", (self._lease.name,))
+
+
+class StoreLease:
+    """One named lease in the ``leases`` table (a :class:`~sessiondb.core.lease.LeaseBackend`).
+    ``engine`` returns the store's engine once its schema is in place."""
+
+    def __init__(self, engine: Callable[[], Engine], name: str, *, where: str) -> None:
+        self._engine = engine
+        self.name = name
+        self.where = where
+
+    @property
+    def resource(self) -> str:
+        return self.name
+
+    @property
+    def kind(self) -> str:
+        return f"lease {self.name!r} in {self.where}"
+
+    @contextmanager
+    def transaction(self) -> Iterator[_StoreSlot]:
+        with self._engine().write() as conn:
+            yield _StoreSlot(conn, self)
+
+    def peek(self) -> Holder | None:
+        with self._engine().read() as conn:
+            if not _has_table(conn):
+                return None
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM leases WHERE name = ?", (self.name,)
+            ).fetchall()
+        return _row_to_holder(self.name, rows[0], self.where) if rows else None
+
+
+def _has_table(conn: apsw.Connection) -> bool:
+    # A file of schema version < 4 opened read-only has no leases table: no leases.
+    sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'leases'"
+    return bool(conn.execute(sql).fetchall())
+
+
+def list_leases(engine: Engine, where: str) -> list[Holder]:
+    """Every lease row in the store (stale ones included), oldest first."""
+    with engine.read() as conn:
+        if not _has_table(conn):
+            return []
+        rows = conn.execute(f"SELECT name, {_COLUMNS} FROM leases ORDER BY acquired_at").fetchall()
+    out = [_row_to_holder(str(r[0]), r[1:], where) for r in rows]
+    return [h for h in out if h is not None]
+
+
+__all__ = ["StoreLease", "list_leases"]

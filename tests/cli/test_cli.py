@@ -1,0 +1,131 @@
+"""The CLI: every command has help, verbs mirror the API, errors are one friendly line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import sessiondb
+from sessiondb.cli.app import cli
+
+
+def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, cmd in group.commands.items():
+        out.append((*prefix, name))
+        if isinstance(cmd, click.Group):
+            out.extend(_all_commands(cmd, (*prefix, name)))
+    return out
+
+
+@pytest.fixture
+def run(db_path: Path):  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> click.testing.Result:
+        return runner.invoke(cli, ["--db", str(db_path), *args], input=input)
+
+    return invoke
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    commands = _all_commands(cli)
+    assert {("sessions",), ("show",), ("append",), ("rm",), ("info",), ("demo",)} <= set(commands)
+    for path in commands:
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        cmd: click.Command = cli
+        for part in path:
+            assert isinstance(cmd, click.Group)
+            cmd = cmd.commands[part]
+        assert cmd.help and cmd.help.strip(), f"{' '.join(path)} has no help text"
+        assert "Usage:" in result.output
+
+
+def test_append_show_sessions_rm(run, db_path: Path) -> None:  # type: ignore[no-untyped-def]
+    r = run("append", "s1", "user", "hello world")
+    assert r.exit_code == 0 and "s1 #1" in r.output
+    r = run("append", "s1", "assistant", input="from stdin\n")
+    assert r.exit_code == 0 and "#2" in r.output
+    r = run("append", "s1", "user", "-", "--key", "k", "--meta", '{"a": 1}', "--json", input="x")
+    assert r.exit_code == 0 and json.loads(r.output)["meta"] == {"a": 1}
+    r = run("show", "s1", "--json")
+    data = json.loads(r.output)
+    assert [m["content"] for m in data["messages"]] == ["hello world", "from stdin\n", "x"]
+    r = run("show", "s1")
+    assert "hello world" in r.output and "#2 assistant" in r.output
+    r = run("sessions", "--json")
+    assert [s["session_id"] for s in json.loads(r.output)] == ["s1"]
+    r = run("sessions")
+    assert r.exit_code == 0 and "s1" in r.output
+    r = run("info", "--json")
+    info = json.loads(r.output)
+    assert info["messages"] == 3 and info["journal_mode"] == "wal" and info["path"] == str(db_path)
+    r = run("info")
+    assert r.exit_code == 0 and "sqlite version" in r.output
+    r = run("rm", "s1", "--yes")
+    assert r.exit_code == 0 and "deleted s1 (3 messages)" in r.output
+    with sessiondb.open(db_path) as store:
+        assert store.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (("show", "missing"), 3, "not found"),
+        (("rm", "missing", "--yes"), 3, "not found"),
+        (("append", "s", "", "text"), 2, "role"),
+        (("append", "s\x01", "user", "text"), 2, "session_id"),
+        (("append", "s", "user", "x", "--meta", "{bad"), 2, "--meta"),
+        (("append", "s", "user", "x", "--meta", "[1]"), 2, "meta"),
+    ],
+)
+def test_errors_are_friendly(run, args: tuple[str, ...], code: int, words: str) -> None:  # type: ignore[no-untyped-def]
+    assert run("append", "other", "user", "so that the store exists").exit_code == 0
+    r = run(*args)
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output
+    assert "error:" in r.output and words in r.output and "hint:" in r.output
+
+
+@pytest.mark.parametrize(
+    "args", [("sessions",), ("show", "s"), ("search", "x"), ("export",), ("info",)]
+)
+def test_read_commands_never_create_a_store(run, db_path: Path, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    r = run(*args)
+    assert r.exit_code == 1, r.output
+    assert "no sessiondb store there" in r.output and "Traceback" not in r.output
+    assert not db_path.exists() and not db_path.parent.exists()
+
+
+def test_migrate_upgrades_an_older_store(run, db_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run("append", "s", "user", "x").exit_code == 0
+    r = run("migrate")
+    assert r.exit_code == 0 and "nothing to do" in r.output
+
+
+def test_key_conflict_exit_code(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("append", "s", "user", "a", "--key", "k").exit_code == 0
+    r = run("append", "s", "user", "b", "--key", "k")
+    assert r.exit_code == 1 and "already stored" in r.output
+
+
+def test_db_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SESSIONDB_PATH", str(tmp_path / "env.db"))
+    r = CliRunner().invoke(cli, ["append", "s", "user", "hi"])
+    assert r.exit_code == 0
+    with sessiondb.open(tmp_path / "env.db") as store:
+        assert store.count() == 1
+
+
+def test_demo_runs_and_verifies(tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo"), "--turns", "40"])
+    assert r.exit_code == 0, r.output
+    assert "All checks passed" in r.output
+    with sessiondb.open(tmp_path / "demo" / "sessions.db") as store:
+        assert store.count() == 160

@@ -1,0 +1,39 @@
+"""The README's Python examples run as printed (the quickstart and the flush helper)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_quickstart_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    quickstart = _blocks()[0]
+    assert "sessiondb.open" in quickstart
+    exec(compile(quickstart, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "2 assistant Exponential backoff, 5 tries." in out
+    assert "2 ['chat-42']" in out  # the retried append wrote nothing
+
+
+def test_flush_helper_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    flush = next(b for b in _blocks() if "def flush" in b)
+    ns: dict[str, object] = {}
+    exec(compile("import sessiondb\n" + flush, "README.md", "exec"), ns)
+    remember, flush_fn = ns["remember"], ns["flush"]
+    remember("user", "hi", "t1")  # type: ignore[operator]
+    flush_fn("s")  # type: ignore[operator]
+    remember("assistant", "hello", "t2")  # type: ignore[operator]
+    flush_fn("s")  # type: ignore[operator]
+    store = ns["store"]
+    assert [m.content for m in store.messages("s")] == ["hi", "hello"]  # type: ignore[attr-defined]
+    store.close()  # type: ignore[attr-defined]

@@ -1,0 +1,246 @@
+"""Many writers on one file: real processes (spawn), threads, fork, restarts, foreign lockers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import apsw
+import pytest
+
+import sessiondb
+from sessiondb import StoreBusy
+from tests import _workers_store as w
+from tests.helpers import engine_of
+
+SPAWN = mp.get_context("spawn")
+
+
+def assert_consistent(path: Path) -> None:
+    """Every session's seqs gapless, counts match, file integrity ok."""
+    with sessiondb.open(path) as store:
+        for s in store.list_sessions(limit=10_000):
+            seqs = [m.seq for m in store.messages(s.session_id)]
+            assert seqs == list(range(1, s.message_count + 1)), s.session_id
+    conn = apsw.Connection(str(path))
+    assert conn.execute("PRAGMA integrity_check").get == "ok"
+    conn.close()
+
+
+def _run_writers(path: Path, workers: int, n: int, journal_mode: str) -> None:
+    barrier = SPAWN.Barrier(workers)
+    procs = [
+        SPAWN.Process(target=w.append_worker, args=(str(path), i, n, journal_mode, barrier))
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+        assert p.exitcode == 0, f"worker exit code {p.exitcode}"
+
+
+@pytest.mark.stress
+@pytest.mark.parametrize("journal_mode", ["auto", "delete"])
+def test_many_processes_shared_and_separate_sessions(db_path: Path, journal_mode: str) -> None:
+    workers, n = 8, 500
+    sessiondb.open(db_path, journal_mode=journal_mode).close()
+    _run_writers(db_path, workers, n, journal_mode)
+    with sessiondb.open(db_path) as store:
+        assert store.info()["journal_mode"] == ("wal" if journal_mode == "auto" else "delete")
+        assert store.count() == workers * n
+        shared = store.messages("shared")
+        assert len(shared) == workers * n // 2
+        keys = Counter(m.key for m in shared)
+        assert set(keys.values()) == {1}
+        assert len(keys) == workers * n // 2
+        for i in range(workers):
+            own = store.messages(f"own-{i}")
+            assert [m.key for m in own] == [f"{i}:{j}" for j in range(1, n, 2)]
+        # Each worker's messages in the shared session appear in the order it wrote them.
+        for i in range(workers):
+            mine = [int(m.key.split(":")[1]) for m in shared if m.key.startswith(f"{i}:")]
+            assert mine == sorted(mine)
+    assert_consistent(db_path)
+
+
+def test_threads_share_one_store(db_path: Path) -> None:
+    store = sessiondb.open(db_path)
+    threads, n = 16, 100
+    errors: list[BaseException] = []
+
+    def run(t: int) -> None:
+        try:
+            for i in range(n):
+                store.append("shared" if i % 2 else f"t{t}", "user", f"{t}-{i}", key=f"{t}:{i}")
+                if i % 25 == 0:
+                    store.messages("shared", limit=10)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []
+    assert store.count() == threads * n
+    keys = Counter(m.key for m in store.messages("shared"))
+    assert len(keys) == threads * n // 2 and set(keys.values()) == {1}
+    store.close()
+    assert_consistent(db_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_reopens(db_path: Path) -> None:
+    store = sessiondb.open(db_path)
+    store.append("s", "user", "parent before fork")
+    pid = os.fork()
+    if pid == 0:  # child: must not reuse the parent's connection
+        code = 1
+        try:
+            for i in range(50):
+                store.append("s", "user", f"child {i}", key=f"c{i}")
+            code = 0
+        finally:
+            os._exit(code)
+    for i in range(50):
+        store.append("s", "user", f"parent {i}", key=f"p{i}")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.count("s") == 101
+    keys = Counter(m.key for m in store.messages("s"))
+    assert keys[None] == 1 and all(v == 1 for k, v in keys.items() if k)
+    store.close()
+    assert_consistent(db_path)
+
+
+def test_retry_with_same_key_across_process_restart(db_path: Path, tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    p = SPAWN.Process(target=w.keyed_writer_then_die, args=(str(db_path), str(log), 30))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    # The "restarted" client re-sends everything it ever tried, including all logged keys.
+    with sessiondb.open(db_path) as store:
+        for i in range(30):
+            m = store.append("retry", "user", f"message {i}", key=f"k{i}")
+            assert m.seq == logged[i]["seq"]
+        assert store.count("retry") == 30
+
+
+@pytest.mark.stress
+def test_two_processes_create_new_file_at_same_instant(tmp_path: Path) -> None:
+    for attempt in range(5):
+        path = tmp_path / f"race{attempt}.db"
+        k = 6
+        barrier = SPAWN.Barrier(k)
+        procs = [
+            SPAWN.Process(target=w.open_and_append, args=(str(path), i, barrier)) for i in range(k)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * k
+        with sessiondb.open(path) as store:
+            assert store.count("race") == k
+            with engine_of(store).read() as conn:
+                versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+        assert versions == sorted(set(versions))
+
+
+def test_foreign_write_lock_then_success(db_path: Path) -> None:
+    sessiondb.open(db_path).close()
+    ready = SPAWN.Event()
+    p = SPAWN.Process(target=w.hold_write_lock, args=(str(db_path), 1.5, ready))
+    p.start()
+    assert ready.wait(30)
+    with sessiondb.open(db_path, write_timeout=20) as store:
+        t0 = time.monotonic()
+        m = store.append("s", "user", "waited for the lock")
+        waited = time.monotonic() - t0
+    p.join(30)
+    assert m.seq == 1
+    assert waited > 0.5  # it really had to wait for the foreign holder
+
+
+def test_foreign_write_lock_timeout_names_holder(db_path: Path) -> None:
+    sessiondb.open(db_path).close()
+    ready = SPAWN.Event()
+    p = SPAWN.Process(target=w.hold_write_lock, args=(str(db_path), 10, ready))
+    p.start()
+    try:
+        assert ready.wait(30)
+        with sessiondb.open(db_path, write_timeout=1.0) as store:
+            t0 = time.monotonic()
+            with pytest.raises(StoreBusy) as exc:
+                store.append("s", "user", "cannot get in")
+            waited = time.monotonic() - t0
+        assert 0.9 <= waited < 5
+        assert exc.value.holder_pid == p.pid
+        assert str(p.pid) in str(exc.value)
+    finally:
+        p.terminate()
+        p.join(10)
+    # The store was not disabled by the failure: the next call succeeds.
+    with sessiondb.open(db_path) as store:
+        assert store.append("s", "user", "after").seq == 1
+
+
+def test_open_during_foreign_lock_retries_on_next_call(tmp_path: Path) -> None:
+    path = tmp_path / "locked-at-birth.db"
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN IMMEDIATE")  # holds the write lock while sessiondb opens the new file
+    store = sessiondb.open(path, write_timeout=0.3)  # migrations cannot run: no error here
+    with pytest.raises(StoreBusy):
+        store.append("s", "user", "x")
+    conn.execute("ROLLBACK")
+    conn.close()
+    assert store.append("s", "user", "x").seq == 1  # the same handle works afterwards
+    store.close()
+
+
+@pytest.mark.stress
+def test_ten_second_foreign_holder_waits_or_times_out_naming_it(db_path: Path) -> None:
+    """Issue 3: a foreign process holds the write lock for 10 s. An append with the default
+    timeout waits and then succeeds; one with write_timeout=2 raises StoreBusy after ~2 s
+    naming the holder's pid. Both run at once, from two threads."""
+    sessiondb.open(db_path).close()
+    ready = SPAWN.Event()
+    p = SPAWN.Process(target=w.hold_write_lock, args=(str(db_path), 10, ready))
+    p.start()
+    assert ready.wait(30)
+    results: dict[str, object] = {}
+
+    def patient() -> None:
+        with sessiondb.open(db_path) as store:
+            t0 = time.monotonic()
+            results["patient"] = (store.append("s", "user", "patient").seq, time.monotonic() - t0)
+
+    def hasty() -> None:
+        with sessiondb.open(db_path, write_timeout=2) as store:
+            t0 = time.monotonic()
+            try:
+                store.append("s", "user", "hasty")
+            except StoreBusy as e:
+                results["hasty"] = (e, time.monotonic() - t0)
+
+    threads = [threading.Thread(target=patient), threading.Thread(target=hasty)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    p.join(30)
+    seq, waited = results["patient"]  # type: ignore[misc]
+    assert seq == 1 and waited >= 5
+    err, hasty_waited = results["hasty"]  # type: ignore[misc]
+    assert isinstance(err, StoreBusy) and err.holder_pid == p.pid
+    assert 1.8 <= hasty_waited <= 4.5
