@@ -46,7 +46,7 @@ from benchmarks.common import (
 KS = (1, 4, 16, 64)
 LAYOUTS = ("own", "shared")
 ORDER = (peers.CEILING, *peers.SYSTEMS)
-# Targets from issue 3, evaluated (never asserted) on the measured ratios.
+# Targets (docs/benchmarks.md, "Write contention"), evaluated (never asserted) on the ratios.
 TARGET_CEILING_RATIO = 0.75
 TARGET_HERMES_RATIO = 2.5
 TARGET_MAX_MS = {16: 250.0, 64: 500.0}

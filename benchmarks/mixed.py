@@ -36,7 +36,7 @@ from benchmarks.common import (
 
 WRITERS = 8
 READERS = 4
-# Targets from issue 3, evaluated (never asserted) on the measured figures.
+# Targets (docs/benchmarks.md, "Mixed workload"), evaluated (never asserted) on the figures.
 TARGET_WRITER_P99_MS = 50.0
 TARGET_WAL_BYTES = 64 * 1024 * 1024
 BULK_WORKER = 10_000  # worker id used in the bulk turns' markers, distinct from the writers'

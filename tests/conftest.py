@@ -26,9 +26,15 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(params=BACKENDS)
-def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a fresh store of each backend lives."""
-    return new_location(request.param, tmp_path)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend a contract test runs on (each test runs on every one)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def location(backend: str, tmp_path: Path) -> str:
+    """Where a fresh store of the backend lives."""
+    return new_location(backend, tmp_path)
 
 
 @pytest.fixture

@@ -145,7 +145,7 @@ class ChannelDB:
     # -- writer side -------------------------------------------------------------------------
 
     def _writer_conn(self) -> apsw.Connection:
-        # One connection per (process, thread), reopened after fork (doctrine 2).
+        # One connection per (process, thread), reopened after fork (docs/design.md rule 2).
         conn: apsw.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and getattr(self._local, "pid", None) == os.getpid():
             return conn

@@ -169,8 +169,8 @@ class Backend(Protocol):
 class Store(Protocol):
     """A sessiondb store: sessions, messages, search, transcripts and leases, on any backend.
 
-    ``sessiondb.open(path_or_url)`` returns one; the README and DESIGN's "Public API" describe
-    each verb, and tests/contract/ defines each behaviour once for every backend.
+    ``sessiondb.open(path_or_url)`` returns one; the README describes each verb, and
+    tests/contract/ defines each behaviour once for every backend.
     """
 
     @property

@@ -1,9 +1,9 @@
 """Write admission: writers queue on a kernel lock before they ask SQLite for the write lock.
 
-Why (doctrine 4): SQLite's busy handler sleeps on a fixed schedule and retries, so under load one
-eager process wins over and over while others starve for seconds ("database is locked" after a
-30 s timeout while the file was busy for microseconds at a time). An ``flock`` on a side file
-puts waiters to sleep in the kernel and wakes the next one the moment the holder releases — on
+Why (docs/design.md rule 4): SQLite's busy handler sleeps on a fixed schedule and retries, so under
+load one eager process wins over and over while others starve for seconds ("database is locked"
+after a 30 s timeout while the file was busy for microseconds at a time). An ``flock`` on a side
+file puts waiters to sleep in the kernel and wakes the next one the moment the holder releases — on
 Linux >= 4.19 waiters are chained so one release wakes one waiter, not a thundering herd.
 
 flock locks belong to an open file description, so each (process, thread) opens its own

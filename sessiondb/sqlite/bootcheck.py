@@ -8,7 +8,8 @@ and the repair command. It never deletes, renames, truncates or recreates anythi
 The header is read through SQLite's own unix VFS (``apsw.VFSFile``), not with ``open()``: closing
 any descriptor on a file drops every POSIX lock the process holds on it, so a plain ``open()`` +
 ``close()`` in a process that already has a connection to the database would silently release
-that connection's locks (doctrine 2; https://www.sqlite.org/howtocorrupt.html section 2.2). SQLite's
+that connection's locks (docs/design.md rule 2; https://www.sqlite.org/howtocorrupt.html
+section 2.2). SQLite's
 VFS keeps such a descriptor open until the process's last lock on the file is gone.
 
 Header layout: https://www.sqlite.org/fileformat2.html section 1.3.

@@ -4,7 +4,7 @@ WAL keeps its index in a shared-memory file (``-shm``) that every connection ``m
 with POSIX byte-range locks. On a network or VM mount (NFS, SMB, 9p, virtiofs, FUSE as used by
 Docker Desktop and VM shared folders) those pages and locks are not shared between the hosts, so
 two sides each believe they own the WAL and the database is corrupted. The rollback journal only
-needs whole-file POSIX locks, which those filesystems forward. Doctrine 8 of DESIGN.md.
+needs whole-file POSIX locks, which those filesystems forward. Rule 8 of docs/design.md.
 
 The filesystem is read from ``/proc/self/mountinfo`` (Linux): the mount whose mount point is the
 longest prefix of the resolved path. Where that file does not exist (macOS, Windows) the type is

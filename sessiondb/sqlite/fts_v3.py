@@ -10,12 +10,12 @@ messages among 1 000 000, and a full scan — seconds — for a rare word in a s
 Chinese.
 
 The migration replaces the trigram table, its view and its triggers in one short transaction and
-moves the ids of the already indexed messages to ``search_tri_pending``; :func:`backfill_step`
-then re-indexes them 100 per write transaction (doctrine 5). Membership of ``messages_tri_rows``
-keeps meaning "indexed", so delete and update triggers stay exact while the backfill runs; a
-pending row that is edited or deleted simply leaves the pending list (an edit re-indexes it).
-Until the backfill ends, CJK words in pending messages are not found. ``search_tri_pending``
-stays (empty) afterwards: the triggers name it.
+moves the ids of the already indexed messages to ``search_tri_pending``; :func:`backfill_step` then
+re-indexes them 100 per write transaction (docs/design.md rule 5). Membership of
+``messages_tri_rows`` keeps meaning "indexed", so delete and update triggers stay exact while the
+backfill runs; a pending row that is edited or deleted simply leaves the pending list (an edit
+re-indexes it). Until the backfill ends, CJK words in pending messages are not found.
+``search_tri_pending`` stays (empty) afterwards: the triggers name it.
 """
 
 from __future__ import annotations

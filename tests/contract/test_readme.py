@@ -37,3 +37,14 @@ def test_flush_helper_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     store = ns["store"]
     assert [m.content for m in store.messages("s")] == ["hi", "hello"]  # type: ignore[attr-defined]
     store.close()  # type: ignore[attr-defined]
+
+
+def test_new_verbs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    block = next(b for b in _blocks() if "pop_message" in b)
+    ns: dict[str, object] = {}
+    exec(compile("import sessiondb\n" + block, "README.md", "exec"), ns)
+    assert capsys.readouterr().out.strip() == "2"  # one pop, one clear
+    reader = ns["reader"]
+    assert reader.readonly and reader.get_session("chat-7").title == "Renamed"  # type: ignore[attr-defined]
+    reader.close()  # type: ignore[attr-defined]

@@ -13,12 +13,7 @@ import pytest
 import sessiondb
 from sessiondb import InvalidInput, SessionNotFound
 from sessiondb.core.transcript import BATCH, export_jsonl, file_session_id, import_jsonl
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Any:
-    with sessiondb.open(tmp_path / "s.db") as s:
-        yield s
+from tests.conftest import new_location
 
 
 def write_jsonl(path: Path, objs: list[Any], *, extra: bytes = b"") -> Path:
@@ -175,15 +170,16 @@ def _populate(store: Any) -> None:
     store.append("b", "user", "other session")
 
 
-def test_export_round_trips_byte_exact(tmp_path: Path) -> None:
-    with sessiondb.open(tmp_path / "a.db") as a:
+def test_export_round_trips_byte_exact(tmp_path: Path, backend: str) -> None:
+    a_loc, b_loc = new_location(backend, tmp_path / "a"), new_location(backend, tmp_path / "b")
+    with sessiondb.open(a_loc) as a:
         _populate(a)
         first = io.BytesIO()
         assert export_jsonl(a, "a", first) == 4
         assert a.export_jsonl("a", tmp_path / "a.jsonl") == 4
     assert (tmp_path / "a.jsonl").read_bytes() == first.getvalue()
     assert (tmp_path / "a.jsonl").stat().st_mode & 0o777 == 0o600
-    with sessiondb.open(tmp_path / "b.db") as b:
+    with sessiondb.open(b_loc) as b:
         r = b.import_jsonl(tmp_path / "a.jsonl")
         assert (r.imported, r.duplicates, r.bad_lines) == (4, 0, ())
         second = io.BytesIO()
@@ -191,7 +187,7 @@ def test_export_round_trips_byte_exact(tmp_path: Path) -> None:
         assert second.getvalue() == first.getvalue()
         # ... and importing the export again (or into the store it came from) adds nothing.
         assert b.import_jsonl(tmp_path / "a.jsonl").duplicates == 4
-    with sessiondb.open(tmp_path / "a.db") as a:
+    with sessiondb.open(a_loc) as a:
         assert a.import_jsonl(tmp_path / "a.jsonl").imported == 0
 
 

@@ -38,8 +38,10 @@ class FlakyStore:
         return out
 
 
-def test_doc_example_never_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = sessiondb.open(tmp_path / "real.db")
+def test_doc_example_never_duplicates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, location: str
+) -> None:
+    real = sessiondb.open(location)
     flaky = FlakyStore(real, ["after", "before", "after", "ok", "after", "after", "ok"])
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sessiondb, "open", lambda *a, **k: flaky)

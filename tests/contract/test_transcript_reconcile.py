@@ -1,4 +1,5 @@
-"""Reconcile: ``store.transcript(session_id, legacy_jsonl=...)`` — every case of issue 5."""
+"""Reconcile: ``store.transcript(session_id, legacy_jsonl=...)`` in every case: JSONL longer,
+store longer, either empty, equal, truncated on both sides, a corrupt last line, two processes."""
 
 from __future__ import annotations
 
@@ -7,17 +8,9 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import sessiondb
 from sessiondb.core.transcript import BACKFILL_META
 from tests._workers_transcripts import reconcile
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Any:
-    with sessiondb.open(tmp_path / "s.db") as s:
-        yield s
 
 
 def conv(n: int) -> list[tuple[str, str]]:
@@ -114,8 +107,8 @@ def test_legacy_keys_match_an_earlier_import(store: Any, tmp_path: Path) -> None
     assert store.count("s") == 4
 
 
-def test_two_processes_reconciling_at_once(tmp_path: Path) -> None:
-    db = str(tmp_path / "s.db")
+def test_two_processes_reconciling_at_once(tmp_path: Path, location: str) -> None:
+    db = location
     full = conv(300)
     with sessiondb.open(db) as s:
         seed(s, [full[0], full[1], full[150], full[151]])

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -81,21 +78,6 @@ def test_lone_surrogates_become_replacement_character(store: sessiondb.Store) ->
     # The documented rule applies to retries too: the same key and content is not a conflict.
     assert store.append("s", "user", "a\ud800b\udfffc", key="k").seq == 2
     assert store.append("s", "user", "a\ud800b\udfffc", key="k").seq == 2
-
-
-def test_files_are_private(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(os, "umask", os.umask)  # keep the process umask as it is
-    old = os.umask(0o022)
-    try:
-        path = tmp_path / "new" / "deeper" / "s.db"
-        with sessiondb.open(path) as s:
-            s.append("a", "user", "x")
-            for p in path.parent.iterdir():
-                assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
-            for d in (path.parent, path.parent.parent):
-                assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
-    finally:
-        os.umask(old)
 
 
 text = st.text(st.characters(codec="utf-8"), max_size=2000)

@@ -1,8 +1,10 @@
-"""The SQLite backend's own behaviour under the contract: batched purges, read-only opening of
-files of older schema versions, and the ``:memory:`` refusal."""
+"""The SQLite backend's own behaviour under the contract: private files, batched purges,
+read-only opening of files of older schema versions, and the ``:memory:`` refusal."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import apsw
@@ -83,3 +85,18 @@ def test_memory_path_is_refused_clearly(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(sessiondb.InvalidInput, match="memory"):
         sessiondb.open(":memory:")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_files_are_private(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(os, "umask", os.umask)  # keep the process umask as it is
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "new" / "deeper" / "s.db"
+        with sessiondb.open(path) as s:
+            s.append("a", "user", "x")
+            for p in path.parent.iterdir():
+                assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
+            for d in (path.parent, path.parent.parent):
+                assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    finally:
+        os.umask(old)

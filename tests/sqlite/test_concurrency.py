@@ -210,7 +210,7 @@ def test_open_during_foreign_lock_retries_on_next_call(tmp_path: Path) -> None:
 
 @pytest.mark.stress
 def test_ten_second_foreign_holder_waits_or_times_out_naming_it(db_path: Path) -> None:
-    """Issue 3: a foreign process holds the write lock for 10 s. An append with the default
+    """A foreign process holds the write lock for 10 s. An append with the default
     timeout waits and then succeeds; one with write_timeout=2 raises StoreBusy after ~2 s
     naming the holder's pid. Both run at once, from two threads."""
     sessiondb.open(db_path).close()

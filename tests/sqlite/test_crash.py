@@ -108,7 +108,7 @@ def test_eager_writer_does_not_starve_another_process(tmp_path: Path) -> None:
         eager_count = store.count("eager")
     eager.join(30)
     assert eager_count > 500, "the eager writer was not busy: the test proves nothing"
-    # DESIGN's latency bound for a contended append (issue 3: max <= 250 ms at K=16).
+    # The README's no-starvation promise: each contended append completes within 250 ms.
     assert max(latencies) <= 0.25, f"max latency {max(latencies) * 1000:.0f} ms"
 
 

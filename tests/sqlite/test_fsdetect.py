@@ -1,4 +1,4 @@
-"""Filesystem detection from mountinfo fixtures, and the journal mode it leads to (issue 3)."""
+"""Filesystem detection from mountinfo fixtures, and the journal mode it leads to (rule 8)."""
 
 from __future__ import annotations
 

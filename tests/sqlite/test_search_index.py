@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,44 +15,29 @@ from sessiondb.core.query import split_words
 from sessiondb.sqlite import fts, fts_v3, schema
 from tests.helpers import engine_of
 
-DOCS = {
-    "code": [
-        ("user", "please rename foo.bar to foo_baz before the release"),
-        ("assistant", "the key x:y is read by chat-send in /usr/local/bin/agent"),
-        ("user", "mail user@example.com about the C++ build and the C# port"),
-        ("assistant", "Café naïve résumé; we retry with backoff"),
-        ("tool", "東京都に住んでいる。データベース検索"),
-    ],
-    "other": [
-        ("user", "foo and bar are separate words here, x and y too"),
-        ("assistant", "nothing else"),
-    ],
-}
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> Iterator[sessiondb.Store]:
-    with sessiondb.open(tmp_path / "s.db") as st:
-        for sid, msgs in DOCS.items():
-            for role, content in msgs:
-                st.append(sid, role, content)
-        yield st
-
 
 def where(hits: list[sessiondb.Hit]) -> list[tuple[str, int]]:
     return [(h.message.session_id, h.message.seq) for h in hits]
 
 
-def test_index_follows_deletes(store: sessiondb.Store) -> None:
-    assert store.search("foo.bar")
+def test_index_follows_deletes_pops_and_clears(tmp_path: Path) -> None:
+    store = sessiondb.open(tmp_path / "s.db")
+    store.append("code", "user", "please rename foo.bar before the release")
+    store.append("code", "tool", "東京都に住んでいる")
+    store.append("other", "user", "foo and bar, 東京")
+    store.append("other", "user", "popped foo")
+    store.append("cleared", "user", "cleared foo 東京都")
     assert store.delete_session("code")
-    assert store.search("foo.bar") == []
+    assert store.pop_message("other") is not None
+    assert store.clear_session("cleared") == 1
+    assert store.search("foo.bar") == [] and store.search("東京都") == []
     assert where(store.search("foo")) == [("other", 1)]
     with engine_of(store).write() as conn:
         conn.execute(f"INSERT INTO {fts.WORD_TABLE}({fts.WORD_TABLE}) VALUES ('integrity-check')")
         conn.execute(
             f"INSERT INTO {fts.TRIGRAM_TABLE}({fts.TRIGRAM_TABLE}) VALUES ('integrity-check')"
         )
+    store.close()
 
 
 # -- migration of a store created before search -------------------------------------------------
