@@ -53,9 +53,9 @@ class Item:
         return cls(
             v.role(role),
             v.content(content),
-            v.key(key),
-            v.meta(meta),
-            v.optional_timestamp(created_at, "created_at"),
+            None if key is None else v.key(key),
+            None if meta is None else v.meta(meta),
+            None if created_at is None else v.timestamp(created_at, "created_at"),
         )
 
     def same_as(self, m: Message) -> bool:
@@ -94,6 +94,8 @@ def items_of(items: Iterable[Mapping[str, Any]]) -> list[Item]:
 
 def stored_keys(items: Sequence[Item]) -> list[str]:
     """The distinct keys of a batch, to look up before planning."""
+    if len(items) == 1:
+        return [] if items[0].key is None else [items[0].key]
     return list(dict.fromkeys(item.key for item in items if item.key is not None))
 
 
@@ -113,16 +115,10 @@ class Plan:
     def result(self, inserted: Sequence[Message]) -> list[Message]:
         """The message for every item of the batch, given the fresh items as inserted."""
         made = dict(zip(self.fresh, inserted, strict=True))
-        out: list[Message] = []
-        for i in range(len(self.fresh) + len(self.stored) + len(self.repeats)):
-            m = made.get(i)
-            if m is None:
-                m = self.stored.get(i)
-            if m is None:
-                first = self.repeats[i]
-                m = made.get(first) or self.stored[first]
-            out.append(m)
-        return out
+        made.update(self.stored)
+        # A repeat's first occurrence is always fresh: a stored key never enters first_of_key.
+        made.update({i: made[first] for i, first in self.repeats.items()})
+        return [made[i] for i in range(len(made))]
 
 
 def plan(session_id: str, items: Sequence[Item], stored: Mapping[str, Message]) -> Plan:

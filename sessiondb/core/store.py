@@ -15,15 +15,19 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import InvalidInput, SessionExists, SessionNotFound
 from ..models import HealthReport, Hit, ImportReport, Message, Session
 from . import append as ap
-from . import search as sr
 from . import validate as v
 from .contract import MISSING, Backend, SessionField, SessionRef, WriteTx
-from .lease import Holder, Lease
+
+if TYPE_CHECKING:
+    from .lease import Holder, Lease
+
+# Search and leases are imported by the verbs that use them: an agent's hook or a one-shot CLI
+# command that only appends should not pay for them at start-up.
 
 #: Messages per read transaction when a caller asks for many (rule 6 of docs/design.md).
 READ_PAGE = 2000
@@ -219,6 +223,8 @@ class SessionStore:
         keys = ap.stored_keys(items)
         stored = tx.messages_by_key(ref, sid, keys) if keys else {}
         plan = ap.plan(sid, items, stored)
+        if len(plan.fresh) == len(items):  # nothing stored or repeated: the common case
+            return tx.insert_messages(ref, sid, items, now)
         fresh = [items[i] for i in plan.fresh]
         inserted = tx.insert_messages(ref, sid, fresh, now) if fresh else []
         return plan.result(inserted)
@@ -354,6 +360,8 @@ class SessionStore:
         with matches between ``markers`` and up to ``context`` neighbours from the same
         session, read in a separate short read. Rules: docs/search.md.
         """
+        from . import search as sr
+
         ctx = sr.check_context(context)
         marks = sr.check_markers(markers)
         req = sr.request(
@@ -383,6 +391,8 @@ class SessionStore:
     def lease(self, name: str, owner: str, ttl: float = 300.0, *, pid: int | None = None) -> Lease:
         """A lease on ``name`` for session ``owner`` kept in this store (for workers that share
         it, perhaps on several machines); the same API as ``sessiondb.lease.workspace``."""
+        from .lease import Lease
+
         return Lease(self._backend.lease_slot(v.lease_name(name)), owner, ttl, pid=pid)
 
     def leases(self) -> list[Holder]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,18 @@ def process_age(pid: int) -> float | None:
     return max(0.0, uptime - start / ticks)
 
 
-def check_open_by(path: Path) -> Check:
-    me = os.getpid()
+def other_processes(files: Sequence[Path]) -> list[int]:
+    """Pids of the other processes that have any of ``files`` open."""
     pids: set[int] = set()
-    for p in (str(path), f"{path}-wal", f"{path}-shm"):
+    for p in files:
         pids.update(procinfo.open_by(p))
-    pids.discard(me)
-    others = sorted(pids)
+    pids.discard(os.getpid())
+    return sorted(pids)
+
+
+def check_open_by(files: Sequence[Path]) -> Check:
+    """Who else has the store's files open (the database first, then its companions)."""
+    others = other_processes(files)
     data = {"pids": others, "commands": {str(p): procinfo.command_line(p) for p in others}}
     if not others:
         return Check("open_by", "ok", "no other process has the file open", None, data)
@@ -95,23 +101,30 @@ def check_leases(directory: Path | None = None) -> Check:
     return Check("leases", "ok", detail, hint, data)
 
 
-def check_permissions(path: Path) -> Check:
+def check_permissions(files: Sequence[Path]) -> Check:
+    """The store's files (the database first) must be private (0600): they hold conversations.
+    Its folder must be writable; it must be private only if sessiondb made it (the default data
+    folder), since a folder the user made for their database is theirs to set (rule 11)."""
     wide: list[str] = []
-    problems: list[str] = []
+    path = files[0]
     folder = path.parent
-    try:
-        mode = stat.S_IMODE(folder.stat().st_mode)
-        if mode & 0o077:
-            wide.append(f"folder {folder} is {mode:04o}")
-    except OSError as e:
-        problems.append(f"cannot stat folder {folder}: {e.strerror}")
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock")):
+    for p in files:
         try:
             mode = stat.S_IMODE(p.stat().st_mode)
         except OSError:
             continue
         if mode & 0o077:
             wide.append(f"{p.name} is {mode:04o}")
+    folder_note = ""
+    try:
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        if mode & 0o077:
+            if folder.absolute() == paths.data_dir().absolute():
+                wide.append(f"folder {folder} is {mode:04o}")
+            else:
+                folder_note = f"; folder {mode:04o} (yours to set)"
+    except OSError:
+        pass
     writable = folder_writable(folder)
     data = {"wider_than_private": wide, "folder_writable": writable}
     if not writable:
@@ -128,10 +141,12 @@ def check_permissions(path: Path) -> Check:
             "permissions",
             "warn",
             "readable by others: " + "; ".join(wide),
-            f"chmod 700 {folder} && chmod 600 {path}*",
+            "chmod 600 "
+            + " ".join(str(p) for p in files if p.exists())
+            + (f" && chmod 700 {folder}" if any(w.startswith("folder") for w in wide) else ""),
             data,
         )
-    return Check("permissions", "ok", "files 0600, folder 0700", None, data)
+    return Check("permissions", "ok", f"files 0600{folder_note}", None, data)
 
 
 def folder_writable(folder: Path) -> bool:

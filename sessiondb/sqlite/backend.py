@@ -16,27 +16,30 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from ..core.append import Item
-from ..core.contract import SessionField, SessionRef
-from ..core.lease import Holder
-from ..core.search import SearchRequest
 from ..errors import Error, InvalidInput, StoreBusy, StoreNotFound, UnsupportedStorage
 from ..models import HealthReport, Message, Session
 from . import schema
 from .engine import Engine
-from .leases import StoreLease, list_leases
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, SESSION_COLUMNS_V3, message_of, session_of
+
+if TYPE_CHECKING:
+    from ..core.append import Item
+    from ..core.contract import SessionField, SessionRef
+    from ..core.lease import Holder
+    from ..core.search import SearchRequest
+    from .leases import StoreLease
 
 #: Rows deleted per write transaction when removed messages are purged.
 PURGE_BATCH = 2000
 #: Columns ``update_session`` may set, by the contract's field names (never built from input).
-_SESSION_FIELDS: dict[SessionField, str] = {
+_SESSION_FIELDS: dict[str, str] = {
     "title": "title = ?",
     "meta": "meta = ?",
     "ended_at": "ended_at = ?",
@@ -238,6 +241,28 @@ class SQLiteTx:
         self.conn.execute("INSERT OR IGNORE INTO purge_queue(sid) VALUES (?)", (ref,))
 
 
+class _WriteTx:
+    """The context manager of ``SQLiteBackend.write()``: the engine's write transaction, seen
+    as a :class:`SQLiteTx`."""
+
+    __slots__ = ("_cm", "_cols")
+
+    def __init__(self, cm: AbstractContextManager[apsw.Connection], cols: str) -> None:
+        self._cm = cm
+        self._cols = cols
+
+    def __enter__(self) -> SQLiteTx:
+        return SQLiteTx(self._cm.__enter__(), self._cols)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return self._cm.__exit__(exc_type, exc, tb)
+
+
 class SQLiteBackend:
     """A store in one SQLite file (the contract's ``Backend``)."""
 
@@ -311,10 +336,9 @@ class SQLiteBackend:
         with self._ensure_ready().read() as conn:
             yield SQLiteTx(conn, self._session_columns)
 
-    @contextmanager
-    def write(self) -> Iterator[SQLiteTx]:
-        with self._ensure_ready().write() as conn:
-            yield SQLiteTx(conn, self._session_columns)
+    def write(self) -> _WriteTx:
+        # A class, not a second @contextmanager generator: this is on every append's path.
+        return _WriteTx(self._ensure_ready().write(), self._session_columns)
 
     def purge(self) -> None:
         engine = self._ensure_ready()
@@ -344,9 +368,13 @@ class SQLiteBackend:
         return search.execute(engine, request)
 
     def lease_slot(self, name: str) -> StoreLease:
+        from .leases import StoreLease
+
         return StoreLease(self._ensure_ready, name, where=self.location)
 
     def leases(self) -> list[Holder]:
+        from .leases import list_leases
+
         return list_leases(self._ensure_ready(), self.location)
 
     def check(self, full: bool) -> HealthReport:

@@ -7,6 +7,7 @@ SQLite and sessiondb put their locks.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 from ..host.procinfo import covers, lock_holders
@@ -36,6 +37,13 @@ class WriteLock(NamedTuple):
     pid: int
     lock: str
     file: str
+
+
+def database_files(db_path: str | os.PathLike[str]) -> list[Path]:
+    """The database and the files SQLite and sessiondb keep beside it (for the doctor's
+    permission and open-by checks, and the repair's exclusivity check)."""
+    db = os.fspath(db_path)
+    return [Path(db), *(Path(db + s) for s in ("-wal", "-shm", "-journal")), lock_path_for(db)]
 
 
 def shm_path(db_path: str | os.PathLike[str]) -> str:

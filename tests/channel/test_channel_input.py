@@ -215,3 +215,33 @@ def test_a_damaged_peer_file_raises_a_sessiondb_error(folder: Path) -> None:
         host.replies()
     with pytest.raises(CorruptDatabase, match=r"outbound\.db"):
         host.status()
+    with pytest.raises(CorruptDatabase) as info:
+        host.replies()
+    assert "not a store" in str(info.value)  # a channel file is never sent to the store's repair
+    assert "doctor --repair" not in str(info.value).replace("do not run `sessiondb doctor", "")
+
+
+def test_a_full_disk_says_so_on_a_channel_file(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite reports SQLITE_FULL when a file cannot grow: with max_page_count at the file's
+    size the channel sees a real full disk, and must say so (not "corrupt, run the repair")."""
+    from sessiondb import Error
+    from sessiondb.channel.files import ChannelDB
+
+    host = HostEnd(folder)
+    host.send("seed")
+    real = ChannelDB._open_writer
+
+    def capped(self: ChannelDB) -> apsw.Connection:
+        conn = real(self)
+        pages = conn.execute("PRAGMA page_count").fetchall()[0][0]
+        conn.execute(f"PRAGMA max_page_count={pages}").fetchall()
+        return conn
+
+    monkeypatch.setattr(ChannelDB, "_open_writer", capped)
+    full = HostEnd(folder)
+    with pytest.raises(Error, match="the disk is full") as info:
+        full.send("x" * 200_000)
+    assert not isinstance(info.value, CorruptDatabase)
+    assert [m.content for m in AgentEnd(folder).receive(limit=10)] == ["seed"]  # nothing written

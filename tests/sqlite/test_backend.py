@@ -100,3 +100,15 @@ def test_files_are_private(tmp_path, monkeypatch) -> None:  # type: ignore[no-un
                 assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
     finally:
         os.umask(old)
+
+
+def test_a_full_disk_says_so_and_writes_nothing(db_path: Path) -> None:
+    with sessiondb.open(db_path) as store:
+        store.append("s", "user", "first")
+        conn = engine_of(store).connection()
+        pages = conn.execute("PRAGMA page_count").get
+        conn.execute(f"PRAGMA max_page_count={pages}").fetchall()  # SQLite's own SQLITE_FULL
+        with pytest.raises(sessiondb.Error, match="the disk is full") as info:
+            store.append("s", "user", "x" * 200_000)
+        assert not isinstance(info.value, sessiondb.CorruptDatabase)
+        assert [m.content for m in store.messages("s")] == ["first"]

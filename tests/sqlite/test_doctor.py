@@ -269,6 +269,29 @@ def test_wide_permissions_warn(tmp_path: Path) -> None:
     assert perm.status == "warn" and "0644" in perm.detail
 
 
+def test_a_users_own_0755_folder_is_not_a_warning(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    db = folder / "state.db"
+    _store(db, sessions=1, per=1)
+    report = doctor.diagnose(db, lock_watch=0.0)
+    perm = _by_name(report)["permissions"]
+    assert perm.status == "ok" and "0755 (yours to set)" in perm.detail
+    assert report.exit_code == 0
+
+
+def test_the_default_data_folder_must_stay_private(tmp_path: Path) -> None:
+    from sessiondb.host import paths
+
+    db = paths.default_db_path()  # under the test's own XDG_DATA_HOME
+    _store(db, sessions=1, per=1)
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700  # sessiondb made it private
+    db.parent.chmod(0o755)
+    perm = _by_name(doctor.diagnose(db, lock_watch=0.0))["permissions"]
+    assert perm.status == "warn" and "folder" in perm.detail and "0755" in perm.detail
+
+
 def test_repair_refuses_while_file_is_open_elsewhere(tmp_path: Path) -> None:
     db = tmp_path / "busy.db"
     _store(db, sessions=1, per=1)

@@ -417,10 +417,10 @@ def diagnose(
         checks.append(check_sizes(db, wal_limit))
         checks.extend(_content_checks(db, full))
     checks.append(check_write_lock(db, lock_watch))
-    checks.append(check_open_by(db))
+    checks.append(check_open_by(locks.database_files(db)[:-1]))
     checks.append(check_leases(lease_dir))
     if db.exists():
-        checks.append(check_permissions(db))
+        checks.append(check_permissions(locks.database_files(db)))
     return HealthReport(path=str(db), checks=tuple(checks))
 
 

@@ -29,8 +29,7 @@ import apsw
 
 from ...doctor import RepairResult
 from ...errors import CorruptDatabase, Error, StoreBusy
-from ...host import procinfo
-from ...host.checks import describe_process
+from ...host.checks import describe_process, other_processes
 from ...host.paths import open_private
 from .. import fsdetect, locks
 from ..admission import lock_path_for
@@ -53,18 +52,10 @@ def needs_rebuild(path: str | os.PathLike[str]) -> bool:
     return any(c.status == "fail" and c.name in ("file", "integrity") for c in report.checks)
 
 
-def other_processes(db: Path) -> list[int]:
-    pids: set[int] = set()
-    for p in (str(db), f"{db}-wal", f"{db}-shm", f"{db}-journal"):
-        pids.update(procinfo.open_by(p))
-    pids.discard(os.getpid())
-    return sorted(pids)
-
-
 @contextmanager
 def _exclusive(db: Path) -> Iterator[None]:
     """Refuse if anyone has the file open; hold the admission lock for the whole repair."""
-    others = other_processes(db)
+    others = other_processes(locks.database_files(db)[:-1])
     if others:
         names = "; ".join(describe_process(p) for p in others)
         raise StoreBusy(
@@ -474,4 +465,4 @@ def _verify(new: Path, inserted: tuple[int, int]) -> None:
         )
 
 
-__all__ = ["RepairResult", "needs_rebuild", "other_processes", "repair"]
+__all__ = ["RepairResult", "needs_rebuild", "repair"]
