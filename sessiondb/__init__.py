@@ -21,11 +21,11 @@ from .errors import (
     UnsupportedStorage,
 )
 from .models import BadLine, Check, HealthReport, Hit, ImportReport, Message, Session
+from .version import __version__
 
 if TYPE_CHECKING:
     from .core.contract import Backend
 
-__version__ = "0.1.0"
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
 

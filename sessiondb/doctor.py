@@ -9,28 +9,13 @@ the contract only.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UnsupportedStorage
-from .models import HealthReport
+from .models import HealthReport, RepairResult
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
-
-
-@dataclass(frozen=True)
-class RepairResult:
-    """What a repair did: its actions, where the damaged original was copied, what it kept."""
-
-    path: str
-    actions: tuple[str, ...]
-    backup: str | None = None
-    sessions: int = 0
-    messages: int = 0
-    placeholder_sessions: int = 0
-    messages_before: int | None = None  # the damaged file's own count, when it was readable
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def _file(location: str | os.PathLike[str]) -> Path:

@@ -92,6 +92,20 @@ class HealthReport:
         return self.status == "ok"
 
 
+@dataclass(frozen=True)
+class RepairResult:
+    """What a repair did: its actions, where the damaged original was copied, what it kept."""
+
+    path: str
+    actions: tuple[str, ...]
+    backup: str | None = None
+    sessions: int = 0
+    messages: int = 0
+    placeholder_sessions: int = 0
+    messages_before: int | None = None  # the damaged file's own count, when it was readable
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
 __all__ = [
     "BadLine",
     "Check",
@@ -99,6 +113,7 @@ __all__ = [
     "Hit",
     "ImportReport",
     "Message",
+    "RepairResult",
     "Session",
     "Status",
 ]

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ..models import Check
 from . import paths, procinfo
@@ -63,42 +61,6 @@ def check_open_by(files: Sequence[Path]) -> Check:
         None,
         data,
     )
-
-
-def _read_lease_records(directory: Path) -> list[dict[str, Any]]:
-    from ..lease import list_leases
-
-    return [h.to_dict() for h in list_leases(directory)]
-
-
-def check_leases(directory: Path | None = None) -> Check:
-    d = directory if directory is not None else paths.runtime_dir()
-    try:
-        records = _read_lease_records(d)
-    except FileNotFoundError:
-        records = []
-    except Exception as e:  # a lease folder problem must not hide the rest of the report
-        return Check("leases", "warn", f"cannot read leases in {d}: {e}", None, {"dir": str(d)})
-    now = time.time()
-    lines, stale, shown = [], 0, []
-    for rec in records:
-        pid = int(rec.get("pid", 0))
-        same_host = rec.get("host") == procinfo.hostname()
-        alive = procinfo.process_alive(pid, rec.get("start_time")) if same_host else None
-        expires = float(rec.get("refreshed_at", rec.get("acquired_at", 0))) + float(
-            rec.get("ttl", 0)
-        )
-        is_stale = alive is False or now > expires
-        stale += is_stale
-        state = "stale" if is_stale else ("alive" if alive else "on another host")
-        lines.append(f"session {rec.get('session_id')} (pid {pid}, {state})")
-        shown.append({**rec, "alive": alive, "stale": is_stale})
-    data = {"dir": str(d), "leases": shown}
-    if not records:
-        return Check("leases", "ok", f"no leases in {d}", None, data)
-    detail = f"{len(records)} lease(s): " + "; ".join(lines[:5])
-    hint = "stale leases are taken over by the next acquire" if stale else None
-    return Check("leases", "ok", detail, hint, data)
 
 
 def check_permissions(files: Sequence[Path]) -> Check:

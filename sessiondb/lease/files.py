@@ -28,8 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.lease import Holder, Lease, LeaseWarning
-from ..errors import StoreBusy, UnsupportedStorage
+from ..errors import Error, StoreBusy, UnsupportedStorage
 from ..host import paths
+from ..models import Check
 
 LOCK_SUFFIX = ".lock"
 LEASE_SUFFIX = ".lease"
@@ -229,3 +230,26 @@ def list_leases(directory: str | os.PathLike[str] | None = None) -> list[Holder]
         raise _os_error(d, "list the lease folder", e) from e
     records = [read_record(d / n) for n in names if n.endswith(LEASE_SUFFIX)]
     return sorted((r for r in records if r is not None), key=lambda r: r.acquired_at)
+
+
+def check_leases(directory: str | os.PathLike[str] | None = None) -> Check:
+    """The doctor's line on the workspace leases in the runtime folder (stale ones named)."""
+    d = Path(directory) if directory is not None else paths.runtime_dir()
+    try:
+        holders = list_leases(d)
+    except Error as e:  # a lease folder problem must not hide the rest of the report
+        return Check("leases", "warn", f"cannot read leases in {d}: {e}", None, {"dir": str(d)})
+    now = time.time()
+    lines, shown, stale = [], [], 0
+    for h in holders:
+        alive, is_stale = h.alive(), h.stale(now)
+        stale += is_stale
+        state = "stale" if is_stale else ("alive" if alive else "on another host")
+        lines.append(f"session {h.session_id} (pid {h.pid}, {state})")
+        shown.append({**h.to_dict(), "alive": alive, "stale": is_stale})
+    data = {"dir": str(d), "leases": shown}
+    if not holders:
+        return Check("leases", "ok", f"no leases in {d}", None, data)
+    detail = f"{len(holders)} lease(s): " + "; ".join(lines[:5])
+    hint = "stale leases are taken over by the next acquire" if stale else None
+    return Check("leases", "ok", detail, hint, data)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import sessiondb
 from sessiondb.cli.app import cli
 from sessiondb.errors import CorruptDatabase, StoreBusy
-from sessiondb.host import checks as doctor_host
+from sessiondb.lease.files import check_leases
 from sessiondb.models import HealthReport
 from sessiondb.sqlite.bootcheck import boot_check
 from sessiondb.sqlite.doctor import checks as doctor
@@ -323,7 +323,7 @@ def test_stale_lease_is_listed(private_runtime: Path) -> None:
         "ttl": 10.0,
     }
     (private_runtime / "abc.lease").write_text(json.dumps(record))
-    leases = doctor_host.check_leases(private_runtime)
+    leases = check_leases(private_runtime)
     assert "S1" in leases.detail and "stale" in leases.detail
 
 

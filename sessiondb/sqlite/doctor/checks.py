@@ -23,15 +23,11 @@ from urllib.parse import quote
 import apsw
 
 from ...errors import CorruptDatabase, InvalidInput
-from ...host.checks import (
-    check_leases,
-    check_open_by,
-    check_permissions,
-    describe_process,
-    process_age,
-)
+from ...host.checks import check_open_by, check_permissions, describe_process, process_age
 from ...host.procinfo import command_line
+from ...lease.files import check_leases
 from ...models import Check, HealthReport
+from ...version import __version__
 from .. import fsdetect, locks
 from ..bootcheck import SQLiteHeader, boot_check
 
@@ -69,8 +65,6 @@ def _human(n: int) -> str:
 
 
 def check_versions() -> Check:
-    from ... import __version__  # late: the package imports the store, which may import us
-
     sqlite = apsw.sqlite_lib_version()
     data = {"sessiondb": __version__, "apsw": apsw.apsw_version(), "sqlite": sqlite}
     detail = f"sessiondb {__version__}, apsw {data['apsw']}, SQLite {sqlite}"

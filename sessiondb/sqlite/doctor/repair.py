@@ -27,10 +27,10 @@ from typing import Any
 
 import apsw
 
-from ...doctor import RepairResult
 from ...errors import CorruptDatabase, Error, StoreBusy
 from ...host.checks import describe_process, other_processes
 from ...host.paths import open_private
+from ...models import RepairResult
 from .. import fsdetect, locks
 from ..admission import lock_path_for
 from ..bootcheck import boot_check
