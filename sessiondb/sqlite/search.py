@@ -159,7 +159,7 @@ def _word_score(phrases: list[str], freqs: _Freqs, q: _Query, plan: _Plan) -> No
     found = [freqs(p) for p in phrases]
     plan.score = (
         f"{rank.FUNCTION}({w}"
-        + "".join(", " + q.param(f"df{i}", f.rows) for i, f in enumerate(found))
+        + "".join(", " + q.param(f"df{i}", f.rank_arg) for i, f in enumerate(found))
         + ")"
     )
     # An AND matches at most what its rarest phrase matches: counted exactly, it bounds the scan.

@@ -9,11 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 
 import sessiondb
 from sessiondb.core.query import split_words
 from sessiondb.sqlite import fts, fts_v3, schema
 from tests.helpers import engine_of
+
+VOCAB = ["alpha", "beta", "gamma", "delta"]
 
 
 def where(hits: list[sessiondb.Hit]) -> list[tuple[str, int]]:
@@ -226,13 +230,94 @@ def test_frequency_estimate_beyond_the_exact_count(tmp_path: Path) -> None:
     with sessiondb.open(tmp_path / "f.db") as st:
         st.append_many("s", [{"role": "user", "content": f"word{i % 2} x"} for i in range(40)])
         with engine_of(st).read() as conn:
-            assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, True, None)
+            assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, True, None, None)
             old = rank.DF_SAMPLE
             rank.DF_SAMPLE = 5
             try:  # every other message: the 5 newest span ids 31..39, so 5 * 40 / 10
-                assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, False, 31)
+                est = rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40)
+                # ... and 5 of the 10 rows of that span match: half of the index's rows.
+                assert est == (20.0, False, 31, 0.5) and est.rank_arg == -0.5
             finally:
                 rank.DF_SAMPLE = old
+
+
+def test_frequencies_stay_within_the_rows_after_deletes(tmp_path: Path) -> None:
+    """Deleted sessions leave gaps in the message ids: a common word's count extrapolated over
+    the id range exceeded the rows that exist, and every search for it raised "math domain
+    error". The estimate is now a share of the rows, so ranking equals FTS5's exact bm25 here,
+    where every remaining message matches."""
+    with sessiondb.open(tmp_path / "d.db") as st:
+        for i in range(30):
+            st.append_many(
+                f"s{i}", [{"role": "user", "content": f"common {j}"} for j in range(200)]
+            )
+        for i in range(25):
+            st.delete_session(f"s{i}")
+        hits = st.search("common", limit=5)
+        assert len(hits) == 5
+        with engine_of(st).read() as conn:
+            exact = dict(
+                conn.execute(
+                    "SELECT rowid, -bm25(messages_fts) FROM messages_fts"
+                    " WHERE messages_fts MATCH '\"common\"' ORDER BY rowid DESC LIMIT 5"
+                ).fetchall()
+            )
+        assert [h.score for h in hits] == pytest.approx(list(exact.values()), rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    ops=hs.lists(
+        hs.one_of(
+            hs.tuples(
+                hs.just("append"),
+                hs.integers(0, 3),
+                hs.lists(hs.sampled_from(VOCAB), min_size=1, max_size=4),
+            ),
+            hs.tuples(hs.just("delete"), hs.integers(0, 3)),
+            hs.tuples(hs.just("pop"), hs.integers(0, 3)),
+            hs.tuples(hs.just("clear"), hs.integers(0, 3)),
+            hs.tuples(hs.just("search"), hs.sampled_from(VOCAB)),
+        ),
+        max_size=60,
+    )
+)
+def test_search_matches_a_brute_force_scan_through_appends_and_removals(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple]
+) -> None:
+    """Appends, deletes, pops, clears and searches interleaved; each search returns exactly the
+    messages a scan of the live messages finds (the frequency sample shrunk to 3, so that the
+    estimates and the candidate budget are exercised with a handful of messages)."""
+    from sessiondb.sqlite import rank
+    from sessiondb.sqlite import search as search_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rank, "DF_SAMPLE", 3)
+        mp.setattr(search_module, "CANDIDATE_BUDGET", 3)
+        mp.setattr(search_module, "RANK_WINDOW", 2)
+        path = tmp_path_factory.mktemp("prop") / "p.db"
+        with sessiondb.open(path) as store:
+            for op in ops:
+                kind, arg = op[0], op[1]
+                if kind == "append":
+                    store.append(f"s{arg}", "user", " ".join(op[2]) + " filler")
+                elif kind == "delete":
+                    store.delete_session(f"s{arg}")
+                elif kind == "pop":
+                    store.pop_message(f"s{arg}")
+                elif kind == "clear" and store.get_session(f"s{arg}") is not None:
+                    store.clear_session(f"s{arg}")
+                elif kind == "search":
+                    live = {
+                        (sid, m.seq)
+                        for sid in (f"s{i}" for i in range(4))
+                        for m in store.messages(sid)
+                        if arg in m.content.split()
+                    }
+                    found = {
+                        (h.message.session_id, h.message.seq) for h in store.search(arg, limit=1000)
+                    }
+                    assert found == live, (arg, ops)
 
 
 @pytest.mark.parametrize("sample", [10, 1000])  # 10: the frequency lookup yields the floor
