@@ -50,3 +50,52 @@ def hold_write_lock(path: str, seconds: float, ready: object) -> None:
     time.sleep(seconds)
     conn.execute("ROLLBACK")
     conn.close()
+
+
+def hold_sessiondb_write(path: str, ready: object) -> None:
+    """A sessiondb writer inside its write transaction (admission queue and SQLite's lock),
+    which the test then stops with SIGSTOP."""
+    import time
+
+    from tests.helpers import engine_of
+
+    store = sessiondb.open(path)
+    with engine_of(store).write() as conn:
+        conn.execute("INSERT INTO purge_queue(sid) VALUES (-1)")
+        ready.set()  # type: ignore[attr-defined]
+        time.sleep(600)
+
+
+def fork_while_a_thread_is_inside(path: str, journal_mode: str, kind: str) -> int:
+    """Fork while another thread is inside a write (or read) transaction of the same store;
+    the child appends. Returns the child's exit status: 0 when its append was stored."""
+    import threading
+
+    from tests.helpers import engine_of
+
+    store = sessiondb.open(path, journal_mode=journal_mode, write_timeout=20)
+    store.append("parent", "user", "before the fork")
+    inside, go = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        engine = engine_of(store)
+        with engine.write() if kind == "write" else engine.read() as conn:
+            conn.execute("SELECT count(*) FROM messages").fetchall()
+            inside.set()
+            go.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    inside.wait(30)
+    threading.Timer(0.3, go.set).start()  # the transaction ends while fork() waits for it
+    pid = os.fork()
+    if pid == 0:
+        try:
+            store.append("child", "user", "written by the forked child")
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    t.join(30)
+    _, status = os.waitpid(pid, 0)
+    store.close()
+    return os.waitstatus_to_exitcode(status)

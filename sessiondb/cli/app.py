@@ -6,10 +6,12 @@ Exit codes: 0 success; 1 an error from the store; 2 bad input or usage; 3 sessio
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from ..errors import (
     CorruptDatabase,
@@ -38,9 +40,9 @@ def report_error(e: Error) -> int:
     """Print ``e`` as one line with a hint on stderr; return the exit code for it."""
     for cls, hint, code in _HINTS:
         if isinstance(e, cls):
-            err_console.print(f"[bold red]error:[/] {e}\n[dim]hint: {hint}[/]", markup=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}\n[dim]hint: {hint}[/]")
             return code
-    err_console.print(f"[bold red]error:[/] {e}", markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}")
     return EXIT_ERROR
 
 
@@ -50,6 +52,24 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except Error as e:
             sys.exit(report_error(e))
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # click's own flow: --help, usage errors, a declined prompt
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+        except OSError as e:  # the CLI's own files (an export's output, an import's input)
+            where = f"{e.filename}: " if e.filename else ""
+            err_console.print(f"[bold red]error:[/] {escape(where + (e.strerror or str(e)))}")
+            sys.exit(EXIT_ERROR)
+        except Exception as e:
+            if os.environ.get("SESSIONDB_DEBUG"):
+                raise
+            err_console.print(
+                f"[bold red]error:[/] internal error: {escape(type(e).__name__)}: {escape(str(e))}"
+                "\n[dim]hint: this is a bug in sessiondb — please report it; "
+                "SESSIONDB_DEBUG=1 shows the traceback[/]"
+            )
+            sys.exit(EXIT_ERROR)
 
 
 @click.group(cls=_Group)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import time
 from dataclasses import dataclass
 
 import apsw
@@ -29,6 +30,8 @@ from ..errors import CorruptDatabase, InvalidInput
 MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
 _TABLE_BTREE_PAGE_TYPES = (0x05, 0x0D)  # interior / leaf table b-tree: page 1 is sqlite_schema
+# Seconds a file may look truncated before it is called so (boot_check).
+TRUNCATION_PATIENCE = 1.0
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,32 @@ def boot_check(path: str | os.PathLike[str]) -> SQLiteHeader | None:
         data = _read_prefix(p, HEADER_SIZE + 1)
     except apsw.Error:
         return None
-    return parse_header(data, st.st_size, p)
+    try:
+        return parse_header(data, st.st_size, p)
+    except CorruptDatabase as e:
+        if len(data) < HEADER_SIZE or not e.reason.startswith("truncated"):
+            raise
+        # A file in use looks truncated for a moment: a checkpoint (or a commit) writes page 1,
+        # whose header holds the new page count, before the pages that extend the file. Only a
+        # shortfall that lasts is damage (tests/sqlite/test_bootcheck.py::
+        # test_a_file_growing_under_a_checkpoint_is_not_truncated).
+        return _recheck_size(p, e)
+
+
+def _recheck_size(path: str, first: CorruptDatabase) -> SQLiteHeader:
+    delay, waited = 0.01, 0.0
+    while waited < TRUNCATION_PATIENCE:
+        time.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, TRUNCATION_PATIENCE - waited + 0.001)
+        try:
+            size = os.stat(path).st_size
+            return parse_header(_read_prefix(path, HEADER_SIZE + 1), size, path)
+        except CorruptDatabase as e:
+            first = e
+        except (OSError, apsw.Error):
+            break
+    raise first
 
 
 __all__ = ["MAGIC", "SQLiteHeader", "boot_check", "parse_header"]

@@ -13,6 +13,11 @@ The rules this module carries (docs/design.md, "Concurrency rules", numbered the
   writer do the checkpoint while it still holds the write lock. A WAL hook notes the WAL size after
   each commit and wakes a per-process background thread that runs PASSIVE checkpoints.
 * A failure to open caches nothing, so the next call simply tries again (rule 10).
+* A thread's connection is closed once the thread has ended (swept when another one opens), so a
+  thread-per-request server does not run out of file descriptors.
+* ``fork()`` waits until no thread of this process is inside a transaction (``_ForkGate``): a
+  child that inherited a connection in the middle of one could never write, since SQLite's
+  in-process lock bookkeeping would keep the inherited (abandoned) connection's locks held.
 * A read-only engine opens the file with SQLITE_OPEN_READONLY: it never creates the file or its
   folder, never changes a pragma stored in the file, and refuses writes with ``ReadOnlyStore``.
 """
@@ -31,9 +36,16 @@ from urllib.parse import quote
 
 import apsw
 
-from ..errors import Error, InvalidInput, ReadOnlyStore, StoreBusy, StoreNotFound
+from ..errors import (
+    Error,
+    InvalidInput,
+    ReadOnlyStore,
+    StoreBusy,
+    StoreNotFound,
+    UnsupportedStorage,
+)
 from ..host.paths import ensure_private_dir
-from ..host.procinfo import command_line
+from ..host.procinfo import command_line, process_state
 from . import bootcheck, fsdetect, locks, rank
 from .admission import AdmissionLock, lock_path_for
 from .errors import translate
@@ -61,10 +73,75 @@ JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
 _ABANDONED: list[Any] = []
 
 
+class _Slot:
+    """One (process, thread)'s connection and admission handle."""
+
+    __slots__ = ("conn", "lock", "pid", "thread")
+
+    def __init__(
+        self, conn: apsw.Connection, lock: AdmissionLock | None, thread: threading.Thread
+    ) -> None:
+        self.pid = os.getpid()
+        self.conn = conn
+        self.lock = lock
+        self.thread = thread
+
+    def close(self) -> None:
+        with contextlib.suppress(apsw.Error):
+            self.conn.close()
+        if self.lock is not None:
+            self.lock.close()
+
+
 class _Local(threading.local):
-    pid: int = -1
-    conn: apsw.Connection | None = None
-    lock: AdmissionLock | None = None
+    slot: _Slot | None = None
+
+
+class _ForkGate:
+    """Transactions of this process (any engine) against ``fork()``: a fork waits — up to
+    FORK_WAIT seconds — until no thread is inside one, and none starts until it is done."""
+
+    FORK_WAIT = 60.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._forking = False
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0 and self._forking:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()
+        self._forking = True
+        deadline = time.monotonic() + self.FORK_WAIT
+        while self._active and time.monotonic() < deadline:
+            self._cond.wait(deadline - time.monotonic())
+
+    def after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        self.__init__()  # type: ignore[misc]  # the other threads did not come along
+
+
+_FORK_GATE = _ForkGate()
+os.register_at_fork(
+    before=_FORK_GATE.before_fork,
+    after_in_parent=_FORK_GATE.after_fork_in_parent,
+    after_in_child=_FORK_GATE.after_fork_in_child,
+)
 
 
 class Engine:
@@ -103,7 +180,7 @@ class Engine:
         self._mode: tuple[str, bool] | None = None
         self._local = _Local()
         self._registry_lock = threading.Lock()
-        self._connections: list[tuple[int, apsw.Connection, AdmissionLock | None]] = []
+        self._slots: list[_Slot] = []
         self._closed = False
         self._checkpointer: _Checkpointer | None = None
         self._wal_pages = 0
@@ -120,21 +197,23 @@ class Engine:
         return self._mode[0]
 
     def connection(self) -> apsw.Connection:
-        local = self._local
-        pid = os.getpid()
-        if local.pid == pid and local.conn is not None:
-            return local.conn
+        return self._slot().conn
+
+    def _slot(self) -> _Slot:
+        slot = self._local.slot
+        if slot is not None and slot.pid == os.getpid():
+            return slot
         if self._closed:
             raise Error(f"{self.path}: the store is closed")
-        if local.conn is not None:
+        if slot is not None:
             # Inherited through fork: keep it alive but never use it again in this process.
-            _ABANDONED.append(local.conn)
-            if local.lock is not None:
+            _ABANDONED.append(slot.conn)
+            if slot.lock is not None:
                 # Our own descriptor of the lock file: safe to close (a flock is released only
                 # when the parent's descriptor of the same open file is closed too).
-                local.lock.close()
-            local.conn = None
-            local.lock = None
+                slot.lock.close()
+            self._local.slot = None
+        self._sweep_ended_threads()
         conn = self._open()
         lock = None
         if self._mode is not None and self._mode[1] and not self.readonly:
@@ -149,10 +228,21 @@ class Engine:
                     raise Error(
                         f"{self.lock_path}: cannot open the admission lock file: {e}"
                     ) from e
-        local.conn, local.lock, local.pid = conn, lock, pid
+        slot = _Slot(conn, lock, threading.current_thread())
+        self._local.slot = slot
         with self._registry_lock:
-            self._connections.append((pid, conn, lock))
-        return conn
+            self._slots.append(slot)
+        return slot
+
+    def _sweep_ended_threads(self) -> None:
+        """Close the connections of this process's threads that have ended."""
+        pid = os.getpid()
+        with self._registry_lock:
+            ended = [s for s in self._slots if s.pid == pid and not s.thread.is_alive()]
+            for s in ended:
+                self._slots.remove(s)
+        for s in ended:
+            s.close()
 
     def _open(self) -> apsw.Connection:
         if self.readonly:
@@ -174,6 +264,12 @@ class Engine:
             # Refuse a file that is not a usable database before SQLite touches it (and long
             # before a write would fail): never renames, deletes or recreates it.
             bootcheck.boot_check(self.path)
+            if _read_only_filesystem(self.path):
+                raise UnsupportedStorage(
+                    f"{self.path} is on a read-only filesystem: a store opened for writing "
+                    "cannot be used there — open it with readonly=True to read it (the "
+                    "sessiondb commands that only read do)"
+                )
         try:
             conn = apsw.Connection(str(self.path))
         except apsw.Error as e:
@@ -190,15 +286,18 @@ class Engine:
             raise StoreNotFound(str(self.path))
         if bootcheck.boot_check(self.path) is None:
             raise StoreNotFound(str(self.path), "the file is empty: no sessiondb store in it yet")
+        uri = "file:" + quote(str(self.path))
+        if _read_only_filesystem(self.path):
+            # WAL needs its -shm index, which read-only media cannot hold: nothing can write
+            # there, so reading the file as immutable is exact (sqlite.org/uri.html#uriimmutable).
+            uri += "?immutable=1"
         try:
-            conn = apsw.Connection(
-                "file:" + quote(str(self.path)),
-                flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
-            )
+            conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
         except apsw.Error as e:
             raise translate(e, self.path) from e
         try:
             conn.set_busy_timeout(int(self.write_timeout * 1000))
+            conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # see _configure
             rank.register(conn)
             if self._mode is None:
                 self._mode = (str(conn.execute("PRAGMA journal_mode").get).lower(), False)
@@ -209,8 +308,13 @@ class Engine:
 
     def _configure(self, conn: apsw.Connection, created: bool) -> None:
         conn.set_busy_timeout(int(self.write_timeout * 1000))
-        rank.register(conn)  # the search's ranking function (rank.py)
         try:
+            # SQLite opens the file lazily: read it first, so that what stops it (no descriptor
+            # left, a full disk, a lock past write_timeout, unreadable media) is reported as
+            # itself — registering the ranking function first turned each into a misleading
+            # apsw.NoFTS5Error (tests/sqlite/test_backend.py::test_open_failures_say_what_happened).
+            conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+            rank.register(conn)  # the search's ranking function (rank.py)
             if self._mode is None:
                 self._mode = self._decide_journal_mode(conn, created)
             mode = self._mode[0]
@@ -255,8 +359,8 @@ class Engine:
         # processes creating the same file at once do not fight over it.
         lock = AdmissionLock(self.lock_path) if _is_local(self.path) else None
         try:
-            if lock is not None:
-                lock.acquire()
+            if lock is not None and not lock.acquire(self.write_timeout):
+                raise self._busy(time.monotonic() - self.write_timeout, None)
             return str(conn.execute(f"PRAGMA journal_mode={wanted}").get).lower()
         finally:
             if lock is not None:
@@ -277,6 +381,7 @@ class Engine:
         be consumed lazily after it ends.
         """
         conn = self.connection()
+        _FORK_GATE.enter()
         try:
             conn.execute("BEGIN")
             try:
@@ -286,6 +391,8 @@ class Engine:
                     conn.execute("COMMIT")
         except apsw.Error as e:
             raise translate(e, self.path) from e
+        finally:
+            _FORK_GATE.leave()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[apsw.Connection]:
@@ -295,13 +402,17 @@ class Engine:
                 f"{self.path}: this store was opened read-only; open it without readonly=True "
                 "to write"
             )
-        conn = self.connection()
-        lock = self._local.lock
+        slot = self._slot()
+        conn, lock = slot.conn, slot.lock
         start = time.monotonic()
         deadline = start + self.write_timeout
-        if lock is not None and not lock.try_acquire():
-            lock.acquire()
+        if lock is not None and not lock.try_acquire() and not lock.acquire(self.write_timeout):
+            # The queue did not move within write_timeout (a writer frozen in its transaction):
+            # this handle is spent, the next write queues on a new one (admission.py).
+            slot.lock = AdmissionLock(self.lock_path)
+            raise self._busy(start, None)
         queued = lock is not None
+        _FORK_GATE.enter()
         try:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -347,6 +458,7 @@ class Engine:
         except apsw.Error as e:
             raise translate(e, self.path) from e
         finally:
+            _FORK_GATE.leave()
             if queued:
                 assert lock is not None
                 lock.release()
@@ -381,9 +493,12 @@ class Engine:
         cmd = _command_of(holder) if holder else None
         if cmd:
             who += f" ({cmd})"
+        next_step = "retry, raise write_timeout, or see `sessiondb doctor`"
+        if holder is not None and process_state(holder) in ("T", "t"):
+            who += ", which is stopped (Ctrl-Z, SIGSTOP or a debugger)"
+            next_step = f"resume it (`fg`, or `kill -CONT {holder}`) or end it"
         return StoreBusy(
-            f"{self.path}: could not get the write lock within {waited:.1f} s{who} — "
-            "retry, raise write_timeout, or see `sessiondb doctor`",
+            f"{self.path}: could not get the write lock within {waited:.1f} s{who} — {next_step}",
             path=str(self.path),
             holder_pid=holder,
             waited=waited,
@@ -447,15 +562,12 @@ class Engine:
         self._closed = True
         pid = os.getpid()
         with self._registry_lock:
-            mine = [c for c in self._connections if c[0] == pid]
-            self._connections = [c for c in self._connections if c[0] != pid]
+            mine = [c for c in self._slots if c.pid == pid]
+            self._slots = [c for c in self._slots if c.pid != pid]
         if self._checkpointer is not None and self._checkpointer.pid == pid:
             self._checkpointer.stop()
-        for _, conn, lock in mine:
-            with contextlib.suppress(apsw.Error):
-                conn.close()
-            if lock is not None:
-                lock.close()
+        for slot in mine:
+            slot.close()
         self._local = _Local()
 
 
@@ -507,6 +619,13 @@ class _Checkpointer:
             if conn is not None:
                 with contextlib.suppress(apsw.Error):
                     conn.close()
+
+
+def _read_only_filesystem(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _is_local(path: Path) -> bool:

@@ -41,7 +41,10 @@ def translate(
     if isinstance(e, apsw.FullError):
         return Error(f"{where}the disk is full ({e}); free space and retry")
     if isinstance(e, apsw.CantOpenError):
-        return Error(f"{where}cannot open the database ({e}); check the path and its permissions")
+        return Error(
+            f"{where}cannot open the database ({e}); check the path, its permissions, and the "
+            "process's limit of open files (ulimit -n)"
+        )
     if isinstance(e, apsw.TooBigError):
         return InvalidInput(f"{where}a value is larger than SQLite accepts ({e})")
     if isinstance(e, apsw.IOError):

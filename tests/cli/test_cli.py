@@ -129,3 +129,24 @@ def test_demo_runs_and_verifies(tmp_path: Path) -> None:
     assert "All checks passed" in r.output
     with sessiondb.open(tmp_path / "demo" / "sessions.db") as store:
         assert store.count() == 160
+
+
+def test_unexpected_failures_are_one_line_not_a_traceback(
+    run, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    assert run("append", "s", "user", "x").exit_code == 0
+    from sessiondb.core.store import SessionStore
+
+    def boom(*a: object, **k: object) -> None:
+        raise ValueError("math domain error")
+
+    monkeypatch.setattr(SessionStore, "search", boom)
+    r = run("search", "anything")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "internal error: ValueError: math domain error" in r.output
+    assert "SESSIONDB_DEBUG" in r.output
+
+
+def test_error_text_with_brackets_is_printed_as_text(run) -> None:  # type: ignore[no-untyped-def]
+    r = run("append", "[bold]x[/bold]\x01", "user", "text")
+    assert r.exit_code == 2 and "[bold]x[/bold]" in r.output

@@ -13,6 +13,7 @@ import pytest
 import sessiondb
 from sessiondb.sqlite import schema
 from sessiondb.sqlite.backend import PURGE_BATCH
+from tests.conftest import in_ci
 from tests.helpers import engine_of
 
 
@@ -112,3 +113,97 @@ def test_a_full_disk_says_so_and_writes_nothing(db_path: Path) -> None:
             store.append("s", "user", "x" * 200_000)
         assert not isinstance(info.value, sessiondb.CorruptDatabase)
         assert [m.content for m in store.messages("s")] == ["first"]
+
+
+_FD_EXHAUSTION = """
+import os, resource, sys
+import sessiondb
+path, free = sys.argv[1], int(sys.argv[2])
+warm = sessiondb.open(path + ".warm")  # every module loaded before descriptors run out
+warm.append("s", "user", "x")
+warm.close()
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+fds = []
+try:
+    while True:
+        fds.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+for fd in fds[:free]:
+    os.close(fd)
+try:
+    sessiondb.open(path).append("s", "user", "x")
+    print("stored")
+except sessiondb.Error as e:
+    print("sessiondb.Error:", e)
+except BaseException as e:
+    print("raw", type(e).__name__, e)
+"""
+
+
+@pytest.mark.parametrize("free", [0, 1, 2, 3, 4])
+def test_open_failures_say_what_happened(db_path: Path, free: int) -> None:
+    """With no file descriptor left (a leaking server), the append failed with a raw
+    apsw.NoFTS5Error ("Is the extension included in SQLite?") when one or two were free."""
+    import subprocess
+    import sys
+
+    sessiondb.open(db_path).close()
+    out = subprocess.run(
+        [sys.executable, "-c", _FD_EXHAUSTION, str(db_path), str(free)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.strip()
+    assert out == "stored" or out.startswith("sessiondb.Error:"), out
+    if out != "stored":
+        assert "open" in out
+
+
+def test_a_lock_held_at_open_under_the_rollback_journal_is_store_busy(tmp_path: Path) -> None:
+    path = tmp_path / "rollback.db"
+    sessiondb.open(path, journal_mode="delete").close()
+    foreign = apsw.Connection(str(path))
+    foreign.execute("BEGIN EXCLUSIVE")  # readers cannot even read the schema
+    try:
+        store = sessiondb.open(path, write_timeout=0.3)  # a lock at open is retried later
+        with pytest.raises(sessiondb.StoreBusy):
+            store.count()
+    finally:
+        foreign.execute("ROLLBACK")
+        foreign.close()
+    assert store.count() == 0
+    store.close()
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A folder and a read-only bind mount of it (needs root; CI runs as root)."""
+    import subprocess
+
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "--bind", str(src), str(ro)], capture_output=True)
+    if mounted.returncode != 0:
+        if in_ci():
+            pytest.fail(f"cannot bind-mount in CI: {mounted.stderr!r}")
+        pytest.skip("bind mounts need root")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(ro)], check=True)
+        yield src, ro
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)
+
+
+def test_a_cleanly_closed_wal_store_on_read_only_media_is_readable(read_only_mount) -> None:  # type: ignore[no-untyped-def]
+    src, ro = read_only_mount
+    with sessiondb.open(src / "s.db") as store:
+        assert store.info()["journal_mode"] == "wal"
+        store.append("s", "user", "kept on a read-only disk")
+    assert sorted(p.name for p in src.iterdir()) == ["s.db", "s.db.lock"]  # no -wal, no -shm
+    with sessiondb.open(ro / "s.db", readonly=True) as reader:
+        assert [m.content for m in reader.messages("s")] == ["kept on a read-only disk"]
+        assert [h.message.seq for h in reader.search("read-only")] == [1]
+    with pytest.raises(sessiondb.UnsupportedStorage, match="readonly=True"):
+        sessiondb.open(ro / "s.db").append("s", "user", "x")

@@ -162,3 +162,18 @@ def test_does_not_drop_this_process_locks(tmp_path: Path) -> None:
     finally:
         conn.execute("ROLLBACK")
         conn.close()
+
+
+def test_a_file_growing_under_a_checkpoint_is_not_truncated(tmp_path: Path) -> None:
+    """A checkpoint writes page 1 (the new page count) before the pages that extend the file:
+    a thread opening a connection meanwhile saw "truncated" on a healthy store in use
+    (tests/sqlite/test_concurrency.py::test_threads_share_one_store, under load)."""
+    import threading
+
+    db = tmp_path / "growing.db"
+    _make_db(db, rows=200)
+    whole = db.read_bytes()
+    db.write_bytes(whole[: 4096 * 3])  # the header says more pages than the file has, for now
+    threading.Timer(0.05, db.write_bytes, args=(whole,)).start()
+    header = boot_check(db)
+    assert header is not None and header.page_count == len(whole) // 4096

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -244,3 +245,90 @@ def test_ten_second_foreign_holder_waits_or_times_out_naming_it(db_path: Path) -
     err, hasty_waited = results["hasty"]  # type: ignore[misc]
     assert isinstance(err, StoreBusy) and err.holder_pid == p.pid
     assert 1.8 <= hasty_waited <= 4.5
+
+
+def test_a_stopped_writer_delays_others_only_up_to_their_timeout(db_path: Path) -> None:
+    """A sessiondb writer frozen inside its transaction (Ctrl-Z) held every other writer in the
+    admission queue for as long as it stayed stopped. Now each waits only its write_timeout and
+    is told who holds the lock and that it is stopped; store leases likewise."""
+    sessiondb.open(db_path).close()
+    ready = SPAWN.Event()
+    holder = SPAWN.Process(target=w.hold_sessiondb_write, args=(str(db_path), ready))
+    holder.start()
+    store = sessiondb.open(db_path, write_timeout=1.0)
+    try:
+        assert ready.wait(60)
+        os.kill(holder.pid, signal.SIGSTOP)
+        outcome: dict[str, object] = {}
+
+        def attempt() -> None:
+            for name, call in (
+                ("append", lambda: store.append("s", "user", "blocked")),
+                ("lease", lambda: store.lease("job", "w1").acquire()),
+            ):
+                try:
+                    call()
+                    outcome[name] = "went through"
+                except StoreBusy as e:
+                    outcome[name] = e
+
+        t = threading.Thread(target=attempt)
+        t.start()
+        t.join(120)  # a bound for a hung call, far beyond the 2 x 1 s the calls may wait
+        assert not t.is_alive(), "a write waited past its write_timeout"
+        for name in ("append", "lease"):
+            e = outcome[name]
+            assert isinstance(e, StoreBusy), (name, e)
+            assert e.holder_pid == holder.pid and "stopped" in str(e) and "kill -CONT" in str(e)
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.terminate()
+        holder.join(30)
+    # The same store works again once the holder is gone (the spent queue handle was replaced).
+    assert store.append("s", "user", "after").seq == 1
+    store.close()
+
+
+@pytest.mark.stress
+def test_short_lived_threads_leave_the_descriptor_count_flat(db_path: Path) -> None:
+    """A thread-per-request server: 10 000 threads, each appending once and ending. Their
+    connections used to stay open (3 descriptors each) until appends failed for want of
+    descriptors."""
+    with sessiondb.open(db_path) as store:
+        store.append("warm", "user", "x")
+        before = len(os.listdir("/proc/self/fd"))
+        errors: list[BaseException] = []
+
+        def request(i: int) -> None:
+            try:
+                store.append(f"s{i % 7}", "user", f"request {i}")
+            except BaseException as e:
+                errors.append(e)
+
+        for start in range(0, 10_000, 50):
+            batch = [threading.Thread(target=request, args=(i,)) for i in range(start, start + 50)]
+            for t in batch:
+                t.start()
+            for t in batch:
+                t.join()
+        after = len(os.listdir("/proc/self/fd"))
+        assert errors == []
+        assert store.count() == 10_001
+    assert after <= before + 3 * 50  # at most the last batch's connections, not 10 000
+
+
+@pytest.mark.parametrize(
+    ("journal_mode", "kind"), [("wal", "write"), ("delete", "write"), ("delete", "read")]
+)
+def test_fork_while_another_thread_is_inside_a_transaction(
+    db_path: Path, journal_mode: str, kind: str
+) -> None:
+    """The child of a fork taken while another thread was inside a transaction could never
+    write (SQLite's in-process locks of the inherited connection stayed held). fork() now
+    waits for the transaction to end."""
+    status = SPAWN.Pool(1).apply(
+        w.fork_while_a_thread_is_inside, (str(db_path), journal_mode, kind)
+    )
+    assert status == 0
+    with sessiondb.open(db_path) as store:
+        assert [m.content for m in store.messages("child")] == ["written by the forked child"]
