@@ -207,3 +207,23 @@ def test_a_cleanly_closed_wal_store_on_read_only_media_is_readable(read_only_mou
         assert [h.message.seq for h in reader.search("read-only")] == [1]
     with pytest.raises(sessiondb.UnsupportedStorage, match="readonly=True"):
         sessiondb.open(ro / "s.db").append("s", "user", "x")
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_hostile_lock_file_is_refused_not_followed(tmp_path: Path, kind: str) -> None:
+    """``<db>.lock`` made a symlink to a file elsewhere (or a FIFO) by someone sharing the
+    folder: sessiondb neither creates nor writes through the link, nor blocks on the FIFO."""
+    db = tmp_path / "s.db"
+    lock = tmp_path / "s.db.lock"
+    target = tmp_path / "elsewhere" / "precious"
+    target.parent.mkdir()
+    if kind == "symlink":
+        target.write_bytes(b"keep me")
+        lock.symlink_to(target)
+    else:
+        os.mkfifo(lock)
+    with pytest.raises(sessiondb.Error, match="lock") as info:
+        sessiondb.open(db).append("s", "user", "x")
+    assert "Traceback" not in str(info.value)
+    if kind == "symlink":
+        assert target.read_bytes() == b"keep me" and stat.S_IMODE(target.stat().st_mode) != 0
