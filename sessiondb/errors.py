@@ -62,6 +62,21 @@ class KeyConflict(Error):
         self.seq = seq
 
 
+class StaleSession(Error):
+    """A conditional append (``expect_last=N``) found the session's last seq no longer N:
+    another writer appended or removed messages since the caller read it. Nothing was written;
+    re-read the session and decide again."""
+
+    def __init__(self, session_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"session {session_id!r} ends at seq {actual}, not {expected} as expected: it changed "
+            "since it was read — re-read it and retry"
+        )
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+
+
 class InvalidInput(Error, ValueError):
     """An argument is not acceptable; the message names the field."""
 
@@ -119,6 +134,7 @@ __all__ = [
     "ReadOnlyStore",
     "SessionExists",
     "SessionNotFound",
+    "StaleSession",
     "StoreBusy",
     "StoreNotFound",
     "UnsupportedStorage",

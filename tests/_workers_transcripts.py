@@ -10,3 +10,38 @@ def reconcile(db: str, session_id: str, legacy: str, start: object) -> int:
     start.wait(10)  # type: ignore[attr-defined]
     with sessiondb.open(db) as store:
         return len(store.transcript(session_id, legacy_jsonl=legacy))
+
+
+def import_file(db: str, path: str, barrier: object) -> int:
+    """Open the store, wait until every importer has, import ``path``; returns how many
+    messages this import added."""
+    with sessiondb.open(db) as store:
+        store.count()  # opened and ready
+        barrier.wait(60)  # type: ignore[attr-defined]
+        return store.import_jsonl(path).imported
+
+
+def live_agent(db: str, path: str, turns: int, start: object) -> None:
+    """An agent that stores each turn, then appends it to its JSONL log, one after the other."""
+    import json
+    import time
+
+    start.wait(10)  # type: ignore[attr-defined]
+    with sessiondb.open(db) as store, open(path, "ab", buffering=0) as log:
+        for i in range(turns):
+            role, content = ("user" if i % 2 == 0 else "assistant"), f"turn {i}"
+            store.append("s", role, content)
+            log.write(json.dumps({"role": role, "content": content}).encode() + b"\n")
+            time.sleep(0.001)
+
+
+def reconcile_until(db: str, legacy: str, done: object, start: object) -> int:
+    """Reconcile in a loop until ``done`` is set; returns how many calls were made."""
+    start.wait(10)  # type: ignore[attr-defined]
+    calls = 0
+    with sessiondb.open(db) as store:
+        while not done.is_set():  # type: ignore[attr-defined]
+            store.transcript("s", legacy_jsonl=legacy)
+            calls += 1
+        store.transcript("s", legacy_jsonl=legacy)
+    return calls + 1

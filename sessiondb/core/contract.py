@@ -229,9 +229,16 @@ class Store(Protocol):
         key: str | None = None,
         meta: Mapping[str, Any] | None = None,
         created_at: float | datetime | None = None,
+        expect_last: int | None = None,
     ) -> Message: ...
 
-    def append_many(self, session_id: str, items: Iterable[Mapping[str, Any]]) -> list[Message]: ...
+    def append_many(
+        self,
+        session_id: str,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        expect_last: int | None = None,
+    ) -> list[Message]: ...
 
     def messages(
         self,

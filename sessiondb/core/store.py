@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import InvalidInput, SessionExists, SessionNotFound
+from ..errors import InvalidInput, SessionExists, SessionNotFound, StaleSession
 from ..models import HealthReport, Hit, ImportReport, Message, Session
 from . import append as ap
 from . import validate as v
@@ -188,34 +188,51 @@ class SessionStore:
         key: str | None = None,
         meta: Mapping[str, Any] | None = None,
         created_at: float | datetime | None = None,
+        expect_last: int | None = None,
     ) -> Message:
         """Append one message (creating the session if missing); ``seq`` is assigned here.
 
         With ``key``, a retry returns the stored message and writes nothing; the same key with
         different role, content or meta raises ``KeyConflict``. ``created_at`` (epoch seconds
-        or a datetime) keeps an imported message's own time; the default is now.
+        or a datetime) keeps an imported message's own time; the default is now. With
+        ``expect_last=N`` the append happens only if the session's last seq is still N (0: no
+        message, or no session yet), else ``StaleSession`` and nothing is written.
         """
         sid = v.session_id(session_id)
         item = ap.Item.of(role, content, key, meta, created_at)
+        last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
         with self._backend.write() as tx:
-            return self._append(tx, sid, [item])[0]
+            return self._append(tx, sid, [item], last)[0]
 
-    def append_many(self, session_id: str, items: Iterable[Mapping[str, Any]]) -> list[Message]:
+    def append_many(
+        self,
+        session_id: str,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        expect_last: int | None = None,
+    ) -> list[Message]:
         """Append several messages in one transaction: all are stored or none is.
 
         Each item is a dict with ``role`` and ``content`` and optionally ``key``, ``meta`` and
         ``created_at``; keyed items already stored are returned as stored, so re-sending a whole
-        unsaved tail after a failure never duplicates anything.
+        unsaved tail after a failure never duplicates anything. ``expect_last``: as ``append``.
         """
         sid = v.session_id(session_id)
         prepared = ap.items_of(items)
+        last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
         if not prepared:
             return []
         with self._backend.write() as tx:
-            return self._append(tx, sid, prepared)
+            return self._append(tx, sid, prepared, last)
 
     @staticmethod
-    def _append(tx: WriteTx, sid: str, items: list[ap.Item]) -> list[Message]:
+    def _append(
+        tx: WriteTx, sid: str, items: list[ap.Item], expect_last: int | None = None
+    ) -> list[Message]:
+        if expect_last is not None:
+            last = tx.message_count(sid)
+            if last != expect_last:
+                raise StaleSession(sid, expect_last, last)
         now = time.time()
         ref = tx.session_ref(sid)
         if ref is None:

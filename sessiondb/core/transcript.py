@@ -17,6 +17,7 @@ behaviour by handing its store to these functions.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import Error, InvalidInput, KeyConflict, SessionNotFound
+from ..errors import Error, InvalidInput, KeyConflict, SessionNotFound, StaleSession
 from ..host.paths import open_private
 from ..models import BadLine, ImportReport, Message, Session
 from . import validate
@@ -46,8 +47,10 @@ EXPORT_PAGE = 1000
 #: Meta field recording where a backfilled message belongs in conversation order: it follows the
 #: message whose seq is ``after`` (0: before everything).
 BACKFILL_META = "sessiondb_backfill"
-#: Attempts of a reconcile that lost a race (another process backfilled with other anchors).
-_RECONCILE_TRIES = 3
+#: Attempts of a reconcile that lost a race (another process backfilled or appended meanwhile).
+_RECONCILE_TRIES = 10
+#: Attempts of an import batch placed by position while another writer appends to its session.
+_IMPORT_TRIES = 5
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` after each batch."""
@@ -186,19 +189,51 @@ class _Importer:
         sid, pending = self.pending_sid, self.pending
         self.pending = []
         self._ensure(sid)
-        before = self.store.count(sid)
+        for _ in range(_IMPORT_TRIES):
+            before = self.store.count(sid)
+            lines, items, positional, duplicates = self._plan(sid, pending, before)
+            if not items:
+                self.duplicates += duplicates
+                return
+            try:
+                # Keyless lines placed by position are right only if nobody appended since
+                # `before` was read: two imports of one export at once stored each line twice
+                # (tests/contract/test_transcript.py::test_two_imports_of_one_export_at_once).
+                result = self.store.append_many(
+                    sid, items, expect_last=before if positional else None
+                )
+            except StaleSession:
+                continue  # the session moved: plan again from what it holds now
+            except KeyConflict:
+                result = self._one_by_one(sid, lines, items)
+            new = sum(1 for m in result if m.seq > before)
+            self.imported += new
+            self.duplicates += duplicates + len(result) - new
+            return
+        # Still moving after every try: give each keyless line its line-derived key, which makes
+        # the batch idempotent whatever else is appended meanwhile.
+        alt = [(line, dataclasses.replace(r, key=r.key or r.alt_key)) for line, r in pending]
+        self.pending, self.pending_sid = alt, sid
+        self.flush()
+
+    def _plan(
+        self, sid: str, pending: list[tuple[int, Record]], before: int
+    ) -> tuple[list[int], list[dict[str, Any]], bool, int]:
+        """The lines to append given the session's last seq: (lines, items, whether any item is
+        placed by its position, duplicates skipped)."""
         # sessiondb export lines without a key are identified by their position (seq): a line
         # whose seq already holds the same message is a duplicate; one that lands exactly at its
         # seq is stored keyless (so export -> import -> export is byte-exact); any other gets a
         # key derived from its line so that importing it again stays idempotent.
-        positional = [r.seq for _, r in pending if r.key is None and r.seq is not None]
+        seqs = [r.seq for _, r in pending if r.key is None and r.seq is not None]
         stored: dict[int, Message] = {}
-        lo = min(positional, default=before + 1)
+        lo = min(seqs, default=before + 1)
         if lo <= before:
-            hi = min(max(positional), before)
+            hi = min(max(seqs), before)
             stored = {m.seq: m for m in self.store.messages(sid, after=lo - 1, limit=hi - lo + 1)}
         lines: list[int] = []
         items: list[dict[str, Any]] = []
+        positional, duplicates = False, 0
         next_seq = before + 1
         for line, rec in pending:
             key = rec.key
@@ -209,22 +244,16 @@ class _Importer:
                     rec.content,
                     rec.meta,
                 ):
-                    self.duplicates += 1
+                    duplicates += 1
                     continue
                 if rec.seq != next_seq:
                     key = rec.alt_key
+                else:
+                    positional = True
             lines.append(line)
             items.append(_item(rec, key, rec.meta))
             next_seq += 1
-        if not items:
-            return
-        try:
-            result = self.store.append_many(sid, items)
-        except KeyConflict:
-            result = self._one_by_one(sid, lines, items)
-        new = sum(1 for m in result if m.seq > before)
-        self.imported += new
-        self.duplicates += len(result) - new
+        return lines, items, positional, duplicates
 
     def _one_by_one(self, sid: str, lines: list[int], items: list[dict[str, Any]]) -> list[Message]:
         """A batch hit a key stored with other content: isolate the conflicting lines."""
@@ -457,10 +486,12 @@ def transcript(
         if not stored:
             store.ensure_session(session_id, source="import")
         try:
-            store.append_many(session_id, items)
-        except KeyConflict:
+            # Only onto the messages the plan was made from: a message appended meanwhile (by
+            # the agent still writing, or another reconcile) may be one the plan would add again.
+            store.append_many(session_id, items, expect_last=stored[-1].seq if stored else 0)
+        except (KeyConflict, StaleSession):
             # Another process backfilled the same lines from a different view of the store
-            # (other anchors); re-read: its rows now match by key.
+            # (other anchors), or appended: re-read, its rows now match by key or content.
             if attempt == _RECONCILE_TRIES - 1:
                 raise
             continue

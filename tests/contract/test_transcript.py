@@ -109,10 +109,10 @@ def test_batches_are_bounded_and_progress_reported(
     sizes: list[int] = []
     real = store.append_many
 
-    def spy(session_id: str, items: Any) -> Any:
+    def spy(session_id: str, items: Any, **kw: Any) -> Any:
         items = list(items)
         sizes.append(len(items))
-        return real(session_id, items)
+        return real(session_id, items, **kw)
 
     monkeypatch.setattr(store, "append_many", spy)
     seen: list[tuple[int, int]] = []
@@ -225,3 +225,29 @@ def test_file_session_id_is_safe() -> None:
 
     sid = file_session_id("/x/we\x01ird.jsonl", Record("user", "c", "jsonl:1:ab", None, None))
     assert sid.startswith("we_ird-") and len(sid) == len("we_ird-") + 8
+
+
+def test_two_imports_of_one_export_at_once(tmp_path: Path, backend: str) -> None:
+    """Keyless export lines are placed by their seq: two imports racing stored 100-200 of 300
+    lines twice, each reporting "imported 300". Three imports of 2 000 lines here, so that
+    they overlap for certain."""
+    import multiprocessing
+
+    from tests._workers_transcripts import import_file
+
+    src, dst = new_location(backend, tmp_path / "src"), new_location(backend, tmp_path / "dst")
+    export = tmp_path / "export.jsonl"
+    with sessiondb.open(src) as a:
+        a.append_many("s", [{"role": "user", "content": f"line {i}"} for i in range(2000)])
+        a.export_jsonl("s", export)
+    sessiondb.open(dst).close()
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Manager().Barrier(3)
+    with ctx.Pool(3) as pool:
+        runs = [pool.apply_async(import_file, (dst, str(export), barrier)) for _ in range(3)]
+        added = [r.get(timeout=120) for r in runs]
+    assert sum(added) == 2000
+    with sessiondb.open(dst) as b:
+        contents = [m.content for m in b.messages("s")]
+    assert sorted(contents) == sorted(f"line {i}" for i in range(2000))
+    assert [m for m in contents if contents.count(m) > 1] == []

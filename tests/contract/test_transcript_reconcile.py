@@ -125,3 +125,54 @@ def test_two_processes_reconciling_at_once(tmp_path: Path, location: str) -> Non
         assert history(s.transcript("s")) == full
         contents = [m.content for m in s.messages("s")]
         assert len(set(contents)) == 300
+
+
+class _AgentInTheWindow:
+    """The store, with the agent's append of the newest turn landing between a reconcile's
+    read and its backfill (the race's window, made certain)."""
+
+    def __init__(self, real: Any, turn: tuple[str, str]) -> None:
+        self.real, self.turn, self.fired = real, turn, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def append_many(self, session_id: str, items: Any, **kw: Any) -> Any:
+        if not self.fired:
+            self.fired = True
+            self.real.append(session_id, *self.turn)
+        return self.real.append_many(session_id, items, **kw)
+
+
+def test_a_backfill_never_adds_what_the_store_gained_meanwhile(store: Any, tmp_path: Path) -> None:
+    from sessiondb.core.transcript import transcript
+
+    full = conv(5)
+    seed(store, full[:3])
+    f = legacy(tmp_path, full)  # the agent logged turn 5 and is storing it right now
+    racing = _AgentInTheWindow(store, full[4])
+    assert history(transcript(racing, "s", legacy_jsonl=f)) == full
+    assert racing.fired and store.count("s") == 5
+
+
+def test_reconciles_racing_a_live_agent_store_each_turn_once(tmp_path: Path, location: str) -> None:
+    from tests._workers_transcripts import live_agent, reconcile_until
+
+    log = tmp_path / "agent.jsonl"
+    log.write_bytes(b"")
+    sessiondb.open(location).close()
+    ctx = multiprocessing.get_context("spawn")
+    manager = ctx.Manager()
+    start, done = manager.Event(), manager.Event()
+    agent = ctx.Process(target=live_agent, args=(location, str(log), 300, start))
+    agent.start()
+    with ctx.Pool(2) as pool:
+        runs = [pool.apply_async(reconcile_until, (location, str(log), done, start)) for _ in "ab"]
+        start.set()
+        agent.join(120)
+        done.set()
+        calls = [r.get(timeout=120) for r in runs]
+    assert agent.exitcode == 0 and min(calls) > 1
+    with sessiondb.open(location) as s:
+        contents = [m.content for m in s.messages("s")]
+    assert sorted(contents) == sorted(f"turn {i}" for i in range(300))

@@ -232,3 +232,20 @@ def test_check_and_info_through_the_contract(store: sessiondb.Store) -> None:
     assert (facts["sessions"], facts["messages"], facts["readonly"]) == (1, 1, False)
     assert facts["location"] == store.location
     assert isinstance(store, sessiondb.Store)  # the protocol users annotate with
+
+
+def test_conditional_append(store: sessiondb.Store) -> None:
+    from sessiondb import StaleSession
+
+    assert store.append("s", "user", "first", expect_last=0).seq == 1  # a new session ends at 0
+    with pytest.raises(StaleSession) as info:
+        store.append("s", "user", "stale", expect_last=0)
+    assert (info.value.expected, info.value.actual) == (0, 1) and store.count("s") == 1
+    out = store.append_many("s", [{"role": "user", "content": "x"}] * 2, expect_last=1)
+    assert [m.seq for m in out] == [2, 3]
+    store.pop_message("s")
+    with pytest.raises(StaleSession):
+        store.append_many("s", [{"role": "user", "content": "y"}], expect_last=3)
+    assert store.append("s", "user", "after the pop", expect_last=2).seq == 3
+    with pytest.raises(InvalidInput, match="expect_last"):
+        store.append("s", "user", "x", expect_last=-1)
