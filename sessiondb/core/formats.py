@@ -30,12 +30,15 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from ..errors import InvalidInput
 from ..models import BadLine
+from . import validate
 
 #: Longest accepted line. Longer lines are bad lines and are skipped without ever being held in
 #: memory whole (a 64 MiB line must not blow the importer's memory bound).
@@ -389,7 +392,7 @@ class LineParser:
         if raw.number == 1 and text.startswith("\ufeff"):
             text = text[1:]  # a byte-order mark written by some Windows editors
         try:
-            obj = json.loads(text)
+            obj = _DECODER.decode(text)
         except RecursionError:
             return BadLine(self.file, raw.number, "invalid JSON: nested too deeply")
         except ValueError as exc:
@@ -409,9 +412,47 @@ class LineParser:
                 return BadLine(self.file, raw.number, "missing role (not a recognised format)")
             self.format = fmt
         try:
-            return fmt.parse(obj, raw.number, data)
-        except LineError as exc:
+            parsed = fmt.parse(obj, raw.number, data)
+            if parsed is not None:
+                _check(parsed)
+            return parsed
+        except (LineError, InvalidInput) as exc:
             return BadLine(self.file, raw.number, str(exc))
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as infinity
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+# One decoder for every line: json.loads with options builds a new decoder on each call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
+def _check(parsed: Record | Header) -> None:
+    """The store's own rules, applied per line: a line the store would refuse is a bad line of
+    its file, never an error that aborts the whole import (and ``strict`` finds it first). Meta
+    needs no check here: a JSON object whose numbers are finite (``_finite``) is always valid."""
+    if isinstance(parsed, Header):
+        validate.session_id(parsed.session_id)
+        if parsed.source is not None:
+            validate.source(parsed.source)
+        validate.optional_text(parsed.title, "title", validate.MAX_TITLE)
+        return
+    if parsed.session_id is not None:
+        validate.session_id(parsed.session_id)
+    validate.role(parsed.role)
+    validate.content(parsed.content)
+    validate.key(parsed.key)
+    validate.key(parsed.alt_key)
+    if parsed.created_at is not None:
+        validate.timestamp(parsed.created_at, "created_at")
 
 
 __all__ = [

@@ -251,3 +251,63 @@ def test_two_imports_of_one_export_at_once(tmp_path: Path, backend: str) -> None
         contents = [m.content for m in b.messages("s")]
     assert sorted(contents) == sorted(f"line {i}" for i in range(2000))
     assert [m for m in contents if contents.count(m) > 1] == []
+
+
+def test_lines_the_store_would_refuse_are_bad_lines_not_an_abort(
+    store: Any, tmp_path: Path
+) -> None:
+    """One odd but parseable line (NaN, Infinity, 1e400, a bad role or id) aborted the whole
+    import with an error naming no file or line, and --strict then wrote part of the file."""
+    good = [json.dumps({"role": "user", "content": f"m{i}"}) for i in range(500)]
+    odd = {
+        251: '{"role": "user", "content": "x", "meta": {"v": NaN}}',
+        261: '{"role": "user", "content": "x", "created_at": 1e400}',
+        271: '{"role": "user\\u0007", "content": "x"}',
+        281: '{"role": "user", "content": "x", "meta": {"v": -Infinity}}',
+        291: '{"role": "user", "content": "x", "meta": {"v": 1e999}}',
+        301: '{"role": "user", "content": "x", "created_at": -5}',
+    }
+    for line, text in odd.items():
+        good[line - 1] = text
+    f = tmp_path / "odd.jsonl"
+    f.write_text("\n".join(good) + "\n")
+    with pytest.raises(InvalidInput) as info:
+        store.import_jsonl(f, session_id="strict", strict=True)
+    assert "6 bad line(s), nothing was imported" in str(info.value)
+    assert store.count("strict") == 0 and store.get_session("strict") is None
+    r = store.import_jsonl(f, session_id="s")
+    assert r.imported == 494
+    assert [(b.file, b.line) for b in r.bad_lines] == [(str(f), n) for n in sorted(odd)]
+    reasons = " | ".join(b.reason for b in r.bad_lines)
+    for word in ("NaN", "out of range", "role", "Infinity", "created_at"):
+        assert word in reasons
+
+
+def test_an_export_line_naming_an_impossible_session_is_a_bad_line(
+    store: Any, tmp_path: Path
+) -> None:
+    lines = [
+        {"sessiondb_export": 1, "session_id": "ok", "source": "cli", "title": "T", "meta": None},
+        {
+            "session_id": "ok",
+            "seq": 1,
+            "role": "user",
+            "content": "fine",
+            "key": None,
+            "meta": None,
+            "created_at": 1.0,
+        },
+        {
+            "session_id": "bad\u0000id",
+            "seq": 1,
+            "role": "user",
+            "content": "x",
+            "key": None,
+            "meta": None,
+            "created_at": 1.0,
+        },
+    ]
+    f = write_jsonl(tmp_path / "e.jsonl", lines)
+    r = store.import_jsonl(f)
+    assert r.imported == 1 and [b.line for b in r.bad_lines] == [3]
+    assert "session_id" in r.bad_lines[0].reason
