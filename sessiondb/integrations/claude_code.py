@@ -67,11 +67,24 @@ def session_process(start: int | None = None) -> int:
     return pid
 
 
+# The longest path the kernel accepts (Linux PATH_MAX): a longer cwd is no working folder, and
+# resolving one of a million characters component by component took minutes
+# (tests/integrations/test_claude_code_hook.py::test_an_absurd_cwd_fails_open_at_once).
+MAX_CWD = 4096
+
+
 def _text(event: Mapping[str, Any], name: str) -> str:
     value = event.get(name)
     if not isinstance(value, str) or not value:
         raise ValueError(f"the event has no {name!r} string")
     return value
+
+
+def _cwd(event: Mapping[str, Any]) -> str:
+    cwd = _text(event, "cwd")
+    if len(cwd) > MAX_CWD or not os.path.isabs(cwd) or "\0" in cwd:
+        raise ValueError(f"the event's cwd is not an absolute path of at most {MAX_CWD} characters")
+    return cwd
 
 
 def handle_claude_code(
@@ -89,7 +102,7 @@ def handle_claude_code(
     elif name not in RELEASE_EVENTS:
         return HookResult(0)
     session_id = _text(event, "session_id")
-    root = workspace_root(_text(event, "cwd"))
+    root = workspace_root(_cwd(event))
     pid = session_process() if session_pid is None else session_pid
     lease = workspace(root, session_id, ttl, pid=pid, directory=directory)
     if name == "PreToolUse":

@@ -172,3 +172,25 @@ def test_command_line_end_to_end(ws: Path, tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 0 and "tool allowed" in bad.stderr
+
+
+def test_an_absurd_cwd_fails_open_at_once(tmp_path: Path) -> None:
+    """A 1 MB cwd made the hook resolve half a million path components (minutes). An event
+    field is outside input: bounded, and the tool is allowed with a note."""
+    event = {
+        "hook_event_name": "PreToolUse",
+        "tool_name": "Edit",
+        "session_id": "s",
+        "cwd": "/tmp" + "/a" * 500_000,
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "sessiondb.cli", "hook", "claude-code"],
+        input=json.dumps(event),
+        capture_output=True,
+        text=True,
+        timeout=60,  # a bound for a hung hook, not a measurement
+        env={**os.environ, "SESSIONDB_RUNTIME_DIR": str(tmp_path / "rt")},
+    )
+    assert out.returncode == 0
+    assert "cwd is not an absolute path" in out.stderr
+    assert not (tmp_path / "rt").exists()  # no lease was taken for it
