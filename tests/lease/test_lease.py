@@ -266,7 +266,9 @@ def test_force_release_names_the_broken_holder(env: Env) -> None:
     assert env.make("B").acquire()
 
 
-def test_killed_holder_is_taken_over_within_one_second(env: Env) -> None:
+def test_killed_holder_is_taken_over_at_once(env: Env) -> None:
+    """A holder killed with -9 is dead as soon as the kernel says so (not after its TTL, here
+    300 s): the first acquire once its process is gone takes the lease over."""
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     p = ctx.Process(target=hold_lease_worker, args=(env.backend, env.spec, "A", ready))
@@ -275,15 +277,14 @@ def test_killed_holder_is_taken_over_within_one_second(env: Env) -> None:
         assert ready.wait(60), "holder never acquired"
         b = env.make("B")
         assert b.acquire() is False
-        killed = time.monotonic()
         os.kill(p.pid or 0, signal.SIGKILL)
-        # No join yet: the victim is a zombie until reaped, and must count as dead already.
-        while not b.acquire():
-            assert time.monotonic() - killed < 5, "dead holder never taken over"
+        # No join: the victim stays a zombie until reaped, and must count as dead already.
+        deadline = time.monotonic() + 60  # a bound for a hung test, far below the TTL
+        while procinfo.process_state(p.pid or 0) not in ("Z", None):
+            assert time.monotonic() < deadline, "the killed holder never died"
             time.sleep(0.005)
-        took = time.monotonic() - killed
+        assert b.acquire() is True
     finally:
         p.kill()
         p.join()
     assert b.last_takeover is not None and b.last_takeover.pid == p.pid
-    assert took < 1.0  # the issue's bound for a dead pid on this host

@@ -184,7 +184,7 @@ def test_foreign_write_lock_timeout_names_holder(db_path: Path) -> None:
             with pytest.raises(StoreBusy) as exc:
                 store.append("s", "user", "cannot get in")
             waited = time.monotonic() - t0
-        assert 0.9 <= waited < 5
+        assert waited >= 0.9  # it waited its write_timeout (and returned: the call ended)
         assert exc.value.holder_pid == p.pid
         assert str(p.pid) in str(exc.value)
     finally:
@@ -244,7 +244,8 @@ def test_ten_second_foreign_holder_waits_or_times_out_naming_it(db_path: Path) -
     assert seq == 1 and waited >= 5
     err, hasty_waited = results["hasty"]  # type: ignore[misc]
     assert isinstance(err, StoreBusy) and err.holder_pid == p.pid
-    assert 1.8 <= hasty_waited <= 4.5
+    assert hasty_waited >= 1.8  # its own deadline, not the patient one's
+    assert hasty_waited < waited  # ... and it did not wait for the holder like the patient one
 
 
 def test_a_stopped_writer_delays_others_only_up_to_their_timeout(db_path: Path) -> None:
