@@ -112,6 +112,39 @@ class DemoResult:
         )
 
 
+#: The demo's own file names: it never touches a file it did not make. A store named like the
+#: default one (sessions.db) in the folder given is someone's data and stays as it is
+#: (tests/cli/test_cli.py::test_demo_removes_only_what_it_made).
+DEMO_DB = "demo.db"
+MARKER = ".sessiondb-demo"
+
+
+def fresh_store(folder: Path) -> Path:
+    """The demo store's path in ``folder``, its files from an earlier demo run removed.
+
+    Only files an earlier demo made go: the marker file the demo writes next to its store says
+    they are its own. A ``demo.db`` without the marker is refused, never removed.
+    """
+    from .errors import InvalidInput
+    from .host.paths import ensure_private_dir
+
+    folder = folder.absolute()
+    path = folder / DEMO_DB
+    marker = folder / MARKER
+    leftovers = [Path(f"{path}{s}") for s in ("", "-wal", "-shm", "-journal", ".lock")]
+    if any(p.exists() for p in leftovers):
+        if not marker.is_file() or marker.is_symlink():
+            raise InvalidInput(
+                f"{path} exists and was not made by the demo: the demo removes only its own "
+                "files — give another folder with --dir"
+            )
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+    ensure_private_dir(folder)
+    marker.write_text("files of `sessiondb demo`, removed by its next run\n")
+    return path
+
+
 def run_writers(path: Path, turns: int, console: Console) -> tuple[int, float]:
     """Start the actor processes, show their progress live; return (errors, seconds)."""
     ctx = mp.get_context("spawn")

@@ -18,7 +18,7 @@ from .common import console
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("demo-store"),
     show_default=True,
-    help="Folder for the demo store (its previous demo files are replaced).",
+    help="Folder for the demo store (a demo run there before is replaced; nothing else is).",
 )
 @click.option(
     "--turns",
@@ -30,9 +30,7 @@ from .common import console
 @click.pass_context
 def demo(ctx: click.Context, folder: Path, turns: int) -> None:
     """Show several agent processes sharing one store, then verify every message."""
-    path = (folder / "sessions.db").absolute()
-    for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+    path = demo_mod.fresh_store(folder)
     console.rule("[bold]sessiondb demo")
     console.print(
         f"Store: [bold]{escape(str(path))}[/]\n"

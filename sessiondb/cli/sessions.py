@@ -126,7 +126,13 @@ def rm_cmd(ctx: click.Context, session: str, yes: bool) -> None:
     info = store.get_session(session)
     if info is None:
         raise SessionNotFound(session)
-    if not yes and sys.stdin.isatty():
+    if not yes:
+        if not sys.stdin.isatty():
+            # A script, cron or an agent's shell tool cannot answer: never delete unasked.
+            raise InvalidInput(
+                f"not deleting session {session!r} ({info.message_count} messages) without "
+                "confirmation: standard input is not a terminal — pass --yes"
+            )
         click.confirm(
             f"Delete session {session!r} and its {info.message_count} messages?", abort=True
         )

@@ -127,8 +127,31 @@ def test_demo_runs_and_verifies(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["demo", "--dir", str(tmp_path / "demo"), "--turns", "40"])
     assert r.exit_code == 0, r.output
     assert "All checks passed" in r.output
-    with sessiondb.open(tmp_path / "demo" / "sessions.db") as store:
+    with sessiondb.open(tmp_path / "demo" / "demo.db") as store:
         assert store.count() == 160
+
+
+def test_demo_removes_only_what_it_made(tmp_path: Path) -> None:
+    """`demo --dir` pointed at a folder holding a real store deleted its sessions.db."""
+    real = tmp_path / "data" / "sessions.db"
+    with sessiondb.open(real) as store:
+        store.append("mine", "user", "a real conversation")
+    before = sorted(p.name for p in real.parent.iterdir())
+    r = CliRunner().invoke(cli, ["demo", "--dir", str(real.parent), "--turns", "10"])
+    assert r.exit_code == 0, r.output
+    with sessiondb.open(real) as store:
+        assert [m.content for m in store.messages("mine")] == ["a real conversation"]
+    assert set(before) <= {p.name for p in real.parent.iterdir()}
+    again = CliRunner().invoke(cli, ["demo", "--dir", str(real.parent), "--turns", "10"])
+    assert again.exit_code == 0, again.output  # its own earlier run is replaced
+    # A demo.db the demo did not make is refused, not removed.
+    other = tmp_path / "other"
+    with sessiondb.open(other / "demo.db") as store:
+        store.append("x", "user", "not a demo")
+    refused = CliRunner().invoke(cli, ["demo", "--dir", str(other), "--turns", "10"])
+    assert refused.exit_code == 2 and "not made by the demo" in refused.output
+    with sessiondb.open(other / "demo.db") as store:
+        assert store.count() == 1
 
 
 def test_unexpected_failures_are_one_line_not_a_traceback(
@@ -150,3 +173,10 @@ def test_unexpected_failures_are_one_line_not_a_traceback(
 def test_error_text_with_brackets_is_printed_as_text(run) -> None:  # type: ignore[no-untyped-def]
     r = run("append", "[bold]x[/bold]\x01", "user", "text")
     assert r.exit_code == 2 and "[bold]x[/bold]" in r.output
+
+
+def test_rm_never_deletes_unasked_when_no_one_can_answer(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("append", "keep", "user", "x").exit_code == 0
+    r = run("rm", "keep", input="")  # stdin is not a terminal: a script, cron, an agent
+    assert r.exit_code == 2 and "--yes" in r.output
+    assert "keep" in run("sessions", "--json").output
