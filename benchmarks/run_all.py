@@ -13,6 +13,7 @@ BENCHMARKS: list[str] = [
     "search",
     "transcripts",
     "channel",
+    "startup",
 ]
 
 

@@ -1,11 +1,15 @@
-"""sessiondb: one durable, searchable home for AI agents' sessions and transcripts."""
+"""sessiondb: one durable, searchable home for AI agents' sessions and transcripts.
+
+``import sessiondb`` loads the errors only; the value types and the ``Store`` protocol load on
+first use (PEP 562), and a backend when a store is opened: agents' hooks and one-shot scripts
+start in a few milliseconds (benchmarks/startup.py).
+"""
 
 from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any
 
-from .core.contract import Store
 from .errors import (
     CorruptDatabase,
     Error,
@@ -21,14 +25,34 @@ from .errors import (
     StoreNotFound,
     UnsupportedStorage,
 )
-from .models import BadLine, Check, HealthReport, Hit, ImportReport, Message, Session
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .core.contract import Backend
-
+    from .core.contract import Backend, Store
+    from .models import BadLine, Check, HealthReport, Hit, ImportReport, Message, Session
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
+_LAZY = {
+    "Store": "core.contract",
+    "BadLine": "models",
+    "Check": "models",
+    "HealthReport": "models",
+    "Hit": "models",
+    "ImportReport": "models",
+    "Message": "models",
+    "Session": "models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sessiondb' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 
 def open(

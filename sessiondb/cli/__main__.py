@@ -1,5 +1,5 @@
 """``python -m sessiondb.cli``: the same as the ``sessiondb`` command."""
 
-from .app import main
+from . import main
 
 main()

@@ -177,14 +177,4 @@ def claude_code_cmd(ttl: float) -> None:
     NotebookEdit, Bash) takes the lease on the event's cwd and is blocked (exit 2, reason on
     stderr) while another live session holds it; Stop and SessionEnd release it. Internal
     errors allow the tool, with a note on stderr."""
-    try:
-        text = sys.stdin.read()
-    except Exception as e:  # fail open, even on undecodable input
-        text = ""
-        click.echo(f"sessiondb hook claude-code: cannot read stdin ({e}), tool allowed", err=True)
-    result = hooks.run_claude_code(text, ttl=ttl)
-    if result.stdout:
-        click.echo(result.stdout, nl=False)
-    if result.stderr:
-        click.echo(result.stderr, err=True, nl=False)
-    sys.exit(result.exit_code)
+    sys.exit(hooks.main(ttl))

@@ -9,22 +9,29 @@ read-then-write race of a plain lock file.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..errors import LeaseHeld
 from ..host import procinfo
 from . import validate
 
-log = logging.getLogger("sessiondb.lease")
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    # Imported when there is something to log: a hook taking a lease on every tool call should
+    # not pay for the logging package at start-up (benchmarks/startup.py).
+    import logging
+
+    return logging.getLogger("sessiondb.lease")
 
 
 class LeaseWarning(UserWarning):
@@ -35,8 +42,7 @@ def utc_iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
-class Holder:
+class Holder(NamedTuple):
     """Who holds a lease: the session, its process (pid + start time, since pids are reused),
     the host, and when the lease was taken and last refreshed (UTC epoch seconds)."""
 
@@ -240,7 +246,7 @@ class Lease:
             slot.write(self._record(now, acquired_at))
         if self.last_takeover is not None:
             t = self.last_takeover
-            log.info(
+            _log().info(
                 "%s: session %s took over the stale lease of session %s (pid %d on %s)",
                 self.kind,
                 self.session_id,
@@ -284,7 +290,7 @@ class Lease:
             cur = slot.read()
             slot.clear()
         if cur is not None:
-            log.info(
+            _log().info(
                 "%s: lease of session %s (pid %d on %s) broken by force",
                 self.kind,
                 cur.session_id,
@@ -298,7 +304,7 @@ class Lease:
             why = "nobody holds it"
         else:
             why = f"it is held by session {cur.session_id} (pid {cur.pid}), not by this session"
-        log.warning("not %s %s for session %s: %s", verb, self.kind, self.session_id, why)
+        _log().warning("not %s %s for session %s: %s", verb, self.kind, self.session_id, why)
 
     def __enter__(self) -> Lease:
         if not self.acquire():

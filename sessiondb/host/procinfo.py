@@ -7,12 +7,11 @@ alone is not an identity, since pids are reused, so a holder is (pid, process st
 from __future__ import annotations
 
 import os
-import socket
 from typing import NamedTuple
 
 
 def hostname() -> str:
-    return socket.gethostname()
+    return os.uname().nodename  # what socket.gethostname() returns, without loading socket
 
 
 def pid_exists(pid: int) -> bool:

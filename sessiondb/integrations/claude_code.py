@@ -17,12 +17,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..host import procinfo
-from ..lease import workspace
 
 WRITE_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit", "Bash"})
 RELEASE_EVENTS = frozenset({"Stop", "SessionEnd"})
@@ -36,8 +34,7 @@ WRAPPERS = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class HookResult:
+class HookResult(NamedTuple):
     exit_code: int
     stdout: str = ""
     stderr: str = ""
@@ -101,6 +98,8 @@ def handle_claude_code(
             return HookResult(0)
     elif name not in RELEASE_EVENTS:
         return HookResult(0)
+    from ..lease import workspace  # only events that need the lease load it
+
     session_id = _text(event, "session_id")
     root = workspace_root(_cwd(event))
     pid = session_process() if session_pid is None else session_pid
@@ -118,6 +117,30 @@ def handle_claude_code(
     if record is not None and record.session_id == session_id:
         lease.release()
     return HookResult(0)
+
+
+#: The most of an event read from standard input; a Write tool's event carries the whole file.
+MAX_EVENT_BYTES = 64 * 1024 * 1024
+
+
+def main(ttl: float = DEFAULT_TTL) -> int:
+    """``sessiondb hook claude-code``: the event on stdin, the verdict as the exit code (and the
+    reason on stderr). Runs without the rest of the CLI (click, rich): it runs on every tool call
+    (benchmarks/startup.py)."""
+    import sys
+
+    try:
+        raw = sys.stdin.buffer.read(MAX_EVENT_BYTES + 1)
+        if len(raw) > MAX_EVENT_BYTES:
+            raise ValueError(f"the event is larger than {MAX_EVENT_BYTES} bytes")
+        text = raw.decode("utf-8")
+    except Exception as e:  # fail open, even on unreadable input
+        sys.stderr.write(f"sessiondb hook claude-code: cannot read the event ({e}), tool allowed\n")
+        return 0
+    result = run_claude_code(text, ttl=ttl)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.exit_code
 
 
 def run_claude_code(

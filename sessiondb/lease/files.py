@@ -26,11 +26,14 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.lease import Holder, Lease, LeaseWarning
 from ..errors import Error, StoreBusy, UnsupportedStorage
 from ..host import paths
-from ..models import Check
+
+if TYPE_CHECKING:
+    from ..models import Check
 
 LOCK_SUFFIX = ".lock"
 LEASE_SUFFIX = ".lease"
@@ -234,6 +237,8 @@ def list_leases(directory: str | os.PathLike[str] | None = None) -> list[Holder]
 
 def check_leases(directory: str | os.PathLike[str] | None = None) -> Check:
     """The doctor's line on the workspace leases in the runtime folder (stale ones named)."""
+    from ..models import Check
+
     d = Path(directory) if directory is not None else paths.runtime_dir()
     try:
         holders = list_leases(d)
