@@ -396,3 +396,54 @@ def test_damaged_interior_page_rows_are_salvaged_from_leaves(tmp_path: Path) -> 
     assert set(recovered) == set(original)  # every leaf was intact: nothing may be lost
     assert all(recovered[k] == original[k] for k in recovered)
     assert result.messages == len(original)
+
+
+# -- maintenance of a sound store ---------------------------------------------------------------
+
+
+def _pending_backfill(db: Path) -> None:
+    """A store whose index was added after its messages, the backfill not yet run (as
+    tests/sqlite/test_search_index.py makes one)."""
+    from sessiondb.sqlite import fts, fts_v3
+
+    with sessiondb.open(db) as store:
+        engine = engine_of(store)
+        with engine.write() as conn:
+            fts.drop(conn)
+        for i in range(250):
+            store.append(f"s{i % 3}", "user", f"row {i} marker 東京都")
+        with engine.write() as conn:
+            fts.create(conn)
+            fts_v3.upgrade(conn)
+            assert fts.backfill_pending(conn)
+
+
+def test_repair_during_a_pending_backfill_indexes_each_row_once(tmp_path: Path) -> None:
+    """The index rebuild indexed every row, and the pending backfill then indexed its range
+    again. The repair finishes the backfill first, then rebuilds."""
+    from sessiondb.sqlite import fts
+
+    db = tmp_path / "pending.db"
+    _pending_backfill(db)
+    repair.repair(db)
+    with sessiondb.open(db) as store:  # opening runs whatever backfill is still pending
+        assert len(store.search("marker", limit=1000)) == 250
+        assert len(store.search("東京都", limit=1000)) == 250
+        with engine_of(store).write() as conn:
+            assert not fts.backfill_pending(conn)
+            for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
+                # rank=1: each index compared with its content (a row indexed twice fails)
+                conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
+
+
+def test_repair_of_a_healthy_store_rebuilds_only_sessiondbs_indexes(tmp_path: Path) -> None:
+    """fts5vocab tables are not indexes: the repair of a healthy store reported "could not
+    rebuild … messages_tri_vocab" every time."""
+    db = tmp_path / "fine.db"
+    _store(db, sessions=2, per=5)
+    result = repair.repair(db)
+    rebuilt = [a for a in result.actions if "index" in a]
+    assert rebuilt == [
+        "rebuilt full-text index messages_fts",
+        "rebuilt full-text index messages_tri",
+    ]

@@ -1,7 +1,10 @@
 """``sessiondb doctor --repair``: fix what can be fixed without ever losing the damaged original.
 
-A healthy file gets maintenance: full-text indexes rebuilt, the WAL checkpointed and truncated,
-and a WAL file on a network/VM mount switched to the rollback journal.
+A healthy file gets maintenance: a pending search-index backfill finished, sessiondb's own
+full-text indexes rebuilt (by their fixed names), the WAL checkpointed and truncated, and a WAL
+file on a network/VM mount switched to the rollback journal. The file is untrusted
+(docs/doctor.md, "Untrusted files"): every connection to it, and to the scratch copy a rebuild
+reads, is hardened (``untrusted.py``), and no SQL is built from what it holds.
 
 A corrupt file is never modified. It is copied next to itself under a name that starts with the
 database's name and says when (``state.db.corrupt-20261122T040512Z``, plus ``-wal`` when there
@@ -31,11 +34,12 @@ from ...errors import CorruptDatabase, Error, StoreBusy
 from ...host.checks import describe_process, other_processes
 from ...host.paths import open_private
 from ...models import RepairResult
-from .. import fsdetect, locks
+from .. import fsdetect, fts, fts_v3, locks
 from ..admission import lock_path_for
 from ..bootcheck import boot_check
-from .checks import diagnose
+from .checks import diagnose, fts_tables
 from .pagescan import PageFile
+from .untrusted import open_untrusted, shown
 
 SESSION_COLS = (
     "id, session_id, source, title, meta, created_at, updated_at, ended_at, end_reason, "
@@ -101,24 +105,53 @@ def repair(path: str | os.PathLike[str], *, mountinfo: str | None = None) -> Rep
 # -- maintenance of a sound file ----------------------------------------------------------------
 
 
+def _own_trigram_view(db: Path) -> bool:
+    """True when the trigram index's content view is exactly sessiondb's own text: only then
+    may the index be rebuilt through it (a view of the file's author must not run)."""
+    ours = {
+        stmt.strip()
+        for stmt in (*fts.schema_statements(), *fts_v3._statements())
+        if stmt.lstrip().upper().startswith("CREATE VIEW")
+    }
+    conn = open_untrusted(db)
+    try:
+        sql = conn.execute(
+            "SELECT sql FROM sqlite_schema WHERE type = 'view' AND name = ?",
+            (fts.TRIGRAM_SOURCE,),
+        ).get
+    finally:
+        conn.close()
+    return isinstance(sql, str) and sql.strip() in ours
+
+
 def _maintain(db: Path, mountinfo: str | None) -> RepairResult:
     actions: list[str] = []
-    conn = apsw.Connection(str(db))
+    try:
+        own_view = _own_trigram_view(db)
+        conn = open_untrusted(
+            db,
+            readonly=False,
+            writes=True,
+            views=(fts.TRIGRAM_SOURCE,) if own_view else (),
+        )
+    except apsw.Error as e:
+        raise Error(f"{db}: maintenance could not open it: {shown(e, 300)}") from e
     try:
         conn.set_busy_timeout(10_000)
-        fts = [
-            str(r[0])
-            for r in conn.execute(
-                "SELECT name FROM sqlite_schema WHERE type='table' AND sql LIKE '%USING fts5%'"
-            )
-        ]
-        for t in fts:
+        actions += _finish_backfills(conn)
+        for t in fts_tables(conn):
+            if t == fts.TRIGRAM_TABLE and not own_view:
+                actions.append(
+                    f"did not rebuild {t}: its content view is not sessiondb's "
+                    f"({fts.TRIGRAM_SOURCE} was changed by someone else)"
+                )
+                continue
             try:
                 with conn:
-                    conn.execute(f'INSERT INTO "{t}"("{t}") VALUES (\'rebuild\')')
+                    conn.execute(f"INSERT INTO {t}({t}) VALUES ('rebuild')")
                 actions.append(f"rebuilt full-text index {t}")
             except apsw.Error as e:
-                actions.append(f"could not rebuild full-text index {t}: {e}")
+                actions.append(f"could not rebuild full-text index {t}: {shown(e, 200)}")
         mode = str(conn.execute("PRAGMA journal_mode").get).lower()
         if mode == "wal":
             log, done = conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
@@ -128,12 +161,47 @@ def _maintain(db: Path, mountinfo: str | None) -> RepairResult:
                 new = str(conn.execute("PRAGMA journal_mode=DELETE").get).lower()
                 actions.append(f"switched the journal mode from WAL to {new} (a {fs} mount)")
     except apsw.Error as e:
-        raise Error(f"{db}: maintenance failed: {e}") from e
+        raise Error(f"{db}: maintenance failed: {shown(e, 300)}") from e
     finally:
         conn.close()
     if not actions:
         actions.append("nothing to do: the file is sound")
     return RepairResult(str(db), tuple(actions))
+
+
+def _finish_backfills(conn: apsw.Connection) -> list[str]:
+    """Index the rows a migration left to its backfill, in short transactions (docs/design.md
+    rule 5). A rebuild first and the backfill afterwards would index those rows twice
+    (tests/sqlite/test_doctor.py::test_repair_during_a_pending_backfill_indexes_each_row_once)."""
+    present = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?)",
+            ("search_backfill", fts_v3.PENDING),
+        )
+    }
+    actions = []
+    if "search_backfill" in present and fts.WORD_TABLE in fts_tables(conn):
+        batches = 0
+        while True:
+            with conn:
+                done = fts.backfill_batch(conn)
+            batches += 1
+            if done:
+                break
+        if batches > 1 or conn.changes():
+            actions.append(f"finished the pending search-index backfill ({batches} batch(es))")
+    if fts_v3.PENDING in present and fts.TRIGRAM_TABLE in fts_tables(conn):
+        batches = 0
+        while True:
+            with conn:
+                done = fts_v3.backfill_batch(conn)
+            if done:
+                break
+            batches += 1
+        if batches:
+            actions.append(f"finished the pending CJK index backfill ({batches} batch(es))")
+    return actions
 
 
 # -- rebuild of a damaged file ------------------------------------------------------------------
@@ -361,7 +429,7 @@ class Salvage:
     def _pages(self, scratch: Path) -> list[tuple[int, tuple[Any, ...]]]:
         with suppress(apsw.Error):
             # Fold a WAL into the scratch file so its pages are the current ones.
-            conn = apsw.Connection(str(scratch))
+            conn = open_untrusted(scratch, readonly=False)
             try:
                 conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
             finally:
@@ -372,7 +440,7 @@ class Salvage:
 
     def _by_sql(self, scratch: Path, hints: dict[str, int]) -> None:
         try:
-            conn = apsw.Connection(str(scratch))
+            conn = open_untrusted(scratch, readonly=False)
         except apsw.Error:
             self.unreadable = True
             return
