@@ -398,6 +398,94 @@ def test_damaged_interior_page_rows_are_salvaged_from_leaves(tmp_path: Path) -> 
     assert result.messages == len(original)
 
 
+# -- what --repair refuses ----------------------------------------------------------------------
+
+
+def _channel(folder: Path) -> tuple[Path, Path]:
+    from sessiondb.channel import AgentEnd, HostEnd
+
+    host, agent = HostEnd(folder), AgentEnd(folder)
+    seq = host.send("hello")
+    agent.receive(limit=10)
+    agent.reply("hi", in_reply_to=seq)
+    agent.heartbeat()
+    agent.close()
+    host.close()
+    return folder / "inbound.db", folder / "outbound.db"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_channel_files_are_recognised_and_never_repaired(tmp_path: Path) -> None:
+    """Following a channel error's old hint, `doctor --repair outbound.db` replaced the file with
+    an empty store and said "ok": the host then saw no replies. The doctor names a channel file
+    as such, never sends it to the repair, and the repair refuses it with the file untouched."""
+    folder = tmp_path / "chan"
+    inbound, outbound = _channel(folder)
+    report = doctor.diagnose(inbound, lock_watch=0.0)
+    checks = _by_name(report)
+    assert checks["file"].data["kind"] == "channel" and "channel file" in checks["file"].detail
+    assert checks["schema"].status == "ok" and "not a store" in checks["schema"].detail
+    assert report.exit_code == 0, [(c.name, c.detail) for c in report.checks]
+
+    before = _files(folder)
+    for path in (inbound, outbound):
+        with pytest.raises(sessiondb.Error, match="not a store"):
+            repair.repair(path)
+    assert _files(folder) == before  # untouched, and no backup or scratch file made
+
+    # A damaged channel file: the doctor says so, and its advice is the channel's.
+    data = bytearray(outbound.read_bytes())
+    data[4096 + 8 : 8192] = bytes(range(256)) * 15 + bytes(range(248))
+    outbound.write_bytes(bytes(data))
+    report = doctor.diagnose(outbound, lock_watch=0.0)
+    assert report.exit_code == 2
+    failing = [c for c in report.checks if c.status == "fail"]
+    assert failing and all("channel folder aside" in (c.hint or "") for c in failing)
+    before = _files(folder)
+    res = CliRunner().invoke(cli, ["doctor", str(outbound), "--repair", "--yes", "--json"])
+    assert res.exit_code == 2, res.output
+    out = json.loads(res.stdout)
+    assert out["repair"]["ok"] is False and "not a store" in out["repair"]["error"]
+    assert _files(folder) == before
+
+    # Its header destroyed: still a channel file by its name beside the heartbeat.
+    outbound.write_bytes(b"\0" * 100 + bytes(data[100:]))
+    before = _files(folder)
+    with pytest.raises(sessiondb.Error, match="not a store"):
+        repair.repair(outbound)
+    assert _files(folder) == before
+
+
+@pytest.mark.parametrize("kind", ["application_id", "tables"])
+def test_another_applications_database_is_refused(tmp_path: Path, kind: str) -> None:
+    """Repair never turns a file into something else: another application's database is
+    refused, the file unchanged."""
+    db = tmp_path / "app.db"
+    conn = apsw.Connection(str(db))
+    if kind == "application_id":  # tables named like sessiondb's, in another app's file
+        conn.execute("PRAGMA application_id = 1234").fetchall()
+        conn.execute("CREATE TABLE sessions(x)")
+        conn.execute("INSERT INTO sessions VALUES (1)")
+    else:
+        conn.execute("CREATE TABLE invoices(id INTEGER PRIMARY KEY, customer TEXT, total REAL)")
+        for i in range(500):
+            conn.execute("INSERT INTO invoices(customer, total) VALUES (?, ?)", (f"c{i}", i))
+    conn.close()
+    before = db.read_bytes()
+    with pytest.raises(sessiondb.Error, match="another application") as info:
+        repair.repair(db)
+    assert db.read_bytes() == before
+    assert isinstance(info.value, sessiondb.InvalidInput)
+    res = CliRunner().invoke(cli, ["doctor", str(db), "--repair", "--yes"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert db.read_bytes() == before
+    names = {p.name for p in tmp_path.iterdir()} - {"app.db", "app.db.lock", "runtime"}
+    assert not names
+
+
 # -- maintenance of a sound store ---------------------------------------------------------------
 
 

@@ -33,7 +33,7 @@ from ...lease.files import check_leases
 from ...models import Check, HealthReport
 from ...version import __version__
 from .. import fsdetect, fts, fts_v3, locks
-from ..bootcheck import SQLiteHeader, boot_check
+from ..bootcheck import MAGIC, SQLiteHeader, boot_check
 from .untrusted import open_untrusted, shown
 
 # SQLite releases before 3.51.3 can corrupt a WAL database when the WAL is reset while another
@@ -55,6 +55,15 @@ STORE_TABLES = (
     fts_v3.PENDING,
 )
 FTS_TABLES = (fts.WORD_TABLE, fts.TRIGRAM_TABLE)
+# A damaged channel file is not a store: the store's repair would replace it with an empty store
+# and the other end would silently see nothing (tests/sqlite/test_doctor.py::
+# test_channel_files_are_recognised_and_never_repaired).
+CHANNEL_HINT = (
+    "this is a channel file, not a store: `sessiondb doctor --repair` refuses it; stop both "
+    "ends, move the channel folder aside and start a new channel (unfinished messages are sent "
+    "again from the host's side)"
+)
+
 CheckFn = Callable[[], Check]
 
 
@@ -76,6 +85,40 @@ def _human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def read_prefix(path: Path, amount: int) -> bytes:
+    """Up to ``amount`` bytes from the start of ``path`` through SQLite's VFS, never a plain
+    ``open()`` (docs/design.md rule 2); b"" when it cannot be read."""
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_MAIN_DB
+    try:
+        f = apsw.VFSFile("", str(path), [flags, 0])
+    except (apsw.Error, OSError):
+        return b""
+    try:
+        n = min(amount, f.xFileSize())
+        return f.xRead(n, 0) if n > 0 else b""
+    except apsw.Error:
+        return b""
+    finally:
+        f.xClose()
+
+
+def channel_file(path: Path) -> str | None:
+    """How to name ``path`` if it is one of a sessiondb channel's files, else None: its header
+    carries the channel's application_id, or it is called inbound.db/outbound.db next to a
+    heartbeat file (a channel file whose header is damaged)."""
+    from ...channel.protocol import APPLICATION_ID, HEARTBEAT_FILE, INBOUND_FILE, OUTBOUND_FILE
+
+    head = read_prefix(path, 100)
+    by_id = head[:16] == MAGIC and int.from_bytes(head[68:72], "big") == APPLICATION_ID
+    by_name = path.name in (INBOUND_FILE, OUTBOUND_FILE) and os.path.lexists(
+        path.parent / HEARTBEAT_FILE
+    )
+    if not (by_id or by_name):
+        return None
+    side = {INBOUND_FILE: ", written by the host", OUTBOUND_FILE: ", written by the agent"}
+    return f"a sessiondb channel file ({path.name}{side.get(path.name, '')})"
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -160,6 +203,7 @@ def check_file(path: Path) -> tuple[Check, SQLiteHeader | None]:
         "size": header.file_size,
         "page_size": header.page_size,
         "pages": header.page_count,
+        "kind": "store",
     }
     return Check(
         "file",
@@ -453,7 +497,31 @@ def diagnose(
     checks.append(check_leases(lease_dir))
     if db.exists():
         checks.append(check_permissions(locks.database_files(db)))
+    channel = channel_file(db) if db.is_file() else None
+    if channel is not None:
+        checks = [_as_channel(c, channel, header) for c in checks]
     return HealthReport(path=str(db), checks=tuple(checks))
+
+
+def _as_channel(check: Check, channel: str, header: SQLiteHeader | None) -> Check:
+    """A check of a channel file: the schema is the channel's, and no hint sends it to the
+    store's repair."""
+    if check.name == "schema":
+        version = header.user_version if header else None
+        return Check(
+            "schema",
+            "ok",
+            f"{channel}, format v{version}: not a store (`--repair` does not apply)",
+            None,
+            {"version": None, "channel_format": version},
+        )
+    data = dict(check.data or {})
+    detail = check.detail
+    if check.name == "file":
+        data["kind"] = "channel"
+        detail = f"{detail} — {channel}, not a store"
+    hint = CHANNEL_HINT if check.hint and "--repair" in check.hint else check.hint
+    return Check(check.name, check.status, detail, hint, data)
 
 
 def _content_checks(db: Path, full: bool) -> list[Check]:

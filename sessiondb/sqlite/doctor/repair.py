@@ -1,5 +1,9 @@
 """``sessiondb doctor --repair``: fix what can be fixed without ever losing the damaged original.
 
+Only a sessiondb store is repaired. A channel file, another application's database, or a store
+of a newer schema is refused with the file untouched: rebuilding it would turn it into an empty
+sessiondb store (docs/doctor.md, "What --repair refuses").
+
 A healthy file gets maintenance: a pending search-index backfill finished, sessiondb's own
 full-text indexes rebuilt (by their fixed names), the WAL checkpointed and truncated, and a WAL
 file on a network/VM mount switched to the rollback journal. The file is untrusted
@@ -30,14 +34,14 @@ from typing import Any
 
 import apsw
 
-from ...errors import CorruptDatabase, Error, StoreBusy
+from ...errors import CorruptDatabase, Error, InvalidInput, StoreBusy, UnsupportedStorage
 from ...host.checks import describe_process, other_processes
 from ...host.paths import open_private
 from ...models import RepairResult
-from .. import fsdetect, fts, fts_v3, locks
+from .. import fsdetect, fts, fts_v3, locks, schema
 from ..admission import lock_path_for
-from ..bootcheck import boot_check
-from .checks import diagnose, fts_tables
+from ..bootcheck import MAGIC, boot_check
+from .checks import channel_file, diagnose, fts_tables, read_prefix
 from .pagescan import PageFile
 from .untrusted import open_untrusted, shown
 
@@ -92,14 +96,65 @@ def _exclusive(db: Path) -> Iterator[None]:
 
 def repair(path: str | os.PathLike[str], *, mountinfo: str | None = None) -> RepairResult:
     """Repair the store at ``path``; see the module docstring. Raises StoreBusy when other
-    processes have it open, CorruptDatabase when nothing could be salvaged."""
+    processes have it open, InvalidInput/UnsupportedStorage for a file that is not a sessiondb
+    store this version can write, CorruptDatabase when nothing could be salvaged."""
     db = Path(os.fspath(path)).expanduser().absolute()
     if not db.exists():
         raise Error(f"{db}: no such database — check the path")
+    _refuse_foreign(db)
     with _exclusive(db):
         if needs_rebuild(db):
             return _rebuild(db)
         return _maintain(db, mountinfo)
+
+
+# -- what may be repaired -----------------------------------------------------------------------
+
+
+def _refuse_foreign(db: Path) -> None:
+    """Refuse a file that is not a sessiondb store this version can write; the file untouched."""
+    channel = channel_file(db)
+    if channel is not None:
+        raise InvalidInput(
+            f"{db} is {channel}, not a store: `--repair` would replace it with an empty store "
+            "and the other end would silently see nothing. Stop both ends, move the channel "
+            "folder aside and start a new channel (unfinished messages are sent again from the "
+            "host's side)"
+        )
+    head = read_prefix(db, 100)
+    if head[:16] != MAGIC:
+        return  # not readable as SQLite: perhaps a store with a destroyed header (salvaged)
+    app_id = int.from_bytes(head[68:72], "big")
+    if app_id != 0:
+        raise InvalidInput(
+            f"{db} is the database of another application (application_id {app_id:#010x}), "
+            "not a sessiondb store: repair refuses to touch it"
+        )
+    try:
+        conn = open_untrusted(db)
+    except apsw.Error:
+        return
+    try:
+        tables = [
+            str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        ]
+        version = schema.current_version(conn) if "schema_version" in tables else None
+    except apsw.Error:
+        return  # the schema is damaged: the rebuild reads what it can
+    finally:
+        conn.close()
+    if tables and version is None:
+        names = ", ".join(shown(t, 40) for t in sorted(tables)[:6])
+        raise InvalidInput(
+            f"{db} is not a sessiondb store (tables: {names}): repair refuses to touch another "
+            "application's database"
+        )
+    if version is not None and version > schema.LATEST:
+        raise UnsupportedStorage(
+            f"{db} has schema version {version}, newer than this sessiondb ({schema.LATEST}): "
+            "a repair by this version would drop what it does not know — upgrade sessiondb "
+            "(pip install -U sessiondb) and repair with that"
+        )
 
 
 # -- maintenance of a sound file ----------------------------------------------------------------
