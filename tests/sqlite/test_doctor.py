@@ -459,10 +459,11 @@ def test_channel_files_are_recognised_and_never_repaired(tmp_path: Path) -> None
     assert _files(folder) == before
 
 
-@pytest.mark.parametrize("kind", ["application_id", "tables"])
+@pytest.mark.parametrize("kind", ["application_id", "tables", "damaged"])
 def test_another_applications_database_is_refused(tmp_path: Path, kind: str) -> None:
     """Repair never turns a file into something else: another application's database is
-    refused, the file unchanged."""
+    refused, the file unchanged — also when its header is damaged and only its pages say what
+    it is (then a copy is kept beside it, as for any damaged file)."""
     db = tmp_path / "app.db"
     conn = apsw.Connection(str(db))
     if kind == "application_id":  # tables named like sessiondb's, in another app's file
@@ -474,6 +475,10 @@ def test_another_applications_database_is_refused(tmp_path: Path, kind: str) -> 
         for i in range(500):
             conn.execute("INSERT INTO invoices(customer, total) VALUES (?, ?)", (f"c{i}", i))
     conn.close()
+    if kind == "damaged":
+        data = bytearray(db.read_bytes())
+        data[16:18] = b"\x12\x34"  # page size: SQLite cannot read the file at all
+        db.write_bytes(bytes(data))
     before = db.read_bytes()
     with pytest.raises(sessiondb.Error, match="another application") as info:
         repair.repair(db)
@@ -483,7 +488,8 @@ def test_another_applications_database_is_refused(tmp_path: Path, kind: str) -> 
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert db.read_bytes() == before
     names = {p.name for p in tmp_path.iterdir()} - {"app.db", "app.db.lock", "runtime"}
-    assert not names
+    assert all(n.startswith("app.db.corrupt-") for n in names), names
+    assert (kind == "damaged") == bool(names)
 
 
 # -- maintenance of a sound store ---------------------------------------------------------------

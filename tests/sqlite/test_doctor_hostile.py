@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import sessiondb
 from sessiondb.cli.app import cli
 from sessiondb.sqlite.doctor import checks as doctor
 from sessiondb.sqlite.doctor import repair
+from sessiondb.sqlite.doctor.pagescan import wal_checksum
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -278,3 +280,52 @@ def test_semicolons_and_quotes_in_every_name(tmp_path: Path, probe_calls: list[i
     assert _digest(tmp_path) == before
     for c in report.checks:
         assert "\x1b" not in c.detail and "\x1b" not in (c.hint or "")
+
+
+def _wal(page_size: int, frames: list[tuple[int, int, bytes]]) -> bytes:
+    """A WAL image: (page number, commit size or 0, page bytes) per frame."""
+    salt1, salt2 = 7, 11
+    head = struct.pack(">6I", 0x377F0683, 3007000, page_size, 0, salt1, salt2)
+    sums = wal_checksum(head, True)
+    out = [head, struct.pack(">2I", *sums)]
+    for pgno, commit, page in frames:
+        frame = struct.pack(">2I", pgno, commit)
+        sums = wal_checksum(page, True, *wal_checksum(frame, True, *sums))
+        out += [frame, struct.pack(">4I", salt1, salt2, *sums), page]
+    return b"".join(out)
+
+
+def test_huge_page_count_is_not_believed(tmp_path: Path) -> None:
+    """A header, and a WAL commit record, claiming billions of pages: the doctor answers from
+    the real sizes, and the repair's page scan reads only the pages that exist (believing the
+    claim would walk 2**32 pages)."""
+    db = tmp_path / "huge.db"
+    with sessiondb.open(db, journal_mode="delete") as store:
+        store.append("s", "user", "kept")
+        store.append_many("t", [{"role": "user", "content": "z" * 3000} for _ in range(30)])
+    data = bytearray(db.read_bytes())
+    data[28:32] = (0xFFFFFFF0).to_bytes(4, "big")  # in-header database size
+    data[92:96] = data[24:28]  # "valid for" the current change counter: believed by a reader
+    db.write_bytes(bytes(data))
+    before = _digest(tmp_path)
+    report = doctor.diagnose(db, lock_watch=0.0)
+    assert report.exit_code == 2
+    assert _digest(tmp_path) == before
+    result = repair.repair(db)
+    with sessiondb.open(db, readonly=True) as store:
+        assert [m.content for m in store.messages("s")] == ["kept"]
+    assert result.messages == 31
+
+    # Now a WAL whose one commit claims 0xFFFFFFF0 pages, over a main file with a damaged page.
+    data = bytearray(db.read_bytes())
+    pages = len(data) // 4096
+    data[(pages - 1) * 4096 + 8 :] = bytes(4096 - 8)
+    db.write_bytes(bytes(data))
+    page1 = bytearray(data[:4096])
+    page1[18] = page1[19] = 2  # WAL mode, as a WAL's own page 1 says
+    Path(f"{db}-wal").write_bytes(_wal(4096, [(1, 0xFFFFFFF0, bytes(page1))]))
+    doctor.diagnose(db, lock_watch=0.0)
+    repair.repair(db)
+    with sessiondb.open(db, readonly=True) as store:
+        assert [m.content for m in store.messages("s")] == ["kept"]
+    assert os.path.getsize(db) < 10 * 1024 * 1024

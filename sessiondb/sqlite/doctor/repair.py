@@ -12,10 +12,11 @@ reads, is hardened (``untrusted.py``), and no SQL is built from what it holds.
 
 A corrupt file is never modified. It is copied next to itself under a name that starts with the
 database's name and says when (``state.db.corrupt-20261122T040512Z``, plus ``-wal`` when there
-is one); every readable session and message is salvaged from a private scratch copy, first
-through SQL (rowid ranges bisected around the damage) and then by parsing the remaining leaf
-pages directly (rows under a damaged interior page); the rows go into a fresh store, which is
-verified (``integrity_check``, counts) and then renamed over the original — one atomic rename.
+is one); everything readable is salvaged from a private scratch copy (``salvage.py``: plain
+reads, rowid-range scans, the pages with the WAL applied); the rows go into a fresh store, which
+is verified — integrity_check ok, the counts it was given, and every message that plain reads
+returned before the repair (the floor), same session, seq and content — and then renamed over
+the original.
 
 Every repair refuses to start while another process has the file open, naming those processes,
 and holds the store's admission lock so that no sessiondb writer gets in meanwhile.
@@ -28,9 +29,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import apsw
 
@@ -42,16 +41,10 @@ from .. import fsdetect, fts, fts_v3, locks, schema
 from ..admission import lock_path_for
 from ..bootcheck import MAGIC, boot_check
 from .checks import channel_file, diagnose, fts_tables, read_prefix
-from .pagescan import PageFile
+from .salvage import MESSAGE_COLS, SESSION_COLS, Salvage
 from .untrusted import open_untrusted, shown
 
-SESSION_COLS = (
-    "id, session_id, source, title, meta, created_at, updated_at, ended_at, end_reason, "
-    "message_count"
-)
-MESSAGE_COLS = "id, sid, seq, role, content, key, meta, created_at"
 BATCH = 1000  # rows per write transaction into the fresh store (docs/design.md rule 5)
-_NUM = (int, float)
 
 
 def needs_rebuild(path: str | os.PathLike[str]) -> bool:
@@ -308,14 +301,21 @@ def _rebuild(db: Path) -> RepairResult:
         _copy_exclusive(db, scratch)
         for suffix, p in _side_files(db):
             _copy_exclusive(p, Path(f"{scratch}{suffix}"))
-        salvage = Salvage.from_file(scratch)
+        salvage = Salvage.from_copy(scratch)
+        if salvage.foreign_tables:
+            raise InvalidInput(
+                f"{db} is not a sessiondb store (its schema, read from its pages, has tables "
+                f"{', '.join(shown(t, 40) for t in salvage.foreign_tables[:6])}): repair "
+                "refuses to turn another application's database into a store; the file is "
+                f"unchanged (a copy was made: {backup})"
+            )
         if not salvage.sessions and not salvage.messages and salvage.unreadable:
             raise CorruptDatabase(
                 str(db),
                 "nothing could be salvaged from it; the damaged file is kept as " + str(backup),
             )
         inserted = _write_fresh(new, salvage)
-        _verify(new, inserted)
+        _verify(new, inserted, salvage)
         for suffix in ("-wal", "-shm", "-journal"):
             # The old WAL/journal would be replayed onto the new file: remove them first (they
             # are backed up). Nobody has the file open and we hold the admission lock.
@@ -328,6 +328,7 @@ def _rebuild(db: Path) -> RepairResult:
             for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
                 with suppress(FileNotFoundError):
                     os.unlink(f"{p}{suffix}")
+    readable = salvage.floor_count
     actions = (
         f"copied the damaged file to {backup}",
         f"recovered {inserted[0]} sessions and {inserted[1]} messages"
@@ -337,7 +338,8 @@ def _rebuild(db: Path) -> RepairResult:
             else ""
         )
         + " into a fresh file",
-        "verified it (integrity_check ok, counts match) and swapped it in",
+        f"verified it (integrity_check ok; it holds all {readable} messages that plain reads "
+        "returned before the repair) and swapped it in",
     )
     return RepairResult(
         str(db),
@@ -347,6 +349,7 @@ def _rebuild(db: Path) -> RepairResult:
         messages=inserted[1],
         placeholder_sessions=salvage.placeholders,
         messages_before=salvage.messages_before,
+        messages_readable_before=readable,
         notes=tuple(salvage.notes),
     )
 
@@ -359,180 +362,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _scan(conn: apsw.Connection, table: str, cols: str, lo: int, hi: int) -> list[tuple[Any, ...]]:
-    """Rows of ``table`` with rowid in [lo, hi], reading around damage: a failing range keeps
-    the rows it produced, and the rest is split in two until the failing rowids are isolated."""
-    got: list[tuple[Any, ...]] = []
-    todo = [(lo, hi)]
-    while todo:
-        a, b = todo.pop()
-        start = a
-        try:
-            for row in conn.execute(
-                f"SELECT {cols} FROM {table} WHERE id BETWEEN ? AND ? ORDER BY id", (a, b)
-            ):
-                rowid = row[0]
-                # A damaged page can yield garbage cells: a rowid out of range or out of order
-                # is not a row, and must not move the scan past rows still to be read.
-                if isinstance(rowid, int) and start <= rowid <= b:
-                    got.append(tuple(row))
-                    start = rowid + 1
-        except (apsw.Error, ValueError):  # ValueError: text that is not UTF-8 (garbled page)
-            if start < b:
-                mid = (start + b) // 2
-                todo += [(mid + 1, b), (start, mid)]
-            elif start == b:
-                pass  # this one rowid is unreadable
-    return got
-
-
-def _max_rowid(conn: apsw.Connection, table: str) -> int | None:
-    try:
-        value = conn.execute(f"SELECT max(id) FROM {table}").get
-        return int(value) if value is not None else 0
-    except (apsw.Error, TypeError, ValueError):
-        return None
-
-
-def _is_message(v: tuple[Any, ...]) -> bool:
-    return (
-        len(v) == 8
-        and v[0] is None
-        and isinstance(v[1], int)
-        and isinstance(v[2], int)
-        and v[2] >= 1
-        and isinstance(v[3], str)
-        and isinstance(v[4], str)
-        and (v[5] is None or isinstance(v[5], str))
-        and (v[6] is None or isinstance(v[6], str))
-        and isinstance(v[7], _NUM)
-    )
-
-
-def _is_session(v: tuple[Any, ...]) -> bool:
-    # Rows written since schema version 4 carry an 11th value, the revision; a repaired store
-    # starts every session at revision 0 again.
-    v = v[:10] if len(v) == 11 and isinstance(v[10], int) else v
-    return (
-        len(v) == 10
-        and v[0] is None
-        and isinstance(v[1], str)
-        and isinstance(v[2], str)
-        and all(x is None or isinstance(x, str) for x in (v[3], v[4], v[8]))
-        and isinstance(v[5], _NUM)
-        and isinstance(v[6], _NUM)
-        and (v[7] is None or isinstance(v[7], _NUM))
-        and isinstance(v[9], int)
-    )
-
-
-@dataclass
-class Salvage:
-    sessions: dict[int, tuple[Any, ...]] = field(default_factory=dict)
-    messages: dict[int, tuple[Any, ...]] = field(default_factory=dict)
-    purged: set[int] = field(default_factory=set)
-    sequence: int | None = None
-    messages_before: int | None = None
-    placeholders: int = 0
-    unreadable: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_file(cls, scratch: Path) -> Salvage:
-        s = cls()
-        raw = s._pages(scratch)
-        hints = {
-            "sessions": max((r for r, v in raw if _is_session(v)), default=0),
-            "messages": max((r for r, v in raw if _is_message(v)), default=0),
-        }
-        s._by_sql(scratch, hints)
-        extra = 0
-        for rowid, v in raw:  # SQL's reading wins; pages fill in what SQL could not reach
-            if _is_message(v) and rowid not in s.messages:
-                s.messages[rowid] = (rowid, *v[1:])
-                extra += 1
-            elif _is_session(v) and rowid not in s.sessions:
-                s.sessions[rowid] = (rowid, *v[1:10])
-                extra += 1
-        if extra:
-            s.notes.append(f"{extra} row(s) read directly from pages SQL could not reach")
-        # Messages of a session being deleted (purge_queue) stay deleted; other orphans keep
-        # their messages under a placeholder session so nothing readable is dropped.
-        s.messages = {k: m for k, m in s.messages.items() if m[1] not in s.purged}
-        now = time.time()
-        for sid in sorted({m[1] for m in s.messages.values()} - set(s.sessions)):
-            s.sessions[sid] = (
-                sid,
-                f"recovered-{sid}",
-                "recovered",
-                "recovered by sessiondb doctor --repair: the session row was unreadable",
-                None,
-                now,
-                now,
-                None,
-                None,
-                0,
-            )
-            s.placeholders += 1
-        if s.placeholders:
-            s.notes.append(
-                f"{s.placeholders} session row(s) were unreadable: their messages are kept "
-                "under session ids 'recovered-<n>'"
-            )
-        return s
-
-    def _pages(self, scratch: Path) -> list[tuple[int, tuple[Any, ...]]]:
-        with suppress(apsw.Error):
-            # Fold a WAL into the scratch file so its pages are the current ones.
-            conn = open_untrusted(scratch, readonly=False)
-            try:
-                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
-            finally:
-                conn.close()
-        with open(scratch, "rb") as f:  # our private copy: no live connection to disturb
-            pages = PageFile(f.read())
-        return [(row.rowid, row.values) for row in pages.all_leaf_rows()]
-
-    def _by_sql(self, scratch: Path, hints: dict[str, int]) -> None:
-        try:
-            conn = open_untrusted(scratch, readonly=False)
-        except apsw.Error:
-            self.unreadable = True
-            return
-        try:
-            try:
-                conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-            except apsw.Error:
-                self.unreadable = True
-                return
-            with suppress(apsw.Error):
-                self.messages_before = int(conn.execute("SELECT count(*) FROM messages").get)
-            with suppress(apsw.Error):
-                self.sequence = conn.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name='sessions'"
-                ).get
-            with suppress(apsw.Error):
-                self.purged = {int(r[0]) for r in conn.execute("SELECT sid FROM purge_queue")}
-            for table, cols, into, valid in (
-                ("sessions", SESSION_COLS, self.sessions, _is_session),
-                ("messages", MESSAGE_COLS, self.messages, _is_message),
-            ):
-                hi = max(_max_rowid(conn, table) or 0, hints[table])
-                for row in _scan(conn, table, cols, 1, hi):
-                    if valid((None, *row[1:])):
-                        into[int(row[0])] = row
-        finally:
-            conn.close()
-
-
 def _write_fresh(new: Path, salvage: Salvage) -> tuple[int, int]:
     from ..backend import SQLiteBackend
 
     backend = SQLiteBackend.open(new)
-    engine = backend.engine
     try:
-        sessions = sorted(salvage.sessions.values(), key=lambda r: r[0])
-        messages = sorted(salvage.messages.values(), key=lambda r: r[0])
+        engine = backend.engine
+        sessions = salvage.ordered_sessions()
+        messages = salvage.ordered_messages()
         n_sessions = n_messages = 0
         for i in range(0, len(sessions), BATCH):
             with engine.write() as conn:
@@ -567,10 +404,21 @@ def _write_fresh(new: Path, salvage: Salvage) -> tuple[int, int]:
             engine.checkpoint("TRUNCATE")
     finally:
         backend.close()
+    # The new file must stand alone (its WAL image is built from the main file's bytes).
+    conn = apsw.Connection(str(new))
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.close()
+    with suppress(FileNotFoundError):
+        if os.path.getsize(f"{new}-wal"):
+            raise Error(f"{new}: its WAL could not be checkpointed")
     return n_sessions, n_messages
 
 
-def _verify(new: Path, inserted: tuple[int, int]) -> None:
+def _verify(new: Path, inserted: tuple[int, int], salvage: Salvage) -> None:
+    """integrity_check ok, the counts written, and the floor: every message a plain read
+    returned before the repair, in the same session with the same seq and content."""
     boot_check(new)
     conn = apsw.Connection(str(new), flags=apsw.SQLITE_OPEN_READONLY)
     try:
@@ -579,12 +427,29 @@ def _verify(new: Path, inserted: tuple[int, int]) -> None:
             int(conn.execute("SELECT count(*) FROM sessions").get),
             int(conn.execute("SELECT count(*) FROM messages").get),
         )
+        missing: list[str] = []
+        for sid, seqs in salvage.floor.items():
+            if not seqs:
+                continue
+            name = conn.execute("SELECT session_id FROM sessions WHERE id = ?", (sid,)).get
+            have: dict[object, object] = {
+                r[0]: r[1]
+                for r in conn.execute("SELECT seq, content FROM messages WHERE sid = ?", (sid,))
+            }
+            for seq, (content, _) in seqs.items():
+                if name != salvage.names.get(sid) or have.get(seq) != content:
+                    missing.append(f"session {shown(salvage.names.get(sid), 60)} seq {seq}")
     finally:
         conn.close()
     if result != ["ok"] or counts != inserted:
         raise Error(
-            f"{new}: the rebuilt file failed verification ({result[0]}, counts {counts} vs "
-            f"{inserted}); the original was not replaced"
+            f"{new}: the rebuilt file failed verification ({shown(result[0], 200)}, counts "
+            f"{counts} vs {inserted}); the original was not replaced"
+        )
+    if missing:
+        raise Error(
+            f"the rebuilt file lacks {len(missing)} message(s) that plain reads returned before "
+            f"the repair (first: {missing[0]}); the original was not replaced"
         )
 
 
