@@ -1,5 +1,5 @@
 """The repair under faults: newest commits still in the WAL, damage that ends a scan early
-without an error, a hot journal.
+without an error, a hot journal, a kill -9 at every step.
 
 The promise checked everywhere (docs/doctor.md, "--repair"): a repair never stores fewer
 messages of a session than a plain read returned before it, and at any moment the file is either
@@ -7,6 +7,7 @@ the untouched original (with its WAL) or the verified result."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ import sessiondb
 from sessiondb.sqlite.doctor import checks as doctor
 from sessiondb.sqlite.doctor import repair
 from sessiondb.sqlite.doctor.pagescan import PageFile, _varint
+from tests import _workers_repair as workers
 from tests.helpers import engine_of
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -140,6 +142,79 @@ def test_a_repair_that_would_store_less_is_refused(tmp_path: Path, monkeypatch) 
         repair.repair(db)
     assert (db.read_bytes(), Path(f"{db}-wal").read_bytes()) == original
     assert not list(tmp_path.glob(".state.db.repair-*"))
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize("point", workers.POINTS)
+def test_kill_9_at_every_step_leaves_a_readable_store(tmp_path: Path, point: str) -> None:
+    """kill -9 at each step of a repair: the file reads as the untouched original (main file
+    and WAL byte-identical) or as the verified result, never less than the floor; the next
+    repair removes what the killed one left and ends with every message of the floor."""
+    db = wal_store(tmp_path)
+    floor = plain_reads(db)
+    original = {s: Path(f"{db}{s}").read_bytes() for s in ("", "-wal")}
+
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=workers.repair_and_die, args=(str(db), point))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -9, f"the repair was not killed at {point} ({child.exitcode})"
+
+    untouched = all(
+        Path(f"{db}{s}").exists() and Path(f"{db}{s}").read_bytes() == data
+        for s, data in original.items()
+    )
+    if point in ("backup", "salvage", "verify", "before-wal"):
+        assert untouched, f"the original changed before the swap ({point})"
+        assert plain_reads(db) == floor
+    else:
+        assert_holds(db, floor)  # the verified result, whichever main file is beside the WAL
+    if point in ("backup", "salvage"):
+        assert list(tmp_path.glob(".state.db.repair-*"))  # what the next repair must remove
+
+    again = repair.repair(db)
+
+    assert_holds(db, floor)
+    assert not list(tmp_path.glob(".state.db.repair-*"))
+    if point in ("backup", "salvage"):
+        assert any("interrupted repair" in a for a in again.actions), again.actions
+    for backup in tmp_path.glob("state.db.corrupt-*"):
+        if backup.name.endswith(("-wal", "-journal")):
+            assert Path(str(backup)[: -len("-wal")]).exists(), f"orphan {backup.name}"
+        else:  # a backup named like a good one is complete
+            assert backup.read_bytes() == original[""]
+    report = doctor.diagnose(db, lock_watch=0.0, full=True)
+    assert report.status == "ok", [(c.name, c.detail) for c in report.checks if c.status != "ok"]
+
+
+def test_apsw_reads_the_swapped_wal_as_the_new_file(tmp_path: Path) -> None:
+    """The swap's premise, checked against SQLite itself: a main file of any content (here: an
+    older, different database with another page size) beside the WAL image of a new file reads
+    as the new file."""
+    from sessiondb.sqlite.doctor.pagescan import write_wal_image
+
+    new = tmp_path / "new.db"
+    conn = apsw.Connection(str(new))
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("INSERT INTO t SELECT value FROM json_each(?)", (str(list(range(500))),))
+    conn.close()
+    old = tmp_path / "old.db"
+    conn = apsw.Connection(str(old))
+    conn.execute("PRAGMA page_size = 8192").fetchall()
+    conn.execute("CREATE TABLE t(x)")
+    conn.execute("INSERT INTO t VALUES ('old')")
+    conn.close()
+    fd = os.open(f"{old}-wal", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        write_wal_image(new, fd)
+    finally:
+        os.close(fd)
+    conn = apsw.Connection(str(old), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        assert conn.execute("SELECT count(*), sum(x) FROM t").fetchall() == [(500, sum(range(500)))]
+        assert conn.execute("PRAGMA integrity_check").get == "ok"
+    finally:
+        conn.close()
 
 
 def _garble_a_rowid(db: Path, sid: int, avoid: set[int]) -> None:

@@ -16,13 +16,18 @@ Nothing the file claims is believed beyond the bytes that exist: the page count 
 the main file and the WAL's frames (tests/sqlite/test_doctor_hostile.py::
 test_huge_page_count_is_not_believed).
 
-Only used on a private copy of the damaged file, never on a live database.
+:func:`write_wal_image` writes the other direction: a WAL holding every page of a database,
+which the repair uses to swap a rebuilt file in with one rename (repair.py, "The swap").
+
+Only used on private copies (the damaged file's scratch copy, the repair's own new file), never
+on a live database.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import secrets
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -311,6 +316,35 @@ def open_pages(path: Path) -> Iterator[PageFile]:
         yield PageFile(data, wal=wal or None)
 
 
+def write_wal_image(db: Path, dest_fd: int) -> int:
+    """Write to ``dest_fd`` a WAL holding every page of the database file ``db`` in one
+    transaction (its last frame is the commit, with the database's size), fsync it, and return
+    the number of pages. Applied to any main file, such a WAL makes it read as ``db``."""
+    with mapped(db) as data:
+        page_size = _header_page_size(data)
+        pages = len(data) // page_size
+        if pages == 0 or len(data) % page_size:
+            raise ValueError(f"{db}: not a whole number of {page_size}-byte pages")
+        salt1, salt2 = secrets.randbits(32), secrets.randbits(32)
+        head = struct.pack(">6I", WAL_MAGIC_BE, WAL_VERSION, page_size, 0, salt1, salt2)
+        sums = wal_checksum(head, True)
+        _write_all(dest_fd, head + struct.pack(">2I", *sums))
+        for n in range(1, pages + 1):
+            page = bytes(data[(n - 1) * page_size : n * page_size])
+            frame = struct.pack(">2I", n, pages if n == pages else 0)
+            sums = wal_checksum(frame, True, *sums)
+            sums = wal_checksum(page, True, *sums)
+            _write_all(dest_fd, frame + struct.pack(">4I", salt1, salt2, *sums) + page)
+    os.fsync(dest_fd)
+    return pages
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 __all__ = [
     "PageFile",
     "RawRow",
@@ -320,4 +354,5 @@ __all__ = [
     "open_pages",
     "read_wal",
     "wal_checksum",
+    "write_wal_image",
 ]

@@ -4,26 +4,37 @@ Only a sessiondb store is repaired. A channel file, another application's databa
 of a newer schema is refused with the file untouched: rebuilding it would turn it into an empty
 sessiondb store (docs/doctor.md, "What --repair refuses").
 
-A healthy file gets maintenance: a pending search-index backfill finished, sessiondb's own
+A healthy store gets maintenance: a pending search-index backfill finished, sessiondb's own
 full-text indexes rebuilt (by their fixed names), the WAL checkpointed and truncated, and a WAL
-file on a network/VM mount switched to the rollback journal. The file is untrusted
-(docs/doctor.md, "Untrusted files"): every connection to it, and to the scratch copy a rebuild
-reads, is hardened (``untrusted.py``), and no SQL is built from what it holds.
+file on a network/VM mount switched to the rollback journal.
 
-A corrupt file is never modified. It is copied next to itself under a name that starts with the
-database's name and says when (``state.db.corrupt-20261122T040512Z``, plus ``-wal`` when there
-is one); everything readable is salvaged from a private scratch copy (``salvage.py``: plain
-reads, rowid-range scans, the pages with the WAL applied); the rows go into a fresh store, which
-is verified — integrity_check ok, the counts it was given, and every message that plain reads
-returned before the repair (the floor), same session, seq and content — and then renamed over
-the original.
+A damaged store is never modified. It is copied next to itself under a name that starts with
+the database's name and says when (``state.db.corrupt-20261122T040512Z``, plus ``-wal`` or
+``-journal`` when there is one), written under a temporary name, fsynced, then renamed, so that
+a backup under its final name is always complete. Everything readable is salvaged from a private
+scratch copy (``salvage.py``); the rows go into a fresh store, which is verified: integrity_check
+ok, the row counts it was given, and every message that plain reads returned before the repair
+(the floor), same session, seq and content. Then it is swapped in.
+
+The swap, and why it is safe to kill at any point
+(tests/sqlite/test_repair_faults.py::test_kill_9_at_every_step_leaves_a_readable_store):
+the old main file can have committed transactions in its ``-wal`` (or a hot ``-journal``), and a
+WAL is replayed onto whatever main file sits beside it — so replacing the main file first would
+replay the old WAL onto the new file, and removing the WAL first would leave the old main file
+without its newest commits. Instead, one rename replaces ``<db>-wal`` with a WAL holding every
+page of the verified new file (``pagescan.write_wal_image``). Before that rename, the original
+(main file and WAL) is untouched; from it on, SQLite reads the new content whatever main file is
+beside it. Then the hot journal (if any) is removed, the new main file renamed over the old one
+(the same content), and the now redundant WAL removed.
 
 Every repair refuses to start while another process has the file open, naming those processes,
-and holds the store's admission lock so that no sessiondb writer gets in meanwhile.
+and holds the store's admission lock so that no sessiondb writer gets in meanwhile. Files left by
+an interrupted repair (``.<db>.repair-*``) are removed by the next one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import time
@@ -41,10 +52,17 @@ from .. import fsdetect, fts, fts_v3, locks, schema
 from ..admission import lock_path_for
 from ..bootcheck import MAGIC, boot_check
 from .checks import channel_file, diagnose, fts_tables, read_prefix
+from .pagescan import write_wal_image
 from .salvage import MESSAGE_COLS, SESSION_COLS, Salvage
 from .untrusted import open_untrusted, shown
 
 BATCH = 1000  # rows per write transaction into the fresh store (docs/design.md rule 5)
+COPY_CHUNK = 1 << 20
+_SIDE = ("-wal", "-journal")  # companions that may hold committed data
+
+
+class _SwapUnfinished(Error):
+    """The new content is in place (in ``<db>-wal``) but the swap's last steps failed."""
 
 
 def needs_rebuild(path: str | os.PathLike[str]) -> bool:
@@ -91,14 +109,21 @@ def repair(path: str | os.PathLike[str], *, mountinfo: str | None = None) -> Rep
     """Repair the store at ``path``; see the module docstring. Raises StoreBusy when other
     processes have it open, InvalidInput/UnsupportedStorage for a file that is not a sessiondb
     store this version can write, CorruptDatabase when nothing could be salvaged."""
-    db = Path(os.fspath(path)).expanduser().absolute()
+    given = Path(os.fspath(path)).expanduser().absolute()
+    # SQLite resolves a symlinked database to its target and keeps the -wal beside the target:
+    # the repair works on the same files.
+    db = Path(os.path.realpath(given))
     if not db.exists():
-        raise Error(f"{db}: no such database — check the path")
+        raise Error(f"{given}: no such database — check the path")
+    if not db.is_file():
+        raise InvalidInput(f"{given} is not a regular file: give the database file's path")
     _refuse_foreign(db)
     with _exclusive(db):
-        if needs_rebuild(db):
-            return _rebuild(db)
-        return _maintain(db, mountinfo)
+        cleaned = _clean_leftovers(db)
+        result = _rebuild(db) if needs_rebuild(db) else _maintain(db, mountinfo)
+    if cleaned:
+        return dataclasses.replace(result, actions=(cleaned, *result.actions))
+    return result
 
 
 # -- what may be repaired -----------------------------------------------------------------------
@@ -150,7 +175,48 @@ def _refuse_foreign(db: Path) -> None:
         )
 
 
-# -- maintenance of a sound file ----------------------------------------------------------------
+def _remove_work_files(folder: Path, prefix: str) -> tuple[int, int]:
+    """Remove the regular files (or symlinks, never followed) in ``folder`` whose names start
+    with ``prefix``; return how many and their bytes."""
+    removed, size = 0, 0
+    with os.scandir(folder) as entries:
+        names = [
+            e.name
+            for e in entries
+            if e.name.startswith(prefix) and (e.is_symlink() or e.is_file(follow_symlinks=False))
+        ]
+    for name in names:
+        p = folder / name
+        with suppress(FileNotFoundError):
+            size += p.lstat().st_size
+            p.unlink()
+            removed += 1
+    return removed, size
+
+
+def _clean_leftovers(db: Path) -> str | None:
+    """Remove what an interrupted repair left (scratch and new files, temporary copies, a
+    backup's WAL whose main copy was never completed); say so."""
+    removed, size = _remove_work_files(db.parent, f".{db.name}.repair-")
+    backup = f"{db.name}.corrupt-"
+    with os.scandir(db.parent) as entries:
+        present = {e.name for e in entries}
+    for name in sorted(present):
+        if not (name.startswith(backup) and name.endswith(_SIDE)):
+            continue
+        main = name.removesuffix("-wal").removesuffix("-journal")
+        p = db.parent / name
+        if main not in present and not p.is_dir():  # a backup's companion whose main copy
+            with suppress(FileNotFoundError):  # never completed
+                size += p.lstat().st_size
+                p.unlink()
+                removed += 1
+    if not removed:
+        return None
+    return f"removed {removed} file(s) left by an interrupted repair ({size / 2**20:.1f} MiB)"
+
+
+# -- maintenance of a sound store ---------------------------------------------------------------
 
 
 def _own_trigram_view(db: Path) -> bool:
@@ -252,19 +318,7 @@ def _finish_backfills(conn: apsw.Connection) -> list[str]:
     return actions
 
 
-# -- rebuild of a damaged file ------------------------------------------------------------------
-
-
-def _copy_exclusive(src: Path, dest: Path) -> None:
-    """Byte-for-byte copy into a new 0600 file; never overwrites (O_EXCL), fsynced."""
-    fd = open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        with open(src, "rb") as f:
-            while chunk := f.read(1 << 20):
-                os.write(fd, chunk)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# -- rebuild of a damaged store -----------------------------------------------------------------
 
 
 def _stamp() -> str:
@@ -273,7 +327,7 @@ def _stamp() -> str:
 
 def _free_name(folder: Path, base: str) -> Path:
     candidate, n = folder / base, 1
-    while candidate.exists() or Path(f"{candidate}-wal").exists():
+    while any(Path(f"{candidate}{s}").exists() for s in ("", *_SIDE)):
         candidate, n = folder / f"{base}-{n}", n + 1
     return candidate
 
@@ -281,26 +335,63 @@ def _free_name(folder: Path, base: str) -> Path:
 def _side_files(db: Path) -> list[tuple[str, Path]]:
     """The damaged file's companions worth keeping: committed data may live in them."""
     found = []
-    for suffix in ("-wal", "-journal"):
+    for suffix in _SIDE:
         p = Path(f"{db}{suffix}")
         with suppress(OSError):
-            if p.stat().st_size > 0:
+            if p.lstat().st_size > 0:
                 found.append((suffix, p))
     return found
 
 
+def _copy(src: Path, dest: Path) -> None:
+    """Copy ``src`` into a new 0600 file ``dest`` (never overwriting, never through a symlink),
+    fsynced. The source is read through SQLite's VFS, never a plain ``open()``: closing that
+    would drop the POSIX locks of this process's own connections (docs/design.md rule 2)."""
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_MAIN_DB | apsw.SQLITE_OPEN_NOFOLLOW
+    if src.is_symlink():
+        raise InvalidInput(f"{src} is a symbolic link: repair does not follow it")
+    f = apsw.VFSFile("", str(src), [flags, 0])
+    try:
+        fd = open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            size, offset = f.xFileSize(), 0
+            while offset < size:
+                chunk = f.xRead(min(COPY_CHUNK, size - offset), offset)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                offset += len(chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        f.xClose()
+
+
+def _backup(db: Path, work: str, stamp: str) -> Path:
+    """The byte-for-byte copy of the damaged file and its companions, each complete under its
+    final name: written under a temporary name, fsynced, renamed (companions first, so that a
+    backup named like a good one always has them)."""
+    backup = _free_name(db.parent, f"{db.name}.corrupt-{stamp}")
+    sources = [*_side_files(db), ("", db)]
+    copies = [(Path(f"{work}.backup{s}"), Path(f"{backup}{s}"), p) for s, p in sources]
+    for tmp, _, src in copies:
+        _copy(src, tmp)
+    for tmp, final, _ in copies:
+        os.rename(tmp, final)
+    _fsync_dir(db.parent)
+    return backup
+
+
 def _rebuild(db: Path) -> RepairResult:
     stamp = _stamp()
-    backup = _free_name(db.parent, f"{db.name}.corrupt-{stamp}")
-    _copy_exclusive(db, backup)
-    for suffix, p in _side_files(db):
-        _copy_exclusive(p, Path(f"{backup}{suffix}"))
-    scratch = _free_name(db.parent, f".{db.name}.repair-{stamp}.scratch")
-    new = _free_name(db.parent, f".{db.name}.repair-{stamp}.new")
+    work = str(_free_name(db.parent, f".{db.name}.repair-{stamp}"))
+    scratch, new = Path(f"{work}.scratch"), Path(f"{work}.new")
     try:
-        _copy_exclusive(db, scratch)
+        backup = _backup(db, work, stamp)
+        _copy(db, scratch)
         for suffix, p in _side_files(db):
-            _copy_exclusive(p, Path(f"{scratch}{suffix}"))
+            _copy(p, Path(f"{scratch}{suffix}"))
         salvage = Salvage.from_copy(scratch)
         if salvage.foreign_tables:
             raise InvalidInput(
@@ -312,22 +403,15 @@ def _rebuild(db: Path) -> RepairResult:
         if not salvage.sessions and not salvage.messages and salvage.unreadable:
             raise CorruptDatabase(
                 str(db),
-                "nothing could be salvaged from it; the damaged file is kept as " + str(backup),
+                "nothing could be salvaged from it (it may not be a sessiondb store); the "
+                f"damaged file is kept as {backup}",
+                hint="restore the store from a backup if you have one",
             )
         inserted = _write_fresh(new, salvage)
         _verify(new, inserted, salvage)
-        for suffix in ("-wal", "-shm", "-journal"):
-            # The old WAL/journal would be replayed onto the new file: remove them first (they
-            # are backed up). Nobody has the file open and we hold the admission lock.
-            with suppress(FileNotFoundError):
-                os.unlink(f"{db}{suffix}")
-        os.replace(new, db)
-        _fsync_dir(db.parent)
+        _swap_in(db, new, Path(f"{work}.wal"), backup)
     finally:
-        for p in (scratch, new):
-            for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
-                with suppress(FileNotFoundError):
-                    os.unlink(f"{p}{suffix}")
+        _remove_work_files(db.parent, Path(work).name)
     readable = salvage.floor_count
     actions = (
         f"copied the damaged file to {backup}",
@@ -355,7 +439,7 @@ def _rebuild(db: Path) -> RepairResult:
 
 
 def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
@@ -451,6 +535,36 @@ def _verify(new: Path, inserted: tuple[int, int], salvage: Salvage) -> None:
             f"the rebuilt file lacks {len(missing)} message(s) that plain reads returned before "
             f"the repair (first: {missing[0]}); the original was not replaced"
         )
+
+
+def _swap_in(db: Path, new: Path, wal_tmp: Path, backup: Path) -> None:
+    """Make ``db`` read as ``new`` in one atomic step (module docstring, "The swap")."""
+    fd = open_private(wal_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        write_wal_image(new, fd)
+    finally:
+        os.close(fd)
+    # Nobody has the database open (checked, and we hold the admission lock): a stale WAL index
+    # is rebuilt from the WAL by the next opener, so it may simply go.
+    with suppress(FileNotFoundError):
+        os.unlink(f"{db}-shm")
+    os.replace(wal_tmp, f"{db}-wal")  # the commit point: from here on the file reads as `new`
+    try:
+        _fsync_dir(db.parent)
+        with suppress(FileNotFoundError):
+            os.unlink(f"{db}-journal")  # a hot journal of the old file; it is backed up
+        os.replace(new, db)
+        _fsync_dir(db.parent)
+        for suffix in ("-wal", "-shm"):  # the WAL holds exactly the new main file's pages
+            with suppress(FileNotFoundError):
+                os.unlink(f"{db}{suffix}")
+        _fsync_dir(db.parent)
+    except OSError as e:
+        raise _SwapUnfinished(
+            f"{db}: the repaired content is in place (its pages are in {db}-wal) but the swap "
+            f"could not be finished ({e.strerror or e}); run `sessiondb doctor --repair {db}` "
+            f"again to finish it. The damaged original is kept as {backup}"
+        ) from e
 
 
 __all__ = ["RepairResult", "needs_rebuild", "repair"]
