@@ -1,5 +1,5 @@
 """The repair under faults: newest commits still in the WAL, damage that ends a scan early
-without an error, a hot journal, a kill -9 at every step.
+without an error, a kill -9 at every step, a full disk.
 
 The promise checked everywhere (docs/doctor.md, "--repair"): a repair never stores fewer
 messages of a session than a plain read returned before it, and at any moment the file is either
@@ -7,16 +7,20 @@ the untouched original (with its WAL) or the verified result."""
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
+from click.testing import CliRunner
 
 import sessiondb
+from sessiondb.cli.app import cli
 from sessiondb.sqlite.doctor import checks as doctor
 from sessiondb.sqlite.doctor import repair
 from sessiondb.sqlite.doctor.pagescan import PageFile, _varint
@@ -185,6 +189,94 @@ def test_kill_9_at_every_step_leaves_a_readable_store(tmp_path: Path, point: str
             assert backup.read_bytes() == original[""]
     report = doctor.diagnose(db, lock_watch=0.0, full=True)
     assert report.status == "ok", [(c.name, c.detail) for c in report.checks if c.status != "ok"]
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+
+def _full_after(monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """os.write fails with ENOSPC once ``budget`` bytes have been written (the repair's copies
+    and WAL image are written with os.write; SQLite's own writes are not Python's)."""
+    real = os.write
+    left = [budget]
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if left[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = real(fd, bytes(data)[: left[0]])
+        left[0] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize(
+    "where", ["backup-wal", "backup-main", "scratch", "scratch-wal", "new-wal-image"]
+)
+def test_a_full_disk_ends_in_a_clear_error_and_no_half_backup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Out of space while copying the damaged file aside (its WAL first, then the main file),
+    making the scratch copy, or writing the swap's WAL image: a sessiondb error naming the
+    database and what to do, the original untouched, no backup named like a good one unless
+    complete, no leftovers."""
+    db = wal_store(tmp_path)
+    original = {s: Path(f"{db}{s}").read_bytes() for s in ("", "-wal")}
+    main, wal = len(original[""]), len(original["-wal"])
+    budget = {  # bytes written before the disk is full: halfway through each file
+        "backup-wal": wal // 2,
+        "backup-main": wal + main // 2,
+        "scratch": wal + main + main // 2,
+        "scratch-wal": wal + 2 * main + wal // 2,
+        "new-wal-image": 2 * (wal + main) + 4096 * 3,
+    }[where]
+    _full_after(monkeypatch, budget)
+    with pytest.raises(sessiondb.Error, match="the disk is full") as info:
+        repair.repair(db)
+    monkeypatch.undo()
+    message = str(info.value)
+    assert str(db) in message and "free space" in message
+    assert {s: Path(f"{db}{s}").read_bytes() for s in original} == original
+    for backup in tmp_path.glob("state.db.corrupt-*"):
+        suffix = "-wal" if backup.name.endswith("-wal") else ""
+        assert backup.read_bytes() == original[suffix]
+    assert not list(tmp_path.glob(".state.db.repair-*"))
+
+
+def test_cli_full_disk_prints_one_line_and_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = wal_store(tmp_path)
+    _full_after(monkeypatch, 100_000)
+    res = CliRunner().invoke(cli, ["doctor", str(db), "--repair", "--yes"])
+    monkeypatch.undo()
+    assert res.exit_code == 2
+    assert "Traceback" not in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "the disk is full" in " ".join(res.output.split())
+
+
+def test_a_folder_it_cannot_write_ends_in_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repair writes next to the database; a folder where it may not create files (EACCES,
+    as for a user without write permission) says so, and nothing is changed."""
+    db = wal_store(tmp_path)
+    original = {s: Path(f"{db}{s}").read_bytes() for s in ("", "-wal")}
+    real = os.open
+
+    def no_create(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if flags & os.O_CREAT and Path(os.fspath(path)).parent == tmp_path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", no_create)
+    with pytest.raises(sessiondb.Error, match="writable") as info:
+        repair.repair(db)
+    monkeypatch.undo()
+    assert str(db.parent) in str(info.value)
+    assert {s: Path(f"{db}{s}").read_bytes() for s in original} == original
+    assert not list(tmp_path.glob("state.db.corrupt-*"))
 
 
 def test_apsw_reads_the_swapped_wal_as_the_new_file(tmp_path: Path) -> None:

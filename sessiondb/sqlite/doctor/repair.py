@@ -35,6 +35,7 @@ an interrupted repair (``.<db>.repair-*``) are removed by the next one.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import os
 import time
@@ -51,6 +52,7 @@ from ...models import RepairResult
 from .. import fsdetect, fts, fts_v3, locks, schema
 from ..admission import lock_path_for
 from ..bootcheck import MAGIC, boot_check
+from ..errors import translate
 from .checks import channel_file, diagnose, fts_tables, read_prefix
 from .pagescan import write_wal_image
 from .salvage import MESSAGE_COLS, SESSION_COLS, Salvage
@@ -108,22 +110,48 @@ def _exclusive(db: Path) -> Iterator[None]:
 def repair(path: str | os.PathLike[str], *, mountinfo: str | None = None) -> RepairResult:
     """Repair the store at ``path``; see the module docstring. Raises StoreBusy when other
     processes have it open, InvalidInput/UnsupportedStorage for a file that is not a sessiondb
-    store this version can write, CorruptDatabase when nothing could be salvaged."""
+    store this version can write, CorruptDatabase when nothing could be salvaged, Error (naming
+    the file and the next step) for anything else; never a raw OSError or apsw error."""
     given = Path(os.fspath(path)).expanduser().absolute()
     # SQLite resolves a symlinked database to its target and keeps the -wal beside the target:
     # the repair works on the same files.
     db = Path(os.path.realpath(given))
-    if not db.exists():
-        raise Error(f"{given}: no such database — check the path")
-    if not db.is_file():
-        raise InvalidInput(f"{given} is not a regular file: give the database file's path")
-    _refuse_foreign(db)
-    with _exclusive(db):
-        cleaned = _clean_leftovers(db)
-        result = _rebuild(db) if needs_rebuild(db) else _maintain(db, mountinfo)
+    try:
+        if not db.exists():
+            raise Error(f"{given}: no such database — check the path")
+        if not db.is_file():
+            raise InvalidInput(f"{given} is not a regular file: give the database file's path")
+        _refuse_foreign(db)
+        with _exclusive(db):
+            cleaned = _clean_leftovers(db)
+            result = _rebuild(db) if needs_rebuild(db) else _maintain(db, mountinfo)
+    except OSError as e:
+        raise _os_error(db, e, "repair it") from e
+    except apsw.Error as e:
+        raise translate(e, db, doing="repair") from e
     if cleaned:
         return dataclasses.replace(result, actions=(cleaned, *result.actions))
     return result
+
+
+def _os_error(db: Path, e: OSError, doing: str) -> Error:
+    """An OSError of the repair as a sessiondb error: which file, what happened, what to do."""
+    where = e.filename or db
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Error(
+            f"{db}: the disk is full: could not {doing} ({where}: {e.strerror}) — the database "
+            f"was not changed; free space in {db.parent} (a repair needs about four times the "
+            "database's size) and run the repair again"
+        )
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Error(
+            f"{db}: could not {doing} ({where}: {e.strerror}) — the database was not changed; "
+            f"the repair writes next to the database: check that {db.parent} is writable by you"
+        )
+    return Error(
+        f"{db}: could not {doing} ({where}: {e.strerror or e}) — the database was not changed; "
+        "run `sessiondb doctor` to see its state"
+    )
 
 
 # -- what may be repaired -----------------------------------------------------------------------
@@ -387,11 +415,14 @@ def _rebuild(db: Path) -> RepairResult:
     stamp = _stamp()
     work = str(_free_name(db.parent, f".{db.name}.repair-{stamp}"))
     scratch, new = Path(f"{work}.scratch"), Path(f"{work}.new")
+    step = "copy the damaged file aside"
     try:
         backup = _backup(db, work, stamp)
+        step = "make a scratch copy to salvage from"
         _copy(db, scratch)
         for suffix, p in _side_files(db):
             _copy(p, Path(f"{scratch}{suffix}"))
+        step = "salvage its sessions and messages"
         salvage = Salvage.from_copy(scratch)
         if salvage.foreign_tables:
             raise InvalidInput(
@@ -407,9 +438,22 @@ def _rebuild(db: Path) -> RepairResult:
                 f"damaged file is kept as {backup}",
                 hint="restore the store from a backup if you have one",
             )
+        step = "write the salvaged rows into a new file"
         inserted = _write_fresh(new, salvage)
+        step = "verify the new file"
         _verify(new, inserted, salvage)
+        step = "swap the new file in"
         _swap_in(db, new, Path(f"{work}.wal"), backup)
+    except OSError as e:
+        raise _os_error(db, e, step) from e
+    except (Error, apsw.Error) as e:
+        ours = isinstance(e, (InvalidInput, _SwapUnfinished))
+        if ours or (isinstance(e, CorruptDatabase) and e.path == str(db)):
+            raise
+        why = translate(e, db) if isinstance(e, apsw.Error) else e
+        raise Error(
+            f"{db}: the repair could not {step}: {why} — the database was not changed"
+        ) from e
     finally:
         _remove_work_files(db.parent, Path(work).name)
     readable = salvage.floor_count
@@ -527,13 +571,12 @@ def _verify(new: Path, inserted: tuple[int, int], salvage: Salvage) -> None:
         conn.close()
     if result != ["ok"] or counts != inserted:
         raise Error(
-            f"{new}: the rebuilt file failed verification ({shown(result[0], 200)}, counts "
-            f"{counts} vs {inserted}); the original was not replaced"
+            f"it failed verification ({shown(result[0], 200)}, counts {counts} vs {inserted})"
         )
     if missing:
         raise Error(
-            f"the rebuilt file lacks {len(missing)} message(s) that plain reads returned before "
-            f"the repair (first: {missing[0]}); the original was not replaced"
+            f"it lacks {len(missing)} message(s) that plain reads returned before the repair "
+            f"(first: {missing[0]})"
         )
 
 
