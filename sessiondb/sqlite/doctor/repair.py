@@ -322,27 +322,29 @@ def _finish_backfills(conn: apsw.Connection) -> list[str]:
             ("search_backfill", fts_v3.PENDING),
         )
     }
+    indexes = fts_tables(conn)
     actions = []
-    if "search_backfill" in present and fts.WORD_TABLE in fts_tables(conn):
-        batches = 0
+    if "search_backfill" in present and fts.WORD_TABLE in indexes and fts.backfill_pending(conn):
+        batches = 1
         while True:
             with conn:
-                done = fts.backfill_batch(conn)
+                if fts.backfill_batch(conn):
+                    break
             batches += 1
-            if done:
-                break
-        if batches > 1 or conn.changes():
-            actions.append(f"finished the pending search-index backfill ({batches} batch(es))")
-    if fts_v3.PENDING in present and fts.TRIGRAM_TABLE in fts_tables(conn):
-        batches = 0
+        actions.append(f"finished the pending search-index backfill ({batches} batch(es))")
+    pending = f"SELECT 1 FROM {fts_v3.PENDING} LIMIT 1"
+    if (
+        fts_v3.PENDING in present
+        and fts.TRIGRAM_TABLE in indexes
+        and conn.execute(pending).fetchone() is not None
+    ):
+        batches = 1
         while True:
             with conn:
-                done = fts_v3.backfill_batch(conn)
-            if done:
-                break
+                if fts_v3.backfill_batch(conn):
+                    break
             batches += 1
-        if batches:
-            actions.append(f"finished the pending CJK index backfill ({batches} batch(es))")
+        actions.append(f"finished the pending CJK index backfill ({batches} batch(es))")
     return actions
 
 
