@@ -243,6 +243,32 @@ def test_a_full_disk_ends_in_a_clear_error_and_no_half_backup(
     assert not list(tmp_path.glob(".state.db.repair-*"))
 
 
+def test_not_enough_space_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """A sparse file of terabytes (it takes no space) would have the repair copy terabytes,
+    filling the disk for every other process before failing. The repair measures
+    first and refuses, writing nothing."""
+    db = tmp_path / "sparse.db"
+    with sessiondb.open(db, journal_mode="delete") as store:
+        store.append("s", "user", "hello")
+    claimed = 2**43  # 8 TiB, taking no space
+    st = os.statvfs(tmp_path)
+    if st.f_bavail * st.f_frsize >= 4 * claimed:
+        pytest.skip("this disk could hold the copies")
+    with open(db, "r+b") as f:
+        f.seek(16)
+        f.write(b"\x00\x00")  # a damaged header: the repair would rebuild it
+        try:
+            f.truncate(claimed)
+        except OSError as e:
+            pytest.skip(f"this filesystem has no sparse 8 TiB files ({e})")
+    before = {p.name for p in tmp_path.iterdir()}
+    with pytest.raises(sessiondb.Error, match="not enough free space") as info:
+        repair.repair(db)
+    assert str(tmp_path) in str(info.value) and "not changed" in str(info.value)
+    assert {p.name for p in tmp_path.iterdir()} == before | {"sparse.db.lock"}
+    assert os.path.getsize(db) == claimed
+
+
 def test_cli_full_disk_prints_one_line_and_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -241,7 +241,7 @@ def _clean_leftovers(db: Path) -> str | None:
                 removed += 1
     if not removed:
         return None
-    return f"removed {removed} file(s) left by an interrupted repair ({size / 2**20:.1f} MiB)"
+    return f"removed {removed} file(s) left by an interrupted repair ({_mib(size)})"
 
 
 # -- maintenance of a sound store ---------------------------------------------------------------
@@ -398,6 +398,30 @@ def _copy(src: Path, dest: Path) -> None:
         f.xClose()
 
 
+def _check_space(db: Path) -> None:
+    """Refuse before writing anything when the folder cannot hold what a rebuild writes: the
+    backup and the scratch copy of the file and its companions, the new file and its WAL image
+    (each at most the size of the damaged file's content). Copying first and failing on a full
+    disk would fill the disk for every other process meanwhile — a sparse file claiming a
+    terabyte would take all of it (tests/sqlite/test_repair_faults.py::
+    test_not_enough_space_is_refused_before_anything_is_written)."""
+    size = sum(p.lstat().st_size for _, p in (*_side_files(db), ("", db)))
+    need = 4 * size
+    st = os.statvfs(db.parent)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise Error(
+            f"{db}: not enough free space to repair it: a repair writes about {_mib(need)} "
+            f"(four times the database and its WAL/journal), and {db.parent} has {_mib(free)} "
+            "free — free space there (or copy the files to a larger disk and repair the copy) "
+            "and run the repair again; the database was not changed"
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
 def _backup(db: Path, work: str, stamp: str) -> Path:
     """The byte-for-byte copy of the damaged file and its companions, each complete under its
     final name: written under a temporary name, fsynced, renamed (companions first, so that a
@@ -419,6 +443,7 @@ def _rebuild(db: Path) -> RepairResult:
     scratch, new = Path(f"{work}.scratch"), Path(f"{work}.new")
     step = "copy the damaged file aside"
     try:
+        _check_space(db)
         backup = _backup(db, work, stamp)
         step = "make a scratch copy to salvage from"
         _copy(db, scratch)
