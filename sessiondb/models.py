@@ -103,6 +103,8 @@ class RepairResult:
     messages: int = 0
     placeholder_sessions: int = 0
     messages_before: int | None = None  # the damaged file's own count, when it was readable
+    # messages that plain reads returned before the repair: all are verified to be in the result
+    messages_readable_before: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 

@@ -73,7 +73,7 @@ def doctor(
             raise SystemExit(1)
         try:
             result = repair(db)
-        except Error as e:
+        except (Error, OSError) as e:  # the repair translates OSError itself; never a traceback
             repaired = {"ok": False, "error": str(e)}
             if not as_json:
                 console.print(Text(f"repair refused or failed: {e}", style="bold red"))

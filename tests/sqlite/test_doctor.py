@@ -396,3 +396,148 @@ def test_damaged_interior_page_rows_are_salvaged_from_leaves(tmp_path: Path) -> 
     assert set(recovered) == set(original)  # every leaf was intact: nothing may be lost
     assert all(recovered[k] == original[k] for k in recovered)
     assert result.messages == len(original)
+
+
+# -- what --repair refuses ----------------------------------------------------------------------
+
+
+def _channel(folder: Path) -> tuple[Path, Path]:
+    from sessiondb.channel import AgentEnd, HostEnd
+
+    host, agent = HostEnd(folder), AgentEnd(folder)
+    seq = host.send("hello")
+    agent.receive(limit=10)
+    agent.reply("hi", in_reply_to=seq)
+    agent.heartbeat()
+    agent.close()
+    host.close()
+    return folder / "inbound.db", folder / "outbound.db"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_channel_files_are_recognised_and_never_repaired(tmp_path: Path) -> None:
+    """Following a channel error's old hint, `doctor --repair outbound.db` replaced the file with
+    an empty store and said "ok": the host then saw no replies. The doctor names a channel file
+    as such, never sends it to the repair, and the repair refuses it with the file untouched."""
+    folder = tmp_path / "chan"
+    inbound, outbound = _channel(folder)
+    report = doctor.diagnose(inbound, lock_watch=0.0)
+    checks = _by_name(report)
+    assert checks["file"].data["kind"] == "channel" and "channel file" in checks["file"].detail
+    assert checks["schema"].status == "ok" and "not a store" in checks["schema"].detail
+    assert report.exit_code == 0, [(c.name, c.detail) for c in report.checks]
+
+    before = _files(folder)
+    for path in (inbound, outbound):
+        with pytest.raises(sessiondb.Error, match="not a store"):
+            repair.repair(path)
+    assert _files(folder) == before  # untouched, and no backup or scratch file made
+
+    # A damaged channel file: the doctor says so, and its advice is the channel's.
+    data = bytearray(outbound.read_bytes())
+    data[4096 + 8 : 8192] = bytes(range(256)) * 15 + bytes(range(248))
+    outbound.write_bytes(bytes(data))
+    report = doctor.diagnose(outbound, lock_watch=0.0)
+    assert report.exit_code == 2
+    failing = [c for c in report.checks if c.status == "fail"]
+    assert failing and all("channel folder aside" in (c.hint or "") for c in failing)
+    before = _files(folder)
+    res = CliRunner().invoke(cli, ["doctor", str(outbound), "--repair", "--yes", "--json"])
+    assert res.exit_code == 2, res.output
+    out = json.loads(res.stdout)
+    assert out["repair"]["ok"] is False and "not a store" in out["repair"]["error"]
+    assert _files(folder) == before
+
+    # Its header destroyed: still a channel file by its name beside the heartbeat.
+    outbound.write_bytes(b"\0" * 100 + bytes(data[100:]))
+    before = _files(folder)
+    with pytest.raises(sessiondb.Error, match="not a store"):
+        repair.repair(outbound)
+    assert _files(folder) == before
+
+
+@pytest.mark.parametrize("kind", ["application_id", "tables", "damaged"])
+def test_another_applications_database_is_refused(tmp_path: Path, kind: str) -> None:
+    """Repair never turns a file into something else: another application's database is
+    refused, the file unchanged — also when its header is damaged and only its pages say what
+    it is (then a copy is kept beside it, as for any damaged file)."""
+    db = tmp_path / "app.db"
+    conn = apsw.Connection(str(db))
+    if kind == "application_id":  # tables named like sessiondb's, in another app's file
+        conn.execute("PRAGMA application_id = 1234").fetchall()
+        conn.execute("CREATE TABLE sessions(x)")
+        conn.execute("INSERT INTO sessions VALUES (1)")
+    else:
+        conn.execute("CREATE TABLE invoices(id INTEGER PRIMARY KEY, customer TEXT, total REAL)")
+        for i in range(500):
+            conn.execute("INSERT INTO invoices(customer, total) VALUES (?, ?)", (f"c{i}", i))
+    conn.close()
+    if kind == "damaged":
+        data = bytearray(db.read_bytes())
+        data[16:18] = b"\x12\x34"  # page size: SQLite cannot read the file at all
+        db.write_bytes(bytes(data))
+    before = db.read_bytes()
+    with pytest.raises(sessiondb.Error, match="another application") as info:
+        repair.repair(db)
+    assert db.read_bytes() == before
+    assert isinstance(info.value, sessiondb.InvalidInput)
+    res = CliRunner().invoke(cli, ["doctor", str(db), "--repair", "--yes"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert db.read_bytes() == before
+    names = {p.name for p in tmp_path.iterdir()} - {"app.db", "app.db.lock", "runtime"}
+    assert all(n.startswith("app.db.corrupt-") for n in names), names
+    assert (kind == "damaged") == bool(names)
+
+
+# -- maintenance of a sound store ---------------------------------------------------------------
+
+
+def _pending_backfill(db: Path) -> None:
+    """A store whose index was added after its messages, the backfill not yet run (as
+    tests/sqlite/test_search_index.py makes one)."""
+    from sessiondb.sqlite import fts, fts_v3
+
+    with sessiondb.open(db) as store:
+        engine = engine_of(store)
+        with engine.write() as conn:
+            fts.drop(conn)
+        for i in range(250):
+            store.append(f"s{i % 3}", "user", f"row {i} marker 東京都")
+        with engine.write() as conn:
+            fts.create(conn)
+            fts_v3.upgrade(conn)
+            assert fts.backfill_pending(conn)
+
+
+def test_repair_during_a_pending_backfill_indexes_each_row_once(tmp_path: Path) -> None:
+    """The index rebuild indexed every row, and the pending backfill then indexed its range
+    again. The repair finishes the backfill first, then rebuilds."""
+    from sessiondb.sqlite import fts
+
+    db = tmp_path / "pending.db"
+    _pending_backfill(db)
+    repair.repair(db)
+    with sessiondb.open(db) as store:  # opening runs whatever backfill is still pending
+        assert len(store.search("marker", limit=1000)) == 250
+        assert len(store.search("東京都", limit=1000)) == 250
+        with engine_of(store).write() as conn:
+            assert not fts.backfill_pending(conn)
+            for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
+                # rank=1: each index compared with its content (a row indexed twice fails)
+                conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
+
+
+def test_repair_of_a_healthy_store_rebuilds_only_sessiondbs_indexes(tmp_path: Path) -> None:
+    """fts5vocab tables are not indexes: the repair of a healthy store reported "could not
+    rebuild … messages_tri_vocab" every time."""
+    db = tmp_path / "fine.db"
+    _store(db, sessions=2, per=5)
+    result = repair.repair(db)
+    rebuilt = [a for a in result.actions if "index" in a]
+    assert rebuilt == [
+        "rebuilt full-text index messages_fts",
+        "rebuilt full-text index messages_tri",
+    ]

@@ -8,6 +8,11 @@ Nothing here writes to the database, and nothing opens its files with a plain ``
 closing such a descriptor would drop the POSIX locks of any connection this process holds
 (docs/design.md rule 2). Content is read through a read-only SQLite connection; sizes and
 modes through ``stat``; lock holders through /proc.
+
+The file is untrusted (docs/doctor.md, "Untrusted files"): the connection is hardened
+(``untrusted.py``: none of the file's triggers or views runs, no ATTACH), every statement is a
+fixed one, tables are named only from sessiondb's own list, and names read from the file are
+escaped before they are shown.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import apsw
 
@@ -28,8 +32,9 @@ from ...host.procinfo import command_line
 from ...lease.files import check_leases
 from ...models import Check, HealthReport
 from ...version import __version__
-from .. import fsdetect, locks
-from ..bootcheck import SQLiteHeader, boot_check
+from .. import fsdetect, fts, fts_v3, locks
+from ..bootcheck import MAGIC, SQLiteHeader, boot_check
+from .untrusted import open_untrusted, shown
 
 # SQLite releases before 3.51.3 can corrupt a WAL database when the WAL is reset while another
 # connection writes (https://sqlite.org/wal.html#walresetbug); 3.50.7 and 3.44.6 carry the fix.
@@ -37,6 +42,27 @@ WAL_RESET_FIXED = ((3, 51, 3), (3, 50, 7), (3, 44, 6))
 WAL_WARN_BYTES = 64 * 1024 * 1024  # used when the engine does not say its own limit
 INTEGRITY_MAX_ERRORS = 20
 REPAIR_HINT = "run `sessiondb doctor --repair {path}` (it keeps a copy of the damaged file)"
+# sessiondb's own tables, the only names the doctor ever puts into SQL (never names read from
+# the file: tests/sqlite/test_doctor_hostile.py).
+STORE_TABLES = (
+    "sessions",
+    "messages",
+    "purge_queue",
+    "schema_version",
+    "leases",
+    "search_backfill",
+    fts.TRIGRAM_ROWS,
+    fts_v3.PENDING,
+)
+FTS_TABLES = (fts.WORD_TABLE, fts.TRIGRAM_TABLE)
+# A damaged channel file is not a store: the store's repair would replace it with an empty store
+# and the other end would silently see nothing (tests/sqlite/test_doctor.py::
+# test_channel_files_are_recognised_and_never_repaired).
+CHANNEL_HINT = (
+    "this is a channel file, not a store: `sessiondb doctor --repair` refuses it; stop both "
+    "ends, move the channel folder aside and start a new channel (unfinished messages are sent "
+    "again from the host's side)"
+)
 
 CheckFn = Callable[[], Check]
 
@@ -59,6 +85,40 @@ def _human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def read_prefix(path: Path, amount: int) -> bytes:
+    """Up to ``amount`` bytes from the start of ``path`` through SQLite's VFS, never a plain
+    ``open()`` (docs/design.md rule 2); b"" when it cannot be read."""
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_MAIN_DB
+    try:
+        f = apsw.VFSFile("", str(path), [flags, 0])
+    except (apsw.Error, OSError):
+        return b""
+    try:
+        n = min(amount, f.xFileSize())
+        return f.xRead(n, 0) if n > 0 else b""
+    except apsw.Error:
+        return b""
+    finally:
+        f.xClose()
+
+
+def channel_file(path: Path) -> str | None:
+    """How to name ``path`` if it is one of a sessiondb channel's files, else None: its header
+    carries the channel's application_id, or it is called inbound.db/outbound.db next to a
+    heartbeat file (a channel file whose header is damaged)."""
+    from ...channel.protocol import APPLICATION_ID, HEARTBEAT_FILE, INBOUND_FILE, OUTBOUND_FILE
+
+    head = read_prefix(path, 100)
+    by_id = head[:16] == MAGIC and int.from_bytes(head[68:72], "big") == APPLICATION_ID
+    by_name = path.name in (INBOUND_FILE, OUTBOUND_FILE) and os.path.lexists(
+        path.parent / HEARTBEAT_FILE
+    )
+    if not (by_id or by_name):
+        return None
+    side = {INBOUND_FILE: ", written by the host", OUTBOUND_FILE: ", written by the agent"}
+    return f"a sessiondb channel file ({path.name}{side.get(path.name, '')})"
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -143,6 +203,7 @@ def check_file(path: Path) -> tuple[Check, SQLiteHeader | None]:
         "size": header.file_size,
         "page_size": header.page_size,
         "pages": header.page_count,
+        "kind": "store",
     }
     return Check(
         "file",
@@ -154,18 +215,25 @@ def check_file(path: Path) -> tuple[Check, SQLiteHeader | None]:
 
 
 def open_readonly(path: Path) -> tuple[apsw.Connection, str | None]:
-    """A read-only connection; on a read-only folder where SQLite cannot create the WAL index,
-    fall back to ``immutable=1`` (then concurrent writers are not seen: said in the note)."""
-    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
-    uri = "file:" + quote(str(path))
+    """A hardened read-only connection (``untrusted.py``); on a read-only folder where SQLite
+    cannot create the WAL index, fall back to ``immutable=1`` (then concurrent writers are not
+    seen: said in the note)."""
     try:
-        conn = apsw.Connection(uri, flags=flags)
-        conn.set_busy_timeout(5000)
-        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-        return conn, None
-    except (apsw.CantOpenError, apsw.ReadOnlyError):
-        conn = apsw.Connection(uri + "?immutable=1", flags=flags)
-        return conn, "read as immutable (the folder is read-only): a live writer is not seen"
+        conn = open_untrusted(path)
+    except apsw.CantOpenError:
+        conn = None
+    if conn is not None:
+        try:
+            conn.set_busy_timeout(5000)
+            conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+            return conn, None
+        except (apsw.CantOpenError, apsw.ReadOnlyError):
+            conn.close()
+        except BaseException:
+            conn.close()
+            raise
+    conn = open_untrusted(path, immutable=True)
+    return conn, "read as immutable (the folder is read-only): a live writer is not seen"
 
 
 def check_schema(conn: apsw.Connection) -> Check:
@@ -179,12 +247,13 @@ def check_schema(conn: apsw.Connection) -> Check:
     if not tables:
         return Check("schema", "ok", "no tables yet: created on first open", None, {"version": 0})
     if "schema_version" not in tables:
+        names = ", ".join(shown(t, 40) for t in tables[:6])
         return Check(
             "schema",
             "fail",
-            f"not a sessiondb database (tables: {', '.join(tables[:6])})",
+            f"not a sessiondb database (tables: {names})",
             "point sessiondb at its own file; it never writes into another application's database",
-            {"version": None, "tables": tables},
+            {"version": None, "tables": [shown(t, 200) for t in tables[:100]]},
         )
     version = schema.current_version(conn)
     data = {"version": version, "library": latest}
@@ -261,11 +330,12 @@ def check_integrity(conn: apsw.Connection, path: Path, full: bool) -> Check:
     except apsw.Error as e:
         # SQLite stops at damage it cannot walk past; check table by table to say where.
         rows = _integrity_by_table(conn, pragma) or [f"{e}"]
+    damaged = _tables_of_trees(conn, rows) if rows != ["ok"] else []
+    rows = [shown(r, 300) for r in rows]  # they may quote names read from the file
     data = {"pragma": pragma, "problems": [] if rows == ["ok"] else rows}
     if rows == ["ok"]:
         return Check("integrity", "ok", f"{pragma}: ok", None, data)
     more = "+" if len(rows) >= INTEGRITY_MAX_ERRORS else ""
-    damaged = _tables_of_trees(conn, rows)
     data["tables"] = damaged
     where = f" in {', '.join(damaged)}" if damaged else ""
     return Check(
@@ -288,24 +358,28 @@ def _tables_of_trees(conn: apsw.Connection, rows: list[str]) -> list[str]:
             ).fetchone()
         except apsw.Error:
             row = None
-        names.append(f"{row[0]} {row[1]}" if row else f"tree {root}")
+        names.append(f"{shown(row[0], 20)} {shown(row[1], 60)}" if row else f"tree {root}")
     return names
 
 
 def _integrity_by_table(conn: apsw.Connection, pragma: str) -> list[str]:
+    """sessiondb's own tables one by one, to say which are damaged (by fixed name: a name read
+    from the file is never put into SQL)."""
     try:
-        tables = [
+        present = {
             str(r[0])
             for r in conn.execute(
-                "SELECT name FROM sqlite_schema WHERE type='table' AND sql NOT LIKE '%VIRTUAL%'"
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND sql NOT LIKE '%VIRTUAL%'"
             )
-        ]
+        }
     except apsw.Error as e:
         return [f"the schema is unreadable: {e}"]
     problems = []
-    for t in tables:
+    for t in STORE_TABLES:
+        if t not in present:
+            continue
         try:
-            rows = [str(r[0]) for r in conn.execute(f'PRAGMA {pragma}("{t}")')]
+            rows = [str(r[0]) for r in conn.execute(f"PRAGMA {pragma}({t})")]
         except apsw.Error as e:
             problems.append(f"table {t}: {e} (its pages are damaged)")
             continue
@@ -313,23 +387,31 @@ def _integrity_by_table(conn: apsw.Connection, pragma: str) -> list[str]:
     return problems
 
 
+def fts_tables(conn: apsw.Connection) -> list[str]:
+    """Which of sessiondb's own FTS5 indexes the file has (fts5vocab tables are not indexes)."""
+    found = []
+    for name in FTS_TABLES:
+        sql = conn.execute(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)
+        ).get
+        if isinstance(sql, str) and "USING FTS5(" in sql.upper().replace(" (", "("):
+            found.append(name)
+    return found
+
+
 def check_fts(conn: apsw.Connection, path: Path) -> Check:
-    """FTS5 indexes checked by SQLite's integrity_check (3.44+ checks virtual tables too)."""
-    tables = [
-        str(r[0])
-        for r in conn.execute(
-            "SELECT name FROM sqlite_schema WHERE type='table' AND sql LIKE '%USING fts5(%'"
-        )
-    ]
+    """sessiondb's FTS5 indexes checked by SQLite's integrity_check (3.44+ checks virtual
+    tables too), each by its fixed name."""
+    tables = fts_tables(conn)
     if not tables:
         return Check("fts", "ok", "no full-text index in this file yet", None, {"tables": []})
     problems: list[str] = []
     for t in tables:
         try:
-            rows = [str(r[0]) for r in conn.execute(f'PRAGMA integrity_check("{t}")')]
+            rows = [str(r[0]) for r in conn.execute(f"PRAGMA integrity_check({t})")]
         except apsw.Error as e:
             rows = [f"{t}: {e}"]
-        problems += [r for r in rows if r != "ok"]
+        problems += [shown(r, 300) for r in rows if r != "ok"]
     data = {"tables": tables, "problems": problems}
     if problems:
         return Check(
@@ -415,7 +497,31 @@ def diagnose(
     checks.append(check_leases(lease_dir))
     if db.exists():
         checks.append(check_permissions(locks.database_files(db)))
+    channel = channel_file(db) if db.is_file() else None
+    if channel is not None:
+        checks = [_as_channel(c, channel, header) for c in checks]
     return HealthReport(path=str(db), checks=tuple(checks))
+
+
+def _as_channel(check: Check, channel: str, header: SQLiteHeader | None) -> Check:
+    """A check of a channel file: the schema is the channel's, and no hint sends it to the
+    store's repair."""
+    if check.name == "schema":
+        version = header.user_version if header else None
+        return Check(
+            "schema",
+            "ok",
+            f"{channel}, format v{version}: not a store (`--repair` does not apply)",
+            None,
+            {"version": None, "channel_format": version},
+        )
+    data = dict(check.data or {})
+    detail = check.detail
+    if check.name == "file":
+        data["kind"] = "channel"
+        detail = f"{detail} — {channel}, not a store"
+    hint = CHANNEL_HINT if check.hint and "--repair" in check.hint else check.hint
+    return Check(check.name, check.status, detail, hint, data)
 
 
 def _content_checks(db: Path, full: bool) -> list[Check]:
@@ -426,7 +532,7 @@ def _content_checks(db: Path, full: bool) -> list[Check]:
             Check(
                 "integrity",
                 "fail",
-                f"cannot open the database: {e}",
+                f"cannot open the database: {shown(e, 300)}",
                 REPAIR_HINT.format(path=db),
                 {},
             )
@@ -437,7 +543,12 @@ def _content_checks(db: Path, full: bool) -> list[Check]:
             out.append(check_schema(conn))
         except apsw.Error as e:
             out.append(
-                Check("schema", "fail", f"cannot read the schema: {e}", REPAIR_HINT.format(path=db))
+                Check(
+                    "schema",
+                    "fail",
+                    f"cannot read the schema: {shown(e, 300)}",
+                    REPAIR_HINT.format(path=db),
+                )
             )
         integrity = check_integrity(conn, db, full)
         if note:
@@ -452,7 +563,7 @@ def _content_checks(db: Path, full: bool) -> list[Check]:
         try:
             out.append(check_fts(conn, db))
         except apsw.Error as e:
-            out.append(Check("fts", "fail", f"cannot check the full-text index: {e}"))
+            out.append(Check("fts", "fail", f"cannot check the full-text index: {shown(e, 300)}"))
         return out
     finally:
         conn.close()

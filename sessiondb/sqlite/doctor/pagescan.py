@@ -7,17 +7,40 @@ damaged page costs only its own rows. Pages on the freelist hold deleted data an
 Anything that does not parse exactly (cell outside the page, record header longer than its
 payload, broken overflow chain) is dropped rather than guessed at.
 
-Only used on a private copy of the damaged file, never on a live database.
+A WAL beside the file is applied the way SQLite applies it (https://www.sqlite.org/fileformat2.html
+section 4: frames whose salts and running checksum match, up to the last commit frame), so the
+pages read are the database's current ones: a store whose newest commits were still in its WAL
+lost them to a scan of the main file alone
+(tests/sqlite/test_repair_faults.py::test_wal_only_messages_survive_a_damaged_main_file).
+Nothing the file claims is believed beyond the bytes that exist: the page count is bounded by
+the main file and the WAL's frames (tests/sqlite/test_doctor_hostile.py::
+test_huge_page_count_is_not_believed).
+
+:func:`write_wal_image` writes the other direction: a WAL holding every page of a database,
+which the repair uses to swap a rebuilt file in with one rename (repair.py, "The swap").
+
+Only used on private copies (the damaged file's scratch copy, the repair's own new file), never
+on a live database.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import secrets
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 LEAF_TABLE = 0x0D
+WAL_MAGIC_LE = 0x377F0682  # checksums over little-endian words
+WAL_MAGIC_BE = 0x377F0683  # checksums over big-endian words
+WAL_VERSION = 3007000
+WAL_HEADER = 32
+FRAME_HEADER = 24
 
 
 @dataclass(frozen=True)
@@ -89,30 +112,104 @@ def decode_record(payload: bytes) -> tuple[Any, ...] | None:
         return None
 
 
-class PageFile:
-    """A database image in memory, addressed by 1-based page number."""
+def wal_checksum(data: bytes, big_endian: bool, s0: int = 0, s1: int = 0) -> tuple[int, int]:
+    """SQLite's WAL checksum of ``data`` (a multiple of 8 bytes), continuing from (s0, s1)."""
+    words = iter(struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data))
+    for a, b in zip(words, words, strict=True):  # pairs of words
+        s0 = (s0 + a + s1) & 0xFFFFFFFF
+        s1 = (s1 + b + s0) & 0xFFFFFFFF
+    return s0, s1
 
-    def __init__(self, data: bytes, page_size: int | None = None) -> None:
+
+@dataclass(frozen=True)
+class WalFrames:
+    """The committed content of a WAL: page size, where each page's newest committed image
+    starts in the WAL, and the database size in pages after the last commit."""
+
+    page_size: int
+    pages: dict[int, int]
+    db_pages: int
+
+
+def read_wal(wal: bytes | mmap.mmap) -> WalFrames | None:
+    """The committed frames of a WAL image; None when it holds no valid committed frame."""
+    if len(wal) < WAL_HEADER:
+        return None
+    magic, version, page_size, _ckpt, salt1, salt2, c1, c2 = struct.unpack(">8I", wal[:32])
+    if magic not in (WAL_MAGIC_LE, WAL_MAGIC_BE) or version != WAL_VERSION:
+        return None
+    if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
+        return None
+    big = magic == WAL_MAGIC_BE
+    sums = wal_checksum(bytes(wal[:24]), big)
+    if sums != (c1, c2):
+        return None
+    committed: dict[int, int] = {}
+    pending: dict[int, int] = {}
+    db_pages = 0
+    off = WAL_HEADER
+    while off + FRAME_HEADER + page_size <= len(wal):
+        pgno, commit, fs1, fs2, fc1, fc2 = struct.unpack(">6I", wal[off : off + 24])
+        if pgno == 0 or (fs1, fs2) != (salt1, salt2):
+            break
+        sums = wal_checksum(bytes(wal[off : off + 8]), big, *sums)
+        data = off + FRAME_HEADER
+        sums = wal_checksum(bytes(wal[data : data + page_size]), big, *sums)
+        if sums != (fc1, fc2):
+            break
+        pending[pgno] = data
+        if commit:
+            committed.update(pending)
+            pending.clear()
+            db_pages = commit
+        off = data + page_size
+    if not committed:
+        return None
+    return WalFrames(page_size, committed, db_pages)
+
+
+class PageFile:
+    """A database image, addressed by 1-based page number: the main file's bytes, with the
+    committed frames of its WAL (when given) over them."""
+
+    def __init__(
+        self,
+        data: bytes | mmap.mmap,
+        page_size: int | None = None,
+        *,
+        wal: bytes | mmap.mmap | None = None,
+    ) -> None:
         self.data = data
+        self.wal = wal
+        frames = read_wal(wal) if wal is not None else None
+        self.overlay: dict[int, int] = frames.pages if frames else {}
         if page_size is None:
-            raw = int.from_bytes(data[16:18], "big") if len(data) >= 18 else 0
-            page_size = 65536 if raw == 1 else raw
-            if page_size < 512 or page_size & (page_size - 1):
-                page_size = 4096  # header destroyed: the default is by far the most likely
+            page_size = frames.page_size if frames else _header_page_size(data)
         self.page_size = page_size
-        reserved = data[20] if len(data) > 20 and data[:16] == b"SQLite format 3\x00" else 0
+        first = self.page(1) if self.overlay.get(1) is not None else bytes(data[:100])
+        reserved = first[20] if len(first) > 20 and first[:16] == b"SQLite format 3\x00" else 0
         self.usable = page_size - reserved
-        self.page_count = len(data) // page_size
+        main_pages = len(data) // page_size
+        if frames:
+            # The last commit says how many pages the database has; believe it only as far as
+            # pages exist (in the main file or the WAL): a crafted commit record may claim 2**32.
+            self.page_count = min(frames.db_pages, max(main_pages, max(self.overlay)))
+        else:
+            self.page_count = main_pages
 
     def page(self, n: int) -> bytes:
-        return self.data[(n - 1) * self.page_size : n * self.page_size]
+        off = self.overlay.get(n)
+        if off is not None and self.wal is not None:
+            return bytes(self.wal[off : off + self.page_size])
+        return bytes(self.data[(n - 1) * self.page_size : n * self.page_size])
 
     def freelist_pages(self) -> set[int]:
         """Pages on the freelist (trunks and leaves); a damaged chain just ends early."""
         free: set[int] = set()
-        if len(self.data) < 40:
+        first = self.page(1) if self.page_count else b""
+        if len(first) < 40:
             return free
-        trunk = int.from_bytes(self.data[32:36], "big")
+        trunk = int.from_bytes(first[32:36], "big")
         while 1 < trunk <= self.page_count and trunk not in free:
             free.add(trunk)
             page = self.page(trunk)
@@ -186,4 +283,76 @@ class PageFile:
                 yield from self.leaf_rows(n)
 
 
-__all__ = ["PageFile", "RawRow", "decode_record"]
+def _header_page_size(data: bytes | mmap.mmap) -> int:
+    raw = int.from_bytes(data[16:18], "big") if len(data) >= 18 else 0
+    page_size = 65536 if raw == 1 else raw
+    if page_size < 512 or page_size & (page_size - 1):
+        page_size = 4096  # header destroyed: the default is by far the most likely
+    return page_size
+
+
+@contextmanager
+def mapped(path: Path) -> Iterator[mmap.mmap | bytes]:
+    """``path``'s bytes without reading them into memory (b"" for a missing or empty file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        yield b""
+        return
+    try:
+        if os.fstat(fd).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as m:
+            yield m
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def open_pages(path: Path) -> Iterator[PageFile]:
+    """The pages of the database at ``path`` with its ``-wal`` applied."""
+    with mapped(path) as data, mapped(Path(f"{path}-wal")) as wal:
+        yield PageFile(data, wal=wal or None)
+
+
+def write_wal_image(db: Path, dest_fd: int) -> int:
+    """Write to ``dest_fd`` a WAL holding every page of the database file ``db`` in one
+    transaction (its last frame is the commit, with the database's size), fsync it, and return
+    the number of pages. Applied to any main file, such a WAL makes it read as ``db``."""
+    with mapped(db) as data:
+        page_size = _header_page_size(data)
+        pages = len(data) // page_size
+        if pages == 0 or len(data) % page_size:
+            raise ValueError(f"{db}: not a whole number of {page_size}-byte pages")
+        salt1, salt2 = secrets.randbits(32), secrets.randbits(32)
+        head = struct.pack(">6I", WAL_MAGIC_BE, WAL_VERSION, page_size, 0, salt1, salt2)
+        sums = wal_checksum(head, True)
+        _write_all(dest_fd, head + struct.pack(">2I", *sums))
+        for n in range(1, pages + 1):
+            page = bytes(data[(n - 1) * page_size : n * page_size])
+            frame = struct.pack(">2I", n, pages if n == pages else 0)
+            sums = wal_checksum(frame, True, *sums)
+            sums = wal_checksum(page, True, *sums)
+            _write_all(dest_fd, frame + struct.pack(">4I", salt1, salt2, *sums) + page)
+    os.fsync(dest_fd)
+    return pages
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+__all__ = [
+    "PageFile",
+    "RawRow",
+    "WalFrames",
+    "decode_record",
+    "mapped",
+    "open_pages",
+    "read_wal",
+    "wal_checksum",
+    "write_wal_image",
+]

@@ -1,49 +1,70 @@
 """``sessiondb doctor --repair``: fix what can be fixed without ever losing the damaged original.
 
-A healthy file gets maintenance: full-text indexes rebuilt, the WAL checkpointed and truncated,
-and a WAL file on a network/VM mount switched to the rollback journal.
+Only a sessiondb store is repaired. A channel file, another application's database, or a store
+of a newer schema is refused with the file untouched: rebuilding it would turn it into an empty
+sessiondb store (docs/doctor.md, "What --repair refuses").
 
-A corrupt file is never modified. It is copied next to itself under a name that starts with the
-database's name and says when (``state.db.corrupt-20261122T040512Z``, plus ``-wal`` when there
-is one); every readable session and message is salvaged from a private scratch copy, first
-through SQL (rowid ranges bisected around the damage) and then by parsing the remaining leaf
-pages directly (rows under a damaged interior page); the rows go into a fresh store, which is
-verified (``integrity_check``, counts) and then renamed over the original — one atomic rename.
+A healthy store gets maintenance: a pending search-index backfill finished, sessiondb's own
+full-text indexes rebuilt (by their fixed names), the WAL checkpointed and truncated, and a WAL
+file on a network/VM mount switched to the rollback journal.
+
+A damaged store is never modified. It is copied next to itself under a name that starts with
+the database's name and says when (``state.db.corrupt-20261122T040512Z``, plus ``-wal`` or
+``-journal`` when there is one), written under a temporary name, fsynced, then renamed, so that
+a backup under its final name is always complete. Everything readable is salvaged from a private
+scratch copy (``salvage.py``); the rows go into a fresh store, which is verified: integrity_check
+ok, the row counts it was given, and every message that plain reads returned before the repair
+(the floor), same session, seq and content. Then it is swapped in.
+
+The swap, and why it is safe to kill at any point
+(tests/sqlite/test_repair_faults.py::test_kill_9_at_every_step_leaves_a_readable_store):
+the old main file can have committed transactions in its ``-wal`` (or a hot ``-journal``), and a
+WAL is replayed onto whatever main file sits beside it — so replacing the main file first would
+replay the old WAL onto the new file, and removing the WAL first would leave the old main file
+without its newest commits. Instead, one rename replaces ``<db>-wal`` with a WAL holding every
+page of the verified new file (``pagescan.write_wal_image``). Before that rename, the original
+(main file and WAL) is untouched; from it on, SQLite reads the new content whatever main file is
+beside it. Then the hot journal (if any) is removed, the new main file renamed over the old one
+(the same content), and the now redundant WAL removed.
 
 Every repair refuses to start while another process has the file open, naming those processes,
-and holds the store's admission lock so that no sessiondb writer gets in meanwhile.
+and holds the store's admission lock so that no sessiondb writer gets in meanwhile. Files left by
+an interrupted repair (``.<db>.repair-*``) are removed by the next one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import fcntl
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import apsw
 
-from ...errors import CorruptDatabase, Error, StoreBusy
+from ...errors import CorruptDatabase, Error, InvalidInput, StoreBusy, UnsupportedStorage
 from ...host.checks import describe_process, other_processes
 from ...host.paths import open_private
 from ...models import RepairResult
-from .. import fsdetect, locks
+from .. import fsdetect, fts, fts_v3, locks, schema
 from ..admission import lock_path_for
-from ..bootcheck import boot_check
-from .checks import diagnose
-from .pagescan import PageFile
+from ..bootcheck import MAGIC, boot_check
+from ..errors import translate
+from .checks import channel_file, diagnose, fts_tables, read_prefix
+from .pagescan import write_wal_image
+from .salvage import MESSAGE_COLS, SESSION_COLS, Salvage
+from .untrusted import open_untrusted, shown
 
-SESSION_COLS = (
-    "id, session_id, source, title, meta, created_at, updated_at, ended_at, end_reason, "
-    "message_count"
-)
-MESSAGE_COLS = "id, sid, seq, role, content, key, meta, created_at"
 BATCH = 1000  # rows per write transaction into the fresh store (docs/design.md rule 5)
-_NUM = (int, float)
+COPY_CHUNK = 1 << 20
+_SIDE = ("-wal", "-journal")  # companions that may hold committed data
+
+
+class _SwapUnfinished(Error):
+    """The new content is in place (in ``<db>-wal``) but the swap's last steps failed."""
 
 
 def needs_rebuild(path: str | os.PathLike[str]) -> bool:
@@ -88,37 +109,191 @@ def _exclusive(db: Path) -> Iterator[None]:
 
 def repair(path: str | os.PathLike[str], *, mountinfo: str | None = None) -> RepairResult:
     """Repair the store at ``path``; see the module docstring. Raises StoreBusy when other
-    processes have it open, CorruptDatabase when nothing could be salvaged."""
-    db = Path(os.fspath(path)).expanduser().absolute()
-    if not db.exists():
-        raise Error(f"{db}: no such database — check the path")
-    with _exclusive(db):
-        if needs_rebuild(db):
-            return _rebuild(db)
-        return _maintain(db, mountinfo)
+    processes have it open, InvalidInput/UnsupportedStorage for a file that is not a sessiondb
+    store this version can write, CorruptDatabase when nothing could be salvaged, Error (naming
+    the file and the next step) for anything else; never a raw OSError or apsw error."""
+    given = Path(os.fspath(path)).expanduser().absolute()
+    # SQLite resolves a symlinked database to its target and keeps the -wal beside the target:
+    # the repair works on the same files.
+    db = Path(os.path.realpath(given))
+    try:
+        if not db.exists():
+            raise Error(f"{given}: no such database — check the path")
+        if not db.is_file():
+            raise InvalidInput(f"{given} is not a regular file: give the database file's path")
+        _refuse_foreign(db)
+        with _exclusive(db):
+            cleaned = _clean_leftovers(db)
+            result = _rebuild(db) if needs_rebuild(db) else _maintain(db, mountinfo)
+    except OSError as e:
+        raise _os_error(db, e, "repair it") from e
+    except apsw.Error as e:
+        raise translate(e, db, doing="repair") from e
+    if cleaned:
+        return dataclasses.replace(result, actions=(cleaned, *result.actions))
+    return result
 
 
-# -- maintenance of a sound file ----------------------------------------------------------------
+def _os_error(db: Path, e: OSError, doing: str) -> Error:
+    """An OSError of the repair as a sessiondb error: which file, what happened, what to do."""
+    where = e.filename or db
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Error(
+            f"{db}: the disk is full: could not {doing} ({where}: {e.strerror}) — the database "
+            f"was not changed; free space in {db.parent} (a repair needs about four times the "
+            "database's size) and run the repair again"
+        )
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Error(
+            f"{db}: could not {doing} ({where}: {e.strerror}) — the database was not changed; "
+            f"the repair writes next to the database: check that {db.parent} is writable by you"
+        )
+    return Error(
+        f"{db}: could not {doing} ({where}: {e.strerror or e}) — the database was not changed; "
+        "run `sessiondb doctor` to see its state"
+    )
+
+
+# -- what may be repaired -----------------------------------------------------------------------
+
+
+def _refuse_foreign(db: Path) -> None:
+    """Refuse a file that is not a sessiondb store this version can write; the file untouched."""
+    channel = channel_file(db)
+    if channel is not None:
+        raise InvalidInput(
+            f"{db} is {channel}, not a store: `--repair` would replace it with an empty store "
+            "and the other end would silently see nothing. Stop both ends, move the channel "
+            "folder aside and start a new channel (unfinished messages are sent again from the "
+            "host's side)"
+        )
+    head = read_prefix(db, 100)
+    if head[:16] != MAGIC:
+        return  # not readable as SQLite: perhaps a store with a destroyed header (salvaged)
+    app_id = int.from_bytes(head[68:72], "big")
+    if app_id != 0:
+        raise InvalidInput(
+            f"{db} is the database of another application (application_id {app_id:#010x}), "
+            "not a sessiondb store: repair refuses to touch it"
+        )
+    try:
+        conn = open_untrusted(db)
+    except apsw.Error:
+        return
+    try:
+        tables = [
+            str(r[0]) for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        ]
+        version = schema.current_version(conn) if "schema_version" in tables else None
+    except apsw.Error:
+        return  # the schema is damaged: the rebuild reads what it can
+    finally:
+        conn.close()
+    if tables and version is None:
+        names = ", ".join(shown(t, 40) for t in sorted(tables)[:6])
+        raise InvalidInput(
+            f"{db} is not a sessiondb store (tables: {names}): repair refuses to touch another "
+            "application's database"
+        )
+    if version is not None and version > schema.LATEST:
+        raise UnsupportedStorage(
+            f"{db} has schema version {version}, newer than this sessiondb ({schema.LATEST}): "
+            "a repair by this version would drop what it does not know — upgrade sessiondb "
+            "(pip install -U sessiondb) and repair with that"
+        )
+
+
+def _remove_work_files(folder: Path, prefix: str) -> tuple[int, int]:
+    """Remove the regular files (or symlinks, never followed) in ``folder`` whose names start
+    with ``prefix``; return how many and their bytes."""
+    removed, size = 0, 0
+    with os.scandir(folder) as entries:
+        names = [
+            e.name
+            for e in entries
+            if e.name.startswith(prefix) and (e.is_symlink() or e.is_file(follow_symlinks=False))
+        ]
+    for name in names:
+        p = folder / name
+        with suppress(FileNotFoundError):
+            size += p.lstat().st_size
+            p.unlink()
+            removed += 1
+    return removed, size
+
+
+def _clean_leftovers(db: Path) -> str | None:
+    """Remove what an interrupted repair left (scratch and new files, temporary copies, a
+    backup's WAL whose main copy was never completed); say so."""
+    removed, size = _remove_work_files(db.parent, f".{db.name}.repair-")
+    backup = f"{db.name}.corrupt-"
+    with os.scandir(db.parent) as entries:
+        present = {e.name for e in entries}
+    for name in sorted(present):
+        if not (name.startswith(backup) and name.endswith(_SIDE)):
+            continue
+        main = name.removesuffix("-wal").removesuffix("-journal")
+        p = db.parent / name
+        if main not in present and not p.is_dir():  # a backup's companion whose main copy
+            with suppress(FileNotFoundError):  # never completed
+                size += p.lstat().st_size
+                p.unlink()
+                removed += 1
+    if not removed:
+        return None
+    return f"removed {removed} file(s) left by an interrupted repair ({_mib(size)})"
+
+
+# -- maintenance of a sound store ---------------------------------------------------------------
+
+
+def _own_trigram_view(db: Path) -> bool:
+    """True when the trigram index's content view is exactly sessiondb's own text: only then
+    may the index be rebuilt through it (a view of the file's author must not run)."""
+    ours = {
+        stmt.strip()
+        for stmt in (*fts.schema_statements(), *fts_v3._statements())
+        if stmt.lstrip().upper().startswith("CREATE VIEW")
+    }
+    conn = open_untrusted(db)
+    try:
+        sql = conn.execute(
+            "SELECT sql FROM sqlite_schema WHERE type = 'view' AND name = ?",
+            (fts.TRIGRAM_SOURCE,),
+        ).get
+    finally:
+        conn.close()
+    return isinstance(sql, str) and sql.strip() in ours
 
 
 def _maintain(db: Path, mountinfo: str | None) -> RepairResult:
     actions: list[str] = []
-    conn = apsw.Connection(str(db))
+    try:
+        own_view = _own_trigram_view(db)
+        conn = open_untrusted(
+            db,
+            readonly=False,
+            writes=True,
+            views=(fts.TRIGRAM_SOURCE,) if own_view else (),
+        )
+    except apsw.Error as e:
+        raise Error(f"{db}: maintenance could not open it: {shown(e, 300)}") from e
     try:
         conn.set_busy_timeout(10_000)
-        fts = [
-            str(r[0])
-            for r in conn.execute(
-                "SELECT name FROM sqlite_schema WHERE type='table' AND sql LIKE '%USING fts5%'"
-            )
-        ]
-        for t in fts:
+        actions += _finish_backfills(conn)
+        for t in fts_tables(conn):
+            if t == fts.TRIGRAM_TABLE and not own_view:
+                actions.append(
+                    f"did not rebuild {t}: its content view is not sessiondb's "
+                    f"({fts.TRIGRAM_SOURCE} was changed by someone else)"
+                )
+                continue
             try:
                 with conn:
-                    conn.execute(f'INSERT INTO "{t}"("{t}") VALUES (\'rebuild\')')
+                    conn.execute(f"INSERT INTO {t}({t}) VALUES ('rebuild')")
                 actions.append(f"rebuilt full-text index {t}")
             except apsw.Error as e:
-                actions.append(f"could not rebuild full-text index {t}: {e}")
+                actions.append(f"could not rebuild full-text index {t}: {shown(e, 200)}")
         mode = str(conn.execute("PRAGMA journal_mode").get).lower()
         if mode == "wal":
             log, done = conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
@@ -128,7 +303,7 @@ def _maintain(db: Path, mountinfo: str | None) -> RepairResult:
                 new = str(conn.execute("PRAGMA journal_mode=DELETE").get).lower()
                 actions.append(f"switched the journal mode from WAL to {new} (a {fs} mount)")
     except apsw.Error as e:
-        raise Error(f"{db}: maintenance failed: {e}") from e
+        raise Error(f"{db}: maintenance failed: {shown(e, 300)}") from e
     finally:
         conn.close()
     if not actions:
@@ -136,19 +311,44 @@ def _maintain(db: Path, mountinfo: str | None) -> RepairResult:
     return RepairResult(str(db), tuple(actions))
 
 
-# -- rebuild of a damaged file ------------------------------------------------------------------
+def _finish_backfills(conn: apsw.Connection) -> list[str]:
+    """Index the rows a migration left to its backfill, in short transactions (docs/design.md
+    rule 5). A rebuild first and the backfill afterwards would index those rows twice
+    (tests/sqlite/test_doctor.py::test_repair_during_a_pending_backfill_indexes_each_row_once)."""
+    present = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name IN (?, ?)",
+            ("search_backfill", fts_v3.PENDING),
+        )
+    }
+    indexes = fts_tables(conn)
+    actions = []
+    if "search_backfill" in present and fts.WORD_TABLE in indexes and fts.backfill_pending(conn):
+        batches = 1
+        while True:
+            with conn:
+                if fts.backfill_batch(conn):
+                    break
+            batches += 1
+        actions.append(f"finished the pending search-index backfill ({batches} batch(es))")
+    pending = f"SELECT 1 FROM {fts_v3.PENDING} LIMIT 1"
+    if (
+        fts_v3.PENDING in present
+        and fts.TRIGRAM_TABLE in indexes
+        and conn.execute(pending).fetchone() is not None
+    ):
+        batches = 1
+        while True:
+            with conn:
+                if fts_v3.backfill_batch(conn):
+                    break
+            batches += 1
+        actions.append(f"finished the pending CJK index backfill ({batches} batch(es))")
+    return actions
 
 
-def _copy_exclusive(src: Path, dest: Path) -> None:
-    """Byte-for-byte copy into a new 0600 file; never overwrites (O_EXCL), fsynced."""
-    fd = open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        with open(src, "rb") as f:
-            while chunk := f.read(1 << 20):
-                os.write(fd, chunk)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# -- rebuild of a damaged store -----------------------------------------------------------------
 
 
 def _stamp() -> str:
@@ -157,7 +357,7 @@ def _stamp() -> str:
 
 def _free_name(folder: Path, base: str) -> Path:
     candidate, n = folder / base, 1
-    while candidate.exists() or Path(f"{candidate}-wal").exists():
+    while any(Path(f"{candidate}{s}").exists() for s in ("", *_SIDE)):
         candidate, n = folder / f"{base}-{n}", n + 1
     return candidate
 
@@ -165,46 +365,125 @@ def _free_name(folder: Path, base: str) -> Path:
 def _side_files(db: Path) -> list[tuple[str, Path]]:
     """The damaged file's companions worth keeping: committed data may live in them."""
     found = []
-    for suffix in ("-wal", "-journal"):
+    for suffix in _SIDE:
         p = Path(f"{db}{suffix}")
         with suppress(OSError):
-            if p.stat().st_size > 0:
+            if p.lstat().st_size > 0:
                 found.append((suffix, p))
     return found
 
 
+def _copy(src: Path, dest: Path) -> None:
+    """Copy ``src`` into a new 0600 file ``dest`` (never overwriting, never through a symlink),
+    fsynced. The source is read through SQLite's VFS, never a plain ``open()``: closing that
+    would drop the POSIX locks of this process's own connections (docs/design.md rule 2)."""
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_MAIN_DB | apsw.SQLITE_OPEN_NOFOLLOW
+    if src.is_symlink():
+        raise InvalidInput(f"{src} is a symbolic link: repair does not follow it")
+    f = apsw.VFSFile("", str(src), [flags, 0])
+    try:
+        fd = open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            size, offset = f.xFileSize(), 0
+            while offset < size:
+                chunk = f.xRead(min(COPY_CHUNK, size - offset), offset)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                offset += len(chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    finally:
+        f.xClose()
+
+
+def _check_space(db: Path) -> None:
+    """Refuse before writing anything when the folder cannot hold what a rebuild writes: the
+    backup and the scratch copy of the file and its companions, the new file and its WAL image
+    (each at most the size of the damaged file's content). Copying first and failing on a full
+    disk would fill the disk for every other process meanwhile — a sparse file claiming a
+    terabyte would take all of it (tests/sqlite/test_repair_faults.py::
+    test_not_enough_space_is_refused_before_anything_is_written)."""
+    size = sum(p.lstat().st_size for _, p in (*_side_files(db), ("", db)))
+    need = 4 * size
+    st = os.statvfs(db.parent)
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise Error(
+            f"{db}: not enough free space to repair it: a repair writes about {_mib(need)} "
+            f"(four times the database and its WAL/journal), and {db.parent} has {_mib(free)} "
+            "free — free space there (or copy the files to a larger disk and repair the copy) "
+            "and run the repair again; the database was not changed"
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _backup(db: Path, work: str, stamp: str) -> Path:
+    """The byte-for-byte copy of the damaged file and its companions, each complete under its
+    final name: written under a temporary name, fsynced, renamed (companions first, so that a
+    backup named like a good one always has them)."""
+    backup = _free_name(db.parent, f"{db.name}.corrupt-{stamp}")
+    sources = [*_side_files(db), ("", db)]
+    copies = [(Path(f"{work}.backup{s}"), Path(f"{backup}{s}"), p) for s, p in sources]
+    for tmp, _, src in copies:
+        _copy(src, tmp)
+    for tmp, final, _ in copies:
+        os.rename(tmp, final)
+    _fsync_dir(db.parent)
+    return backup
+
+
 def _rebuild(db: Path) -> RepairResult:
     stamp = _stamp()
-    backup = _free_name(db.parent, f"{db.name}.corrupt-{stamp}")
-    _copy_exclusive(db, backup)
-    for suffix, p in _side_files(db):
-        _copy_exclusive(p, Path(f"{backup}{suffix}"))
-    scratch = _free_name(db.parent, f".{db.name}.repair-{stamp}.scratch")
-    new = _free_name(db.parent, f".{db.name}.repair-{stamp}.new")
+    work = str(_free_name(db.parent, f".{db.name}.repair-{stamp}"))
+    scratch, new = Path(f"{work}.scratch"), Path(f"{work}.new")
+    step = "copy the damaged file aside"
     try:
-        _copy_exclusive(db, scratch)
+        _check_space(db)
+        backup = _backup(db, work, stamp)
+        step = "make a scratch copy to salvage from"
+        _copy(db, scratch)
         for suffix, p in _side_files(db):
-            _copy_exclusive(p, Path(f"{scratch}{suffix}"))
-        salvage = Salvage.from_file(scratch)
+            _copy(p, Path(f"{scratch}{suffix}"))
+        step = "salvage its sessions and messages"
+        salvage = Salvage.from_copy(scratch)
+        if salvage.foreign_tables:
+            raise InvalidInput(
+                f"{db} is not a sessiondb store (its schema, read from its pages, has tables "
+                f"{', '.join(shown(t, 40) for t in salvage.foreign_tables[:6])}): repair "
+                "refuses to turn another application's database into a store; the file is "
+                f"unchanged (a copy was made: {backup})"
+            )
         if not salvage.sessions and not salvage.messages and salvage.unreadable:
             raise CorruptDatabase(
                 str(db),
-                "nothing could be salvaged from it; the damaged file is kept as " + str(backup),
+                "nothing could be salvaged from it (it may not be a sessiondb store); the "
+                f"damaged file is kept as {backup}",
+                hint="restore the store from a backup if you have one",
             )
+        step = "write the salvaged rows into a new file"
         inserted = _write_fresh(new, salvage)
-        _verify(new, inserted)
-        for suffix in ("-wal", "-shm", "-journal"):
-            # The old WAL/journal would be replayed onto the new file: remove them first (they
-            # are backed up). Nobody has the file open and we hold the admission lock.
-            with suppress(FileNotFoundError):
-                os.unlink(f"{db}{suffix}")
-        os.replace(new, db)
-        _fsync_dir(db.parent)
+        step = "verify the new file"
+        _verify(new, inserted, salvage)
+        step = "swap the new file in"
+        _swap_in(db, new, Path(f"{work}.wal"), backup)
+    except OSError as e:
+        raise _os_error(db, e, step) from e
+    except (Error, apsw.Error) as e:
+        ours = isinstance(e, (InvalidInput, _SwapUnfinished))
+        if ours or (isinstance(e, CorruptDatabase) and e.path == str(db)):
+            raise
+        why = translate(e, db) if isinstance(e, apsw.Error) else e
+        raise Error(
+            f"{db}: the repair could not {step}: {why} — the database was not changed"
+        ) from e
     finally:
-        for p in (scratch, new):
-            for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
-                with suppress(FileNotFoundError):
-                    os.unlink(f"{p}{suffix}")
+        _remove_work_files(db.parent, Path(work).name)
+    readable = salvage.floor_count
     actions = (
         f"copied the damaged file to {backup}",
         f"recovered {inserted[0]} sessions and {inserted[1]} messages"
@@ -214,7 +493,8 @@ def _rebuild(db: Path) -> RepairResult:
             else ""
         )
         + " into a fresh file",
-        "verified it (integrity_check ok, counts match) and swapped it in",
+        f"verified it (integrity_check ok; it holds all {readable} messages that plain reads "
+        "returned before the repair) and swapped it in",
     )
     return RepairResult(
         str(db),
@@ -224,192 +504,27 @@ def _rebuild(db: Path) -> RepairResult:
         messages=inserted[1],
         placeholder_sessions=salvage.placeholders,
         messages_before=salvage.messages_before,
+        messages_readable_before=readable,
         notes=tuple(salvage.notes),
     )
 
 
 def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _scan(conn: apsw.Connection, table: str, cols: str, lo: int, hi: int) -> list[tuple[Any, ...]]:
-    """Rows of ``table`` with rowid in [lo, hi], reading around damage: a failing range keeps
-    the rows it produced, and the rest is split in two until the failing rowids are isolated."""
-    got: list[tuple[Any, ...]] = []
-    todo = [(lo, hi)]
-    while todo:
-        a, b = todo.pop()
-        start = a
-        try:
-            for row in conn.execute(
-                f"SELECT {cols} FROM {table} WHERE id BETWEEN ? AND ? ORDER BY id", (a, b)
-            ):
-                rowid = row[0]
-                # A damaged page can yield garbage cells: a rowid out of range or out of order
-                # is not a row, and must not move the scan past rows still to be read.
-                if isinstance(rowid, int) and start <= rowid <= b:
-                    got.append(tuple(row))
-                    start = rowid + 1
-        except (apsw.Error, ValueError):  # ValueError: text that is not UTF-8 (garbled page)
-            if start < b:
-                mid = (start + b) // 2
-                todo += [(mid + 1, b), (start, mid)]
-            elif start == b:
-                pass  # this one rowid is unreadable
-    return got
-
-
-def _max_rowid(conn: apsw.Connection, table: str) -> int | None:
-    try:
-        value = conn.execute(f"SELECT max(id) FROM {table}").get
-        return int(value) if value is not None else 0
-    except (apsw.Error, TypeError, ValueError):
-        return None
-
-
-def _is_message(v: tuple[Any, ...]) -> bool:
-    return (
-        len(v) == 8
-        and v[0] is None
-        and isinstance(v[1], int)
-        and isinstance(v[2], int)
-        and v[2] >= 1
-        and isinstance(v[3], str)
-        and isinstance(v[4], str)
-        and (v[5] is None or isinstance(v[5], str))
-        and (v[6] is None or isinstance(v[6], str))
-        and isinstance(v[7], _NUM)
-    )
-
-
-def _is_session(v: tuple[Any, ...]) -> bool:
-    # Rows written since schema version 4 carry an 11th value, the revision; a repaired store
-    # starts every session at revision 0 again.
-    v = v[:10] if len(v) == 11 and isinstance(v[10], int) else v
-    return (
-        len(v) == 10
-        and v[0] is None
-        and isinstance(v[1], str)
-        and isinstance(v[2], str)
-        and all(x is None or isinstance(x, str) for x in (v[3], v[4], v[8]))
-        and isinstance(v[5], _NUM)
-        and isinstance(v[6], _NUM)
-        and (v[7] is None or isinstance(v[7], _NUM))
-        and isinstance(v[9], int)
-    )
-
-
-@dataclass
-class Salvage:
-    sessions: dict[int, tuple[Any, ...]] = field(default_factory=dict)
-    messages: dict[int, tuple[Any, ...]] = field(default_factory=dict)
-    purged: set[int] = field(default_factory=set)
-    sequence: int | None = None
-    messages_before: int | None = None
-    placeholders: int = 0
-    unreadable: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_file(cls, scratch: Path) -> Salvage:
-        s = cls()
-        raw = s._pages(scratch)
-        hints = {
-            "sessions": max((r for r, v in raw if _is_session(v)), default=0),
-            "messages": max((r for r, v in raw if _is_message(v)), default=0),
-        }
-        s._by_sql(scratch, hints)
-        extra = 0
-        for rowid, v in raw:  # SQL's reading wins; pages fill in what SQL could not reach
-            if _is_message(v) and rowid not in s.messages:
-                s.messages[rowid] = (rowid, *v[1:])
-                extra += 1
-            elif _is_session(v) and rowid not in s.sessions:
-                s.sessions[rowid] = (rowid, *v[1:10])
-                extra += 1
-        if extra:
-            s.notes.append(f"{extra} row(s) read directly from pages SQL could not reach")
-        # Messages of a session being deleted (purge_queue) stay deleted; other orphans keep
-        # their messages under a placeholder session so nothing readable is dropped.
-        s.messages = {k: m for k, m in s.messages.items() if m[1] not in s.purged}
-        now = time.time()
-        for sid in sorted({m[1] for m in s.messages.values()} - set(s.sessions)):
-            s.sessions[sid] = (
-                sid,
-                f"recovered-{sid}",
-                "recovered",
-                "recovered by sessiondb doctor --repair: the session row was unreadable",
-                None,
-                now,
-                now,
-                None,
-                None,
-                0,
-            )
-            s.placeholders += 1
-        if s.placeholders:
-            s.notes.append(
-                f"{s.placeholders} session row(s) were unreadable: their messages are kept "
-                "under session ids 'recovered-<n>'"
-            )
-        return s
-
-    def _pages(self, scratch: Path) -> list[tuple[int, tuple[Any, ...]]]:
-        with suppress(apsw.Error):
-            # Fold a WAL into the scratch file so its pages are the current ones.
-            conn = apsw.Connection(str(scratch))
-            try:
-                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
-            finally:
-                conn.close()
-        with open(scratch, "rb") as f:  # our private copy: no live connection to disturb
-            pages = PageFile(f.read())
-        return [(row.rowid, row.values) for row in pages.all_leaf_rows()]
-
-    def _by_sql(self, scratch: Path, hints: dict[str, int]) -> None:
-        try:
-            conn = apsw.Connection(str(scratch))
-        except apsw.Error:
-            self.unreadable = True
-            return
-        try:
-            try:
-                conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-            except apsw.Error:
-                self.unreadable = True
-                return
-            with suppress(apsw.Error):
-                self.messages_before = int(conn.execute("SELECT count(*) FROM messages").get)
-            with suppress(apsw.Error):
-                self.sequence = conn.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name='sessions'"
-                ).get
-            with suppress(apsw.Error):
-                self.purged = {int(r[0]) for r in conn.execute("SELECT sid FROM purge_queue")}
-            for table, cols, into, valid in (
-                ("sessions", SESSION_COLS, self.sessions, _is_session),
-                ("messages", MESSAGE_COLS, self.messages, _is_message),
-            ):
-                hi = max(_max_rowid(conn, table) or 0, hints[table])
-                for row in _scan(conn, table, cols, 1, hi):
-                    if valid((None, *row[1:])):
-                        into[int(row[0])] = row
-        finally:
-            conn.close()
-
-
 def _write_fresh(new: Path, salvage: Salvage) -> tuple[int, int]:
     from ..backend import SQLiteBackend
 
     backend = SQLiteBackend.open(new)
-    engine = backend.engine
     try:
-        sessions = sorted(salvage.sessions.values(), key=lambda r: r[0])
-        messages = sorted(salvage.messages.values(), key=lambda r: r[0])
+        engine = backend.engine
+        sessions = salvage.ordered_sessions()
+        messages = salvage.ordered_messages()
         n_sessions = n_messages = 0
         for i in range(0, len(sessions), BATCH):
             with engine.write() as conn:
@@ -444,10 +559,21 @@ def _write_fresh(new: Path, salvage: Salvage) -> tuple[int, int]:
             engine.checkpoint("TRUNCATE")
     finally:
         backend.close()
+    # The new file must stand alone (its WAL image is built from the main file's bytes).
+    conn = apsw.Connection(str(new))
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.close()
+    with suppress(FileNotFoundError):
+        if os.path.getsize(f"{new}-wal"):
+            raise Error(f"{new}: its WAL could not be checkpointed")
     return n_sessions, n_messages
 
 
-def _verify(new: Path, inserted: tuple[int, int]) -> None:
+def _verify(new: Path, inserted: tuple[int, int], salvage: Salvage) -> None:
+    """integrity_check ok, the counts written, and the floor: every message a plain read
+    returned before the repair, in the same session with the same seq and content."""
     boot_check(new)
     conn = apsw.Connection(str(new), flags=apsw.SQLITE_OPEN_READONLY)
     try:
@@ -456,13 +582,59 @@ def _verify(new: Path, inserted: tuple[int, int]) -> None:
             int(conn.execute("SELECT count(*) FROM sessions").get),
             int(conn.execute("SELECT count(*) FROM messages").get),
         )
+        missing: list[str] = []
+        for sid, seqs in salvage.floor.items():
+            if not seqs:
+                continue
+            name = conn.execute("SELECT session_id FROM sessions WHERE id = ?", (sid,)).get
+            have: dict[object, object] = {
+                r[0]: r[1]
+                for r in conn.execute("SELECT seq, content FROM messages WHERE sid = ?", (sid,))
+            }
+            for seq, (content, _) in seqs.items():
+                if name != salvage.names.get(sid) or have.get(seq) != content:
+                    missing.append(f"session {shown(salvage.names.get(sid), 60)} seq {seq}")
     finally:
         conn.close()
     if result != ["ok"] or counts != inserted:
         raise Error(
-            f"{new}: the rebuilt file failed verification ({result[0]}, counts {counts} vs "
-            f"{inserted}); the original was not replaced"
+            f"it failed verification ({shown(result[0], 200)}, counts {counts} vs {inserted})"
         )
+    if missing:
+        raise Error(
+            f"it lacks {len(missing)} message(s) that plain reads returned before the repair "
+            f"(first: {missing[0]})"
+        )
+
+
+def _swap_in(db: Path, new: Path, wal_tmp: Path, backup: Path) -> None:
+    """Make ``db`` read as ``new`` in one atomic step (module docstring, "The swap")."""
+    fd = open_private(wal_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        write_wal_image(new, fd)
+    finally:
+        os.close(fd)
+    # Nobody has the database open (checked, and we hold the admission lock): a stale WAL index
+    # is rebuilt from the WAL by the next opener, so it may simply go.
+    with suppress(FileNotFoundError):
+        os.unlink(f"{db}-shm")
+    os.replace(wal_tmp, f"{db}-wal")  # the commit point: from here on the file reads as `new`
+    try:
+        _fsync_dir(db.parent)
+        with suppress(FileNotFoundError):
+            os.unlink(f"{db}-journal")  # a hot journal of the old file; it is backed up
+        os.replace(new, db)
+        _fsync_dir(db.parent)
+        for suffix in ("-wal", "-shm"):  # the WAL holds exactly the new main file's pages
+            with suppress(FileNotFoundError):
+                os.unlink(f"{db}{suffix}")
+        _fsync_dir(db.parent)
+    except OSError as e:
+        raise _SwapUnfinished(
+            f"{db}: the repaired content is in place (its pages are in {db}-wal) but the swap "
+            f"could not be finished ({e.strerror or e}); run `sessiondb doctor --repair {db}` "
+            f"again to finish it. The damaged original is kept as {backup}"
+        ) from e
 
 
 __all__ = ["RepairResult", "needs_rebuild", "repair"]
