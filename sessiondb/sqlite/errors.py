@@ -12,6 +12,9 @@ import apsw
 
 from ..errors import CorruptDatabase, Error, InvalidInput, StoreBusy
 
+# A hot journal that a read-only connection may not roll back (sqlite3.h).
+SQLITE_READONLY_ROLLBACK = 776
+
 
 def translate(
     e: BaseException,
@@ -37,6 +40,12 @@ def translate(
             f"{where}the database is busy ({e}) — retry, or see `sessiondb doctor`", path=p
         )
     if isinstance(e, apsw.ReadOnlyError):
+        if getattr(e, "extendedresult", None) == SQLITE_READONLY_ROLLBACK:
+            return Error(
+                f"{where}a write was interrupted (a crash left its journal, {p}-journal) and must "
+                "be rolled back before the file can be read: open the store once for writing "
+                "(any sessiondb write command), or run `sessiondb doctor`"
+            )
         return Error(f"{where}the database is read-only here ({e}); check the file's permissions")
     if isinstance(e, apsw.FullError):
         return Error(f"{where}the disk is full ({e}); free space and retry")

@@ -227,3 +227,26 @@ def test_a_hostile_lock_file_is_refused_not_followed(tmp_path: Path, kind: str) 
     assert "Traceback" not in str(info.value)
     if kind == "symlink":
         assert target.read_bytes() == b"keep me" and stat.S_IMODE(target.stat().st_mode) != 0
+
+
+def test_readonly_with_a_hot_journal_says_to_roll_it_back(tmp_path: Path) -> None:
+    import shutil
+
+    db = tmp_path / "rb.db"
+    with sessiondb.open(db, journal_mode="delete") as store:
+        store.append_many("s", [{"role": "user", "content": "x" * 900} for _ in range(300)])
+    writer = apsw.Connection(str(db))
+    writer.execute("PRAGMA cache_size = 5").fetchall()  # spill into the file mid-transaction
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE messages SET content = 'half-written ' || content")
+    crashed = tmp_path / "crashed.db"
+    shutil.copyfile(db, crashed)  # the files as a kill -9 leaves them
+    shutil.copyfile(f"{db}-journal", f"{crashed}-journal")
+    writer.execute("ROLLBACK")
+    writer.close()
+    with pytest.raises(sessiondb.Error, match="interrupted") as info:
+        sessiondb.open(crashed, readonly=True).count()
+    assert "NoFTS5" not in str(info.value)
+    with sessiondb.open(crashed) as store:  # a writable open rolls the journal back
+        assert store.count() == 300
+        assert not any(m.content.startswith("half") for m in store.messages("s"))
