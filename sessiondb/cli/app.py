@@ -36,10 +36,11 @@ _HINTS: list[tuple[type[Error], str, int]] = [
 ]
 
 
-def report_error(e: Error) -> int:
+def report_error(e: Error, command: str | None = None) -> int:
     """Print ``e`` as one line with a hint on stderr; return the exit code for it."""
     for cls, hint, code in _HINTS:
         if isinstance(e, cls):
+            hint = hint.replace("COMMAND", command) if command else hint.replace(" COMMAND", "")
             err_console.print(f"[bold red]error:[/] {escape(str(e))}\n[dim]hint: {hint}[/]")
             return code
     err_console.print(f"[bold red]error:[/] {escape(str(e))}")
@@ -51,7 +52,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except Error as e:
-            sys.exit(report_error(e))
+            sys.exit(report_error(e, ctx.invoked_subcommand))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise  # click's own flow: --help, usage errors, a declined prompt
         except KeyboardInterrupt:

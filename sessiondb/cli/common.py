@@ -12,8 +12,10 @@ from rich.console import Console
 
 import sessiondb
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# No emoji codes (":smile:" in a message stays text) and no highlighting of numbers or paths in
+# what we print; stored text is printed as rich Text, never parsed as markup (render.py).
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def get_store(ctx: click.Context, *, readonly: bool = False) -> sessiondb.Store:

@@ -24,7 +24,7 @@ from .common import db_option_path
 _STYLE = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "bold red")}
 
 
-def render(report: HealthReport, console: Console) -> None:
+def render(report: HealthReport, console: Console, code: int | None = None) -> None:
     """One line per check: status, name, what was found, and (dimmed) what to do next."""
     table = Table(show_header=False, box=None, pad_edge=False, expand=False)
     table.add_column(no_wrap=True)
@@ -39,7 +39,12 @@ def render(report: HealthReport, console: Console) -> None:
     console.print(Text(f"sessiondb doctor: {report.path}", style="bold"))
     console.print(table)
     label, style = _STYLE[report.status]
-    console.print(Text(f"status: {report.status} (exit {report.exit_code})", style=style))
+    code = report.exit_code if code is None else code
+    if code != report.exit_code:  # a refused or failed repair: the store's state is not the verdict
+        label, style = _STYLE["fail"]
+        console.print(Text(f"status: {report.status}, repair not done (exit {code})", style=style))
+        return
+    console.print(Text(f"status: {report.status} (exit {code})", style=style))
 
 
 @click.command("doctor")
@@ -93,5 +98,5 @@ def doctor(
         out["exit_code"] = code
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
     else:
-        render(report, console)
+        render(report, console, code)
     raise SystemExit(code)

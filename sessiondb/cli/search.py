@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import click
 from rich.text import Text
 
+from ..errors import SessionNotFound
 from ..models import Hit, Message
 from .common import console, emit_json, get_store
+from .render import safe, stored, when
 
-# Private-use characters as markers: they never clash with the text, and rich styles what lies
-# between them (the plain-text markers "[" and "]" are what --json and the API hand out).
+# In a terminal, matches are marked with private-use characters (they never clash with the
+# text) and styled; piped, with "[" and "]" as in --json and the API, since styles are dropped.
 _OPEN, _CLOSE = "\ue000", "\ue001"
-
-
-def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def _highlighted(snippet: str) -> Text:
@@ -25,17 +21,21 @@ def _highlighted(snippet: str) -> Text:
     while _OPEN in rest:
         before, _, tail = rest.partition(_OPEN)
         match, _, rest = tail.partition(_CLOSE)
-        text.append(before)
-        text.append(match, style="bold black on yellow")
-    text.append(rest)
+        text.append(safe(before))
+        text.append(safe(match), style="bold black on yellow")
+    text.append(safe(rest))
     return text
 
 
 def _neighbour(m: Message) -> Text:
-    line = " ".join(m.content.split())
-    if len(line) > 110:
-        line = line[:109] + "…"
-    return Text.assemble(("    ", ""), (f"#{m.seq} {m.role}: ", "dim cyan"), (line, "dim"))
+    line = Text.assemble(
+        ("    ", ""),
+        (f"#{m.seq} ", "dim cyan"),
+        stored(m.role + ": ", "dim cyan", one_line=True),
+        stored(m.content, "dim", one_line=True),
+    )
+    line.truncate(console.width, overflow="ellipsis")  # one line per neighbour, whatever it holds
+    return line
 
 
 def _print_hit(rank: int, hit: Hit) -> None:
@@ -43,9 +43,10 @@ def _print_hit(rank: int, hit: Hit) -> None:
     console.print(
         Text.assemble(
             (f"{rank}. ", "bold"),
-            (m.session_id, "bold magenta"),
-            (f" #{m.seq} {m.role}", "cyan"),
-            (f"  {_when(m.created_at)} UTC  score {hit.score:.3g}", "dim"),
+            stored(m.session_id, "bold magenta"),
+            (f" #{m.seq} ", "cyan"),
+            stored(m.role, "cyan", one_line=True),
+            (f" · {when(m.created_at)} UTC", "dim"),
         )
     )
     for n in hit.before:
@@ -96,7 +97,11 @@ def search_cmd(
     By default every word of QUERY must appear in a message; words with punctuation
     (foo.bar, x:y, C++, /usr/local/bin) and CJK text are matched literally.
     """
-    hits = get_store(ctx, readonly=True).search(
+    store = get_store(ctx, readonly=True)
+    if session_id is not None and store.get_session(session_id) is None:
+        raise SessionNotFound(session_id)  # as show, export and rm: exit 3, not "no matches"
+    styled = console.is_terminal and not as_json
+    hits = store.search(
         query,
         session_id=session_id,
         source=source,
@@ -105,13 +110,29 @@ def search_cmd(
         limit=limit,
         offset=offset,
         mode="fts" if fts_mode else "plain",
-        markers=("[", "]") if as_json else (_OPEN, _CLOSE),
+        markers=(_OPEN, _CLOSE) if styled else ("[", "]"),
     )
     if as_json:
         emit_json(hits)
         return
     if not hits:
-        console.print(f"no messages match {query!r}", style="dim", markup=False)
+        console.print(Text(f"no messages match {safe(query, one_line=True)!r}", style="dim"))
         return
     for rank, hit in enumerate(hits, start=offset + 1):
-        _print_hit(rank, hit)
+        if styled:
+            _print_hit(rank, hit)
+        else:
+            _print_plain(rank, hit)
+
+
+def _print_plain(rank: int, hit: Hit) -> None:
+    """Piped output: the same facts, the matches between [ and ], no styles to lose."""
+    m = hit.message
+    print(f"{rank}. {safe(m.session_id)} #{m.seq} {safe(m.role, one_line=True)}", end="")
+    print(f" · {when(m.created_at)} UTC")
+    for n in hit.before:
+        print(f"    #{n.seq} {safe(n.role, one_line=True)}: {safe(n.content, one_line=True)}")
+    print(f"  > {safe(hit.snippet, one_line=True)}")
+    for n in hit.after:
+        print(f"    #{n.seq} {safe(n.role, one_line=True)}: {safe(n.content, one_line=True)}")
+    print()

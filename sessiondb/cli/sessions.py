@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
 
 import click
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import InvalidInput, SessionNotFound
+from ..models import Session
 from .common import console, emit_json, get_store
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+from .render import clip, safe, stored, when
 
 
 @click.command("sessions")
@@ -30,25 +26,80 @@ def sessions_cmd(
     ctx: click.Context, source: str | None, limit: int, offset: int, as_json: bool
 ) -> None:
     """List sessions, most recent activity first."""
-    found = get_store(ctx, readonly=True).list_sessions(source=source, limit=limit, offset=offset)
+    store = get_store(ctx, readonly=True)
+    found = store.list_sessions(source=source, limit=limit, offset=offset)
     if as_json:
         emit_json(found)
         return
-    table = Table(title=f"{len(found)} session(s)", title_justify="left")
-    for col in ("session", "source", "messages", "updated (UTC)", "title", "ended"):
-        table.add_column(
-            col, justify="right" if col == "messages" else "left", no_wrap=col != "title"
-        )
+    total = store.count_sessions(source=source)
+    console.print(_page_header(len(found), offset, total, source))
+    if not found:
+        return
+    if console.width >= _TABLE_WIDTH + min(max(len(s.session_id) for s in found), _MAX_ID):
+        console.print(_table(found), soft_wrap=False)
+    else:
+        for s in found:
+            console.print(_two_lines(s))
+
+
+# Widest session id shown whole (Claude Code's are 36 characters); longer ones are clipped.
+_MAX_ID = 64
+# Everything but the id in a one-line row: source up to 14, messages 4, time 16, a title of 24
+# at least, the gaps, and an "ended" column when one is shown.
+_TABLE_WIDTH = 14 + 4 + 16 + 24 + 8 + 14
+
+
+def _page_header(shown: int, offset: int, total: int, source: str | None) -> Text:
+    of = f" from {source}" if source else ""
+    if shown == total:
+        line = f"{total} session{'s' if total != 1 else ''}{of}, most recent activity first"
+    else:
+        line = f"sessions {offset + 1}–{offset + shown} of {total}{of}, most recent activity first"
+        if offset + shown < total:
+            line += f" — more: --offset {offset + shown}"
+    return Text(line, style="bold")
+
+
+def _table(found: list[Session]) -> Text:
+    """One line per session, in columns: ids, sources, counts and times whole (ids up to
+    _MAX_ID), the title clipped to what is left of the line — nothing ever wraps."""
+    id_w = min(max(len(s.session_id) for s in found), _MAX_ID)
+    src_w = min(max(6, *(len(s.source) for s in found)), 14)
+    msg_w = max(4, *(len(str(s.message_count)) for s in found))
+    ended = any(s.ended_at for s in found)
+    title_w = console.width - (id_w + src_w + msg_w + 16 + 8) - (14 if ended else 0)
+    cells = [("session", id_w), ("source", src_w), ("msgs", msg_w), ("last activity", 16)]
+    head = "  ".join(name.rjust(w) if name == "msgs" else name.ljust(w) for name, w in cells)
+    out = Text(
+        head + "  title" + ("".ljust(max(0, title_w - 5)) + "  ended" if ended else ""),
+        style="bold",
+    )
     for s in found:
-        table.add_row(
-            escape(s.session_id),
-            escape(s.source),
-            str(s.message_count),
-            _when(s.updated_at),
-            escape(s.title or ""),
-            escape(s.end_reason or "") if s.ended_at else "",
-        )
-    console.print(table)
+        out.append("\n")
+        out.append(safe(clip(s.session_id, id_w)).ljust(id_w), style="bold")
+        out.append("  " + clip(safe(s.source, one_line=True), src_w).ljust(src_w), style="dim")
+        out.append("  " + str(s.message_count).rjust(msg_w))
+        out.append("  " + when(s.updated_at).ljust(16), style="dim")
+        title = clip(safe(s.title or "", one_line=True), title_w)
+        out.append("  " + (title.ljust(title_w) if ended else title))
+        if ended and s.ended_at:
+            out.append("  " + clip(safe(s.end_reason or "", one_line=True), 12), style="dim")
+    return out
+
+
+def _two_lines(s: Session) -> Text:
+    """A session for a narrow terminal: the id and facts, then the title, each on one line."""
+    facts = f"  {s.source} · {s.message_count} msgs · {when(s.updated_at)}"
+    if s.ended_at:
+        facts += f" · ended ({s.end_reason or ''})"
+    width = max(20, console.width - 2)
+    line = Text.assemble(
+        stored(clip(s.session_id, width), "bold"), Text(clip(safe(facts), width), "dim")
+    )
+    line.truncate(console.width, overflow="ellipsis")
+    title = Text("  ") + stored(clip(s.title or "(no title)", width), one_line=True)
+    title.truncate(console.width, overflow="ellipsis")
+    return line + Text("\n") + title
 
 
 @click.command("show")
@@ -71,14 +122,22 @@ def show_cmd(
     if as_json:
         emit_json({"session": info, "messages": msgs})
         return
-    title = f" — {escape(info.title)}" if info.title else ""
-    console.print(
-        f"[bold]{escape(info.session_id)}[/]{title} [dim]({info.source}, "
-        f"{info.message_count} messages)[/]"
-    )
+    head = stored(info.session_id, "bold")
+    if info.title:
+        head += Text(" — ") + stored(info.title, one_line=True)
+    n = info.message_count
+    head += Text(f"  ({safe(info.source, one_line=True)}, {n} message{'s' * (n != 1)})", "dim")
+    console.print(head)
     for m in msgs:
-        console.print(f"\n[bold cyan]#{m.seq} {escape(m.role)}[/] [dim]{_when(m.created_at)}[/]")
-        console.print(escape(m.content))
+        console.print()
+        console.print(
+            Text.assemble(
+                (f"#{m.seq} ", "bold cyan"),
+                stored(m.role, "bold cyan", one_line=True),
+                (f" · {when(m.created_at, seconds=True)} UTC", "dim"),
+            )
+        )
+        console.print(stored(m.content))
 
 
 @click.command("append")
@@ -102,7 +161,14 @@ def append_cmd(
     if text is None or text == "-":
         if sys.stdin.isatty() and text is None:
             raise InvalidInput("give TEXT, or pipe the message on standard input")
-        text = sys.stdin.read()
+        raw = sys.stdin.buffer.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidInput(
+                f"standard input is not UTF-8 text (at byte {e.start}); a message is text — "
+                "encode binary data (base64, say) and note it in --meta"
+            ) from None
     meta_obj = None
     if meta is not None:
         try:

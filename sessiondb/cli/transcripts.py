@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -161,6 +162,29 @@ def _write_json(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> in
     return n
 
 
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def _open_fence(text: str) -> str | None:
+    """The fence that closes a code block ``text`` leaves open (CommonMark's rule: a line of at
+    least as many of the same character closes it), or None."""
+    open_fence: str | None = None
+    for line in text.splitlines():
+        m = _FENCE.match(line)
+        if not m:
+            continue
+        run = m.group(1)
+        if open_fence is None:
+            if run[0] == "`" and "`" in line[m.end() :]:
+                continue  # an info string may not hold a backtick: not a fence
+            open_fence = run
+        elif (
+            run[0] == open_fence[0] and len(run) >= len(open_fence) and not line[m.end() :].strip()
+        ):
+            open_fence = None
+    return open_fence
+
+
 def _write_md(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> int:
     n = 0
     for s in sessions:
@@ -168,7 +192,11 @@ def _write_md(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> int:
         out.write(f"session `{s.session_id}` · source {s.source}\n\n".encode())
         for m in tr.iter_messages(store, s.session_id):
             out.write(f"## {m.seq}. {m.role} · {_when(m.created_at)}\n\n".encode())
-            out.write(m.content.encode("utf-8") + b"\n\n")
+            out.write(m.content.encode("utf-8") + b"\n")
+            fence = _open_fence(m.content)
+            if fence:  # a message cut inside a code block must not swallow the rest
+                out.write(fence.encode("utf-8") + b"\n")
+            out.write(b"\n")
             n += 1
     return n
 

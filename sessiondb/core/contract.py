@@ -67,6 +67,9 @@ class ReadTx(Protocol):
     def totals(self) -> tuple[int, int]:
         """(sessions, messages) in the whole store."""
 
+    def session_count(self, source: str | None) -> int:
+        """Sessions in the store, or of one source."""
+
     def message_count(self, session_id: str) -> int:
         """Messages of one session (0 when there is no such session)."""
 
@@ -206,6 +209,8 @@ class Store(Protocol):
     def list_sessions(
         self, *, source: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[Session]: ...
+
+    def count_sessions(self, *, source: str | None = None) -> int: ...
 
     def update_session(
         self,

@@ -132,6 +132,12 @@ class SessionStore:
         with self._backend.read() as tx:
             return tx.sessions(src, lim, off)
 
+    def count_sessions(self, *, source: str | None = None) -> int:
+        """Sessions in the store, or of one source (what ``list_sessions`` pages through)."""
+        src = None if source is None else v.source(source)
+        with self._backend.read() as tx:
+            return tx.session_count(src)
+
     def update_session(
         self,
         session_id: str,

@@ -95,6 +95,13 @@ class SQLiteTx:
         )
         return int(n), int(total)
 
+    def session_count(self, source: str | None) -> int:
+        if source is None:
+            return int(self.conn.execute("SELECT count(*) FROM sessions").get)
+        return int(
+            self.conn.execute("SELECT count(*) FROM sessions WHERE source = ?", (source,)).get
+        )
+
     def message_count(self, session_id: str) -> int:
         row = self.conn.execute(
             "SELECT message_count FROM sessions WHERE session_id = ?", (session_id,)

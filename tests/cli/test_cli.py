@@ -29,6 +29,7 @@ def run(db_path: Path):  # type: ignore[no-untyped-def]
     def invoke(*args: str, input: str | None = None) -> click.testing.Result:
         return runner.invoke(cli, ["--db", str(db_path), *args], input=input)
 
+    invoke.db = str(db_path)  # type: ignore[attr-defined]
     return invoke
 
 
@@ -180,3 +181,59 @@ def test_rm_never_deletes_unasked_when_no_one_can_answer(run) -> None:  # type: 
     r = run("rm", "keep", input="")  # stdin is not a terminal: a script, cron, an agent
     assert r.exit_code == 2 and "--yes" in r.output
     assert "keep" in run("sessions", "--json").output
+
+
+def test_stored_text_is_shown_as_text(run) -> None:  # type: ignore[no-untyped-def]
+    """A stored tool output cleared the screen and retitled the window when `show` printed it,
+    and `:smile:` became an emoji."""
+    hostile = "out \x1b[2J\x1b[H \x1b]0;PWNED\x07 :smile: [bold]x[/bold] \u202eevil \x85"
+    assert run("append", "s", "tool", hostile).exit_code == 0
+    for args in (("show", "s"), ("search", "out"), ("search", "out", "--context", "1")):
+        r = run(*args)
+        assert r.exit_code == 0, r.output
+        assert "\x1b" not in r.output and "\x07" not in r.output and "\u202e" not in r.output
+        assert "\\x1b[2J" in r.output and "\\u202e" in r.output
+        assert ":smile:" in r.output and "[bold]x[/bold]" in r.output
+
+
+def test_search_when_piped_keeps_a_plain_marker_and_no_score(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("append", "s", "user", "retry with backoff").exit_code == 0
+    r = run("search", "retry")
+    assert "[retry] with backoff" in r.output and "score" not in r.output
+
+
+def test_search_in_an_unknown_session_is_not_found(run) -> None:  # type: ignore[no-untyped-def]
+    assert run("append", "s", "user", "x").exit_code == 0
+    r = run("search", "x", "--session", "nope")
+    assert r.exit_code == 3 and "not found" in r.output
+
+
+def test_binary_standard_input_is_refused(run) -> None:  # type: ignore[no-untyped-def]
+    runner = CliRunner()
+    r = runner.invoke(cli, ["--db", run.db, "append", "s", "user"], input=b"\xff\xfe\x00binary")
+    assert r.exit_code == 2 and "not UTF-8" in r.output
+    assert run("sessions", "--json").exit_code == 1  # nothing was stored: no store yet
+
+
+def test_usage_hint_names_the_command(run) -> None:  # type: ignore[no-untyped-def]
+    r = run("append", "s", "", "text")
+    assert "see `sessiondb append --help`" in r.output and "COMMAND" not in r.output
+
+
+def test_sessions_page_header_says_how_many_and_how_to_see_more(run) -> None:  # type: ignore[no-untyped-def]
+    for i in range(5):
+        assert run("append", f"s{i}", "user", "x").exit_code == 0
+    assert "sessions 1–2 of 5" in run("sessions", "--limit", "2").output
+    assert "--offset 2" in run("sessions", "--limit", "2").output
+    assert "5 sessions" in run("sessions").output
+
+
+def test_markdown_export_closes_a_code_fence_a_message_left_open(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run("append", "s", "assistant", "here:\n```python\nprint('cut off'").exit_code == 0
+    assert run("append", "s", "user", "# not code").exit_code == 0
+    out = tmp_path / "s.md"
+    assert run("export", "s", "--format", "md", "-o", str(out)).exit_code == 0
+    lines = out.read_text().splitlines()
+    fences = [i for i, line in enumerate(lines) if line.startswith("```")]
+    second = next(i for i, line in enumerate(lines) if line.startswith("## 2. user"))
+    assert len(fences) == 2 and fences[1] < second  # closed before the next message

@@ -249,3 +249,13 @@ def test_conditional_append(store: sessiondb.Store) -> None:
     assert store.append("s", "user", "after the pop", expect_last=2).seq == 3
     with pytest.raises(InvalidInput, match="expect_last"):
         store.append("s", "user", "x", expect_last=-1)
+
+
+def test_count_sessions(store: sessiondb.Store) -> None:
+    assert store.count_sessions() == 0
+    for sid, src in (("a", "cli"), ("b", "cli"), ("c", "gateway")):
+        store.create_session(sid, source=src)
+    assert store.count_sessions() == 3 and store.count_sessions(source="cli") == 2
+    assert store.count_sessions(source="none") == 0
+    store.delete_session("a")
+    assert store.count_sessions(source="cli") == 1

@@ -541,3 +541,14 @@ def test_repair_of_a_healthy_store_rebuilds_only_sessiondbs_indexes(tmp_path: Pa
         "rebuilt full-text index messages_fts",
         "rebuilt full-text index messages_tri",
     ]
+
+
+def test_cli_refused_repair_footer_states_the_exit_code(tmp_path: Path) -> None:
+    """A healthy store another process has open: the repair is refused (exit 2) while the
+    report itself is ok — the footer said "status: ok (exit 0)"."""
+    db = tmp_path / "busy.db"
+    _store(db, sessions=1, per=1)
+    with holding(workers.hold_open, str(db)):
+        r = CliRunner().invoke(cli, ["doctor", str(db), "--repair", "--yes"])
+    assert r.exit_code == 2, r.output
+    assert "(exit 0)" not in r.output and "repair not done (exit 2)" in r.output
