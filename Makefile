@@ -7,7 +7,7 @@ DEV    := $(VENV)/.dev-installed
 BENCHV := .venv-bench
 BENCH  := $(BENCHV)/.bench-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-quick lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(DEV)
 
 test: $(DEV)
 	$(BIN)/python -m pytest
+
+# The edit-test loop: everything but the many-process stress and kill -9 tests.
+test-quick: $(DEV)
+	$(BIN)/python -m pytest -m "not stress and not crash"
 
 lint: $(DEV)
 	$(BIN)/ruff check sessiondb tests benchmarks

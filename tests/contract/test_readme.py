@@ -16,7 +16,7 @@ def _blocks() -> list[str]:
 
 def test_quickstart_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.chdir(tmp_path)
-    quickstart = _blocks()[0]
+    quickstart = next(b for b in _blocks() if "chat-42" in b)
     assert "sessiondb.open" in quickstart
     exec(compile(quickstart, "README.md", "exec"), {})
     out = capsys.readouterr().out
@@ -48,3 +48,17 @@ def test_new_verbs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     reader = ns["reader"]
     assert reader.readonly and reader.get_session("chat-7").title == "Renamed"  # type: ignore[attr-defined]
     reader.close()  # type: ignore[attr-defined]
+
+
+def test_first_five_minutes_loop_runs_twice_and_finds_both_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SESSIONDB_PATH", str(tmp_path / "readme.db"))
+    loop = next(b for b in _blocks() if "first-steps" in b)
+    exec(compile(loop, "README.md", "exec"), {})
+    first = capsys.readouterr().out.split("\n")
+    exec(compile(loop, "README.md", "exec"), {})
+    second = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in first if line] == ["2"]
+    assert sorted(line.split()[0] for line in second) == ["2", "4"]
+    assert all("[backoff]" in line for line in second)
