@@ -100,6 +100,14 @@ def check_race_log(text: str) -> RaceReport:
         elif kind == "K":
             rep.kills += 1
             kill_at[pid] = t
+            if pid not in open_since:
+                # The watcher read this pid in the lease record, so it had acquired the lease —
+                # taking it over from a holder killed before, if one is waiting — and was killed
+                # before it could log its "E" line (the harness's own race, not the lease's).
+                waiting = [v for v in open_since if v in kill_at and v not in taken_over]
+                for victim in waiting:
+                    taken_over[victim] = t
+                    rep.takeovers += 1
         elif kind == "R":
             rep.problems.append(f"line {n}: pid {pid} could not release a lease it held")
         else:

@@ -26,3 +26,11 @@ def test_takeover_of_a_live_holder_and_garbage_are_problems() -> None:
     rep = check_race_log("E 1 1.0 0\nX 1 1.2\nE 2 2.0 1\nX 2 2.5\nbogus\n")
     assert any("taken over while alive" in p for p in rep.problems)
     assert any("malformed" in p for p in rep.problems)
+
+
+def test_a_taker_killed_before_it_logged_still_took_over() -> None:
+    """Holder 1 killed; holder 2 takes over and is killed before writing its "E" line (the
+    watcher saw it in the record): 1 was taken over, and 2 is no overlap."""
+    rep = check_race_log("E 1 1.0 0\nK 1 1.1\nK 2 1.3\nE 3 1.4 2\nX 3 1.5\n")
+    assert rep.problems == [] and rep.overlaps == []
+    assert rep.takeovers == 2 and rep.kills == 2
