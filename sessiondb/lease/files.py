@@ -17,7 +17,6 @@ A record that cannot be parsed (truncated by a full disk, edited by hand) counts
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 from ..core.lease import Holder, Lease, LeaseWarning
 from ..errors import Error, StoreBusy, UnsupportedStorage
 from ..host import paths
+from ..host.flock import QueuedLock
 
 if TYPE_CHECKING:
     from ..models import Check
@@ -171,27 +171,15 @@ class FileBackend:
     def transaction(self) -> Iterator[_FileSlot]:
         lease_dir(self.directory)
         try:
-            fd = paths.open_private(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW)
+            lock = QueuedLock(self.lock_path)
         except OSError as e:
             raise _os_error(self.lock_path, "open the lease lock file", e) from e
         try:
-            self._lock(fd)
-            yield _FileSlot(self)
-        finally:
-            os.close(fd)  # closing the only descriptor drops the flock
-
-    def _lock(self, fd: int) -> None:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        delay = 0.0002
-        while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                pass
+                got = lock.acquire(LOCK_TIMEOUT)
             except OSError as e:
                 raise _os_error(self.lock_path, "lock the lease lock file", e) from e
-            if time.monotonic() >= deadline:
+            if not got:
                 raise StoreBusy(
                     f"{self.lock_path}: lease lock busy for {LOCK_TIMEOUT:.0f} s — a process is "
                     "stuck inside a lease operation (stopped or traced?); find it with "
@@ -199,8 +187,12 @@ class FileBackend:
                     path=str(self.lock_path),
                     waited=LOCK_TIMEOUT,
                 )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.005)
+            try:
+                yield _FileSlot(self)
+            finally:
+                lock.release()
+        finally:
+            lock.close()
 
 
 def workspace(
