@@ -30,7 +30,12 @@ from .protocol import (
     ACK_STATES,
     FORMAT_VERSION,
     INBOUND_FILE,
+    INBOUND_KINDS,
     INBOUND_SCHEMA,
+    MAX_ATTEMPT,
+    MAX_CONTENT_BYTES,
+    MAX_KEY_CHARS,
+    MAX_RUN_ID_CHARS,
     OUTBOUND_FILE,
     OUTBOUND_KINDS,
     OUTBOUND_SCHEMA,
@@ -44,6 +49,11 @@ from .protocol import (
     check_limit,
     check_timeout,
     next_seq,
+    wire_choice,
+    wire_int,
+    wire_seq,
+    wire_text,
+    wire_time,
 )
 
 _SETTLING_KINDS = frozenset({"message", "error"})
@@ -68,8 +78,12 @@ class AgentEnd:
     ) -> None:
         if durability not in _DURABILITY:
             raise InvalidInput(f"durability must be 'normal' or 'full', got {durability!r}")
-        if run_id is not None and (not isinstance(run_id, str) or not 1 <= len(run_id) <= 128):
-            raise InvalidInput(f"run_id must be a str of 1-128 characters, got {run_id!r:.80}")
+        if run_id is not None and (
+            not isinstance(run_id, str) or not 1 <= len(run_id) <= MAX_RUN_ID_CHARS
+        ):
+            raise InvalidInput(
+                f"run_id must be a str of 1-{MAX_RUN_ID_CHARS} characters, got {run_id!r:.80}"
+            )
         self.folder = channel_folder(folder, create=False)
         inbound = self.folder / INBOUND_FILE
         if not check_header(inbound, header(inbound)):
@@ -112,17 +126,27 @@ class AgentEnd:
         items: list[Inbound] = wait_until(lambda: self._fetch(lim, claim), [self._in.path], wait)
         return items
 
+    def _candidates(self, conn: apsw.Connection, floor: int) -> list[tuple[int, int, float]]:
+        """Open messages above ``floor``: (seq, attempt, offer_at), range-checked (the host side
+        wrote them)."""
+        path = self._in.path
+        return [
+            (
+                wire_seq(path, "seq", r[0], even=True),
+                wire_int(path, "attempt", r[1], 1, MAX_ATTEMPT),
+                wire_time(path, "offer_at", r[2]),
+            )
+            for r in conn.execute(
+                "SELECT seq, attempt, offer_at FROM messages WHERE state = 'open' AND seq > ? "
+                "ORDER BY seq",
+                (floor,),
+            )
+        ]
+
     def _fetch(self, limit: int, claim: bool) -> tuple[list[Inbound], float | None]:
         floor = self._floor
-        candidates: list[Any] = (
-            self._in.read(
-                lambda c: c.execute(
-                    "SELECT seq, attempt, offer_at FROM messages WHERE state = 'open' AND seq > ? "
-                    "ORDER BY seq",
-                    (floor,),
-                ).fetchall()
-            )
-            or []
+        candidates: list[tuple[int, int, float]] = (
+            self._in.read(lambda c: self._candidates(c, floor)) or []
         )
         if not candidates:
             return [], None
@@ -177,7 +201,18 @@ class AgentEnd:
             )
             or []
         )
-        out = [Inbound(r[0], r[1], r[2], r[3], r[4], attempts[r[0]]) for r in rows]
+        path = self._in.path
+        out = [
+            Inbound(
+                seq=r[0],
+                kind=wire_choice(path, "kind", r[1], INBOUND_KINDS),
+                content=str(wire_text(path, "content", r[2], limit=MAX_CONTENT_BYTES)),
+                key=wire_text(path, "key", r[3], limit=MAX_KEY_CHARS, optional=True),
+                created_at=wire_time(path, "created_at", r[4]),
+                attempt=attempts[r[0]],
+            )
+            for r in rows
+        ]
         self._attempts.update(attempts)
         return out, wake_at
 
@@ -192,7 +227,7 @@ class AgentEnd:
         )
         if not rows:
             raise InvalidInput(f"{self._in.path}: no inbound message with seq {seq}")
-        return int(rows[0][0])
+        return wire_int(self._in.path, "attempt", rows[0][0], 1, MAX_ATTEMPT)
 
     # -- acks and replies ----------------------------------------------------------------------
 
@@ -320,7 +355,8 @@ class AgentEnd:
         now: float,
     ) -> int:
         # Allocated inside this write transaction: concurrent agent-side writers never collide.
-        top = int(conn.execute("SELECT max(seq) FROM replies").fetchall()[0][0] or 0)
+        highest = conn.execute("SELECT max(seq) FROM replies").fetchall()[0][0]
+        top = 0 if highest is None else wire_seq(self._out.path, "seq", highest, even=False)
         seq = next_seq(max(top, self._seen_in, in_reply_to or 0), even=False)
         conn.execute(
             "INSERT INTO replies(seq, in_reply_to, kind, content, key, final, created_at) "

@@ -13,12 +13,25 @@ from typing import Any
 import apsw
 
 from ..errors import InvalidInput
-from .files import ChannelDB, channel_folder, check_header, header, read_heartbeat, wait_until
+from .files import (
+    ChannelDB,
+    channel_folder,
+    check_header,
+    header,
+    read_heartbeat,
+    wait_until,
+)
 from .protocol import (
+    ACK_STATES,
     INBOUND_FILE,
     INBOUND_KINDS,
     INBOUND_SCHEMA,
+    MAX_ATTEMPT,
+    MAX_CONTENT_BYTES,
+    MAX_KEY_CHARS,
+    MAX_RUN_ID_CHARS,
     OUTBOUND_FILE,
+    OUTBOUND_KINDS,
     OUTBOUND_SCHEMA,
     ChannelKeyConflict,
     ChannelStatus,
@@ -31,9 +44,15 @@ from .protocol import (
     check_limit,
     check_timeout,
     next_seq,
+    wire_choice,
+    wire_int,
+    wire_seq,
+    wire_text,
+    wire_time,
 )
 
 _DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+_ACK_STATES = frozenset(ACK_STATES)
 
 
 @dataclass(frozen=True)
@@ -136,9 +155,12 @@ class HostEnd:
     def _send(self, rows: list[tuple[str, str, str | None]]) -> list[int]:
         now = time.time()
         seqs: list[int] = []
+        path = self._in.path
         with self._in.write() as conn:
             highest: Any = conn.execute("SELECT max(seq) FROM messages").fetchall()[0][0]
-            top = max(int(highest or 0), self._seen)
+            top = max(
+                0 if highest is None else wire_seq(path, "seq", highest, even=True), self._seen
+            )
             for content, kind, key in rows:
                 if key is not None:
                     found: list[Any] = conn.execute(
@@ -146,8 +168,9 @@ class HostEnd:
                     ).fetchall()
                     if found:
                         seq, old_kind, old_content = found[0]
+                        seq = wire_seq(path, "seq", seq, even=True)
                         if (old_kind, old_content) != (kind, content):
-                            raise ChannelKeyConflict(str(self._in.path), key, seq)
+                            raise ChannelKeyConflict(str(path), key, seq)
                         seqs.append(seq)
                         continue
                 top = next_seq(top, even=True)
@@ -177,7 +200,7 @@ class HostEnd:
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, -1 if lim is None else lim),
             ).fetchall()
-            return [Reply(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+            return [self._reply(r) for r in rows]
 
         def fetch() -> tuple[list[Reply], float | None]:
             return self._out.read(query) or [], None
@@ -187,6 +210,22 @@ class HostEnd:
             self._seen = max(self._seen, items[-1].seq)
         return items
 
+    def _reply(self, r: Any) -> Reply:
+        """An outbound row, range-checked: the agent side wrote it (docs/channel.md)."""
+        p = self._out.path
+        in_reply_to = r[3]
+        return Reply(
+            seq=wire_seq(p, "reply seq", r[0], even=False),
+            kind=wire_choice(p, "reply kind", r[1], OUTBOUND_KINDS),
+            content=str(wire_text(p, "reply content", r[2], limit=MAX_CONTENT_BYTES)),
+            in_reply_to=None
+            if in_reply_to is None
+            else wire_seq(p, "in_reply_to", in_reply_to, even=True),
+            created_at=wire_time(p, "reply created_at", r[4]),
+            final=bool(wire_int(p, "reply final", r[5], 0, 1)),
+            key=wire_text(p, "reply key", r[6], limit=MAX_KEY_CHARS, optional=True),
+        )
+
     # -- liveness, status and sweep ------------------------------------------------------------
 
     def _snapshot(self) -> _Snapshot:
@@ -195,18 +234,25 @@ class HostEnd:
         alive, age, run_id, pid = False, None, None, None
         if hb is not None:
             age = max(0.0, now - float(hb["beat_at"]))  # clamp clock skew between host and VM
-            alive = not hb.get("stopped") and age <= self.stale_after
-            run_id = hb.get("run_id") if isinstance(hb.get("run_id"), str) else None
-            pid = hb.get("pid") if isinstance(hb.get("pid"), int) else None
+            alive = hb.get("stopped") is not True and age <= self.stale_after
+            value = hb.get("run_id")
+            run_id = value if isinstance(value, str) and len(value) <= MAX_RUN_ID_CHARS else None
+            value = hb.get("pid")
+            pid = value if type(value) is int and 0 < value < 2**31 else None
+        inbound = self._in.path
         with self._in.own_read() as conn:
             open_rows = [
-                (r[0], r[1])
+                (
+                    wire_seq(inbound, "seq", r[0], even=True),
+                    wire_int(inbound, "attempt", r[1], 1, MAX_ATTEMPT),
+                )
                 for r in conn.execute(
                     "SELECT seq, attempt FROM messages WHERE state = 'open' ORDER BY seq"
                 )
             ]
             host_failed = [
-                r[0] for r in conn.execute("SELECT seq FROM messages WHERE state = 'failed'")
+                wire_seq(inbound, "seq", r[0], even=True)
+                for r in conn.execute("SELECT seq FROM messages WHERE state = 'failed'")
             ]
             counted: Any = conn.execute(
                 "SELECT count(*) FROM messages WHERE state = 'completed'"
@@ -233,7 +279,13 @@ class HostEnd:
         acks, late = self._out.read(query) or ([], [])
         outcome: dict[int, tuple[str, str | None]] = {}
         claims: dict[tuple[int, int], str] = {}
-        for in_seq, attempt, state, ack_run, error in [*acks, *late]:
+        out = self._out.path
+        for row in [*acks, *late]:
+            in_seq = wire_seq(out, "ack in_seq", row[0], even=True)
+            attempt = wire_int(out, "ack attempt", row[1], 1, MAX_ATTEMPT)
+            state = wire_choice(out, "ack state", row[2], _ACK_STATES)
+            ack_run = str(wire_text(out, "ack run_id", row[3], limit=MAX_RUN_ID_CHARS))
+            error = wire_text(out, "ack error", row[4], limit=MAX_CONTENT_BYTES, optional=True)
             if state == "processing":
                 claims[(in_seq, attempt)] = ack_run
             else:
@@ -321,7 +373,7 @@ class HostEnd:
                     if conn.changes():
                         failed.append(seq)
                 else:
-                    delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
+                    delay = min(self.backoff * 2 ** min(attempt - 1, 64), self.max_backoff)
                     # Compare-and-set on attempt: two host processes sweeping re-offer once.
                     conn.execute(
                         "UPDATE messages SET attempt = attempt + 1, offer_at = ? "
