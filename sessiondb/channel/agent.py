@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import threading
@@ -29,12 +30,14 @@ from .host import _DURABILITY
 from .protocol import (
     ACK_STATES,
     FORMAT_VERSION,
+    INBOUND_ADDED,
     INBOUND_FILE,
     INBOUND_KINDS,
     INBOUND_SCHEMA,
     MAX_ATTEMPT,
     MAX_CONTENT_BYTES,
     MAX_KEY_CHARS,
+    MAX_OFFER_DELAY,
     MAX_RUN_ID_CHARS,
     OUTBOUND_FILE,
     OUTBOUND_KINDS,
@@ -91,7 +94,9 @@ class AgentEnd:
                 f"{self.folder} is not a channel folder (no initialised {INBOUND_FILE}) — "
                 "start the host end first"
             )
-        self._in = ChannelDB(inbound, INBOUND_SCHEMA, busy_timeout=busy_timeout)
+        self._in = ChannelDB(
+            inbound, INBOUND_SCHEMA, added=INBOUND_ADDED, busy_timeout=busy_timeout
+        )
         self._out = ChannelDB(
             self.folder / OUTBOUND_FILE,
             OUTBOUND_SCHEMA,
@@ -105,6 +110,9 @@ class AgentEnd:
         self._attempts: dict[int, int] = {}  # seq -> attempt, as last received
         self._floor = 0  # every inbound seq <= floor has an outcome (skip it when receiving)
         self._seen_in = 0  # highest inbound seq seen: our next seq is above it (causal order)
+        # (seq, attempt) of a delayed re-offer -> when this process first saw it (monotonic)
+        self._first_seen: dict[tuple[int, int], float] = {}
+        self._beats = itertools.count(1)  # every beat changes the heartbeat's bytes
         self._beat_stop: threading.Event | None = None
         self._beat_thread: threading.Thread | None = None
         if heartbeat_every is not None:
@@ -127,20 +135,27 @@ class AgentEnd:
         return items
 
     def _candidates(self, conn: apsw.Connection, floor: int) -> list[tuple[int, int, float]]:
-        """Open messages above ``floor``: (seq, attempt, offer_at), range-checked (the host side
-        wrote them)."""
+        """Open messages above ``floor``: (seq, attempt, delay), range-checked (the host side
+        wrote them). A host of an earlier version writes no delays."""
         path = self._in.path
+        if "offer_delays" in self._in.present:
+            sql = (
+                "SELECT m.seq, m.attempt, d.delay FROM messages m LEFT JOIN offer_delays d "
+                "ON d.seq = m.seq AND d.attempt = m.attempt "
+                "WHERE m.state = 'open' AND m.seq > ? ORDER BY m.seq"
+            )
+        else:
+            sql = (
+                "SELECT seq, attempt, NULL FROM messages WHERE state = 'open' AND seq > ? "
+                "ORDER BY seq"
+            )
         return [
             (
                 wire_seq(path, "seq", r[0], even=True),
                 wire_int(path, "attempt", r[1], 1, MAX_ATTEMPT),
-                wire_time(path, "offer_at", r[2]),
+                0.0 if r[2] is None else wire_time(path, "delay", r[2], high=MAX_OFFER_DELAY),
             )
-            for r in conn.execute(
-                "SELECT seq, attempt, offer_at FROM messages WHERE state = 'open' AND seq > ? "
-                "ORDER BY seq",
-                (floor,),
-            )
+            for r in conn.execute(sql, (floor,))
         ]
 
     def _fetch(self, limit: int, claim: bool) -> tuple[list[Inbound], float | None]:
@@ -149,8 +164,15 @@ class AgentEnd:
             self._in.read(lambda c: self._candidates(c, floor)) or []
         )
         if not candidates:
+            self._first_seen.clear()
             return [], None
         now = time.time()
+        mono = time.monotonic()
+        # A re-offer's backoff runs on this side's monotonic clock from when this process first
+        # saw that attempt: never the host's timestamp against our clock (docs/channel.md).
+        live = {(seq, attempt) for seq, attempt, delay in candidates if delay > 0}
+        for gone in set(self._first_seen) - live:
+            del self._first_seen[gone]
         chosen: list[tuple[int, int]] = []
         wake_at: float | None = None
         ctx = self._out.write() if claim else self._out.own_read()
@@ -165,7 +187,7 @@ class AgentEnd:
                 else:
                     done.add(in_seq)
             prefix = True
-            for seq, attempt, offer_at in candidates:
+            for seq, attempt, delay in candidates:
                 if seq in done:
                     if prefix:
                         floor = seq
@@ -173,9 +195,11 @@ class AgentEnd:
                 prefix = False
                 if (seq, attempt) in claimed:
                     continue
-                if offer_at > now:
-                    wake_at = offer_at if wake_at is None else min(wake_at, offer_at)
-                    continue
+                if delay > 0:
+                    ready_at = self._first_seen.setdefault((seq, attempt), mono) + delay
+                    if ready_at > mono:
+                        wake_at = ready_at if wake_at is None else min(wake_at, ready_at)
+                        continue
                 chosen.append((seq, attempt))
                 if len(chosen) == limit:
                     break
@@ -374,7 +398,8 @@ class AgentEnd:
             "pid": os.getpid(),
             "host": hostname(),
             "started_at": self.started_at,
-            "beat_at": time.time(),
+            "beat_at": time.time(),  # for people: the host judges age by its own clock
+            "beat": next(self._beats),
             "stopped": stopped,
         }
 

@@ -206,7 +206,8 @@ def _queue_path(db: Path) -> Path:
 class ChannelDB:
     """One of the two channel databases, seen from one side.
 
-    ``schema`` makes the file; any other object in the file is refused.
+    ``schema`` makes the file; ``added`` are tables a later version adds (created when this side
+    writes the file, accepted when missing). Any other object in the file is refused.
     """
 
     def __init__(
@@ -214,12 +215,16 @@ class ChannelDB:
         path: Path,
         schema: tuple[str, ...],
         *,
+        added: tuple[str, ...] = (),
         synchronous: str = "NORMAL",
         busy_timeout: float = 10.0,
     ) -> None:
         self.path = path
         self._schema = schema
+        self._added = added
         self._required = _schema_rows(schema)
+        self._allowed = _schema_rows(schema + added)
+        self.present: frozenset[str] = frozenset()  # added tables seen at the last check
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)
         self._busy_timeout = busy_timeout
@@ -255,13 +260,14 @@ class ChannelDB:
             conn.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
             # Queued like every write: a process opening while others write in the flock
             # queue would otherwise starve on the busy handler (seen with 3 busy writers).
-            if not ready:
-                lock = self._admit()
-                try:
+            lock = self._admit()
+            try:
+                if not ready:
                     self._init_schema(conn)
-                finally:
-                    if lock is not None:
-                        lock.release()
+                self._add_tables(conn)
+            finally:
+                if lock is not None:
+                    lock.release()
         except apsw.Error as e:
             raise _translate(self.path, e, "opening for writing", deadline.limit) from e
         except OSError as e:
@@ -306,19 +312,37 @@ class ChannelDB:
         # The header check before opening saw the file unlocked; re-check now it is initialised.
         check_header(self.path, header(self.path))
 
+    def _add_tables(self, conn: apsw.Connection) -> None:
+        """Create the ``added`` tables a file made by an earlier version lacks (the writer's
+        job: readers accept a file without them)."""
+        if not self._added:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.check_schema(conn)
+            for stmt in self._added:
+                name = next(r[1] for r in _schema_rows((stmt,)) if r[0] == "table")
+                if name not in self.present:
+                    conn.execute(stmt)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     def check_schema(self, conn: apsw.Connection) -> None:
         """Refuse a file whose schema is not the protocol's: a view or trigger, a table of
         another shape under one of our names, anything extra (inside a transaction)."""
         rows = frozenset(
             tuple(r) for r in conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_schema")
         )
-        if rows != self._required:
-            odd = sorted(f"{r[0]} {r[1]}" for r in rows ^ self._required)
+        if not self._required <= rows or not rows <= self._allowed:
+            odd = sorted(f"{r[0]} {r[1]}" for r in (rows - self._allowed) | (self._required - rows))
             raise NotAChannel(
                 f"{self.path}: its schema is not the channel protocol's ({', '.join(odd)[:200]}) "
                 "— the file was changed by something other than sessiondb; stop both ends and "
                 "start a new channel folder"
             )
+        self.present = frozenset(r[1] for r in rows - self._required if r[0] == "table")
 
     def _admit(self) -> AdmissionLock | None:
         """Wait in the kernel's queue for this file's writers; None when flock is unavailable."""
@@ -474,9 +498,10 @@ def wait_until(
 ) -> list[Any]:
     """Call ``fetch`` until it returns items, a watched file commits, or ``timeout`` passes.
 
-    ``fetch`` returns (items, wake_at): ``wake_at`` is a wall-clock time at which items may
-    appear without any file changing (a backoff ending). Between fetches only the files'
-    change counters are probed, on an interval that grows from POLL_MIN to POLL_MAX.
+    ``fetch`` returns (items, wake_at): ``wake_at`` is a ``time.monotonic()`` reading at which
+    items may appear without any file changing (a backoff ending, judged by this side's clock).
+    Between fetches only the files' change counters are probed, on an interval that grows from
+    POLL_MIN to POLL_MAX.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -496,7 +521,7 @@ def wait_until(
                 interval = min(interval * POLL_GROWTH, POLL_MAX)
             if [data_version(p) for p in watched] != tokens:
                 break
-            if wake_at is not None and time.time() >= wake_at:
+            if wake_at is not None and time.monotonic() >= wake_at:
                 break
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -18,11 +19,13 @@ from .files import (
     channel_folder,
     check_header,
     header,
-    read_heartbeat,
+    heartbeat_bytes,
+    parse_heartbeat,
     wait_until,
 )
 from .protocol import (
     ACK_STATES,
+    INBOUND_ADDED,
     INBOUND_FILE,
     INBOUND_KINDS,
     INBOUND_SCHEMA,
@@ -55,6 +58,17 @@ _DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 _ACK_STATES = frozenset(ACK_STATES)
 
 
+def _boot_id() -> str:
+    """What makes two monotonic readings comparable: the same boot of the same machine."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read(64).strip()
+    except OSError:
+        # No boot id (not Linux): the boot's wall-clock time, to 10 s. A clock step changes it,
+        # which only makes the heartbeat count as just seen (never as stale).
+        return f"booted-at-{round(time.time() - time.monotonic(), -1):.0f}"
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     """Host and agent views joined at one moment, for status() and sweep()."""
@@ -80,7 +94,8 @@ def _positive(name: str, value: object, *, integer: bool = False) -> float:
 class HostEnd:
     """Send to the agent, read its replies, watch its liveness and re-offer what it dropped.
 
-    ``stale_after``: seconds without a heartbeat after which the agent run counts as dead.
+    ``stale_after``: seconds, on this host's monotonic clock, that the heartbeat may stand
+    unchanged before the agent run counts as dead (docs/channel.md, "Clocks").
     ``max_tries``: offers of one message before sweep() marks it failed.
     ``backoff``/``max_backoff``: delay before re-offer n is ``backoff * 2**(n-1)``, capped.
     """
@@ -110,6 +125,7 @@ class HostEnd:
         self._in = ChannelDB(
             inbound,
             INBOUND_SCHEMA,
+            added=INBOUND_ADDED,
             synchronous=_DURABILITY[durability],
             busy_timeout=busy_timeout,
         )
@@ -120,6 +136,8 @@ class HostEnd:
         with self._in.own_read():  # creates and initialises inbound.db, or refuses it
             pass
         self._seen = 0  # highest agent seq seen: our next seq is above it (causal order)
+        self._boot = _boot_id()
+        self._beat: tuple[str, float] | None = None  # (heartbeat digest, monotonic first seen)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -228,12 +246,48 @@ class HostEnd:
 
     # -- liveness, status and sweep ------------------------------------------------------------
 
+    def _heartbeat_age(self, raw: bytes) -> float:
+        """How long, on this host's monotonic clock, the heartbeat has held these bytes.
+
+        Never the agent's clock against ours (docs/channel.md, "Clocks"): a beat changes the
+        bytes (a counter goes up), and a heartbeat stands still from when a host process first
+        saw its current bytes. Host processes share that moment through inbound.db, so a new
+        one (the CLI) goes on where the last left off; bytes no host process saw before count
+        as just seen, so a first look never condemns a run.
+        """
+        digest = hashlib.sha256(raw).hexdigest()
+        now = time.monotonic()
+        if self._beat is not None and self._beat[0] == digest:
+            return now - self._beat[1]
+        seen = now
+        with self._in.write() as conn:
+            rows: list[Any] = conn.execute(
+                "SELECT digest, boot, seen_at FROM heartbeat_seen WHERE id = 1"
+            ).fetchall()
+            earlier = rows[0] if rows else None
+            if (
+                earlier is not None
+                and (earlier[0], earlier[1]) == (digest, self._boot)
+                and isinstance(earlier[2], float)
+                and 0.0 <= earlier[2] <= now  # a reading from the future was not ours
+            ):
+                seen = earlier[2]
+            else:
+                conn.execute(
+                    "INSERT INTO heartbeat_seen(id, digest, boot, seen_at) VALUES (1, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET digest = excluded.digest, "
+                    "boot = excluded.boot, seen_at = excluded.seen_at",
+                    (digest, self._boot, now),
+                )
+        self._beat = (digest, seen)
+        return now - seen
+
     def _snapshot(self) -> _Snapshot:
-        now = time.time()
-        hb = read_heartbeat(self.folder)
+        raw = heartbeat_bytes(self.folder)
+        hb = parse_heartbeat(raw)
         alive, age, run_id, pid = False, None, None, None
-        if hb is not None:
-            age = max(0.0, now - float(hb["beat_at"]))  # clamp clock skew between host and VM
+        if raw is not None and hb is not None:
+            age = self._heartbeat_age(raw)
             alive = hb.get("stopped") is not True and age <= self.stale_after
             value = hb.get("run_id")
             run_id = value if isinstance(value, str) and len(value) <= MAX_RUN_ID_CHARS else None
@@ -375,12 +429,18 @@ class HostEnd:
                 else:
                     delay = min(self.backoff * 2 ** min(attempt - 1, 64), self.max_backoff)
                     # Compare-and-set on attempt: two host processes sweeping re-offer once.
+                    # offer_at is for people; the agent waits ``delay`` on its own clock.
                     conn.execute(
                         "UPDATE messages SET attempt = attempt + 1, offer_at = ? "
                         "WHERE seq = ? AND attempt = ? AND state = 'open'",
                         (now + delay, seq, attempt),
                     )
                     if conn.changes():
+                        conn.execute(
+                            "INSERT OR REPLACE INTO offer_delays(seq, attempt, delay) "
+                            "VALUES (?, ?, ?)",
+                            (seq, attempt + 1, delay),
+                        )
                         reoffered.append(seq)
         return SweepReport(snap.alive, tuple(reoffered), tuple(failed), len(settle))
 

@@ -26,6 +26,7 @@ MAX_RUN_ID_CHARS = 128
 # signed 64-bit integer (a peer's seq of 2^63-1 made every later send() raise OverflowError).
 MAX_SEQ = 2**62
 MAX_ATTEMPT = 2**31 - 1
+MAX_OFFER_DELAY = 7 * 86400.0  # seconds; a re-offer waits at most this long
 MAX_HEARTBEAT_BYTES = 4096  # the heartbeat is a small JSON object; more is not a heartbeat
 
 INBOUND_KINDS = frozenset({"message", "command", "event"})
@@ -46,6 +47,28 @@ INBOUND_SCHEMA = (
         error TEXT
     )""",
     "CREATE INDEX messages_open ON messages(seq) WHERE state = 'open'",
+)
+
+# Added to inbound.db by hosts of this version (an inbound.db made by an earlier one lacks them
+# until such a host opens it for writing; readers accept both).
+INBOUND_ADDED = (
+    # A re-offer's backoff, as a duration: the agent waits it out on its own monotonic clock
+    # from when it first sees that attempt (docs/channel.md, "Clocks").
+    """CREATE TABLE offer_delays(
+        seq INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        delay REAL NOT NULL,                  -- seconds
+        PRIMARY KEY (seq, attempt)
+    ) WITHOUT ROWID""",
+    # When a host process first saw the heartbeat's current content, on the host's monotonic
+    # clock (valid on that boot only): how long the heartbeat has stood still, whichever host
+    # process asks (the CLI's one-shot `status --sweep` included).
+    """CREATE TABLE heartbeat_seen(
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        digest TEXT NOT NULL,                 -- sha256 of the heartbeat file's bytes
+        boot TEXT NOT NULL,                   -- the host's boot id
+        seen_at REAL NOT NULL                 -- host CLOCK_MONOTONIC, seconds
+    )""",
 )
 
 OUTBOUND_SCHEMA = (

@@ -107,11 +107,24 @@ def test_heartbeat_of_a_previous_run_never_condemns_the_new_one(tmp_path: Path) 
     assert st.completed == 2 and st.failed == ()
 
 
-def test_old_stale_heartbeat_file_does_not_make_the_new_run_dead(tmp_path: Path) -> None:
+def test_old_heartbeat_file_stands_still_until_stale_and_a_new_run_is_alive_at_once(
+    tmp_path: Path,
+) -> None:
     folder = tmp_path / "chan"
     host = HostEnd(folder, stale_after=STALE_AFTER)
     write_heartbeat(folder, {"run_id": "yesterday", "pid": 1, "beat_at": time.time() - 86_400})
-    assert host.status().alive is False
+    # Its timestamp is the agent's clock, never compared with ours: on a first look it is
+    # just seen; it is dead once it has stood still for stale_after of the host's time.
+    first = time.monotonic()
+    st = host.status()
+    assert st.alive and st.heartbeat_age == 0.0
+    deadline = first + 60
+    while host.status().alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not host.status().alive
+    assert time.monotonic() - first >= STALE_AFTER  # never before it stood still that long
+    # Another HostEnd (the CLI) shares what the first saw: no new grace period.
+    assert HostEnd(folder, stale_after=STALE_AFTER).status().alive is False
     with AgentEnd(folder, heartbeat_every=BEAT) as agent:
         st = host.status()
         assert st.alive and st.run_id == agent.run_id
@@ -135,6 +148,7 @@ def test_dead_agent_is_detected_within_stale_after(tmp_path: Path) -> None:
     os.kill(p.pid, signal.SIGKILL)
     p.join(10)
     killed_at = time.time()
+    killed_mono = time.monotonic()  # the host has not looked yet: it first sees the last beat later
     hb = read_heartbeat(folder)
     assert hb is not None and hb["run_id"] == run_id
     last_beat = float(hb["beat_at"])
@@ -146,7 +160,7 @@ def test_dead_agent_is_detected_within_stale_after(tmp_path: Path) -> None:
         st = host.status()  # alive is judged from the heartbeat's age at that same reading
         assert st.heartbeat_age is not None
         assert st.alive == (st.heartbeat_age <= STALE_AFTER)
-        assert abs((time.time() - last_beat) - st.heartbeat_age) < 1.0
+        assert st.heartbeat_age <= time.monotonic() - killed_mono  # counted from the host's look
         time.sleep(0.02)
     assert reoffered_at is not None, "the dead agent's message was never re-offered"
     # Not before the heartbeat went stale; and within stale_after of the death (plus a
@@ -155,11 +169,14 @@ def test_dead_agent_is_detected_within_stale_after(tmp_path: Path) -> None:
     assert reoffered_at - killed_at <= STALE_AFTER + 1.5
     attempt, offer_at, state, created_at = inbound_row(folder, seq)
     assert (attempt, state) == (2, "open")
-    assert offer_at >= reoffered_at + backoff - 0.05  # backoff before the next offer
+    assert offer_at >= reoffered_at + backoff - 0.05  # for people: when the backoff ends
     assert abs(created_at - time.time()) < 60  # UTC epoch seconds whatever TZ says
     with AgentEnd(folder, heartbeat_every=BEAT) as agent:
+        # The backoff runs on the agent's clock from its first look at the re-offer.
+        looked = time.monotonic()
+        assert agent.receive() == []
         got = agent.receive(timeout=10)
-        assert time.time() >= offer_at
+        assert time.monotonic() - looked >= backoff
         assert [(m.seq, m.attempt) for m in got] == [(seq, 2)]
         agent.reply("recovered", in_reply_to=seq)
     assert host.status().completed == 1
