@@ -38,18 +38,19 @@ def reply_writer(folder: str, wid: int, seconds: float, out: Any) -> None:
     out.put((wid, seqs))
 
 
-def slow_agent(folder: str, hold: float, beat: float, out: Any) -> None:
-    """Claims one message, stays silent for ``hold`` seconds (a long tool call) while its
-    heartbeat thread runs, then replies."""
+def slow_agent(folder: str, stop: Any, beat: float, out: Any) -> None:
+    """Claims one message, stays silent (a long tool call, busy in Python: the GIL is contended,
+    yet its heartbeat thread beats) until ``stop`` is set (bounded: 10 minutes), then replies."""
     agent = AgentEnd(folder, heartbeat_every=beat)
     batch: list[Any] = []
     while not batch:
         batch = agent.receive(limit=1, timeout=5)
     out.put(("claimed", batch[0].seq, agent.run_id))
-    deadline = time.monotonic() + hold
+    deadline = time.monotonic() + 600
     x = 0
-    while time.monotonic() < deadline:  # busy in Python: the GIL is contended, yet beats go on
-        x += 1
+    while not stop.is_set() and time.monotonic() < deadline:
+        for _ in range(10_000):
+            x += 1
     agent.reply("done", in_reply_to=batch[0].seq)
     out.put(("replied", batch[0].seq, agent.run_id))
     agent.close()
