@@ -427,12 +427,12 @@ class AgentEnd:
             while not stop.wait(every):
                 try:
                     write_heartbeat(self.folder, self._record())
-                except OSError:
-                    continue  # the mount may blip; the next beat tries again
+                except (OSError, NotAChannel):
+                    continue  # the mount may blip, a name may be in the way: next beat retries
             # Stopped cleanly: tell the host now (only if the file still names this run).
             current = read_heartbeat(self.folder)
             if current is not None and current.get("run_id") == self.run_id:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, NotAChannel):
                     write_heartbeat(self.folder, self._record(stopped=True))
 
         self._beat_stop = stop

@@ -147,7 +147,9 @@ class Reply:
 @dataclass(frozen=True)
 class ChannelStatus:
     alive: bool
-    heartbeat_age: float | None  # seconds since the agent's last beat; None: never beat
+    # seconds the heartbeat has stood unchanged, on the host's monotonic clock, since a host
+    # process first saw it (docs/channel.md, "Clocks"); None: no heartbeat
+    heartbeat_age: float | None
     processing: tuple[int, ...]  # claimed by the current attempt, no outcome yet
     failed: tuple[int, ...]
     pending: int  # open, not claimed
