@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -170,19 +171,34 @@ def _schema_rows(statements: tuple[str, ...]) -> frozenset[tuple[Any, ...]]:
 
 
 class _Deadline:
-    """The time bound of a connection's current transaction, checked by a progress handler."""
+    """The time bound of a connection's current transaction, checked by a progress handler.
+
+    It starts once the transaction holds its lock (``_locked``): waiting for the lock is the
+    busy timeout's to bound, and a reader that waited out most of it behind busy writers (seen
+    in test_three_agent_side_writers_never_collide with CPU hogs) must still get its read.
+    """
 
     __slots__ = ("at", "limit")
 
     def __init__(self, limit: float) -> None:
         self.limit = limit
-        self.at = time.monotonic() + limit
+        self.at = math.inf
 
     def start(self) -> None:
         self.at = time.monotonic() + self.limit
 
+    def stop(self) -> None:
+        self.at = math.inf
+
     def passed(self) -> bool:
         return time.monotonic() > self.at
+
+
+def _locked(conn: apsw.Connection, deadline: _Deadline) -> None:
+    """Take the transaction's lock now (a read of the header's schema cookie), then start the
+    time bound."""
+    conn.execute("PRAGMA schema_version").fetchall()
+    deadline.start()
 
 
 def _harden(conn: apsw.Connection, deadline: _Deadline) -> None:
@@ -372,16 +388,18 @@ class ChannelDB:
             if lock is not None:
                 lock.release()
 
-    def _start(self) -> float:
+    def _deadline(self) -> _Deadline:
         deadline: _Deadline = self._local.deadline
-        deadline.start()
-        return deadline.limit
+        deadline.stop()
+        return deadline
 
     @contextmanager
     def _transaction(self, conn: apsw.Connection) -> Iterator[apsw.Connection]:
-        limit = self._start()
+        deadline = self._deadline()
+        limit = deadline.limit
         try:
             conn.execute("BEGIN IMMEDIATE")
+            _locked(conn, deadline)
             self.check_schema(conn)
         except apsw.Error as e:
             with suppress(apsw.Error):
@@ -412,9 +430,11 @@ class ChannelDB:
     def own_read(self) -> Iterator[apsw.Connection]:
         """A short read transaction on this side's own file through the writer connection."""
         conn = self._writer_conn()
-        limit = self._start()
+        deadline = self._deadline()
+        limit = deadline.limit
         try:
             conn.execute("BEGIN")
+            _locked(conn, deadline)
             self.check_schema(conn)
         except apsw.Error as e:
             with suppress(apsw.Error):
@@ -468,6 +488,7 @@ class ChannelDB:
                 conn.setbusytimeout(self._busy_ms)
                 conn.execute("BEGIN")
                 try:
+                    _locked(conn, bound)
                     self.check_schema(conn)
                     return fn(conn)
                 finally:
