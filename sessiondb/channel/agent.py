@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import threading
@@ -29,8 +30,15 @@ from .host import _DURABILITY
 from .protocol import (
     ACK_STATES,
     FORMAT_VERSION,
+    INBOUND_ADDED,
     INBOUND_FILE,
+    INBOUND_KINDS,
     INBOUND_SCHEMA,
+    MAX_ATTEMPT,
+    MAX_CONTENT_BYTES,
+    MAX_KEY_CHARS,
+    MAX_OFFER_DELAY,
+    MAX_RUN_ID_CHARS,
     OUTBOUND_FILE,
     OUTBOUND_KINDS,
     OUTBOUND_SCHEMA,
@@ -44,6 +52,11 @@ from .protocol import (
     check_limit,
     check_timeout,
     next_seq,
+    wire_choice,
+    wire_int,
+    wire_seq,
+    wire_text,
+    wire_time,
 )
 
 _SETTLING_KINDS = frozenset({"message", "error"})
@@ -68,8 +81,12 @@ class AgentEnd:
     ) -> None:
         if durability not in _DURABILITY:
             raise InvalidInput(f"durability must be 'normal' or 'full', got {durability!r}")
-        if run_id is not None and (not isinstance(run_id, str) or not 1 <= len(run_id) <= 128):
-            raise InvalidInput(f"run_id must be a str of 1-128 characters, got {run_id!r:.80}")
+        if run_id is not None and (
+            not isinstance(run_id, str) or not 1 <= len(run_id) <= MAX_RUN_ID_CHARS
+        ):
+            raise InvalidInput(
+                f"run_id must be a str of 1-{MAX_RUN_ID_CHARS} characters, got {run_id!r:.80}"
+            )
         self.folder = channel_folder(folder, create=False)
         inbound = self.folder / INBOUND_FILE
         if not check_header(inbound, header(inbound)):
@@ -77,7 +94,9 @@ class AgentEnd:
                 f"{self.folder} is not a channel folder (no initialised {INBOUND_FILE}) — "
                 "start the host end first"
             )
-        self._in = ChannelDB(inbound, INBOUND_SCHEMA, busy_timeout=busy_timeout)
+        self._in = ChannelDB(
+            inbound, INBOUND_SCHEMA, added=INBOUND_ADDED, busy_timeout=busy_timeout
+        )
         self._out = ChannelDB(
             self.folder / OUTBOUND_FILE,
             OUTBOUND_SCHEMA,
@@ -91,6 +110,9 @@ class AgentEnd:
         self._attempts: dict[int, int] = {}  # seq -> attempt, as last received
         self._floor = 0  # every inbound seq <= floor has an outcome (skip it when receiving)
         self._seen_in = 0  # highest inbound seq seen: our next seq is above it (causal order)
+        # (seq, attempt) of a delayed re-offer -> when this process first saw it (monotonic)
+        self._first_seen: dict[tuple[int, int], float] = {}
+        self._beats = itertools.count(1)  # every beat changes the heartbeat's bytes
         self._beat_stop: threading.Event | None = None
         self._beat_thread: threading.Thread | None = None
         if heartbeat_every is not None:
@@ -112,21 +134,45 @@ class AgentEnd:
         items: list[Inbound] = wait_until(lambda: self._fetch(lim, claim), [self._in.path], wait)
         return items
 
+    def _candidates(self, conn: apsw.Connection, floor: int) -> list[tuple[int, int, float]]:
+        """Open messages above ``floor``: (seq, attempt, delay), range-checked (the host side
+        wrote them). A host of an earlier version writes no delays."""
+        path = self._in.path
+        if "offer_delays" in self._in.present:
+            sql = (
+                "SELECT m.seq, m.attempt, d.delay FROM messages m LEFT JOIN offer_delays d "
+                "ON d.seq = m.seq AND d.attempt = m.attempt "
+                "WHERE m.state = 'open' AND m.seq > ? ORDER BY m.seq"
+            )
+        else:
+            sql = (
+                "SELECT seq, attempt, NULL FROM messages WHERE state = 'open' AND seq > ? "
+                "ORDER BY seq"
+            )
+        return [
+            (
+                wire_seq(path, "seq", r[0], even=True),
+                wire_int(path, "attempt", r[1], 1, MAX_ATTEMPT),
+                0.0 if r[2] is None else wire_time(path, "delay", r[2], high=MAX_OFFER_DELAY),
+            )
+            for r in conn.execute(sql, (floor,))
+        ]
+
     def _fetch(self, limit: int, claim: bool) -> tuple[list[Inbound], float | None]:
         floor = self._floor
-        candidates: list[Any] = (
-            self._in.read(
-                lambda c: c.execute(
-                    "SELECT seq, attempt, offer_at FROM messages WHERE state = 'open' AND seq > ? "
-                    "ORDER BY seq",
-                    (floor,),
-                ).fetchall()
-            )
-            or []
+        candidates: list[tuple[int, int, float]] = (
+            self._in.read(lambda c: self._candidates(c, floor)) or []
         )
         if not candidates:
+            self._first_seen.clear()
             return [], None
         now = time.time()
+        mono = time.monotonic()
+        # A re-offer's backoff runs on this side's monotonic clock from when this process first
+        # saw that attempt: never the host's timestamp against our clock (docs/channel.md).
+        live = {(seq, attempt) for seq, attempt, delay in candidates if delay > 0}
+        for gone in set(self._first_seen) - live:
+            del self._first_seen[gone]
         chosen: list[tuple[int, int]] = []
         wake_at: float | None = None
         ctx = self._out.write() if claim else self._out.own_read()
@@ -141,7 +187,7 @@ class AgentEnd:
                 else:
                     done.add(in_seq)
             prefix = True
-            for seq, attempt, offer_at in candidates:
+            for seq, attempt, delay in candidates:
                 if seq in done:
                     if prefix:
                         floor = seq
@@ -149,9 +195,11 @@ class AgentEnd:
                 prefix = False
                 if (seq, attempt) in claimed:
                     continue
-                if offer_at > now:
-                    wake_at = offer_at if wake_at is None else min(wake_at, offer_at)
-                    continue
+                if delay > 0:
+                    ready_at = self._first_seen.setdefault((seq, attempt), mono) + delay
+                    if ready_at > mono:
+                        wake_at = ready_at if wake_at is None else min(wake_at, ready_at)
+                        continue
                 chosen.append((seq, attempt))
                 if len(chosen) == limit:
                     break
@@ -177,7 +225,18 @@ class AgentEnd:
             )
             or []
         )
-        out = [Inbound(r[0], r[1], r[2], r[3], r[4], attempts[r[0]]) for r in rows]
+        path = self._in.path
+        out = [
+            Inbound(
+                seq=r[0],
+                kind=wire_choice(path, "kind", r[1], INBOUND_KINDS),
+                content=str(wire_text(path, "content", r[2], limit=MAX_CONTENT_BYTES)),
+                key=wire_text(path, "key", r[3], limit=MAX_KEY_CHARS, optional=True),
+                created_at=wire_time(path, "created_at", r[4]),
+                attempt=attempts[r[0]],
+            )
+            for r in rows
+        ]
         self._attempts.update(attempts)
         return out, wake_at
 
@@ -192,7 +251,7 @@ class AgentEnd:
         )
         if not rows:
             raise InvalidInput(f"{self._in.path}: no inbound message with seq {seq}")
-        return int(rows[0][0])
+        return wire_int(self._in.path, "attempt", rows[0][0], 1, MAX_ATTEMPT)
 
     # -- acks and replies ----------------------------------------------------------------------
 
@@ -320,7 +379,8 @@ class AgentEnd:
         now: float,
     ) -> int:
         # Allocated inside this write transaction: concurrent agent-side writers never collide.
-        top = int(conn.execute("SELECT max(seq) FROM replies").fetchall()[0][0] or 0)
+        highest = conn.execute("SELECT max(seq) FROM replies").fetchall()[0][0]
+        top = 0 if highest is None else wire_seq(self._out.path, "seq", highest, even=False)
         seq = next_seq(max(top, self._seen_in, in_reply_to or 0), even=False)
         conn.execute(
             "INSERT INTO replies(seq, in_reply_to, kind, content, key, final, created_at) "
@@ -338,7 +398,8 @@ class AgentEnd:
             "pid": os.getpid(),
             "host": hostname(),
             "started_at": self.started_at,
-            "beat_at": time.time(),
+            "beat_at": time.time(),  # for people: the host judges age by its own clock
+            "beat": next(self._beats),
             "stopped": stopped,
         }
 
@@ -366,12 +427,12 @@ class AgentEnd:
             while not stop.wait(every):
                 try:
                     write_heartbeat(self.folder, self._record())
-                except OSError:
-                    continue  # the mount may blip; the next beat tries again
+                except (OSError, NotAChannel):
+                    continue  # the mount may blip, a name may be in the way: next beat retries
             # Stopped cleanly: tell the host now (only if the file still names this run).
             current = read_heartbeat(self.folder)
             if current is not None and current.get("run_id") == self.run_id:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, NotAChannel):
                     write_heartbeat(self.folder, self._record(stopped=True))
 
         self._beat_stop = stop

@@ -9,15 +9,23 @@ Why these rules (each prevents a failure seen with SQLite on shared folders):
   pages across a VM mount, and a read-only connection never rolls back the peer's journal, which
   (with locks that may not cross the mount) could be a live transaction rather than a hot one.
 - Writes use BEGIN IMMEDIATE: a deferred transaction that upgrades gets SQLITE_BUSY at once.
-- Writers of one side first queue on an flock (``<db>.lock``): several agent-side processes
-  writing at once starved one another for > 10 s on SQLite's busy handler alone. All writers of
-  a file share one kernel (the host's or the container's), which is where flock works; where
-  the filesystem refuses flock, the busy handler is the fallback.
+- Writers of one side first queue on an flock: several agent-side processes writing at once
+  starved one another for > 10 s on SQLite's busy handler alone. All writers of a file share one
+  kernel (the host's or the container's), which is where flock works. The lock file lives in the
+  side's private runtime folder, not in the channel folder: there the other side could replace
+  it with a symlink or hold it for ever. Where flock is refused, the busy handler is the fallback.
+- The folder is hostile ground (docs/channel.md, "What each side trusts"): every file is opened
+  through guard.py (regular files only, no symlink, no FIFO); every connection runs with
+  triggers and views disabled, an untrusted schema, SQLite's defensive mode, a cap on value
+  sizes and a time bound, and checks that the tables it queries are the protocol's tables.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -29,14 +37,18 @@ from typing import Any
 import apsw
 
 from ..errors import InvalidInput, StoreBusy, UnsupportedStorage
-from ..host.paths import create_private_file, ensure_private_dir, open_private
-from ..sqlite.admission import AdmissionLock, lock_path_for
+from ..host.paths import ensure_private_dir, runtime_dir
+from ..sqlite.admission import AdmissionLock
 from ..sqlite.errors import translate
+from . import guard
 from .protocol import (
     APPLICATION_ID,
     FORMAT_VERSION,
     HEARTBEAT_FILE,
     INBOUND_FILE,
+    MAX_CONTENT_BYTES,
+    MAX_HEARTBEAT_BYTES,
+    ChannelError,
     NotAChannel,
 )
 
@@ -52,10 +64,16 @@ POLL_MAX = 0.025
 POLL_GROWTH = 1.5
 
 
+# A value read from a channel file is at most the content limit plus room for the row around it
+# (SQLITE_LIMIT_LENGTH bounds strings, blobs and rows): a larger one is refused, not allocated.
+_VALUE_LIMIT = MAX_CONTENT_BYTES + 64 * 1024
+_PROGRESS_STEPS = 1000
+
+
 def header(path: Path) -> bytes | None:
     """Up to the first 100 bytes of ``path`` (None if missing): a fresh open each time."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd, _ = guard.open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -87,6 +105,11 @@ def check_header(path: Path, h: bytes | None) -> bool:
     version = int.from_bytes(h[60:64], "big")
     if app_id == 0 and version == 0:
         return False
+    if h[18] != 1 or h[19] != 1:  # 2 = WAL, which a channel file never uses (see above)
+        raise NotAChannel(
+            f"{path} is not in rollback-journal mode (header bytes 18-19: {h[18]}, {h[19]}); "
+            "channel files never use WAL — start a new channel folder"
+        )
     if app_id != APPLICATION_ID:
         raise NotAChannel(
             f"{path} is an SQLite database but not a sessiondb channel file "
@@ -109,9 +132,19 @@ CORRUPT_HINT = (
 )
 
 
-def _translate(path: Path, e: apsw.Error, doing: str) -> Exception:
-    """Channel wording for the two errors that mean something else here; translate() for the
-    rest (a full disk is a full disk on a channel file too)."""
+def _translate(path: Path, e: apsw.Error, doing: str, limit: float = 0.0) -> Exception:
+    """Channel wording for the errors that mean something else here; translate() for the rest
+    (a full disk is a full disk on a channel file too)."""
+    if isinstance(e, apsw.InterruptError):  # the time bound below
+        return ChannelError(
+            f"{path}: {doing} took longer than {limit:g} s — the file holds far more than a "
+            "channel file should, or the disk has stalled"
+        )
+    if isinstance(e, apsw.TooBigError):  # writes are checked first: only a read gets here
+        return NotAChannel(
+            f"{path}: holds a value larger than the channel protocol allows "
+            f"({MAX_CONTENT_BYTES} bytes) — start a new channel folder"
+        )
     if isinstance(e, (apsw.BusyError, apsw.LockedError)):
         return StoreBusy(
             f"{path}: {doing} could not get the lock in time — another process of the same "
@@ -123,19 +156,91 @@ def _translate(path: Path, e: apsw.Error, doing: str) -> Exception:
     return translate(e, path, doing=doing, corrupt_hint=CORRUPT_HINT)
 
 
+@functools.lru_cache(maxsize=8)
+def _schema_rows(statements: tuple[str, ...]) -> frozenset[tuple[Any, ...]]:
+    """The sqlite_schema rows that ``statements`` make (as SQLite stores them)."""
+    conn = apsw.Connection(":memory:")
+    try:
+        for stmt in statements:
+            conn.execute(stmt)
+        return frozenset(
+            tuple(r) for r in conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_schema")
+        )
+    finally:
+        conn.close()
+
+
+class _Deadline:
+    """The time bound of a connection's current transaction, checked by a progress handler.
+
+    It starts once the transaction holds its lock (``_locked``): waiting for the lock is the
+    busy timeout's to bound, and a reader that waited out most of it behind busy writers (seen
+    in test_three_agent_side_writers_never_collide with CPU hogs) must still get its read.
+    """
+
+    __slots__ = ("at", "limit")
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.at = math.inf
+
+    def start(self) -> None:
+        self.at = time.monotonic() + self.limit
+
+    def stop(self) -> None:
+        self.at = math.inf
+
+    def passed(self) -> bool:
+        return time.monotonic() > self.at
+
+
+def _locked(conn: apsw.Connection, deadline: _Deadline) -> None:
+    """Take the transaction's lock now (a read of the header's schema cookie), then start the
+    time bound."""
+    conn.execute("PRAGMA schema_version").fetchall()
+    deadline.start()
+
+
+def _harden(conn: apsw.Connection, deadline: _Deadline) -> None:
+    """No trigger or view ever runs, functions in the schema are untrusted, the schema cannot be
+    written around SQLite, values are capped, and statements are time-bounded."""
+    conn.config(apsw.SQLITE_DBCONFIG_DEFENSIVE, 1)
+    conn.config(apsw.SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0)
+    conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 0)
+    conn.config(apsw.SQLITE_DBCONFIG_ENABLE_VIEW, 0)
+    conn.limit(apsw.SQLITE_LIMIT_LENGTH, _VALUE_LIMIT)
+    conn.set_progress_handler(deadline.passed, _PROGRESS_STEPS)
+
+
+def _queue_path(db: Path) -> Path:
+    """This side's private flock for the writers of ``db`` (see the module docstring)."""
+    real = os.path.realpath(db)
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return ensure_private_dir(runtime_dir() / "channel") / f"{digest}.lock"
+
+
 class ChannelDB:
-    """One of the two channel databases, seen from one side."""
+    """One of the two channel databases, seen from one side.
+
+    ``schema`` makes the file; ``added`` are tables a later version adds (created when this side
+    writes the file, accepted when missing). Any other object in the file is refused.
+    """
 
     def __init__(
         self,
         path: Path,
         schema: tuple[str, ...],
         *,
+        added: tuple[str, ...] = (),
         synchronous: str = "NORMAL",
         busy_timeout: float = 10.0,
     ) -> None:
         self.path = path
         self._schema = schema
+        self._added = added
+        self._required = _schema_rows(schema)
+        self._allowed = _schema_rows(schema + added)
+        self.present: frozenset[str] = frozenset()  # added tables seen at the last check
         self._synchronous = synchronous
         self._busy_ms = int(busy_timeout * 1000)
         self._busy_timeout = busy_timeout
@@ -156,29 +261,34 @@ class ChannelDB:
 
     def _open_writer(self) -> apsw.Connection:
         ready = check_header(self.path, header(self.path))
+        deadline = _Deadline(self._busy_timeout)
         try:
-            create_private_file(self.path)
             conn = apsw.Connection(
-                str(self.path), flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+                str(self.path),
+                flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE,
+                vfs=guard.vfs_name(),
             )
+            _harden(conn, deadline)
             conn.setbusytimeout(self._busy_ms)
             if not ready:
                 self._refuse_foreign(conn)  # before any pragma could change someone's file
             conn.execute("PRAGMA journal_mode=DELETE").fetchall()
             conn.execute(f"PRAGMA synchronous={self._synchronous}").fetchall()
-            if not ready:
-                # Queued like every write: a process opening while others write in the flock
-                # queue would otherwise starve on the busy handler (seen with 3 busy writers).
-                lock = self._admit()
-                try:
+            # Queued like every write: a process opening while others write in the flock
+            # queue would otherwise starve on the busy handler (seen with 3 busy writers).
+            lock = self._admit()
+            try:
+                if not ready:
                     self._init_schema(conn)
-                finally:
-                    if lock is not None:
-                        lock.release()
+                self._add_tables(conn)
+            finally:
+                if lock is not None:
+                    lock.release()
         except apsw.Error as e:
-            raise _translate(self.path, e, "opening for writing") from e
+            raise _translate(self.path, e, "opening for writing", deadline.limit) from e
         except OSError as e:
             raise NotAChannel(f"{self.path}: cannot be created ({e.strerror})") from e
+        self._local.deadline = deadline
         return conn
 
     def _refuse_foreign(self, conn: apsw.Connection) -> None:
@@ -218,6 +328,38 @@ class ChannelDB:
         # The header check before opening saw the file unlocked; re-check now it is initialised.
         check_header(self.path, header(self.path))
 
+    def _add_tables(self, conn: apsw.Connection) -> None:
+        """Create the ``added`` tables a file made by an earlier version lacks (the writer's
+        job: readers accept a file without them)."""
+        if not self._added:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.check_schema(conn)
+            for stmt in self._added:
+                name = next(r[1] for r in _schema_rows((stmt,)) if r[0] == "table")
+                if name not in self.present:
+                    conn.execute(stmt)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def check_schema(self, conn: apsw.Connection) -> None:
+        """Refuse a file whose schema is not the protocol's: a view or trigger, a table of
+        another shape under one of our names, anything extra (inside a transaction)."""
+        rows = frozenset(
+            tuple(r) for r in conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_schema")
+        )
+        if not self._required <= rows or not rows <= self._allowed:
+            odd = sorted(f"{r[0]} {r[1]}" for r in (rows - self._allowed) | (self._required - rows))
+            raise NotAChannel(
+                f"{self.path}: its schema is not the channel protocol's ({', '.join(odd)[:200]}) "
+                "— the file was changed by something other than sessiondb; stop both ends and "
+                "start a new channel folder"
+            )
+        self.present = frozenset(r[1] for r in rows - self._required if r[0] == "table")
+
     def _admit(self) -> AdmissionLock | None:
         """Wait in the kernel's queue for this file's writers; None when flock is unavailable."""
         if not self._queue:
@@ -225,7 +367,7 @@ class ChannelDB:
         lock: AdmissionLock | None = getattr(self._local, "lock", None)
         try:
             if lock is None or lock.pid != os.getpid():
-                lock = AdmissionLock(lock_path_for(self.path))
+                lock = AdmissionLock(_queue_path(self.path))
                 self._local.lock = lock
             if not lock.try_acquire():
                 lock.acquire()
@@ -246,18 +388,33 @@ class ChannelDB:
             if lock is not None:
                 lock.release()
 
+    def _deadline(self) -> _Deadline:
+        deadline: _Deadline = self._local.deadline
+        deadline.stop()
+        return deadline
+
     @contextmanager
     def _transaction(self, conn: apsw.Connection) -> Iterator[apsw.Connection]:
+        deadline = self._deadline()
+        limit = deadline.limit
         try:
             conn.execute("BEGIN IMMEDIATE")
+            _locked(conn, deadline)
+            self.check_schema(conn)
         except apsw.Error as e:
-            raise _translate(self.path, e, "starting a write") from e
+            with suppress(apsw.Error):
+                conn.execute("ROLLBACK")
+            raise _translate(self.path, e, "starting a write", limit) from e
+        except BaseException:
+            with suppress(apsw.Error):
+                conn.execute("ROLLBACK")
+            raise
         try:
             yield conn
         except apsw.Error as e:
             with suppress(apsw.Error):
                 conn.execute("ROLLBACK")
-            raise _translate(self.path, e, "writing") from e
+            raise _translate(self.path, e, "writing", limit) from e
         except BaseException:
             with suppress(apsw.Error):
                 conn.execute("ROLLBACK")
@@ -267,20 +424,30 @@ class ChannelDB:
         except apsw.Error as e:
             with suppress(apsw.Error):
                 conn.execute("ROLLBACK")
-            raise _translate(self.path, e, "committing") from e
+            raise _translate(self.path, e, "committing", limit) from e
 
     @contextmanager
     def own_read(self) -> Iterator[apsw.Connection]:
         """A short read transaction on this side's own file through the writer connection."""
         conn = self._writer_conn()
+        deadline = self._deadline()
+        limit = deadline.limit
         try:
             conn.execute("BEGIN")
+            _locked(conn, deadline)
+            self.check_schema(conn)
         except apsw.Error as e:
-            raise _translate(self.path, e, "starting a read") from e
+            with suppress(apsw.Error):
+                conn.execute("COMMIT")
+            raise _translate(self.path, e, "starting a read", limit) from e
+        except BaseException:
+            with suppress(apsw.Error):
+                conn.execute("COMMIT")
+            raise
         try:
             yield conn
         except apsw.Error as e:
-            raise _translate(self.path, e, "reading") from e
+            raise _translate(self.path, e, "reading", limit) from e
         finally:
             with suppress(apsw.Error):
                 conn.execute("COMMIT")
@@ -307,16 +474,22 @@ class ChannelDB:
         while True:
             if not check_header(self.path, header(self.path)):
                 return None
+            bound = _Deadline(self._busy_timeout)
             try:
-                conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+                conn = apsw.Connection(
+                    str(self.path), flags=apsw.SQLITE_OPEN_READONLY, vfs=guard.vfs_name()
+                )
             except apsw.CantOpenError:
                 return None
             except apsw.Error as e:
-                raise _translate(self.path, e, "opening for reading") from e
+                raise _translate(self.path, e, "opening for reading", bound.limit) from e
             try:
+                _harden(conn, bound)
                 conn.setbusytimeout(self._busy_ms)
                 conn.execute("BEGIN")
                 try:
+                    _locked(conn, bound)
+                    self.check_schema(conn)
                     return fn(conn)
                 finally:
                     conn.execute("COMMIT")
@@ -332,7 +505,7 @@ class ChannelDB:
                         path=str(self.path),
                     ) from e
             except apsw.Error as e:
-                raise _translate(self.path, e, "reading") from e
+                raise _translate(self.path, e, "reading", bound.limit) from e
             finally:
                 conn.close()
             time.sleep(delay)
@@ -346,9 +519,10 @@ def wait_until(
 ) -> list[Any]:
     """Call ``fetch`` until it returns items, a watched file commits, or ``timeout`` passes.
 
-    ``fetch`` returns (items, wake_at): ``wake_at`` is a wall-clock time at which items may
-    appear without any file changing (a backoff ending). Between fetches only the files'
-    change counters are probed, on an interval that grows from POLL_MIN to POLL_MAX.
+    ``fetch`` returns (items, wake_at): ``wake_at`` is a ``time.monotonic()`` reading at which
+    items may appear without any file changing (a backoff ending, judged by this side's clock).
+    Between fetches only the files' change counters are probed, on an interval that grows from
+    POLL_MIN to POLL_MAX.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -368,7 +542,7 @@ def wait_until(
                 interval = min(interval * POLL_GROWTH, POLL_MAX)
             if [data_version(p) for p in watched] != tokens:
                 break
-            if wake_at is not None and time.time() >= wake_at:
+            if wake_at is not None and time.monotonic() >= wake_at:
                 break
 
 
@@ -376,11 +550,14 @@ def wait_until(
 
 
 def write_heartbeat(folder: Path, record: dict[str, Any]) -> None:
-    """Replace the heartbeat file atomically (write a private temp file, then rename)."""
+    """Replace the heartbeat file atomically (write a private temp file, then rename; the
+    rename replaces whatever the name holds, a symlink included, without following it)."""
     path = folder / HEARTBEAT_FILE
     tmp = folder / f".{HEARTBEAT_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
     data = json.dumps(record, separators=(",", ":")).encode()
-    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    with suppress(FileNotFoundError):
+        os.unlink(tmp)  # a leftover of a crash; unlink never follows a symlink
+    fd, _ = guard.open_regular(tmp, os.O_WRONLY, create=True)
     try:
         os.write(fd, data)
     finally:
@@ -388,16 +565,31 @@ def write_heartbeat(folder: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read_heartbeat(folder: Path) -> dict[str, Any] | None:
-    """The heartbeat record, or None when there is none (or it cannot be parsed)."""
+def heartbeat_bytes(folder: Path) -> bytes | None:
+    """The heartbeat file's bytes; None when there is none or it is not a small regular file
+    (a FIFO, a symlink to /dev/zero, a huge file: all mean "no heartbeat")."""
     try:
-        raw = (folder / HEARTBEAT_FILE).read_bytes()
+        return guard.read_small(folder / HEARTBEAT_FILE, MAX_HEARTBEAT_BYTES)
+    except (OSError, NotAChannel):
+        return None
+
+
+def parse_heartbeat(raw: bytes | None) -> dict[str, Any] | None:
+    """The heartbeat record in ``raw``, or None when it is not one."""
+    if raw is None:
+        return None
+    try:
         record = json.loads(raw)
-    except (OSError, ValueError):
+    except ValueError:
         return None
     if not isinstance(record, dict) or not isinstance(record.get("beat_at"), (int, float)):
         return None
     return record
+
+
+def read_heartbeat(folder: Path) -> dict[str, Any] | None:
+    """The heartbeat record, or None when there is none (or it cannot be parsed)."""
+    return parse_heartbeat(heartbeat_bytes(folder))
 
 
 def channel_folder(folder: object, *, create: bool) -> Path:
@@ -417,4 +609,6 @@ def channel_folder(folder: object, *, create: bool) -> Path:
             ensure_private_dir(path)
         except OSError as e:
             raise NotAChannel(f"{path}: cannot create the channel folder ({e.strerror})") from e
-    return path
+    # Resolved once, here, where the path is still the caller's: inside the folder nothing is
+    # followed (guard.py), and SQLite gets names it need not resolve.
+    return Path(os.path.realpath(path))

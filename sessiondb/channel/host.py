@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -13,12 +14,27 @@ from typing import Any
 import apsw
 
 from ..errors import InvalidInput
-from .files import ChannelDB, channel_folder, check_header, header, read_heartbeat, wait_until
+from .files import (
+    ChannelDB,
+    channel_folder,
+    check_header,
+    header,
+    heartbeat_bytes,
+    parse_heartbeat,
+    wait_until,
+)
 from .protocol import (
+    ACK_STATES,
+    INBOUND_ADDED,
     INBOUND_FILE,
     INBOUND_KINDS,
     INBOUND_SCHEMA,
+    MAX_ATTEMPT,
+    MAX_CONTENT_BYTES,
+    MAX_KEY_CHARS,
+    MAX_RUN_ID_CHARS,
     OUTBOUND_FILE,
+    OUTBOUND_KINDS,
     OUTBOUND_SCHEMA,
     ChannelKeyConflict,
     ChannelStatus,
@@ -31,9 +47,26 @@ from .protocol import (
     check_limit,
     check_timeout,
     next_seq,
+    wire_choice,
+    wire_int,
+    wire_seq,
+    wire_text,
+    wire_time,
 )
 
 _DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+_ACK_STATES = frozenset(ACK_STATES)
+
+
+def _boot_id() -> str:
+    """What makes two monotonic readings comparable: the same boot of the same machine."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read(64).strip()
+    except OSError:
+        # No boot id (not Linux): the boot's wall-clock time, to 10 s. A clock step changes it,
+        # which only makes the heartbeat count as just seen (never as stale).
+        return f"booted-at-{round(time.time() - time.monotonic(), -1):.0f}"
 
 
 @dataclass(frozen=True)
@@ -61,7 +94,8 @@ def _positive(name: str, value: object, *, integer: bool = False) -> float:
 class HostEnd:
     """Send to the agent, read its replies, watch its liveness and re-offer what it dropped.
 
-    ``stale_after``: seconds without a heartbeat after which the agent run counts as dead.
+    ``stale_after``: seconds, on this host's monotonic clock, that the heartbeat may stand
+    unchanged before the agent run counts as dead (docs/channel.md, "Clocks").
     ``max_tries``: offers of one message before sweep() marks it failed.
     ``backoff``/``max_backoff``: delay before re-offer n is ``backoff * 2**(n-1)``, capped.
     """
@@ -91,6 +125,7 @@ class HostEnd:
         self._in = ChannelDB(
             inbound,
             INBOUND_SCHEMA,
+            added=INBOUND_ADDED,
             synchronous=_DURABILITY[durability],
             busy_timeout=busy_timeout,
         )
@@ -101,6 +136,8 @@ class HostEnd:
         with self._in.own_read():  # creates and initialises inbound.db, or refuses it
             pass
         self._seen = 0  # highest agent seq seen: our next seq is above it (causal order)
+        self._boot = _boot_id()
+        self._beat: tuple[str, float] | None = None  # (heartbeat digest, monotonic first seen)
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -136,9 +173,12 @@ class HostEnd:
     def _send(self, rows: list[tuple[str, str, str | None]]) -> list[int]:
         now = time.time()
         seqs: list[int] = []
+        path = self._in.path
         with self._in.write() as conn:
             highest: Any = conn.execute("SELECT max(seq) FROM messages").fetchall()[0][0]
-            top = max(int(highest or 0), self._seen)
+            top = max(
+                0 if highest is None else wire_seq(path, "seq", highest, even=True), self._seen
+            )
             for content, kind, key in rows:
                 if key is not None:
                     found: list[Any] = conn.execute(
@@ -146,8 +186,9 @@ class HostEnd:
                     ).fetchall()
                     if found:
                         seq, old_kind, old_content = found[0]
+                        seq = wire_seq(path, "seq", seq, even=True)
                         if (old_kind, old_content) != (kind, content):
-                            raise ChannelKeyConflict(str(self._in.path), key, seq)
+                            raise ChannelKeyConflict(str(path), key, seq)
                         seqs.append(seq)
                         continue
                 top = next_seq(top, even=True)
@@ -177,7 +218,7 @@ class HostEnd:
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, -1 if lim is None else lim),
             ).fetchall()
-            return [Reply(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+            return [self._reply(r) for r in rows]
 
         def fetch() -> tuple[list[Reply], float | None]:
             return self._out.read(query) or [], None
@@ -187,26 +228,85 @@ class HostEnd:
             self._seen = max(self._seen, items[-1].seq)
         return items
 
+    def _reply(self, r: Any) -> Reply:
+        """An outbound row, range-checked: the agent side wrote it (docs/channel.md)."""
+        p = self._out.path
+        in_reply_to = r[3]
+        return Reply(
+            seq=wire_seq(p, "reply seq", r[0], even=False),
+            kind=wire_choice(p, "reply kind", r[1], OUTBOUND_KINDS),
+            content=str(wire_text(p, "reply content", r[2], limit=MAX_CONTENT_BYTES)),
+            in_reply_to=None
+            if in_reply_to is None
+            else wire_seq(p, "in_reply_to", in_reply_to, even=True),
+            created_at=wire_time(p, "reply created_at", r[4]),
+            final=bool(wire_int(p, "reply final", r[5], 0, 1)),
+            key=wire_text(p, "reply key", r[6], limit=MAX_KEY_CHARS, optional=True),
+        )
+
     # -- liveness, status and sweep ------------------------------------------------------------
 
+    def _heartbeat_age(self, raw: bytes) -> float:
+        """How long, on this host's monotonic clock, the heartbeat has held these bytes.
+
+        Never the agent's clock against ours (docs/channel.md, "Clocks"): a beat changes the
+        bytes (a counter goes up), and a heartbeat stands still from when a host process first
+        saw its current bytes. Host processes share that moment through inbound.db, so a new
+        one (the CLI) goes on where the last left off; bytes no host process saw before count
+        as just seen, so a first look never condemns a run.
+        """
+        digest = hashlib.sha256(raw).hexdigest()
+        now = time.monotonic()
+        if self._beat is not None and self._beat[0] == digest:
+            return now - self._beat[1]
+        seen = now
+        with self._in.write() as conn:
+            rows: list[Any] = conn.execute(
+                "SELECT digest, boot, seen_at FROM heartbeat_seen WHERE id = 1"
+            ).fetchall()
+            earlier = rows[0] if rows else None
+            if (
+                earlier is not None
+                and (earlier[0], earlier[1]) == (digest, self._boot)
+                and isinstance(earlier[2], float)
+                and 0.0 <= earlier[2] <= now  # a reading from the future was not ours
+            ):
+                seen = earlier[2]
+            else:
+                conn.execute(
+                    "INSERT INTO heartbeat_seen(id, digest, boot, seen_at) VALUES (1, ?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET digest = excluded.digest, "
+                    "boot = excluded.boot, seen_at = excluded.seen_at",
+                    (digest, self._boot, now),
+                )
+        self._beat = (digest, seen)
+        return now - seen
+
     def _snapshot(self) -> _Snapshot:
-        now = time.time()
-        hb = read_heartbeat(self.folder)
+        raw = heartbeat_bytes(self.folder)
+        hb = parse_heartbeat(raw)
         alive, age, run_id, pid = False, None, None, None
-        if hb is not None:
-            age = max(0.0, now - float(hb["beat_at"]))  # clamp clock skew between host and VM
-            alive = not hb.get("stopped") and age <= self.stale_after
-            run_id = hb.get("run_id") if isinstance(hb.get("run_id"), str) else None
-            pid = hb.get("pid") if isinstance(hb.get("pid"), int) else None
+        if raw is not None and hb is not None:
+            age = self._heartbeat_age(raw)
+            alive = hb.get("stopped") is not True and age <= self.stale_after
+            value = hb.get("run_id")
+            run_id = value if isinstance(value, str) and len(value) <= MAX_RUN_ID_CHARS else None
+            value = hb.get("pid")
+            pid = value if type(value) is int and 0 < value < 2**31 else None
+        inbound = self._in.path
         with self._in.own_read() as conn:
             open_rows = [
-                (r[0], r[1])
+                (
+                    wire_seq(inbound, "seq", r[0], even=True),
+                    wire_int(inbound, "attempt", r[1], 1, MAX_ATTEMPT),
+                )
                 for r in conn.execute(
                     "SELECT seq, attempt FROM messages WHERE state = 'open' ORDER BY seq"
                 )
             ]
             host_failed = [
-                r[0] for r in conn.execute("SELECT seq FROM messages WHERE state = 'failed'")
+                wire_seq(inbound, "seq", r[0], even=True)
+                for r in conn.execute("SELECT seq FROM messages WHERE state = 'failed'")
             ]
             counted: Any = conn.execute(
                 "SELECT count(*) FROM messages WHERE state = 'completed'"
@@ -233,7 +333,13 @@ class HostEnd:
         acks, late = self._out.read(query) or ([], [])
         outcome: dict[int, tuple[str, str | None]] = {}
         claims: dict[tuple[int, int], str] = {}
-        for in_seq, attempt, state, ack_run, error in [*acks, *late]:
+        out = self._out.path
+        for row in [*acks, *late]:
+            in_seq = wire_seq(out, "ack in_seq", row[0], even=True)
+            attempt = wire_int(out, "ack attempt", row[1], 1, MAX_ATTEMPT)
+            state = wire_choice(out, "ack state", row[2], _ACK_STATES)
+            ack_run = str(wire_text(out, "ack run_id", row[3], limit=MAX_RUN_ID_CHARS))
+            error = wire_text(out, "ack error", row[4], limit=MAX_CONTENT_BYTES, optional=True)
             if state == "processing":
                 claims[(in_seq, attempt)] = ack_run
             else:
@@ -321,14 +427,20 @@ class HostEnd:
                     if conn.changes():
                         failed.append(seq)
                 else:
-                    delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff)
+                    delay = min(self.backoff * 2 ** min(attempt - 1, 64), self.max_backoff)
                     # Compare-and-set on attempt: two host processes sweeping re-offer once.
+                    # offer_at is for people; the agent waits ``delay`` on its own clock.
                     conn.execute(
                         "UPDATE messages SET attempt = attempt + 1, offer_at = ? "
                         "WHERE seq = ? AND attempt = ? AND state = 'open'",
                         (now + delay, seq, attempt),
                     )
                     if conn.changes():
+                        conn.execute(
+                            "INSERT OR REPLACE INTO offer_delays(seq, attempt, delay) "
+                            "VALUES (?, ?, ?)",
+                            (seq, attempt + 1, delay),
+                        )
                         reoffered.append(seq)
         return SweepReport(snap.alive, tuple(reoffered), tuple(failed), len(settle))
 

@@ -5,6 +5,7 @@ Everything both ends must agree on lives here, so that host.py and agent.py only
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import Error, InvalidInput, KeyConflict
@@ -20,6 +21,13 @@ FORMAT_VERSION = 1
 
 MAX_CONTENT_BYTES = 16 * 1024 * 1024
 MAX_KEY_CHARS = 256
+MAX_RUN_ID_CHARS = 128
+# Seqs stay below 2^62, so the next seq of either parity above any valid seq still fits SQLite's
+# signed 64-bit integer (a peer's seq of 2^63-1 made every later send() raise OverflowError).
+MAX_SEQ = 2**62
+MAX_ATTEMPT = 2**31 - 1
+MAX_OFFER_DELAY = 7 * 86400.0  # seconds; a re-offer waits at most this long
+MAX_HEARTBEAT_BYTES = 4096  # the heartbeat is a small JSON object; more is not a heartbeat
 
 INBOUND_KINDS = frozenset({"message", "command", "event"})
 OUTBOUND_KINDS = frozenset({"message", "progress", "event", "error"})
@@ -39,6 +47,28 @@ INBOUND_SCHEMA = (
         error TEXT
     )""",
     "CREATE INDEX messages_open ON messages(seq) WHERE state = 'open'",
+)
+
+# Added to inbound.db by hosts of this version (an inbound.db made by an earlier one lacks them
+# until such a host opens it for writing; readers accept both).
+INBOUND_ADDED = (
+    # A re-offer's backoff, as a duration: the agent waits it out on its own monotonic clock
+    # from when it first sees that attempt (docs/channel.md, "Clocks").
+    """CREATE TABLE offer_delays(
+        seq INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        delay REAL NOT NULL,                  -- seconds
+        PRIMARY KEY (seq, attempt)
+    ) WITHOUT ROWID""",
+    # When a host process first saw the heartbeat's current content, on the host's monotonic
+    # clock (valid on that boot only): how long the heartbeat has stood still, whichever host
+    # process asks (the CLI's one-shot `status --sweep` included).
+    """CREATE TABLE heartbeat_seen(
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        digest TEXT NOT NULL,                 -- sha256 of the heartbeat file's bytes
+        boot TEXT NOT NULL,                   -- the host's boot id
+        seen_at REAL NOT NULL                 -- host CLOCK_MONOTONIC, seconds
+    )""",
 )
 
 OUTBOUND_SCHEMA = (
@@ -117,7 +147,9 @@ class Reply:
 @dataclass(frozen=True)
 class ChannelStatus:
     alive: bool
-    heartbeat_age: float | None  # seconds since the agent's last beat; None: never beat
+    # seconds the heartbeat has stood unchanged, on the host's monotonic clock, since a host
+    # process first saw it (docs/channel.md, "Clocks"); None: no heartbeat
+    heartbeat_age: float | None
     processing: tuple[int, ...]  # claimed by the current attempt, no outcome yet
     failed: tuple[int, ...]
     pending: int  # open, not claimed
@@ -166,8 +198,8 @@ def check_key(key: object) -> str | None:
 
 
 def check_inbound_seq(seq: object) -> int:
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq <= 0 or seq % 2:
-        raise InvalidInput(f"inbound seq must be a positive even int, got {seq!r}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 < seq <= MAX_SEQ or seq % 2:
+        raise InvalidInput(f"inbound seq must be an even int in 2..2^62, got {seq!r:.40}")
     return seq
 
 
@@ -192,4 +224,67 @@ def next_seq(highest: int, *, even: bool) -> int:
     nxt = highest + 1
     if (nxt % 2 == 0) != even:
         nxt += 1
+    if nxt > MAX_SEQ:
+        raise ChannelError(
+            f"the channel's seqs are used up (next would be {nxt}, the limit is 2^62) — start "
+            "a new channel folder"
+        )
     return nxt
+
+
+# -- values read from the other side's file (or from one's own file, which the other side can
+# reach too): range-checked before use, a violation is a protocol error naming file and value.
+
+
+def _violation(path: object, what: str, value: object) -> NotAChannel:
+    return NotAChannel(
+        f"{path}: {what} {value!r:.60} breaks the channel protocol — the file was written by "
+        "something other than sessiondb; stop both ends and start a new channel folder"
+    )
+
+
+def wire_seq(path: object, what: str, value: object, *, even: bool | None) -> int:
+    """A seq (``even``: host side, False: agent side, None: either) in 1..2^62."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 0 < value <= MAX_SEQ
+        or (even is not None and (value % 2 == 0) != even)
+    ):
+        side = {True: "an even (host)", False: "an odd (agent)", None: "a"}[even]
+        raise _violation(path, f"{what} (expected {side} seq in 1..2^62)", value)
+    return value
+
+
+def wire_int(path: object, what: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _violation(path, f"{what} (expected an integer in {low}..{high})", value)
+    return value
+
+
+def wire_time(path: object, what: str, value: object, *, high: float = math.inf) -> float:
+    """A finite number (a timestamp for display, or a duration up to ``high``)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value > high
+    ):
+        raise _violation(path, f"{what} (expected a finite number)", value)
+    return float(value)
+
+
+def wire_text(
+    path: object, what: str, value: object, *, limit: int, optional: bool = False
+) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise _violation(path, f"{what} (expected text of at most {limit} characters)", value)
+    return value
+
+
+def wire_choice(path: object, what: str, value: object, allowed: frozenset[str]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise _violation(path, f"{what} (expected one of {', '.join(sorted(allowed))})", value)
+    return value

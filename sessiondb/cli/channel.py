@@ -100,7 +100,8 @@ def tail_cmd(folder: str, after: int, wait: float, follow: bool, as_json: bool) 
     type=float,
     default=30.0,
     show_default=True,
-    help="Heartbeat age (seconds) after which the agent counts as dead.",
+    help="Seconds (on this host's clock) the heartbeat may stand unchanged before the agent "
+    "counts as dead.",
 )
 @click.option("--sweep", is_flag=True, help="Also re-offer or fail messages of a dead agent.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -112,7 +113,7 @@ def status_cmd(folder: str, stale_after: float, sweep: bool, as_json: bool) -> N
     if as_json:
         emit_json({"status": st, "sweep": report} if sweep else st)
         return
-    age = "never" if st.heartbeat_age is None else f"{st.heartbeat_age:.1f}s ago"
+    age = "none" if st.heartbeat_age is None else f"unchanged for {st.heartbeat_age:.1f}s"
     console.print(f"agent: {'alive' if st.alive else 'NOT alive'} (heartbeat {age})", markup=False)
     if st.run_id is not None:
         console.print(f"run: {st.run_id} (pid {st.pid})", markup=False)

@@ -156,7 +156,7 @@ def test_sweep_reoffers_with_backoff_then_fails_after_max_tries(folder: Path) ->
         agent = AgentEnd(folder, run_id=f"run{n}")
         agent.heartbeat()  # this run is now current: the previous run's claim is abandoned
         got: list[object] = []
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while not got and time.monotonic() < deadline:
             host.sweep()
             got = agent.receive(timeout=0.2)  # type: ignore[assignment]
@@ -181,8 +181,7 @@ def test_completion_by_a_replaced_run_still_counts_once(folder: Path) -> None:
     new = AgentEnd(folder, run_id="new")
     new.heartbeat()
     assert host.sweep().reoffered == (seq,)
-    time.sleep(0.02)
-    (m,) = new.receive()
+    (m,) = new.receive(timeout=30)  # the backoff runs on the agent's clock from its first look
     assert m.attempt == 2
     first = old.reply("late answer", in_reply_to=seq)  # the old run was only slow
     assert new.reply("second answer", in_reply_to=seq) == first
