@@ -369,11 +369,19 @@ class ChannelDB:
             if lock is None or lock.pid != os.getpid():
                 lock = AdmissionLock(_queue_path(self.path))
                 self._local.lock = lock
-            if not lock.try_acquire():
-                lock.acquire()
+            got = lock.acquire(self._busy_timeout)
         except OSError:
             self._queue = False
             return None
+        if not got:
+            # A writer of this side frozen inside its transaction: wait no longer than
+            # busy_timeout (sessiondb/host/flock.py); the next write queues on a new handle.
+            self._local.lock = None
+            raise StoreBusy(
+                f"{self.path}: waited {self._busy_timeout:.0f} s for another writer of this side "
+                "of the channel (stopped or traced?) — retry later",
+                path=str(self.path),
+            )
         return lock
 
     @contextmanager
