@@ -27,7 +27,7 @@ def _die() -> None:
 
 
 def repair_and_die(db: str, point: str) -> None:
-    from sessiondb.sqlite.doctor import repair, salvage
+    from sessiondb.sqlite.doctor import repair, salvage, workfiles
 
     real_replace, real_unlink = os.replace, os.unlink
 
@@ -66,12 +66,12 @@ def repair_and_die(db: str, point: str) -> None:
             _die()
         return real_verify(*args, **kw)
 
-    real_copy = repair._copy
+    real_copy = workfiles.copy
     real_salvage = salvage.Salvage.from_copy.__func__  # type: ignore[attr-defined]
     real_verify = repair._verify
     os.replace = replace  # type: ignore[assignment]
     os.unlink = unlink  # type: ignore[assignment]
-    repair._copy = copy  # type: ignore[assignment]
+    workfiles.copy = copy  # type: ignore[assignment]
     repair._verify = verify_then  # type: ignore[assignment]
     salvage.Salvage.from_copy = classmethod(  # type: ignore[method-assign,assignment]
         lambda cls, copy_path: salvage_then(cls, copy_path)

@@ -22,10 +22,9 @@ from .files import (
     channel_folder,
     check_header,
     header,
-    read_heartbeat,
     wait_until,
-    write_heartbeat,
 )
+from .heartbeat import read_heartbeat, write_heartbeat
 from .host import _DURABILITY
 from .protocol import (
     ACK_STATES,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import os
 import threading
@@ -44,10 +43,8 @@ from . import guard
 from .protocol import (
     APPLICATION_ID,
     FORMAT_VERSION,
-    HEARTBEAT_FILE,
     INBOUND_FILE,
     MAX_CONTENT_BYTES,
-    MAX_HEARTBEAT_BYTES,
     ChannelError,
     NotAChannel,
 )
@@ -552,52 +549,6 @@ def wait_until(
                 break
             if wake_at is not None and time.monotonic() >= wake_at:
                 break
-
-
-# -- heartbeat ---------------------------------------------------------------------------------
-
-
-def write_heartbeat(folder: Path, record: dict[str, Any]) -> None:
-    """Replace the heartbeat file atomically (write a private temp file, then rename; the
-    rename replaces whatever the name holds, a symlink included, without following it)."""
-    path = folder / HEARTBEAT_FILE
-    tmp = folder / f".{HEARTBEAT_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
-    data = json.dumps(record, separators=(",", ":")).encode()
-    with suppress(FileNotFoundError):
-        os.unlink(tmp)  # a leftover of a crash; unlink never follows a symlink
-    fd, _ = guard.open_regular(tmp, os.O_WRONLY, create=True)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def heartbeat_bytes(folder: Path) -> bytes | None:
-    """The heartbeat file's bytes; None when there is none or it is not a small regular file
-    (a FIFO, a symlink to /dev/zero, a huge file: all mean "no heartbeat")."""
-    try:
-        return guard.read_small(folder / HEARTBEAT_FILE, MAX_HEARTBEAT_BYTES)
-    except (OSError, NotAChannel):
-        return None
-
-
-def parse_heartbeat(raw: bytes | None) -> dict[str, Any] | None:
-    """The heartbeat record in ``raw``, or None when it is not one."""
-    if raw is None:
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("beat_at"), (int, float)):
-        return None
-    return record
-
-
-def read_heartbeat(folder: Path) -> dict[str, Any] | None:
-    """The heartbeat record, or None when there is none (or it cannot be parsed)."""
-    return parse_heartbeat(heartbeat_bytes(folder))
 
 
 def channel_folder(folder: object, *, create: bool) -> Path:

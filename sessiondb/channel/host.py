@@ -19,10 +19,9 @@ from .files import (
     channel_folder,
     check_header,
     header,
-    heartbeat_bytes,
-    parse_heartbeat,
     wait_until,
 )
+from .heartbeat import heartbeat_bytes, parse_heartbeat
 from .protocol import (
     ACK_STATES,
     INBOUND_ADDED,

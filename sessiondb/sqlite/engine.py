@@ -15,7 +15,7 @@ The rules this module carries (docs/design.md, "Concurrency rules", numbered the
 * A failure to open caches nothing, so the next call simply tries again (rule 10).
 * A thread's connection is closed once the thread has ended (swept when another one opens), so a
   thread-per-request server does not run out of file descriptors.
-* ``fork()`` waits until no thread of this process is inside a transaction (``_ForkGate``): a
+* ``fork()`` waits until no thread of this process is inside a transaction (forkgate.py): a
   child that inherited a connection in the middle of one could never write, since SQLite's
   in-process lock bookkeeping would keep the inherited (abandoned) connection's locks held.
 * A read-only engine opens the file with SQLITE_OPEN_READONLY: it never creates the file or its
@@ -48,7 +48,9 @@ from ..host.paths import ensure_private_dir
 from ..host.procinfo import command_line, process_state
 from . import bootcheck, fsdetect, locks, rank
 from .admission import AdmissionLock, lock_path_for
+from .checkpointer import CHECKPOINT_INTERVAL, Checkpointer
 from .errors import translate
+from .forkgate import FORK_GATE
 
 Durability = Literal["normal", "full"]
 JOURNAL_MODES = ("auto", "wal", "delete", "truncate", "persist")
@@ -64,7 +66,6 @@ CHECKPOINT_PAGES = 1000
 CHECKPOINT_FORCE_PAGES = 4000
 FORCE_WAIT_MS = 200
 CHECKPOINT_RETRY_PAGES = 200
-CHECKPOINT_INTERVAL = 0.01
 # Size the WAL file is truncated to when SQLite resets it, so a burst does not leave it huge.
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
 
@@ -95,53 +96,6 @@ class _Slot:
 
 class _Local(threading.local):
     slot: _Slot | None = None
-
-
-class _ForkGate:
-    """Transactions of this process (any engine) against ``fork()``: a fork waits — up to
-    FORK_WAIT seconds — until no thread is inside one, and none starts until it is done."""
-
-    FORK_WAIT = 60.0
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._active = 0
-        self._forking = False
-
-    def enter(self) -> None:
-        with self._cond:
-            while self._forking:
-                self._cond.wait()
-            self._active += 1
-
-    def leave(self) -> None:
-        with self._cond:
-            self._active -= 1
-            if self._active == 0 and self._forking:
-                self._cond.notify_all()
-
-    def before_fork(self) -> None:
-        self._cond.acquire()
-        self._forking = True
-        deadline = time.monotonic() + self.FORK_WAIT
-        while self._active and time.monotonic() < deadline:
-            self._cond.wait(deadline - time.monotonic())
-
-    def after_fork_in_parent(self) -> None:
-        self._forking = False
-        self._cond.notify_all()
-        self._cond.release()
-
-    def after_fork_in_child(self) -> None:
-        self.__init__()  # type: ignore[misc]  # the other threads did not come along
-
-
-_FORK_GATE = _ForkGate()
-os.register_at_fork(
-    before=_FORK_GATE.before_fork,
-    after_in_parent=_FORK_GATE.after_fork_in_parent,
-    after_in_child=_FORK_GATE.after_fork_in_child,
-)
 
 
 class Engine:
@@ -182,7 +136,7 @@ class Engine:
         self._registry_lock = threading.Lock()
         self._slots: list[_Slot] = []
         self._closed = False
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: Checkpointer | None = None
         self._wal_pages = 0
         self._next_wake = 0.0
         self._force_at = CHECKPOINT_FORCE_PAGES
@@ -381,7 +335,7 @@ class Engine:
         be consumed lazily after it ends.
         """
         conn = self.connection()
-        _FORK_GATE.enter()
+        FORK_GATE.enter()
         try:
             conn.execute("BEGIN")
             try:
@@ -392,7 +346,7 @@ class Engine:
         except apsw.Error as e:
             raise translate(e, self.path) from e
         finally:
-            _FORK_GATE.leave()
+            FORK_GATE.leave()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[apsw.Connection]:
@@ -412,7 +366,7 @@ class Engine:
             slot.lock = AdmissionLock(self.lock_path)
             raise self._busy(start, None)
         queued = lock is not None
-        _FORK_GATE.enter()
+        FORK_GATE.enter()
         try:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -458,7 +412,7 @@ class Engine:
         except apsw.Error as e:
             raise translate(e, self.path) from e
         finally:
-            _FORK_GATE.leave()
+            FORK_GATE.leave()
             if queued:
                 assert lock is not None
                 lock.release()
@@ -524,7 +478,7 @@ class Engine:
     def _checkpoint_soon(self) -> None:
         cp = self._checkpointer
         if cp is None or cp.pid != os.getpid():
-            cp = self._checkpointer = _Checkpointer(self)
+            cp = self._checkpointer = Checkpointer(self)
         cp.wake()
 
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int]:
@@ -569,56 +523,6 @@ class Engine:
         for slot in mine:
             slot.close()
         self._local = _Local()
-
-
-class _Checkpointer:
-    """A per-process daemon thread that runs PASSIVE checkpoints when a commit asks for one."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.pid = os.getpid()
-        self._engine = engine
-        self._event = threading.Event()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="sessiondb-checkpoint", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._event.set()
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._event.set()
-
-    def _run(self) -> None:
-        conn: apsw.Connection | None = None
-        try:
-            while True:
-                self._event.wait()
-                self._event.clear()
-                if self._stopped:
-                    return
-                try:
-                    if conn is None:
-                        conn = apsw.Connection(str(self._engine.path))
-                        # Never wait: another process's checkpoint in progress is as good as ours.
-                        conn.set_busy_timeout(0)
-                        # A connection learns the file is in WAL mode only when it first reads
-                        # it; until then wal_checkpoint silently does nothing (returns -1, -1).
-                        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
-                    conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-                except apsw.BusyError:
-                    pass
-                except apsw.Error as e:
-                    warnings.warn(
-                        f"sessiondb: checkpoint of {self._engine.path} failed: {e}", stacklevel=1
-                    )
-                # At most one pass per interval, so that a writer finishing a forced checkpoint
-                # rarely finds this one holding the checkpoint lock.
-                time.sleep(CHECKPOINT_INTERVAL)
-        finally:
-            if conn is not None:
-                with contextlib.suppress(apsw.Error):
-                    conn.close()
 
 
 def _read_only_filesystem(path: Path) -> bool:

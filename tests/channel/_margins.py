@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from sessiondb.channel.files import heartbeat_bytes
+from sessiondb.channel.heartbeat import heartbeat_bytes
 
 WAIT = 60.0  # bound of every wait for an event
 

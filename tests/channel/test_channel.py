@@ -14,7 +14,7 @@ import pytest
 
 from sessiondb import KeyConflict
 from sessiondb.channel import AgentEnd, ChannelKeyConflict, HostEnd
-from sessiondb.channel.files import write_heartbeat
+from sessiondb.channel.heartbeat import write_heartbeat
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import apsw
 import pytest
 
 from sessiondb.channel import AgentEnd, HostEnd, NotAChannel
-from sessiondb.channel.files import write_heartbeat
+from sessiondb.channel.heartbeat import write_heartbeat
 
 HANG = 60.0  # what "did not return" means here: these calls take milliseconds
 

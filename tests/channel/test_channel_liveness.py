@@ -23,7 +23,7 @@ import apsw
 import pytest
 
 from sessiondb.channel import AgentEnd, HostEnd
-from sessiondb.channel.files import read_heartbeat, write_heartbeat
+from sessiondb.channel.heartbeat import read_heartbeat, write_heartbeat
 from tests import _workers_channel as w
 from tests.channel._margins import WAIT, margin
 

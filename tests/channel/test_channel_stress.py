@@ -14,7 +14,7 @@ import apsw
 import pytest
 
 from sessiondb.channel import HostEnd
-from sessiondb.channel.files import read_heartbeat
+from sessiondb.channel.heartbeat import read_heartbeat
 from tests import _workers_channel as w
 
 SPAWN = mp.get_context("spawn")

@@ -35,10 +35,8 @@ an interrupted repair (``.<db>.repair-*``) are removed by the next one.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import fcntl
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -53,14 +51,13 @@ from .. import fsdetect, fts, fts_v3, locks, schema
 from ..admission import lock_path_for
 from ..bootcheck import MAGIC, boot_check
 from ..errors import translate
+from . import workfiles
 from .checks import channel_file, diagnose, fts_tables, read_prefix
 from .pagescan import write_wal_image
 from .salvage import MESSAGE_COLS, SESSION_COLS, Salvage
 from .untrusted import open_untrusted, shown
 
 BATCH = 1000  # rows per write transaction into the fresh store (docs/design.md rule 5)
-COPY_CHUNK = 1 << 20
-_SIDE = ("-wal", "-journal")  # companions that may hold committed data
 
 
 class _SwapUnfinished(Error):
@@ -123,35 +120,15 @@ def repair(path: str | os.PathLike[str], *, mountinfo: str | None = None) -> Rep
             raise InvalidInput(f"{given} is not a regular file: give the database file's path")
         _refuse_foreign(db)
         with _exclusive(db):
-            cleaned = _clean_leftovers(db)
+            cleaned = workfiles.clean_leftovers(db)
             result = _rebuild(db) if needs_rebuild(db) else _maintain(db, mountinfo)
     except OSError as e:
-        raise _os_error(db, e, "repair it") from e
+        raise workfiles.os_error(db, e, "repair it") from e
     except apsw.Error as e:
         raise translate(e, db, doing="repair") from e
     if cleaned:
         return dataclasses.replace(result, actions=(cleaned, *result.actions))
     return result
-
-
-def _os_error(db: Path, e: OSError, doing: str) -> Error:
-    """An OSError of the repair as a sessiondb error: which file, what happened, what to do."""
-    where = e.filename or db
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return Error(
-            f"{db}: the disk is full: could not {doing} ({where}: {e.strerror}) — the database "
-            f"was not changed; free space in {db.parent} (a repair needs about four times the "
-            "database's size) and run the repair again"
-        )
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return Error(
-            f"{db}: could not {doing} ({where}: {e.strerror}) — the database was not changed; "
-            f"the repair writes next to the database: check that {db.parent} is writable by you"
-        )
-    return Error(
-        f"{db}: could not {doing} ({where}: {e.strerror or e}) — the database was not changed; "
-        "run `sessiondb doctor` to see its state"
-    )
 
 
 # -- what may be repaired -----------------------------------------------------------------------
@@ -201,47 +178,6 @@ def _refuse_foreign(db: Path) -> None:
             "a repair by this version would drop what it does not know — upgrade sessiondb "
             "(pip install -U sessiondb) and repair with that"
         )
-
-
-def _remove_work_files(folder: Path, prefix: str) -> tuple[int, int]:
-    """Remove the regular files (or symlinks, never followed) in ``folder`` whose names start
-    with ``prefix``; return how many and their bytes."""
-    removed, size = 0, 0
-    with os.scandir(folder) as entries:
-        names = [
-            e.name
-            for e in entries
-            if e.name.startswith(prefix) and (e.is_symlink() or e.is_file(follow_symlinks=False))
-        ]
-    for name in names:
-        p = folder / name
-        with suppress(FileNotFoundError):
-            size += p.lstat().st_size
-            p.unlink()
-            removed += 1
-    return removed, size
-
-
-def _clean_leftovers(db: Path) -> str | None:
-    """Remove what an interrupted repair left (scratch and new files, temporary copies, a
-    backup's WAL whose main copy was never completed); say so."""
-    removed, size = _remove_work_files(db.parent, f".{db.name}.repair-")
-    backup = f"{db.name}.corrupt-"
-    with os.scandir(db.parent) as entries:
-        present = {e.name for e in entries}
-    for name in sorted(present):
-        if not (name.startswith(backup) and name.endswith(_SIDE)):
-            continue
-        main = name.removesuffix("-wal").removesuffix("-journal")
-        p = db.parent / name
-        if main not in present and not p.is_dir():  # a backup's companion whose main copy
-            with suppress(FileNotFoundError):  # never completed
-                size += p.lstat().st_size
-                p.unlink()
-                removed += 1
-    if not removed:
-        return None
-    return f"removed {removed} file(s) left by an interrupted repair ({_mib(size)})"
 
 
 # -- maintenance of a sound store ---------------------------------------------------------------
@@ -351,104 +287,18 @@ def _finish_backfills(conn: apsw.Connection) -> list[str]:
 # -- rebuild of a damaged store -----------------------------------------------------------------
 
 
-def _stamp() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
-def _free_name(folder: Path, base: str) -> Path:
-    candidate, n = folder / base, 1
-    while any(Path(f"{candidate}{s}").exists() for s in ("", *_SIDE)):
-        candidate, n = folder / f"{base}-{n}", n + 1
-    return candidate
-
-
-def _side_files(db: Path) -> list[tuple[str, Path]]:
-    """The damaged file's companions worth keeping: committed data may live in them."""
-    found = []
-    for suffix in _SIDE:
-        p = Path(f"{db}{suffix}")
-        with suppress(OSError):
-            if p.lstat().st_size > 0:
-                found.append((suffix, p))
-    return found
-
-
-def _copy(src: Path, dest: Path) -> None:
-    """Copy ``src`` into a new 0600 file ``dest`` (never overwriting, never through a symlink),
-    fsynced. The source is read through SQLite's VFS, never a plain ``open()``: closing that
-    would drop the POSIX locks of this process's own connections (docs/design.md rule 2)."""
-    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_MAIN_DB | apsw.SQLITE_OPEN_NOFOLLOW
-    if src.is_symlink():
-        raise InvalidInput(f"{src} is a symbolic link: repair does not follow it")
-    f = apsw.VFSFile("", str(src), [flags, 0])
-    try:
-        fd = open_private(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        try:
-            size, offset = f.xFileSize(), 0
-            while offset < size:
-                chunk = f.xRead(min(COPY_CHUNK, size - offset), offset)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-                offset += len(chunk)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    finally:
-        f.xClose()
-
-
-def _check_space(db: Path) -> None:
-    """Refuse before writing anything when the folder cannot hold what a rebuild writes: the
-    backup and the scratch copy of the file and its companions, the new file and its WAL image
-    (each at most the size of the damaged file's content). Copying first and failing on a full
-    disk would fill the disk for every other process meanwhile — a sparse file claiming a
-    terabyte would take all of it (tests/sqlite/test_repair_faults.py::
-    test_not_enough_space_is_refused_before_anything_is_written)."""
-    size = sum(p.lstat().st_size for _, p in (*_side_files(db), ("", db)))
-    need = 4 * size
-    st = os.statvfs(db.parent)
-    free = st.f_bavail * st.f_frsize
-    if free < need:
-        raise Error(
-            f"{db}: not enough free space to repair it: a repair writes about {_mib(need)} "
-            f"(four times the database and its WAL/journal), and {db.parent} has {_mib(free)} "
-            "free — free space there (or copy the files to a larger disk and repair the copy) "
-            "and run the repair again; the database was not changed"
-        )
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
-
-
-def _backup(db: Path, work: str, stamp: str) -> Path:
-    """The byte-for-byte copy of the damaged file and its companions, each complete under its
-    final name: written under a temporary name, fsynced, renamed (companions first, so that a
-    backup named like a good one always has them)."""
-    backup = _free_name(db.parent, f"{db.name}.corrupt-{stamp}")
-    sources = [*_side_files(db), ("", db)]
-    copies = [(Path(f"{work}.backup{s}"), Path(f"{backup}{s}"), p) for s, p in sources]
-    for tmp, _, src in copies:
-        _copy(src, tmp)
-    for tmp, final, _ in copies:
-        os.rename(tmp, final)
-    _fsync_dir(db.parent)
-    return backup
-
-
 def _rebuild(db: Path) -> RepairResult:
-    stamp = _stamp()
-    work = str(_free_name(db.parent, f".{db.name}.repair-{stamp}"))
+    stamp = workfiles.stamp()
+    work = str(workfiles.free_name(db.parent, f".{db.name}.repair-{stamp}"))
     scratch, new = Path(f"{work}.scratch"), Path(f"{work}.new")
     step = "copy the damaged file aside"
     try:
-        _check_space(db)
-        backup = _backup(db, work, stamp)
+        workfiles.check_space(db)
+        backup = workfiles.backup(db, work, stamp)
         step = "make a scratch copy to salvage from"
-        _copy(db, scratch)
-        for suffix, p in _side_files(db):
-            _copy(p, Path(f"{scratch}{suffix}"))
+        workfiles.copy(db, scratch)
+        for suffix, p in workfiles.side_files(db):
+            workfiles.copy(p, Path(f"{scratch}{suffix}"))
         step = "salvage its sessions and messages"
         salvage = Salvage.from_copy(scratch)
         if salvage.foreign_tables:
@@ -472,7 +322,7 @@ def _rebuild(db: Path) -> RepairResult:
         step = "swap the new file in"
         _swap_in(db, new, Path(f"{work}.wal"), backup)
     except OSError as e:
-        raise _os_error(db, e, step) from e
+        raise workfiles.os_error(db, e, step) from e
     except (Error, apsw.Error) as e:
         ours = isinstance(e, (InvalidInput, _SwapUnfinished))
         if ours or (isinstance(e, CorruptDatabase) and e.path == str(db)):
@@ -482,7 +332,7 @@ def _rebuild(db: Path) -> RepairResult:
             f"{db}: the repair could not {step}: {why} — the database was not changed"
         ) from e
     finally:
-        _remove_work_files(db.parent, Path(work).name)
+        workfiles.remove_work_files(db.parent, Path(work).name)
     readable = salvage.floor_count
     actions = (
         f"copied the damaged file to {backup}",
@@ -507,14 +357,6 @@ def _rebuild(db: Path) -> RepairResult:
         messages_readable_before=readable,
         notes=tuple(salvage.notes),
     )
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_fresh(new: Path, salvage: Salvage) -> tuple[int, int]:
@@ -620,15 +462,15 @@ def _swap_in(db: Path, new: Path, wal_tmp: Path, backup: Path) -> None:
         os.unlink(f"{db}-shm")
     os.replace(wal_tmp, f"{db}-wal")  # the commit point: from here on the file reads as `new`
     try:
-        _fsync_dir(db.parent)
+        workfiles.fsync_dir(db.parent)
         with suppress(FileNotFoundError):
             os.unlink(f"{db}-journal")  # a hot journal of the old file; it is backed up
         os.replace(new, db)
-        _fsync_dir(db.parent)
+        workfiles.fsync_dir(db.parent)
         for suffix in ("-wal", "-shm"):  # the WAL holds exactly the new main file's pages
             with suppress(FileNotFoundError):
                 os.unlink(f"{db}{suffix}")
-        _fsync_dir(db.parent)
+        workfiles.fsync_dir(db.parent)
     except OSError as e:
         raise _SwapUnfinished(
             f"{db}: the repaired content is in place (its pages are in {db}-wal) but the swap "

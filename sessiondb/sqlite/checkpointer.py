@@ -1,0 +1,73 @@
+"""The per-process background thread that runs PASSIVE checkpoints when a commit asks for one
+(docs/design.md rule 7, docs/adr/0002-checkpoints-off-the-hot-path.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING
+
+import apsw
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+# At most one background pass per interval (seconds): a writer finishing a forced checkpoint
+# then rarely finds this one holding the checkpoint lock.
+CHECKPOINT_INTERVAL = 0.01
+
+
+class Checkpointer:
+    """A per-process daemon thread that runs PASSIVE checkpoints when a commit asks for one."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.pid = os.getpid()
+        self._engine = engine
+        self._event = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="sessiondb-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._event.set()
+
+    def _run(self) -> None:
+        conn: apsw.Connection | None = None
+        try:
+            while True:
+                self._event.wait()
+                self._event.clear()
+                if self._stopped:
+                    return
+                try:
+                    if conn is None:
+                        conn = apsw.Connection(str(self._engine.path))
+                        # Never wait: another process's checkpoint in progress is as good as ours.
+                        conn.set_busy_timeout(0)
+                        # A connection learns the file is in WAL mode only when it first reads
+                        # it; until then wal_checkpoint silently does nothing (returns -1, -1).
+                        conn.execute("SELECT count(*) FROM sqlite_schema").fetchall()
+                    conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+                except apsw.BusyError:
+                    pass
+                except apsw.Error as e:
+                    warnings.warn(
+                        f"sessiondb: checkpoint of {self._engine.path} failed: {e}", stacklevel=1
+                    )
+                # At most one pass per interval, so that a writer finishing a forced checkpoint
+                # rarely finds this one holding the checkpoint lock.
+                time.sleep(CHECKPOINT_INTERVAL)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(apsw.Error):
+                    conn.close()
+
+
+__all__ = ["CHECKPOINT_INTERVAL", "Checkpointer"]
