@@ -8,12 +8,9 @@ import os
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import apsw
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 # At most one background pass per interval (seconds): a writer finishing a forced checkpoint
 # then rarely finds this one holding the checkpoint lock.
@@ -23,9 +20,9 @@ CHECKPOINT_INTERVAL = 0.01
 class Checkpointer:
     """A per-process daemon thread that runs PASSIVE checkpoints when a commit asks for one."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, path: Path) -> None:
         self.pid = os.getpid()
-        self._engine = engine
+        self._path = path
         self._event = threading.Event()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="sessiondb-checkpoint", daemon=True)
@@ -48,7 +45,7 @@ class Checkpointer:
                     return
                 try:
                     if conn is None:
-                        conn = apsw.Connection(str(self._engine.path))
+                        conn = apsw.Connection(str(self._path))
                         # Never wait: another process's checkpoint in progress is as good as ours.
                         conn.set_busy_timeout(0)
                         # A connection learns the file is in WAL mode only when it first reads
@@ -59,7 +56,7 @@ class Checkpointer:
                     pass
                 except apsw.Error as e:
                     warnings.warn(
-                        f"sessiondb: checkpoint of {self._engine.path} failed: {e}", stacklevel=1
+                        f"sessiondb: checkpoint of {self._path} failed: {e}", stacklevel=1
                     )
                 # At most one pass per interval, so that a writer finishing a forced checkpoint
                 # rarely finds this one holding the checkpoint lock.

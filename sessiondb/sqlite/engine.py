@@ -478,7 +478,7 @@ class Engine:
     def _checkpoint_soon(self) -> None:
         cp = self._checkpointer
         if cp is None or cp.pid != os.getpid():
-            cp = self._checkpointer = Checkpointer(self)
+            cp = self._checkpointer = Checkpointer(self.path)
         cp.wake()
 
     def checkpoint(self, mode: str = "PASSIVE") -> tuple[int, int]:

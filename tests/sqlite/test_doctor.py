@@ -24,7 +24,7 @@ from sessiondb.sqlite.doctor import checks as doctor
 from sessiondb.sqlite.doctor import repair
 from sessiondb.sqlite.doctor.pagescan import PageFile
 from tests import _workers_procfs as workers
-from tests.helpers import engine_of
+from tests.helpers import engine_of, store_with_pending_backfill
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 MSG_COLS = "id, sid, seq, role, content, key, meta, created_at"
@@ -495,30 +495,13 @@ def test_another_applications_database_is_refused(tmp_path: Path, kind: str) -> 
 # -- maintenance of a sound store ---------------------------------------------------------------
 
 
-def _pending_backfill(db: Path) -> None:
-    """A store whose index was added after its messages, the backfill not yet run (as
-    tests/sqlite/test_search_index.py makes one)."""
-    from sessiondb.sqlite import fts, fts_v3
-
-    with sessiondb.open(db) as store:
-        engine = engine_of(store)
-        with engine.write() as conn:
-            fts.drop(conn)
-        for i in range(250):
-            store.append(f"s{i % 3}", "user", f"row {i} marker 東京都")
-        with engine.write() as conn:
-            fts.create(conn)
-            fts_v3.upgrade(conn)
-            assert fts.backfill_pending(conn)
-
-
 def test_repair_during_a_pending_backfill_indexes_each_row_once(tmp_path: Path) -> None:
     """The index rebuild indexed every row, and the pending backfill then indexed its range
     again. The repair finishes the backfill first, then rebuilds."""
     from sessiondb.sqlite import fts
 
     db = tmp_path / "pending.db"
-    _pending_backfill(db)
+    store_with_pending_backfill(db, "marker 東京都")
     repair.repair(db)
     with sessiondb.open(db) as store:  # opening runs whatever backfill is still pending
         assert len(store.search("marker", limit=1000)) == 250

@@ -24,6 +24,7 @@ from sessiondb.cli.app import cli
 from sessiondb.sqlite.doctor import checks as doctor
 from sessiondb.sqlite.doctor import repair
 from sessiondb.sqlite.doctor.pagescan import wal_checksum
+from tests.helpers import store_with_pending_backfill
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -184,7 +185,7 @@ def test_triggers_on_tables_maintenance_writes_never_run(tmp_path: Path) -> None
     ``messages_tri_rows`` and ``search_backfill`` — whose triggers, added by someone else, must
     not run."""
     db = tmp_path / "backfill.db"
-    _store_with_pending_backfill(db)
+    store_with_pending_backfill(db, "marker 東京")
     _log_inserts(db, ("messages_tri_rows", "messages", "sessions"))
     conn = apsw.Connection(str(db))
     conn.execute(
@@ -197,24 +198,6 @@ def test_triggers_on_tables_maintenance_writes_never_run(tmp_path: Path) -> None
 
     assert any("backfill" in a for a in result.actions), result.actions
     assert _trigger_log(db) == 0
-
-
-def _store_with_pending_backfill(db: Path) -> None:
-    """A store whose search index was added after its messages, the backfill not yet run (as
-    tests/sqlite/test_search_index.py makes one)."""
-    from sessiondb.sqlite import fts, fts_v3
-    from tests.helpers import engine_of
-
-    with sessiondb.open(db) as store:
-        engine = engine_of(store)
-        with engine.write() as conn:
-            fts.drop(conn)
-        for i in range(250):
-            store.append(f"s{i % 3}", "user", f"row {i} marker 東京")
-        with engine.write() as conn:
-            fts.create(conn)
-            fts_v3.upgrade(conn)
-            assert fts.backfill_pending(conn)
 
 
 def test_views_of_the_file_never_run(tmp_path: Path, probe_calls: list[int]) -> None:
