@@ -28,12 +28,14 @@ from .errors import (
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .core.blocks import Block
     from .core.contract import Backend, Store
     from .models import BadLine, Check, HealthReport, Hit, ImportReport, Message, Session
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
 _LAZY = {
     "Store": "core.contract",
+    "Block": "core.blocks",
     "BadLine": "models",
     "Check": "models",
     "HealthReport": "models",
@@ -93,6 +95,7 @@ def open_backend(
 
 __all__ = [
     "BadLine",
+    "Block",
     "Check",
     "CorruptDatabase",
     "Error",

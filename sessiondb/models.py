@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .core.blocks import Block
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -33,6 +36,14 @@ class Message:
     key: str | None
     meta: dict[str, Any] | None
     created_at: float
+
+    def blocks(self) -> list[Block]:
+        """The message's content blocks — text, thinking, tool calls and results, images — with
+        their text filled in from ``content`` (docs/transcripts.md, "Structured messages"); one
+        text block for a message stored without any."""
+        from .core.blocks import blocks_of
+
+        return blocks_of(self.content, self.meta)
 
 
 @dataclass(frozen=True)

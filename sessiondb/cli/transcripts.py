@@ -132,17 +132,7 @@ def _sessions(store: Store, session_id: str | None) -> Iterator[Session]:
             raise SessionNotFound(session_id)
         yield found
         return
-    # Collect ids first: paging a list ordered by activity while exporting could skip some.
-    ids: list[str] = []
-    while True:
-        page = store.list_sessions(limit=500, offset=len(ids))
-        ids.extend(s.session_id for s in page)
-        if len(page) < 500:
-            break
-    for sid in ids:
-        found = store.get_session(sid)
-        if found is not None:  # deleted meanwhile
-            yield found
+    yield from tr.all_sessions(store)  # by id: sessions changing meanwhile hide none
 
 
 def _write_json(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> int:
@@ -214,7 +204,7 @@ def _write_md(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> int:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="File (default: stdout).")
 @click.pass_context
 def export_cmd(ctx: click.Context, session_id: str | None, fmt: str, output: str | None) -> None:
-    """Export one session, or all sessions when none is named."""
+    """Export one session, or all sessions (in id order: a backup) when none is named."""
     store = get_store(ctx, readonly=True)
     sessions = _sessions(store, session_id)
 

@@ -50,11 +50,14 @@ class Item:
     def of(
         cls, role: object, content: object, key: object, meta: object, created_at: object = None
     ) -> Item:
+        text = v.content(content)
+        meta_text = None if meta is None else v.meta(meta)
+        v.message_size(text, meta_text)
         return cls(
             v.role(role),
-            v.content(content),
+            text,
             None if key is None else v.key(key),
-            None if meta is None else v.meta(meta),
+            meta_text,
             None if created_at is None else v.timestamp(created_at, "created_at"),
         )
 

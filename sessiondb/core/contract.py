@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 SessionRef = int
 """A backend's handle of one session row (its internal id), valid within one transaction."""
 
-SessionField = Literal["title", "meta", "ended_at", "end_reason", "updated_at"]
+SessionField = Literal["title", "meta", "ended_at", "end_reason", "created_at", "updated_at"]
 """The session columns a verb may change (``update_session``, ``end_session``)."""
 
 Progress = Callable[[int, int], None]
@@ -63,6 +63,10 @@ class ReadTx(Protocol):
 
     def sessions(self, source: str | None, limit: int, offset: int) -> list[Session]:
         """Sessions by most recent activity (``updated_at``), newest first."""
+
+    def session_ids(self, after: str | None, limit: int) -> list[str]:
+        """Session ids ``> after`` in code point order (UTF-8 byte order; PostgreSQL:
+        ``COLLATE "C"``), the first ``limit``."""
 
     def totals(self) -> tuple[int, int]:
         """(sessions, messages) in the whole store."""
@@ -108,8 +112,9 @@ class WriteTx(ReadTx, Protocol):
     def insert_messages(
         self, ref: SessionRef, session_id: str, items: Sequence[Item], now: float
     ) -> list[Message]:
-        """Insert fresh items set-based, with the next seqs of the session; ``updated_at`` moves
-        to ``now``. Returns the stored messages in item order."""
+        """Insert fresh items set-based, with the next seqs of the session (an item's time is
+        its ``created_at``, else ``now``); ``updated_at`` becomes the latest of itself and the
+        items' times. Returns the stored messages in item order."""
 
     def remove_newest(self, ref: SessionRef, session_id: str, now: float) -> Message | None:
         """Delete the newest message; the session's count and last seq drop by one and its
@@ -193,6 +198,7 @@ class Store(Protocol):
         source: str = "unknown",
         title: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        created_at: float | datetime | None = None,
     ) -> Session: ...
 
     def ensure_session(
@@ -202,6 +208,7 @@ class Store(Protocol):
         source: str = "unknown",
         title: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        created_at: float | datetime | None = None,
     ) -> Session: ...
 
     def get_session(self, session_id: str) -> Session | None: ...
@@ -212,12 +219,18 @@ class Store(Protocol):
 
     def count_sessions(self, *, source: str | None = None) -> int: ...
 
+    def session_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]: ...
+
     def update_session(
         self,
         session_id: str,
         *,
         title: str | None = MISSING,
         meta: Mapping[str, Any] | None = MISSING,
+        ended_at: float | datetime | None = MISSING,
+        end_reason: str | None = MISSING,
+        created_at: float | datetime = MISSING,
+        updated_at: float | datetime = MISSING,
     ) -> Session: ...
 
     def end_session(self, session_id: str, reason: str = "ended") -> Session: ...
@@ -271,7 +284,9 @@ class Store(Protocol):
         progress: Progress | None = None,
     ) -> ImportReport: ...
 
-    def export_jsonl(self, session_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int: ...
+    def export_jsonl(
+        self, session_id: str | None, dest: str | os.PathLike[str] | IO[bytes]
+    ) -> int: ...
 
     def transcript(
         self, session_id: str, *, legacy_jsonl: str | os.PathLike[str] | None = None

@@ -3,17 +3,20 @@
 A file's format is recognised from its first classifiable line (no flags needed); every later line
 is parsed with that format. Three formats ship:
 
-* ``sessiondb`` — sessiondb's own export: an optional header line
-  ``{"sessiondb_export": 1, "session_id", "source", "title", "meta"}`` followed by one object per
-  message with ``session_id, seq, role, content, key, meta, created_at``.
+* ``sessiondb`` — sessiondb's own export: a header line per session
+  ``{"sessiondb_export": 1, "session_id", "source", "title", "meta", "created_at", "updated_at",
+  "ended_at", "end_reason"}`` followed by one object per message with ``session_id, seq, role,
+  content, key, meta, created_at``.
 * ``claude-code`` — Claude Code session transcripts (``~/.claude/projects/<project>/<id>.jsonl``):
   entries of ``type`` ``user``/``assistant`` carry ``message.role`` and ``message.content`` (a
-  string or a list of ``text``/``thinking``/``tool_use``/``tool_result``/``image`` blocks), plus
-  ``uuid``, ``parentUuid``, ``sessionId`` and an ISO ``timestamp``. Every other entry type
-  (``summary``, ``file-history-snapshot``, ``system``, ``progress``, ``queue-operation``, …) is
-  bookkeeping and is skipped, not reported as bad.
-* ``plain`` — ``{"role", "content", …}`` lines, including OpenAI chat messages whose content is a
-  string, ``null`` (tool calls) or a list of parts.
+  string or a list of ``text``/``thinking``/``tool_use``/``tool_result``/``image`` blocks, kept
+  as sessiondb's blocks, :mod:`.blocks`), ``message.usage`` and ``message.model``, plus ``uuid``,
+  ``parentUuid``, ``sessionId`` and an ISO ``timestamp``. A ``summary`` line is the session's
+  title; every other entry type (``file-history-snapshot``, ``system``, ``progress``,
+  ``queue-operation``, …) is bookkeeping and is skipped, not reported as bad.
+* ``plain`` — ``{"role", "content", …}`` lines: OpenAI chat messages (content a string, ``null``
+  or a list of parts; ``tool_calls``; ``tool`` results) and OpenAI Responses items
+  (``function_call``, ``function_call_output``, ``reasoning``).
 
 A user adds a format by implementing :class:`Format` and passing it to :func:`register_format`;
 formats are tried in registration order, most specific first, ``plain`` last.
@@ -38,11 +41,13 @@ from typing import IO, Any
 
 from ..errors import InvalidInput
 from ..models import BadLine
-from . import validate
+from . import blocks, parts, usage, validate
+from .blocks import BLOCKS, Builder
 
-#: Longest accepted line. Longer lines are bad lines and are skipped without ever being held in
-#: memory whole (a 64 MiB line must not blow the importer's memory bound).
-MAX_LINE_BYTES = 16 * 1024 * 1024
+#: Longest accepted line: the store's one message size limit (``validate.MAX_MESSAGE_BYTES``).
+#: Longer lines are bad lines, skipped without ever being held in memory whole (a 64 MiB line
+#: must not blow the importer's memory bound).
+MAX_LINE_BYTES = validate.MAX_MESSAGE_BYTES
 
 _CHUNK = 1024 * 1024
 
@@ -62,16 +67,37 @@ class Record:
     seq: int | None = None
     #: the key to use when a keyless line cannot be matched by its position (sessiondb format)
     alt_key: str | None = None
+    #: the key names the source line (not a key a user chose): the same key stored with other
+    #: content was stored from this same line by an earlier sessiondb that read it differently
+    derived_key: bool = False
 
 
 @dataclass(frozen=True)
 class Header:
-    """A sessiondb export header: the session the following lines belong to."""
+    """A sessiondb export header: the session the following lines belong to, with every field
+    a backup restores (older exports lack the times)."""
 
     session_id: str
     source: str | None
     title: str | None
     meta: dict[str, Any] | None
+    created_at: float | None = None
+    updated_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Title:
+    """A transcript's own title for its session (Claude Code's ``summary`` line); ``leaf`` is the
+    uuid of the message it summarises, when given."""
+
+    text: str
+    leaf: str | None
+
+
+Parsed = Record | Header | Title
+"""What a line of a transcript may hold."""
 
 
 class LineError(Exception):
@@ -97,7 +123,7 @@ class Format(abc.ABC):
         """True when ``obj`` (a decoded line) unmistakably belongs to this format."""
 
     @abc.abstractmethod
-    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
+    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Parsed | None:
         """Turn a decoded line into a record; None skips a non-message entry; raise
         :class:`LineError` for a line that should be reported as bad."""
 
@@ -129,20 +155,6 @@ def parse_time(value: Any) -> float | None:
     return None
 
 
-def _text_of_parts(parts: list[Any]) -> tuple[str, bool]:
-    """Join the text of a content-part list; the flag says whether non-text parts were present."""
-    texts: list[str] = []
-    other = False
-    for part in parts:
-        if isinstance(part, str):
-            texts.append(part)
-        elif isinstance(part, dict) and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        else:
-            other = True
-    return "\n".join(texts), other
-
-
 class SessiondbFormat(Format):
     name = "sessiondb"
     _fields = ("session_id", "seq", "role", "content", "key", "created_at")
@@ -150,7 +162,7 @@ class SessiondbFormat(Format):
     def sniff(self, obj: dict[str, Any]) -> bool:
         return "sessiondb_export" in obj or all(f in obj for f in self._fields)
 
-    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
+    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Parsed | None:
         if "sessiondb_export" in obj:
             version = obj["sessiondb_export"]
             if version != 1:
@@ -161,7 +173,16 @@ class SessiondbFormat(Format):
             sid = obj.get("session_id")
             if not isinstance(sid, str):
                 raise LineError("export header without a session_id")
-            return Header(sid, _opt_str(obj, "source"), _opt_str(obj, "title"), _opt_meta(obj))
+            return Header(
+                sid,
+                _opt_str(obj, "source"),
+                _opt_str(obj, "title"),
+                _opt_meta(obj),
+                _opt_time(obj, "created_at"),
+                _opt_time(obj, "updated_at"),
+                _opt_time(obj, "ended_at"),
+                _opt_str(obj, "end_reason"),
+            )
         sid = obj.get("session_id")
         role = obj.get("role")
         content = obj.get("content")
@@ -191,6 +212,15 @@ def _opt_str(obj: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def _opt_time(obj: dict[str, Any], name: str) -> float | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LineError(f"{name} is not a number")
+    return float(value)
+
+
 def _opt_meta(obj: dict[str, Any]) -> dict[str, Any] | None:
     value = obj.get("meta")
     if value is not None and not isinstance(value, dict):
@@ -198,9 +228,16 @@ def _opt_meta(obj: dict[str, Any]) -> dict[str, Any] | None:
     return value
 
 
+def _with_structure(meta: dict[str, Any], b: Builder) -> str:
+    """Put ``b``'s blocks in ``meta`` and return the text rendered from them."""
+    if b.blocks:
+        meta[BLOCKS] = b.blocks
+    return b.content
+
+
 _CLAUDE_MESSAGE_TYPES = ("user", "assistant")
 # Fields of a Claude Code entry worth keeping with the message (the rest is session bookkeeping
-# such as cwd/version repeated on every line).
+# such as the version repeated on every line, or `toolUseResult`, a second copy of a result).
 _CLAUDE_KEEP = ("uuid", "parentUuid", "isSidechain", "isMeta", "cwd", "gitBranch", "agentId")
 
 
@@ -212,21 +249,44 @@ class ClaudeCodeFormat(Format):
             return False
         return any(k in obj for k in ("sessionId", "leafUuid", "parentUuid", "snapshot"))
 
-    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
+    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Parsed | None:
         kind = obj.get("type")
+        if kind == "summary":
+            text, leaf = obj.get("summary"), obj.get("leafUuid")
+            if isinstance(text, str) and text.strip():
+                leaf = leaf if isinstance(leaf, str) else None
+                return Title(text.strip()[: validate.MAX_TITLE], leaf)
+            return None
         if kind not in _CLAUDE_MESSAGE_TYPES:
-            return None  # summary, file-history-snapshot, system, progress, … are not messages
+            return None  # file-history-snapshot, system, progress, … are not messages
         message = obj.get("message")
         if not isinstance(message, dict):
             raise LineError(f"{kind} entry without a message object")
         role = message.get("role", kind)
         if not isinstance(role, str) or not role:
             raise LineError("missing role")
-        content = _claude_content(message.get("content"))
         meta: dict[str, Any] = {k: obj[k] for k in _CLAUDE_KEEP if obj.get(k) is not None}
-        for src, dst in (("id", "message_id"), ("model", "model")):
+        body = message.get("content")
+        if isinstance(body, str):
+            content = body
+        elif body is None:
+            content = ""
+        elif isinstance(body, list):
+            b = Builder()
+            parts.render(body, b)
+            content = _with_structure(meta, b)
+            if b.blocks and all(x["type"] == "tool_result" for x in b.blocks):
+                role = "tool"  # a user entry that only carries tool results
+        else:
+            raise LineError("message.content is not a string or a list of blocks")
+        # One API response is written as one entry per content block, each repeating its
+        # usage (output_tokens growing): response_id lets stats count a response once.
+        for src, dst in (("id", "response_id"), ("model", "model")):
             if isinstance(message.get(src), str):
                 meta[dst] = message[src]
+        tokens = usage.normalize(message.get("usage"))
+        if tokens:
+            meta["usage"] = tokens
         uuid = obj.get("uuid")
         key = f"claude:{uuid}" if isinstance(uuid, str) and uuid else None
         if key is None:
@@ -242,69 +302,91 @@ class ClaudeCodeFormat(Format):
             meta or None,
             parse_time(obj.get("timestamp")),
             sid if isinstance(sid, str) else None,
+            derived_key=True,
         )
 
 
-def _claude_content(content: Any) -> str:
-    """Render Claude message content as searchable text, tool traffic included."""
-    if isinstance(content, str):
-        return content
-    if content is None:
-        return ""
-    if not isinstance(content, list):
-        raise LineError("message.content is not a string or a list of blocks")
-    out: list[str] = []
-    for block in content:
-        if isinstance(block, str):
-            out.append(block)
-            continue
-        if not isinstance(block, dict):
-            continue
-        kind = block.get("type")
-        if kind == "text":
-            out.append(str(block.get("text", "")))
-        elif kind == "thinking":
-            out.append(f"[thinking] {block.get('thinking', '')}")
-        elif kind == "tool_use":
-            args = json.dumps(block.get("input"), ensure_ascii=False, sort_keys=True)
-            out.append(f"[tool_use {block.get('name', '?')}] {args}")
-        elif kind == "tool_result":
-            inner = block.get("content")
-            text = _text_of_parts(inner)[0] if isinstance(inner, list) else str(inner or "")
-            flag = " error" if block.get("is_error") else ""
-            out.append(f"[tool_result{flag}] {text}")
-        else:
-            out.append(f"[{kind}]")
-    return "\n".join(out)
-
-
 _TIME_FIELDS = ("created_at", "timestamp", "ts", "time")
+# OpenAI Responses items without a role (besides any `*_call` / `*_call_output`).
+_ITEM_KINDS = frozenset({"function_call", "function_call_output", "reasoning"})
+
+
+def _responses_item(kind: str, obj: dict[str, Any], meta: dict[str, Any], b: Builder) -> str:
+    """An OpenAI Responses item without a role (a tool call, its output, reasoning): its blocks
+    go to ``b``, the fields they hold leave ``meta``; returns the role it stands for."""
+    if kind in ("function_call", "custom_tool_call"):
+        args = meta.pop("arguments", meta.pop("input", None))
+        text = args if isinstance(args, str) else blocks.input_json(args)
+        name, call_id = obj.get("name"), obj.get("call_id")
+        b.tool_call(
+            call_id if isinstance(call_id, str) else None,
+            name if isinstance(name, str) else "?",
+            text,
+        )
+        return "assistant"
+    if kind.endswith("_call_output"):
+        text, images = parts.result_text(meta.pop("output", None))
+        call_id = obj.get("call_id")
+        b.tool_result(call_id if isinstance(call_id, str) else None, text, images=images)
+        return "tool"
+    if kind == "reasoning":
+        summary = meta.pop("summary", None)
+        for part in summary if isinstance(summary, list) else []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                b.thinking(part["text"])
+        return "assistant"
+    b.other(kind, {k: v for k, v in obj.items() if k != "type"})  # web_search_call, …
+    for k in list(meta):
+        if k != "type":
+            del meta[k]
+    return "assistant"
 
 
 class PlainFormat(Format):
+    """``{"role", "content", …}`` lines: OpenAI chat messages (with ``tool_calls``, ``tool``
+    results, content-part lists, ``usage``) and OpenAI Responses items (``function_call``,
+    ``function_call_output``, ``reasoning``, messages with ``input_text``/``output_text``)."""
+
     name = "plain"
 
     def sniff(self, obj: dict[str, Any]) -> bool:
-        return "role" in obj
+        return "role" in obj or _responses_kind(obj) is not None
 
-    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
-        role = obj.get("role")
-        if not isinstance(role, str) or not role:
-            raise LineError("missing role")
-        if "content" not in obj:
-            raise LineError("missing content")
-        content = obj["content"]
+    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Parsed | None:
         meta: dict[str, Any] = {k: v for k, v in obj.items() if k not in ("role", "content")}
-        if content is None:  # OpenAI assistant messages that only call tools
-            text = ""
-        elif isinstance(content, str):
-            text = content
-        elif isinstance(content, list):
-            text, other = _text_of_parts(content)
-            if other:  # images, audio, files: keep them rather than lose them silently
-                meta["content_parts"] = content
+        b = Builder()
+        kind = _responses_kind(obj)
+        if "role" not in obj and kind is not None:
+            role: Any = _responses_item(kind, obj, meta, b)
         else:
-            raise LineError("content is not a string, null or a list of parts")
+            role = obj.get("role")
+            if not isinstance(role, str) or not role:
+                raise LineError("missing role")
+            if "content" not in obj:
+                raise LineError("missing content")
+            content = obj["content"]
+            if isinstance(content, list):
+                parts.render(content, b)
+            elif isinstance(content, str):
+                if role == "tool" and isinstance(obj.get("tool_call_id"), str):
+                    b.tool_result(obj["tool_call_id"], content)
+                elif isinstance(meta.get("tool_calls"), list) and content:
+                    b.text(content)
+            elif content is not None:  # None: OpenAI assistant messages that only call tools
+                raise LineError("content is not a string, null or a list of parts")
+            calls = meta.get("tool_calls")
+            if isinstance(calls, list) and calls:
+                parts.openai_tool_calls(calls, b)
+                del meta["tool_calls"]  # now in the blocks (the arguments in the text)
+            if not b.blocks:
+                b.text(content if isinstance(content, str) else "")
+        if len(b.blocks) == 1 and b.blocks[0]["type"] == "text":
+            text = b.content  # a plain text message needs no blocks
+        else:
+            text = _with_structure(meta, b)
+        tokens = usage.normalize(meta.get("usage"))
+        if tokens:
+            meta["usage"] = tokens
         created = None
         for name in _TIME_FIELDS:
             if name in meta:
@@ -316,7 +398,25 @@ class PlainFormat(Format):
         if sid is not None and not isinstance(sid, str):
             meta["session_id"] = sid
             sid = None
-        return Record(role, text, f"jsonl:{line}:{line_digest(raw)}", meta or None, created, sid)
+        return Record(
+            role,
+            text,
+            f"jsonl:{line}:{line_digest(raw)}",
+            meta or None,
+            created,
+            sid,
+            derived_key=True,
+        )
+
+
+def _responses_kind(obj: dict[str, Any]) -> str | None:
+    """The ``type`` of an OpenAI Responses item that has no role of its own, else None."""
+    kind = obj.get("type")
+    if not isinstance(kind, str) or "role" in obj:
+        return None
+    if kind in _ITEM_KINDS or kind.endswith(("_call", "_call_output")):
+        return kind
+    return None
 
 
 _FORMATS: list[Format] = [SessiondbFormat(), ClaudeCodeFormat(), PlainFormat()]
@@ -377,7 +477,7 @@ class LineParser:
         self.max_bytes = max_bytes
         self.format: Format | None = None
 
-    def parse(self, raw: RawLine) -> Record | Header | BadLine | None:
+    def parse(self, raw: RawLine) -> Parsed | BadLine | None:
         """A record, a header, a bad line, or None for blank lines and skipped entries."""
         if raw.data is None:
             return BadLine(self.file, raw.number, f"line longer than {self.max_bytes} bytes")
@@ -414,7 +514,7 @@ class LineParser:
         try:
             parsed = fmt.parse(obj, raw.number, data)
             if parsed is not None:
-                _check(parsed)
+                _check(parsed, len(data))
             return parsed
         except (LineError, InvalidInput) as exc:
             return BadLine(self.file, raw.number, str(exc))
@@ -435,20 +535,30 @@ def _finite(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
-def _check(parsed: Record | Header) -> None:
+def _check(parsed: Parsed, line_bytes: int) -> None:
     """The store's own rules, applied per line: a line the store would refuse is a bad line of
     its file, never an error that aborts the whole import (and ``strict`` finds it first). Meta
-    needs no check here: a JSON object whose numbers are finite (``_finite``) is always valid."""
+    is always valid (a JSON object whose numbers are finite, ``_finite``); only its size counts,
+    measured when the line is big enough for the message to reach the limit (what a format
+    renders from a line is at most about twice the line)."""
+    if isinstance(parsed, Title):
+        validate.optional_text(parsed.text, "title", validate.MAX_TITLE)
+        return
     if isinstance(parsed, Header):
         validate.session_id(parsed.session_id)
         if parsed.source is not None:
             validate.source(parsed.source)
         validate.optional_text(parsed.title, "title", validate.MAX_TITLE)
+        validate.optional_text(parsed.end_reason, "end_reason", validate.MAX_REASON)
+        for name in ("created_at", "updated_at", "ended_at"):
+            validate.optional_timestamp(getattr(parsed, name), name)
         return
     if parsed.session_id is not None:
         validate.session_id(parsed.session_id)
     validate.role(parsed.role)
-    validate.content(parsed.content)
+    content = validate.content(parsed.content)
+    if line_bytes * 12 > validate.MAX_MESSAGE_BYTES:
+        validate.message_size(content, validate.meta(parsed.meta))
     validate.key(parsed.key)
     validate.key(parsed.alt_key)
     if parsed.created_at is not None:
@@ -462,10 +572,12 @@ __all__ = [
     "Header",
     "LineError",
     "LineParser",
+    "Parsed",
     "PlainFormat",
     "RawLine",
     "Record",
     "SessiondbFormat",
+    "Title",
     "formats",
     "iter_raw_lines",
     "line_digest",

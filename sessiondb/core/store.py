@@ -88,14 +88,17 @@ class SessionStore:
         source: str = "unknown",
         title: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        created_at: float | datetime | None = None,
     ) -> Session:
-        """Create a session; ``SessionExists`` if the id is taken. A new id is made when None."""
+        """Create a session; ``SessionExists`` if the id is taken. A new id is made when None.
+        ``created_at`` keeps an imported session's own time (default: now)."""
         sid = uuid.uuid4().hex if session_id is None else v.session_id(session_id)
         src, ttl, mt = v.source(source), v.optional_text(title, "title", v.MAX_TITLE), v.meta(meta)
+        born = v.optional_timestamp(created_at, "created_at")
         with self._backend.write() as tx:
             if tx.session_ref(sid) is not None:
                 raise SessionExists(sid)
-            tx.insert_session(sid, src, ttl, mt, time.time())
+            tx.insert_session(sid, src, ttl, mt, time.time() if born is None else born)
             return _found(tx.session(sid), sid)
 
     def ensure_session(
@@ -105,17 +108,19 @@ class SessionStore:
         source: str = "unknown",
         title: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        created_at: float | datetime | None = None,
     ) -> Session:
         """Return the session, creating it first if missing (idempotent; never changes one)."""
         sid = v.session_id(session_id)
         src, ttl, mt = v.source(source), v.optional_text(title, "title", v.MAX_TITLE), v.meta(meta)
+        born = v.optional_timestamp(created_at, "created_at")
         with self._backend.read() as rtx:
             found = rtx.session(sid)
         if found is not None:
             return found
         with self._backend.write() as tx:
             if tx.session_ref(sid) is None:
-                tx.insert_session(sid, src, ttl, mt, time.time())
+                tx.insert_session(sid, src, ttl, mt, time.time() if born is None else born)
             return _found(tx.session(sid), sid)
 
     def get_session(self, session_id: str) -> Session | None:
@@ -132,6 +137,15 @@ class SessionStore:
         with self._backend.read() as tx:
             return tx.sessions(src, lim, off)
 
+    def session_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Session ids in id order (Unicode code point order), the first ``limit`` after
+        ``after``: a walk over every session that sessions changing meanwhile cannot disturb
+        (what a backup uses; ``list_sessions`` pages by activity)."""
+        start = None if after is None else v.session_id(after)
+        lim = v.non_negative_int(limit, "limit")
+        with self._backend.read() as tx:
+            return tx.session_ids(start, lim)
+
     def count_sessions(self, *, source: str | None = None) -> int:
         """Sessions in the store, or of one source (what ``list_sessions`` pages through)."""
         src = None if source is None else v.source(source)
@@ -144,15 +158,29 @@ class SessionStore:
         *,
         title: str | None = MISSING,
         meta: Mapping[str, Any] | None = MISSING,
+        ended_at: float | datetime | None = MISSING,
+        end_reason: str | None = MISSING,
+        created_at: float | datetime = MISSING,
+        updated_at: float | datetime = MISSING,
     ) -> Session:
-        """Change a session's title and/or meta (None clears one); ``SessionNotFound`` if
-        there is no such session. Fields not given are left as they are."""
+        """Change a session's fields; those not given are left as they are. ``title``, ``meta``,
+        ``ended_at`` and ``end_reason`` may be None (``ended_at=None`` reopens a session).
+        The times are there to restore a backup exactly; an agent ends a session with
+        ``end_session``. ``SessionNotFound`` if there is no such session."""
         sid = v.session_id(session_id)
         changes: dict[SessionField, object] = {}
         if title is not MISSING:
             changes["title"] = v.optional_text(title, "title", v.MAX_TITLE)
         if meta is not MISSING:
             changes["meta"] = v.meta(meta)
+        if ended_at is not MISSING:
+            changes["ended_at"] = v.optional_timestamp(ended_at, "ended_at")
+        if end_reason is not MISSING:
+            changes["end_reason"] = v.optional_text(end_reason, "end_reason", v.MAX_REASON)
+        if created_at is not MISSING:
+            changes["created_at"] = v.timestamp(created_at, "created_at")
+        if updated_at is not MISSING:
+            changes["updated_at"] = v.timestamp(updated_at, "updated_at")
         return self._change(sid, changes)
 
     def end_session(self, session_id: str, reason: str = "ended") -> Session:
@@ -241,8 +269,9 @@ class SessionStore:
                 raise StaleSession(sid, expect_last, last)
         now = time.time()
         ref = tx.session_ref(sid)
-        if ref is None:
-            ref = tx.insert_session(sid, "unknown", None, None, now)
+        if ref is None:  # a session made by its first message starts when that message does
+            born = items[0].created_at
+            ref = tx.insert_session(sid, "unknown", None, None, now if born is None else born)
         keys = ap.stored_keys(items)
         stored = tx.messages_by_key(ref, sid, keys) if keys else {}
         plan = ap.plan(sid, items, stored)
@@ -345,10 +374,14 @@ class SessionStore:
             self, path, session_id=session_id, source=source, strict=strict, progress=progress
         )
 
-    def export_jsonl(self, session_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
-        """Export a session in sessiondb's JSONL format; returns the number of messages."""
+    def export_jsonl(self, session_id: str | None, dest: str | os.PathLike[str] | IO[bytes]) -> int:
+        """Export a session in sessiondb's JSONL format, or every session when ``session_id``
+        is None (a backup: import it into an empty store and export again for the same
+        bytes); returns the number of messages."""
         from . import transcript
 
+        if session_id is None:
+            return transcript.export_all(self, dest)
         return transcript.export_jsonl(self, session_id, dest)
 
     def transcript(

@@ -26,11 +26,27 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import Error, InvalidInput, KeyConflict, SessionNotFound, StaleSession
+from ..errors import (
+    Error,
+    InvalidInput,
+    KeyConflict,
+    SessionExists,
+    SessionNotFound,
+    StaleSession,
+)
 from ..host.paths import open_private
 from ..models import BadLine, ImportReport, Message, Session
 from . import validate
-from .formats import MAX_LINE_BYTES, Header, LineParser, Record, iter_raw_lines, line_digest
+from .formats import (
+    MAX_LINE_BYTES,
+    Header,
+    LineParser,
+    Parsed,
+    Record,
+    Title,
+    iter_raw_lines,
+    line_digest,
+)
 
 if TYPE_CHECKING:
     from .contract import Store
@@ -71,8 +87,9 @@ def _open(path: str | os.PathLike[str]) -> IO[bytes]:
 
 def _read(
     path: str | os.PathLike[str], *, max_bytes: int, stop_at: int | None = None
-) -> Iterator[tuple[int, int, Record | Header | BadLine]]:
-    """Yield ``(line, end offset, record | header | bad line)`` for every non-blank line."""
+) -> Iterator[tuple[int, int, Parsed | BadLine]]:
+    """Yield ``(line, end offset, record | header | title | bad line)`` for every non-blank
+    line that is not skipped bookkeeping."""
     parser = LineParser(os.fspath(path), max_bytes=max_bytes)
     f = _open(path)
     with f:
@@ -122,7 +139,8 @@ def _item(rec: Record, key: str | None, meta: dict[str, Any] | None) -> dict[str
 
 
 class _Importer:
-    """Groups records into per-session batches and appends them."""
+    """Groups records into per-session batches and appends them; restores what headers and
+    titles say about sessions."""
 
     def __init__(self, store: Store, path: str, session_id: str | None, source: str) -> None:
         self.store = store
@@ -133,16 +151,29 @@ class _Importer:
         self.header: Header | None = None
         self.file_sid: str | None = None
         self.ensured: set[str] = set()
+        #: sessions this import created: the only ones whose times a header may set
+        self.created: set[str] = set()
         self.pending: list[tuple[int, Record]] = []
         self.pending_sid: str | None = None
         self.imported = 0
         self.duplicates = 0
         self.bad: list[BadLine] = []
+        self.titles: dict[str, str] = {}  # leaf uuid -> summary
+        self.last_title: str | None = None
+        self.session_titles: dict[str, str] = {}
 
     def header_line(self, header: Header) -> None:
         self.flush()
+        self._finish_header()
         self.header = header
         self.headers[header.session_id] = header
+        if self.session_id is None:
+            self._ensure(header.session_id, header.created_at)  # a session without messages too
+
+    def title_line(self, title: Title) -> None:
+        self.last_title = title.text
+        if title.leaf is not None:
+            self.titles[title.leaf] = title.text
 
     def target(self, rec: Record) -> str:
         if self.session_id is not None:
@@ -165,33 +196,73 @@ class _Importer:
                 return
             self.flush()
             self.pending_sid = sid
+        if self.titles and rec.key is not None and rec.key.startswith("claude:"):
+            summary = self.titles.get(rec.key[7:])
+            if summary is not None:
+                self.session_titles[sid] = summary
         self.pending.append((line, rec))
         if len(self.pending) >= BATCH:
             self.flush()
 
-    def _ensure(self, sid: str) -> None:
+    def _ensure(self, sid: str, created_at: float | None) -> None:
         if sid in self.ensured:
             return
         header = self.headers.get(sid)
         if header is None and sid == self.session_id:
             header = self.header
-        if header is not None:
-            self.store.ensure_session(
-                sid, source=header.source or self.source, title=header.title, meta=header.meta
-            )
-        else:
-            self.store.ensure_session(sid, source=self.source)
+        source = (header.source if header else None) or self.source
+        if self.store.get_session(sid) is None:
+            try:
+                if header is not None:
+                    self.store.create_session(
+                        sid,
+                        source=source,
+                        title=header.title,
+                        meta=header.meta,
+                        created_at=header.created_at or created_at,
+                    )
+                else:
+                    self.store.create_session(sid, source=source, created_at=created_at)
+                self.created.add(sid)
+            except SessionExists:
+                pass  # created meanwhile by another process: it is not ours to change
         self.ensured.add(sid)
+
+    def _finish_header(self) -> None:
+        """Give the session of the header just finished the times its header states."""
+        h = self.header
+        if h is None or self.session_id is not None or h.session_id not in self.created:
+            return
+        changes: dict[str, Any] = {}
+        if h.updated_at is not None:
+            changes["updated_at"] = h.updated_at
+        if h.ended_at is not None:
+            changes["ended_at"] = h.ended_at
+            changes["end_reason"] = h.end_reason
+        if changes:
+            self.store.update_session(h.session_id, **changes)
+
+    def finish(self) -> None:
+        self.flush()
+        self._finish_header()
+        titles = dict(self.session_titles)
+        ours = self.ensured - set(self.headers)
+        if not titles and self.last_title is not None and len(ours) == 1:
+            titles[next(iter(ours))] = self.last_title  # Claude Code: the file's own summary
+        for sid, text in titles.items():  # a title never replaces one a session has
+            found = self.store.get_session(sid)
+            if found is not None and found.title is None:
+                self.store.update_session(sid, title=text)
 
     def flush(self) -> None:
         if not self.pending or self.pending_sid is None:
             return
         sid, pending = self.pending_sid, self.pending
         self.pending = []
-        self._ensure(sid)
+        self._ensure(sid, pending[0][1].created_at)
         for _ in range(_IMPORT_TRIES):
             before = self.store.count(sid)
-            lines, items, positional, duplicates = self._plan(sid, pending, before)
+            lines, records, items, positional, duplicates = self._plan(sid, pending, before)
             if not items:
                 self.duplicates += duplicates
                 return
@@ -205,7 +276,8 @@ class _Importer:
             except StaleSession:
                 continue  # the session moved: plan again from what it holds now
             except KeyConflict:
-                result = self._one_by_one(sid, lines, items)
+                result, kept = self._one_by_one(sid, lines, records, items)
+                duplicates += kept
             new = sum(1 for m in result if m.seq > before)
             self.imported += new
             self.duplicates += duplicates + len(result) - new
@@ -218,9 +290,9 @@ class _Importer:
 
     def _plan(
         self, sid: str, pending: list[tuple[int, Record]], before: int
-    ) -> tuple[list[int], list[dict[str, Any]], bool, int]:
-        """The lines to append given the session's last seq: (lines, items, whether any item is
-        placed by its position, duplicates skipped)."""
+    ) -> tuple[list[int], list[Record], list[dict[str, Any]], bool, int]:
+        """The lines to append given the session's last seq: (lines, their records, items,
+        whether any item is placed by its position, duplicates skipped)."""
         # sessiondb export lines without a key are identified by their position (seq): a line
         # whose seq already holds the same message is a duplicate; one that lands exactly at its
         # seq is stored keyless (so export -> import -> export is byte-exact); any other gets a
@@ -232,6 +304,7 @@ class _Importer:
             hi = min(max(seqs), before)
             stored = {m.seq: m for m in self.store.messages(sid, after=lo - 1, limit=hi - lo + 1)}
         lines: list[int] = []
+        records: list[Record] = []
         items: list[dict[str, Any]] = []
         positional, duplicates = False, 0
         next_seq = before + 1
@@ -251,19 +324,32 @@ class _Importer:
                 else:
                     positional = True
             lines.append(line)
+            records.append(rec)
             items.append(_item(rec, key, rec.meta))
             next_seq += 1
-        return lines, items, positional, duplicates
+        return lines, records, items, positional, duplicates
 
-    def _one_by_one(self, sid: str, lines: list[int], items: list[dict[str, Any]]) -> list[Message]:
-        """A batch hit a key stored with other content: isolate the conflicting lines."""
+    def _one_by_one(
+        self, sid: str, lines: list[int], records: list[Record], items: list[dict[str, Any]]
+    ) -> tuple[list[Message], int]:
+        """A batch hit a key stored with other content: isolate the conflicting lines. Returns
+        the messages appended or found, and how many lines were already stored differently.
+
+        A key derived from its line (``Record.derived_key``) stored with other content was
+        stored from that same line by an earlier sessiondb that read the line differently (an
+        older version kept less structure): it is already stored, and stays as it is.
+        """
         out: list[Message] = []
-        for line, item in zip(lines, items, strict=True):
+        kept = 0
+        for line, rec, item in zip(lines, records, items, strict=True):
             try:
                 out.extend(self.store.append_many(sid, [item]))
             except KeyConflict as e:
-                self.bad.append(BadLine(self.path, line, str(e)))
-        return out
+                if rec.derived_key:
+                    kept += 1
+                else:
+                    self.bad.append(BadLine(self.path, line, str(e)))
+        return out, kept
 
 
 def import_jsonl(
@@ -307,12 +393,14 @@ def import_jsonl(
             importer.bad.append(parsed)
         elif isinstance(parsed, Header):
             importer.header_line(parsed)
+        elif isinstance(parsed, Title):
+            importer.title_line(parsed)
         else:
             before = importer.imported + importer.duplicates
             importer.add(line, parsed)
             if progress is not None and importer.imported + importer.duplicates != before:
                 progress(done, total)
-    importer.flush()
+    importer.finish()
     if progress is not None:
         progress(done, total)
     return ImportReport(importer.imported, importer.duplicates, tuple(importer.bad))
@@ -326,12 +414,18 @@ def _dumps(obj: Any) -> bytes:
 
 
 def header_of(session: Session) -> dict[str, Any]:
+    """A session's export header: every field a restore gives back (``message_count`` follows
+    from the messages; ``revision`` counts removals in this store and starts again at 0)."""
     return {
         "sessiondb_export": 1,
         "session_id": session.session_id,
         "source": session.source,
         "title": session.title,
         "meta": session.meta,
+        "created_at": session.created_at,
+        "updated_at": session.updated_at,
+        "ended_at": session.ended_at,
+        "end_reason": session.end_reason,
     }
 
 
@@ -374,15 +468,41 @@ def export_jsonl(store: Store, session_id: str, dest: str | os.PathLike[str] | I
     session = store.get_session(session_id)
     if session is None:
         raise SessionNotFound(session_id)
+    return write_to(dest, lambda out: write_session(store, session, out))
+
+
+def write_to(dest: str | os.PathLike[str] | IO[bytes], run: Callable[[IO[bytes]], int]) -> int:
+    """Run ``run`` on ``dest``: a binary stream, or a path (created 0600, truncated)."""
     if not isinstance(dest, (str, os.PathLike)):
-        return write_session(store, session, dest)
+        return run(dest)
     p = Path(os.fspath(dest))
     try:
         fd = open_private(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "wb") as f:
-            return write_session(store, session, f)
+            return run(f)
     except OSError as e:
         raise Error(f"cannot write {p}: {e.strerror or e}") from None
+
+
+def all_sessions(store: Store) -> Iterator[Session]:
+    """Every session, in session-id order, read page by page by id (``store.session_ids``): a
+    session changing meanwhile neither moves nor hides another one, as paging by activity would."""
+    after: str | None = None
+    while True:
+        ids = store.session_ids(after=after, limit=EXPORT_PAGE)
+        for sid in ids:
+            found = store.get_session(sid)
+            if found is not None:  # deleted meanwhile
+                yield found
+        if len(ids) < EXPORT_PAGE:
+            return
+        after = ids[-1]
+
+
+def export_all(store: Store, dest: str | os.PathLike[str] | IO[bytes]) -> int:
+    """Export every session (a backup: importing it into an empty store and exporting again
+    gives the same bytes); returns the number of messages written."""
+    return write_to(dest, lambda f: sum(write_session(store, s, f) for s in all_sessions(store)))
 
 
 # -- reconcile --------------------------------------------------------------------------------
@@ -503,6 +623,8 @@ __all__ = [
     "BACKFILL_META",
     "BATCH",
     "Progress",
+    "all_sessions",
+    "export_all",
     "export_jsonl",
     "file_session_id",
     "history_order",

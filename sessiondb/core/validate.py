@@ -33,9 +33,14 @@ MAX_LEASE_NAME = 1024
 # 9999. A value outside is a unit mistake (milliseconds passed as seconds) or garbage.
 MIN_TIME = 0.0
 MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
-# SQLite's default SQLITE_MAX_LENGTH is 10^9 bytes; stay well below it so a message never fails
-# deep in the driver. 16 MiB is the smallest size the project promises; 256 MiB is generous.
-MAX_CONTENT_BYTES = 256 * 1024 * 1024
+# One size limit for a message everywhere (docs/transcripts.md, "One size limit"): a message is
+# at most MAX_MESSAGE_BYTES as one line of sessiondb's export — its content JSON-escaped plus its
+# meta, key, role and ids. append refuses a larger one, and an import's line cap is the same
+# number, so every stored message exports to a line any sessiondb imports.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# What a line holds besides content and meta: field names, session id (256 characters, up to 4
+# bytes each and JSON-escaped), role, key, seq and created_at, with room to spare.
+_LINE_OVERHEAD = 8192
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # C0 controls, DEL and C1 controls: invisible in terminals and file names, never in an id.
@@ -121,12 +126,26 @@ def content(value: object) -> str:
             f"content must be a string, not {type(value).__name__} "
             "(serialise structured content, e.g. with json.dumps, and keep extras in meta)"
         )
-    # A str holds at most 4 UTF-8 bytes per character: skip the encode for all but huge ones.
-    if len(value) * 4 > MAX_CONTENT_BYTES:
-        size = len(value.encode("utf-8", "surrogatepass"))
-        if size > MAX_CONTENT_BYTES:
-            raise InvalidInput(f"content is {size} bytes; the limit is {MAX_CONTENT_BYTES}")
     return clean_text(value)
+
+
+def message_size(content: str, meta: str | None) -> None:
+    """Refuse a message larger than :data:`MAX_MESSAGE_BYTES` as an export line.
+
+    JSON escaping writes a character in at most 6 bytes and UTF-8 in at most 4, so messages
+    under a sixth of the limit (nearly all) are never measured."""
+    meta_len = 0 if meta is None else len(meta)
+    if len(content) * 6 + meta_len * 4 + _LINE_OVERHEAD <= MAX_MESSAGE_BYTES:
+        return
+    size = len(json.dumps(content, ensure_ascii=False).encode("utf-8"))
+    if meta is not None:
+        size += len(meta.encode("utf-8"))
+    if size + _LINE_OVERHEAD > MAX_MESSAGE_BYTES:
+        raise InvalidInput(
+            f"message is {size + _LINE_OVERHEAD} bytes as one export line (content JSON-escaped,"
+            f" meta, ids); the limit is {MAX_MESSAGE_BYTES} (16 MiB) — keep big payloads in"
+            " files and store a reference"
+        )
 
 
 def _clean_json(value: Any, path: str) -> Any:

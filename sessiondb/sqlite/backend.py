@@ -44,6 +44,7 @@ _SESSION_FIELDS: dict[str, str] = {
     "meta": "meta = ?",
     "ended_at": "ended_at = ?",
     "end_reason": "end_reason = ?",
+    "created_at": "created_at = ?",
     "updated_at": "updated_at = ?",
 }
 _INSERT_MESSAGE = (
@@ -88,6 +89,14 @@ class SQLiteTx:
             (*args, limit, offset),
         ).fetchall()
         return [session_of(r) for r in rows]
+
+    def session_ids(self, after: str | None, limit: int) -> list[str]:
+        # session_id is TEXT with the BINARY collation: UTF-8 byte order, i.e. code point order.
+        rows = self.conn.execute(
+            "SELECT session_id FROM sessions WHERE session_id > ? ORDER BY session_id LIMIT ?",
+            ("" if after is None else after, limit),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
     def totals(self) -> tuple[int, int]:
         n, total = _one(
@@ -182,11 +191,14 @@ class SQLiteTx:
     def insert_messages(
         self, ref: SessionRef, session_id: str, items: Sequence[Item], now: float
     ) -> list[Message]:
+        latest = now
+        if items[0].created_at is not None or len(items) > 1:
+            latest = max(now if i.created_at is None else i.created_at for i in items)
         last = int(
             self.conn.execute(
-                "UPDATE sessions SET message_count = message_count + ?, updated_at = ?"
-                " WHERE id = ? RETURNING message_count",
-                (len(items), now, ref),
+                "UPDATE sessions SET message_count = message_count + ?,"
+                " updated_at = max(updated_at, ?) WHERE id = ? RETURNING message_count",
+                (len(items), latest, ref),
             ).get
         )
         seq = last - len(items)

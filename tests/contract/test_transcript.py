@@ -196,12 +196,17 @@ def test_export_lines_are_the_documented_format(store: Any, tmp_path: Path) -> N
     out = io.BytesIO()
     store.export_jsonl("b", out)
     header, line = (json.loads(x) for x in out.getvalue().splitlines())
+    b = store.get_session("b")
     assert header == {
         "sessiondb_export": 1,
         "session_id": "b",
         "source": "unknown",
         "title": None,
         "meta": None,
+        "created_at": b.created_at,
+        "updated_at": b.updated_at,
+        "ended_at": None,
+        "end_reason": None,
     }
     assert list(line) == ["session_id", "seq", "role", "content", "key", "meta", "created_at"]
     with pytest.raises(SessionNotFound):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import random
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sessiondb
 from sessiondb import InvalidInput
+from sessiondb.core import validate
 
 BAD_IDS = ["", "a\x00b", "tab\there", "new\nline", "x" * 257, "\x7f", "\x85", "\ud800", 42, None]
 
@@ -59,15 +63,28 @@ def test_bad_key(store: sessiondb.Store) -> None:
             store.append("s", "user", "x", key=bad)  # type: ignore[arg-type]
 
 
-def test_sixteen_mib_round_trips_byte_exact(store: sessiondb.Store) -> None:
-    rng = __import__("random").Random(7)
+def test_one_size_limit_the_export_line(store: sessiondb.Store, tmp_path: Path) -> None:
+    """A message is at most 16 MiB as one export line (docs/transcripts.md, "One size limit"):
+    append takes exactly that much, refuses one byte more, and what it took exports to a line
+    that imports back byte-exact."""
+    limit = validate.MAX_MESSAGE_BYTES
+    # As a line, "a" * n is n + 2 bytes (the quotes) plus the fixed room for the other fields.
+    widest = "a" * (limit - validate._LINE_OVERHEAD - 2)
+    store.append("big", "user", widest)
+    with pytest.raises(InvalidInput, match="16 MiB"):
+        store.append("big", "user", widest + "a")
+    with pytest.raises(InvalidInput, match="16 MiB"):  # meta counts too
+        store.append("big", "user", widest[:-10], meta={"k": "0123456789"})
+    rng = random.Random(7)
     alphabet = "aé中🙂\n\t\"'\\" + "".join(chr(c) for c in range(0x20, 0x7F))
     chunk = "".join(rng.choice(alphabet) for _ in range(4096))
-    content = (chunk * (16 * 1024 * 1024 // len(chunk.encode()) + 1))[: 16 * 1024 * 1024]
-    m = store.append("big", "user", content)
-    back = store.messages("big")[0].content
-    assert back.encode("utf-8") == content.encode("utf-8")
-    assert m.content == content
+    mixed = (chunk * (3 * 1024 * 1024 // len(chunk) + 1))[: 3 * 1024 * 1024]  # ~4.5 MiB escaped
+    store.append("big", "user", mixed)
+    f = tmp_path / "big.jsonl"
+    store.export_jsonl("big", f)
+    report = store.import_jsonl(f, session_id="copy")
+    assert (report.imported, report.bad_lines) == (2, ())
+    assert [m.content for m in store.messages("copy")] == [widest, mixed]
 
 
 def test_lone_surrogates_become_replacement_character(store: sessiondb.Store) -> None:

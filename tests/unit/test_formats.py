@@ -15,6 +15,7 @@ from sessiondb.core.formats import (
     Header,
     LineParser,
     Record,
+    Title,
     formats,
     iter_raw_lines,
     parse_time,
@@ -27,6 +28,15 @@ def parse_lines(lines: list[bytes], *, max_bytes: int = 1024) -> list[Any]:
     parser = LineParser("f.jsonl", max_bytes=max_bytes)
     data = b"".join(lines)
     return [parser.parse(r) for r in iter_raw_lines(io.BytesIO(data), max_bytes=max_bytes)]
+
+
+def spans(rec: Any) -> list[tuple[str, str | None]]:
+    """Each block's type and the part of the content its span names."""
+    out: list[tuple[str, str | None]] = []
+    for b in rec.meta["blocks"]:
+        span = b.get("span")
+        out.append((b["type"], None if span is None else rec.content[span[0] : span[1]]))
+    return out
 
 
 def j(obj: Any) -> bytes:
@@ -47,11 +57,20 @@ def test_plain_openai_parts_and_null_content() -> None:
     parts = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x"}}]
     tool_call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]}
     text_only = {"role": "user", "content": [{"type": "text", "text": "a"}, "b"]}
-    a, b, c = parse_lines([j({"role": "user", "content": parts}), j(tool_call), j(text_only)])
-    assert isinstance(a, Record) and a.content == "look"
-    assert a.meta == {"content_parts": parts}  # the image part is kept, not lost
-    assert isinstance(b, Record) and b.content == "" and b.meta == {"tool_calls": [{"id": "c1"}]}
-    assert isinstance(c, Record) and c.content == "a\nb" and c.meta is None
+    nothing = {"role": "assistant", "content": None}
+    a, b, c, d = parse_lines(
+        [j({"role": "user", "content": parts}), j(tool_call), j(text_only), j(nothing)]
+    )
+    assert isinstance(a, Record) and a.content == "look\n[image]"
+    image = {"type": "image", "media_type": None, "bytes": None, "sha256": None, "url": "x"}
+    # the image is kept as a reference, not lost
+    assert a.meta == {"blocks": [{"type": "text", "span": [0, 4]}, image]}
+    assert isinstance(b, Record) and b.content == "[tool_call ?] null"
+    assert b.meta == {"blocks": [{"type": "tool_call", "id": "c1", "name": "?", "span": [14, 18]}]}
+    assert spans(b) == [("tool_call", "null")]
+    assert isinstance(c, Record) and c.content == "a\nb"
+    assert spans(c) == [("text", "a"), ("text", "b")]
+    assert isinstance(d, Record) and d.content == "" and d.meta is None
 
 
 def test_plain_timestamp_and_session_hint() -> None:
@@ -167,6 +186,13 @@ CLAUDE = [
             "id": "msg_1",
             "model": "claude-x",
             "role": "assistant",
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 5,
+                "cache_read_input_tokens": 100,
+                "cache_creation_input_tokens": 20,
+                "service_tier": "standard",
+            },
             "content": [
                 {"type": "thinking", "thinking": "hmm", "signature": "s"},
                 {"type": "text", "text": "Let me look."},
@@ -202,25 +228,54 @@ CLAUDE = [
 def test_claude_code_transcript() -> None:
     out = parse_lines([j(o) for o in CLAUDE], max_bytes=1 << 20)
     recs = [o for o in out if o is not None]
-    assert all(isinstance(r, Record) for r in recs)
+    assert all(isinstance(r, (Record, Title)) for r in recs)
+    assert out[0] == Title("Fix the build", "u3")  # the summary line: the session's title
+    recs = [o for o in recs if not isinstance(o, Title)]
     assert [(r.role, r.key, r.session_id) for r in recs] == [
         ("user", "claude:u1", "0a6a-sess"),
         ("assistant", "claude:u2", "0a6a-sess"),
-        ("user", "claude:u3", "0a6a-sess"),
+        ("tool", "claude:u3", "0a6a-sess"),
     ]
     user, assistant, result = recs
     assert user.content == "why does make fail?"
     assert user.created_at == pytest.approx(1748244460.079)
     assert assistant.content == (
-        '[thinking] hmm\nLet me look.\n[tool_use Bash] {"command": "make"}'
+        '[thinking] hmm\nLet me look.\n[tool_call Bash] {"command": "make"}'
     )
     assert assistant.meta == {
         "uuid": "u2",
         "parentUuid": "u1",
-        "message_id": "msg_1",
+        "response_id": "msg_1",
         "model": "claude-x",
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cache_read_tokens": 100,
+            "cache_write_tokens": 20,
+        },
+        "blocks": assistant.meta["blocks"],
     }
+    assert spans(assistant) == [
+        ("thinking", "hmm"),
+        ("text", "Let me look."),
+        ("tool_call", '{"command": "make"}'),
+    ]
+    assert assistant.meta["blocks"][0]["signature"] == "s"
+    assert assistant.meta["blocks"][2] | {"span": None} == {
+        "type": "tool_call",
+        "id": "t1",
+        "name": "Bash",
+        "span": None,
+    }
+    assert result.role == "tool"  # a user entry that only carries a tool result
     assert result.content == "[tool_result error] error 2"
+    assert result.meta is not None and spans(result) == [("tool_result", "error 2")]
+    assert result.meta["blocks"][0] | {"span": None} == {
+        "type": "tool_result",
+        "call_id": "t1",
+        "is_error": True,
+        "span": None,
+    }
 
 
 def test_claude_entry_without_message_is_bad() -> None:
@@ -249,7 +304,10 @@ def test_sessiondb_header_and_messages() -> None:
         "created_at": 1700000000.25,
     }
     h, m = parse_lines([j(header), j(msg)])
-    assert h == Header("s1", "cli", "T", None)
+    assert h == Header("s1", "cli", "T", None)  # an export of before times were in headers
+    timed = {**header, "created_at": 1.5, "updated_at": 2, "ended_at": 3, "end_reason": "done"}
+    (h2,) = parse_lines([j(timed)])
+    assert h2 == Header("s1", "cli", "T", None, 1.5, 2.0, 3.0, "done")
     assert isinstance(m, Record) and m.alt_key is not None and m.alt_key.startswith("sessiondb:1:")
     assert m == Record("user", "hi", None, {"a": 1}, 1700000000.25, "s1", 1, m.alt_key)
     (bad,) = parse_lines([j({**header, "sessiondb_export": 9})])
