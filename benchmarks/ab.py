@@ -81,7 +81,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("other", type=Path, help="another checkout of sessiondb")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--appends", type=int, default=20_000)
-    ap.add_argument("--search-rounds", type=int, default=6)
+    ap.add_argument("--search-rounds", type=int, default=6, help="0: no search workload")
+    ap.add_argument(
+        "--usage",
+        action="store_true",
+        help="appends carry model, response id and token usage in meta (the stats rollup's path)",
+    )
+    ap.add_argument("--name", default="ab", help="results/NAME.json")
     args = ap.parse_args(argv)
     other = args.other.resolve()
     appends: list[tuple[float, float]] = []
@@ -93,16 +99,19 @@ def main(argv: list[str]) -> int:
             for tree in (HERE, other):
                 folder = base / f"a{i}-{tree.name}"
                 folder.mkdir()
-                pair.append(_run(tree, "append", str(args.appends), str(folder))["us_per_append"])
+                extra = ["usage"] if args.usage else []
+                got = _run(tree, "append", str(args.appends), str(folder), *extra)
+                pair.append(got["us_per_append"])
                 shutil.rmtree(folder)
             appends.append((pair[0], pair[1]))
             print(f"append round {i + 1}: {pair[0]:.1f} vs {pair[1]:.1f} us", flush=True)
         built = base / "built.db"
-        print("building the search store with the other tree", flush=True)
-        _build_store(other, built)
         copies = {tree: base / f"search-{n}.db" for n, tree in enumerate((HERE, other))}
-        for dest in copies.values():
-            shutil.copy(built, dest)
+        if args.search_rounds:
+            print("building the search store with the other tree", flush=True)
+            _build_store(other, built)
+            for dest in copies.values():
+                shutil.copy(built, dest)
         for i in range(args.search_rounds):
             a = _run(HERE, "search", str(copies[HERE]))["p50_ms"]
             b = _run(other, "search", str(copies[other]))["p50_ms"]
@@ -114,10 +123,10 @@ def main(argv: list[str]) -> int:
         "machine": machine_facts(),
         "other": str(other),
         "append_us": _summary(appends),
-        "search_p50_ms": _summary(searches),
+        "search_p50_ms": _summary(searches) if searches else None,
     }
     print(json.dumps({k: v for k, v in payload.items() if k != "machine"}, indent=2))
-    print(f"wrote {write_json('ab', payload)}")
+    print(f"wrote {write_json(args.name, payload)}")
     return 0
 
 

@@ -30,7 +30,19 @@ from .version import __version__
 if TYPE_CHECKING:
     from .core.blocks import Block
     from .core.contract import Backend, Store
-    from .models import BadLine, Check, HealthReport, Hit, ImportReport, Message, Session
+    from .models import (
+        BadLine,
+        Check,
+        DayStats,
+        HealthReport,
+        Hit,
+        ImportReport,
+        Message,
+        Session,
+        Stats,
+        Tokens,
+        Usage,
+    )
 
 _URL_SCHEMES = ("postgresql://", "postgres://")
 _LAZY = {
@@ -43,6 +55,10 @@ _LAZY = {
     "ImportReport": "models",
     "Message": "models",
     "Session": "models",
+    "Stats": "models",
+    "DayStats": "models",
+    "Tokens": "models",
+    "Usage": "models",
 }
 
 
@@ -98,6 +114,7 @@ __all__ = [
     "Block",
     "Check",
     "CorruptDatabase",
+    "DayStats",
     "Error",
     "HealthReport",
     "Hit",
@@ -112,10 +129,13 @@ __all__ = [
     "SessionExists",
     "SessionNotFound",
     "StaleSession",
+    "Stats",
     "Store",
     "StoreBusy",
     "StoreNotFound",
+    "Tokens",
     "UnsupportedStorage",
+    "Usage",
     "__version__",
     "open",
 ]

@@ -56,6 +56,57 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Tokens:
+    """Token counts (docs/transcripts.md, "Usage"): input read without the cache, output, input
+    read from the cache, input written to the cache."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One source's and model's share of a day (``model`` None: messages that name none)."""
+
+    source: str
+    model: str | None
+    sessions: int
+    messages: int
+    tokens: Tokens
+
+
+@dataclass(frozen=True)
+class DayStats:
+    """One UTC day: sessions active that day, messages stored for it (by their ``created_at``),
+    tokens, and the same by source and model."""
+
+    day: str  # YYYY-MM-DD, UTC
+    sessions: int
+    messages: int
+    tokens: Tokens
+    by: tuple[Usage, ...]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What ``store.stats()`` returns: the days with activity, oldest first, and the period's
+    totals (``sessions``: distinct sessions active in it)."""
+
+    since: str | None
+    until: str | None
+    days: tuple[DayStats, ...]
+    sessions: int
+    messages: int
+    tokens: Tokens
+
+
+@dataclass(frozen=True)
 class BadLine:
     file: str
     line: int
@@ -122,11 +173,15 @@ class RepairResult:
 __all__ = [
     "BadLine",
     "Check",
+    "DayStats",
     "HealthReport",
     "Hit",
     "ImportReport",
     "Message",
     "RepairResult",
     "Session",
+    "Stats",
     "Status",
+    "Tokens",
+    "Usage",
 ]

@@ -99,3 +99,21 @@ def fork_while_a_thread_is_inside(path: str, journal_mode: str, kind: str) -> in
     _, status = os.waitpid(pid, 0)
     store.close()
     return os.waitstatus_to_exitcode(status)
+
+
+def usage_worker(location: str, worker: int, n: int, barrier: object) -> None:
+    """Append messages with usage to a session every worker shares, the responses' ids shared
+    too (their tokens grow as other workers write), and pop now and then (tests/contract/
+    test_stats.py)."""
+    store = sessiondb.open(location)
+    barrier.wait()  # type: ignore[attr-defined]
+    for i in range(n):
+        meta = {
+            "model": f"m{i % 2}",
+            "response_id": f"r{i // 3}",
+            "usage": {"input_tokens": worker + i, "output_tokens": i % 7},
+        }
+        store.append("shared" if i % 2 else f"own-{worker}", "assistant", "x", meta=meta)
+        if i % 25 == 24:
+            store.pop_message("shared")
+    store.close()

@@ -58,6 +58,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             err_console.print("interrupted")
             sys.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`sessiondb export | head`): stop quietly, as `cat` does, and
+            # keep Python from complaining again when it flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(EXIT_ERROR)
         except OSError as e:  # the CLI's own files (an export's output, an import's input)
             where = f"{e.filename}: " if e.filename else ""
             err_console.print(f"[bold red]error:[/] {escape(where + (e.strerror or str(e)))}")
@@ -112,5 +118,7 @@ for _cmd in (
     cli.add_command(_cmd)
 
 from .search import search_cmd as _search_cmd  # noqa: E402
+from .stats import stats_cmd as _stats_cmd  # noqa: E402
 
 cli.add_command(_search_cmd)
+cli.add_command(_stats_cmd)

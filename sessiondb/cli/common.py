@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import click
@@ -53,3 +55,31 @@ def emit_json(value: Any) -> None:
     """Print ``value`` as JSON on stdout (dataclasses become objects)."""
     json.dump(to_jsonable(value), sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
+
+
+_SPAN = re.compile(r"(\d+)\s*(m|min|h|d|w)", re.IGNORECASE)
+_SPAN_SECONDS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(text: str) -> timedelta:
+    """``90m``, ``12h``, ``30d``, ``2w`` as a timedelta; ``click.BadParameter`` otherwise."""
+    m = _SPAN.fullmatch(text.strip())
+    if m is None or int(m.group(1)) <= 0:
+        raise click.BadParameter(f"{text!r} is not a duration such as 90m, 12h, 30d or 2w")
+    return timedelta(seconds=int(m.group(1)) * _SPAN_SECONDS[m.group(2).lower()])
+
+
+def period_start(text: str) -> date | datetime | None:
+    """A day given on the command line: ``all`` (None), a date (``2026-11-01``), or a span back
+    from now (``30d``: the last 30 days, today included; ``12h``: since 12 hours ago)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        pass
+    span = duration(text)
+    now = datetime.now(timezone.utc)
+    if span.seconds == 0:  # whole days: count today as the first of them
+        return (now - span + timedelta(days=1)).date()
+    return now - span

@@ -26,17 +26,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from ..models import HealthReport, Hit, ImportReport, Message, Session
+from ..models import HealthReport, Hit, ImportReport, Message, Session, Stats
 
 if TYPE_CHECKING:
     from .append import Item
     from .lease import Holder, Lease, LeaseBackend
     from .search import SearchRequest
+    from .stats import ActivityRow
 
 SessionRef = int
 """A backend's handle of one session row (its internal id), valid within one transaction."""
@@ -93,6 +94,15 @@ class ReadTx(Protocol):
     ) -> list[tuple[list[Message], list[Message]]]:
         """For each message, up to ``context`` messages before and after it in its session."""
 
+    def activity(
+        self, first_day: int | None, last_day: int | None, source: str | None
+    ) -> tuple[list[ActivityRow], dict[int, int], int]:
+        """The usage rollup for UTC days ``first_day..last_day`` (None: unbounded), of one
+        source or all: rows ``(day, source, model, sessions, messages, input, output,
+        cache_read, cache_write)`` ordered by day, sessions active per day, and sessions active
+        in the period. Kept in each write transaction (a response's tokens once, at its
+        largest; docs/adr/0007-usage-rollup.md): never a scan of the messages."""
+
 
 class WriteTx(ReadTx, Protocol):
     """One short write transaction (admission queued, all or nothing)."""
@@ -126,7 +136,8 @@ class WriteTx(ReadTx, Protocol):
         number of messages it had."""
 
     def delete_session(self, ref: SessionRef) -> None:
-        """Remove the session row; its messages are removed in batches by ``Backend.purge``."""
+        """Remove the session row and its usage rollup; its messages are removed in batches
+        by ``Backend.purge``."""
 
 
 @runtime_checkable
@@ -317,6 +328,14 @@ class Store(Protocol):
     def leases(self) -> list[Holder]: ...
 
     # housekeeping
+    def stats(
+        self,
+        *,
+        since: float | datetime | date | None = None,
+        until: float | datetime | date | None = None,
+        source: str | None = None,
+    ) -> Stats: ...
+
     def check(self, *, full: bool = False) -> HealthReport: ...
 
     def info(self) -> dict[str, Any]: ...

@@ -12,13 +12,13 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import InvalidInput, SessionExists, SessionNotFound, StaleSession
-from ..models import HealthReport, Hit, ImportReport, Message, Session
+from ..models import HealthReport, Hit, ImportReport, Message, Session, Stats
 from . import append as ap
 from . import validate as v
 from .contract import MISSING, Backend, SessionField, SessionRef, WriteTx
@@ -456,6 +456,24 @@ class SessionStore:
         return self._backend.leases()
 
     # -- housekeeping ---------------------------------------------------------------------------
+
+    def stats(
+        self,
+        *,
+        since: float | datetime | date | None = None,
+        until: float | datetime | date | None = None,
+        source: str | None = None,
+    ) -> Stats:
+        """Sessions, messages and tokens per UTC day (and by source and model) between
+        ``since`` and ``until`` (times or dates, both days included), from a rollup kept in
+        each write transaction — never a scan of the messages (docs/transcripts.md, "Usage")."""
+        from . import stats as st
+
+        first, last = st.period(since, until)
+        src = None if source is None else v.source(source)
+        with self._backend.read() as tx:
+            rows, per_day, sessions = tx.activity(first, last, src)
+        return st.assemble(rows, per_day, sessions, first, last)
 
     def check(self, *, full: bool = False) -> HealthReport:
         """Health of the store (what `sessiondb doctor` prints); see docs/doctor.md."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ..core.contract import SessionField, SessionRef
     from ..core.lease import Holder
     from ..core.search import SearchRequest
+    from ..core.stats import ActivityRow
     from .leases import StoreLease
 
 #: Rows deleted per write transaction when removed messages are purged.
@@ -166,6 +167,17 @@ class SQLiteTx:
             (before if row[1] < seq else after).append(message_of(row))
         return out
 
+    def activity(
+        self, first_day: int | None, last_day: int | None, source: str | None
+    ) -> tuple[list[ActivityRow], dict[int, int], int]:
+        from . import rollup
+
+        if not _has_table(self.conn, "activity"):
+            raise UnsupportedStorage(
+                "this store's schema predates usage stats — run `sessiondb migrate` once"
+            )
+        return rollup.activity(self.conn, first_day, last_day, source)
+
     # -- writes ---------------------------------------------------------------------------------
 
     def insert_session(
@@ -256,7 +268,10 @@ class SQLiteTx:
     def delete_session(self, ref: SessionRef) -> None:
         # AUTOINCREMENT keeps the row id from being reused by a new session while the old one's
         # messages are still being purged.
+        from .rollup import forget_session
+
         self.conn.execute("DELETE FROM sessions WHERE id = ?", (ref,))
+        forget_session(self.conn, ref)
         self.conn.execute("INSERT OR IGNORE INTO purge_queue(sid) VALUES (?)", (ref,))
 
 
@@ -441,6 +456,14 @@ class SQLiteBackend:
             self.purge()
         self._ready = True
         return engine
+
+
+def _has_table(conn: apsw.Connection, name: str) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+    )
 
 
 def _readable_version(conn: apsw.Connection, location: str) -> int:

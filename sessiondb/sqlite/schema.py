@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import apsw
 
 from ..errors import UnsupportedStorage
-from . import fts, fts_v3
+from . import fts, fts_v3, rollup
 from .engine import Engine
 
 
@@ -89,6 +89,7 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "full-text search index", fts.create, backfill=fts.backfill_step),
     Migration(3, "two-character CJK words indexed", fts_v3.upgrade, backfill=fts_v3.backfill_step),
     Migration(4, "session revision; leases table", _v4_removal_and_leases),
+    Migration(5, "usage rollup for stats", rollup.create, backfill=rollup.backfill_step),
 ]
 
 LATEST = max(m.version for m in MIGRATIONS)

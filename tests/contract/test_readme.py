@@ -44,7 +44,8 @@ def test_new_verbs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     block = next(b for b in _blocks() if "pop_message" in b)
     ns: dict[str, object] = {}
     exec(compile("import sessiondb\n" + block, "README.md", "exec"), ns)
-    assert capsys.readouterr().out.strip() == "2"  # one pop, one clear
+    # one pop, one clear; then the week's stats: every message was removed again
+    assert capsys.readouterr().out.splitlines() == ["2", "0 0 []"]
     reader = ns["reader"]
     assert reader.readonly and reader.get_session("chat-7").title == "Renamed"  # type: ignore[attr-defined]
     reader.close()  # type: ignore[attr-defined]

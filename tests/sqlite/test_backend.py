@@ -53,11 +53,15 @@ def test_clear_purges_in_batches_and_a_crash_mid_purge_is_finished_on_open(
 
 
 def _downgrade_to_v3(path: Path) -> None:
-    """Make a file as sessiondb 0.1 (schema version 3) left it: no revision, no leases table."""
+    """Make a file as sessiondb 0.1 (schema version 3) left it: no revision, no leases table,
+    no usage rollup."""
     conn = apsw.Connection(str(path))
     conn.execute(
-        "ALTER TABLE sessions DROP COLUMN revision; DROP TABLE leases;"
-        " DELETE FROM schema_version WHERE version = 4"
+        "DROP TRIGGER messages_rollup_ai; DROP TRIGGER messages_rollup_ad;"
+        " DROP VIEW rollup_add; DROP VIEW rollup_remove; DROP TABLE activity;"
+        " DROP TABLE responses; DROP TABLE rollup_scratch; DROP TABLE rollup_state;"
+        " ALTER TABLE sessions DROP COLUMN revision; DROP TABLE leases;"
+        " DELETE FROM schema_version WHERE version >= 4"
     )
     conn.close()
 
@@ -74,6 +78,8 @@ def test_readonly_reads_an_older_schema_without_migrating_it(db_path: Path) -> N
         assert [h.message.seq for h in ro.search("older")] == [1]
         assert ro.leases() == []
         assert ro.info()["schema_version"] == 3
+        with pytest.raises(sessiondb.UnsupportedStorage, match="sessiondb migrate"):
+            ro.stats()  # the rollup came with version 5
     with engine_of(sessiondb.open(db_path, readonly=True)).read() as conn:
         assert schema.current_version(conn) == 3  # nothing was migrated
     with sessiondb.open(db_path) as rw:  # a read-write open migrates
