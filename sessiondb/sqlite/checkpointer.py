@@ -15,6 +15,8 @@ import apsw
 # At most one background pass per interval (seconds): a writer finishing a forced checkpoint
 # then rarely finds this one holding the checkpoint lock.
 CHECKPOINT_INTERVAL = 0.01
+# How long close() waits for a checkpoint pass in progress (PASSIVE: it never waits on a lock).
+STOP_TIMEOUT = 10.0
 
 
 class Checkpointer:
@@ -32,8 +34,13 @@ class Checkpointer:
         self._event.set()
 
     def stop(self) -> None:
+        """Stop the thread and wait (bounded) until it has closed its connection: the store's
+        close then is the file's last close, which checkpoints the WAL into the main file and
+        removes it (tests/sqlite/test_backend.py::test_close_leaves_the_main_file_whole)."""
         self._stopped = True
         self._event.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(STOP_TIMEOUT)
 
     def _run(self) -> None:
         conn: apsw.Connection | None = None
@@ -67,4 +74,4 @@ class Checkpointer:
                     conn.close()
 
 
-__all__ = ["CHECKPOINT_INTERVAL", "Checkpointer"]
+__all__ = ["CHECKPOINT_INTERVAL", "STOP_TIMEOUT", "Checkpointer"]

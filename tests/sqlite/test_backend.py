@@ -256,3 +256,23 @@ def test_readonly_with_a_hot_journal_says_to_roll_it_back(tmp_path: Path) -> Non
     with sessiondb.open(crashed) as store:  # a writable open rolls the journal back
         assert store.count() == 300
         assert not any(m.content.startswith("half") for m in store.messages("s"))
+
+
+def test_close_leaves_the_main_file_whole(tmp_path: Path) -> None:
+    """After close() no connection of ours is left on the file — the background checkpointer's
+    included — so the last close checkpoints the WAL into the main file: a copy of the main
+    file alone holds every message (a backup script, or `cp` after the process is done)."""
+    path = tmp_path / "s.db"
+    store = sessiondb.open(path)
+    text = "x" * 3000  # ~1 page a message: the background checkpointer starts after 1000 pages
+    for i in range(60):
+        store.append_many(f"s{i}", [{"role": "user", "content": text}] * 50)
+    store.close()
+    assert [c for c in apsw.connections() if c.filename == str(path)] == []
+    assert not Path(f"{path}-wal").exists()
+    copy = tmp_path / "copy" / "s.db"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+    conn = apsw.Connection(str(copy))
+    assert conn.execute("SELECT count(*) FROM messages").get == 3000
+    conn.close()
