@@ -38,6 +38,8 @@ from sessiondb.sqlite import fts, rollup
 
 DAY = 86400
 START = 1_780_000_000.0  # 2026-05-28
+#: Part of the cached store's name: bump it when the build or the rollup's layout changes.
+BUILD = 2
 
 
 def build(path: Path, n: int, seed: int = 7) -> float:
@@ -97,7 +99,7 @@ def main(argv: list[str]) -> int:
     n, rounds = (100_000, 100) if args.quick else (args.messages, args.rounds)
     folder = WORK_DIR / "stats"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"stats-{n}-v{len(rollup.FIELDS)}.db"
+    path = folder / f"stats-{n}-build{BUILD}.db"
     built = None
     if not path.exists():
         print(f"building {n:,} messages (cached at {path})", flush=True)
@@ -105,8 +107,8 @@ def main(argv: list[str]) -> int:
         for leftover in folder.glob(partial.name + "*"):
             leftover.unlink()
         built = build(partial, n)
-        for suffix in ("-wal", "-shm"):
-            Path(f"{partial}{suffix}").unlink(missing_ok=True)
+        if Path(f"{partial}-wal").exists():  # closed: the WAL is in the main file, and gone
+            raise SystemExit(f"{partial}-wal is left after close: not renaming a partial store")
         partial.rename(path)
         print(f"built in {built:.0f} s", flush=True)
     month_ago = START + 60 * DAY

@@ -107,8 +107,10 @@ def _statements() -> list[str]:
             day INTEGER NOT NULL,              -- UTC day: floor(created_at / 86400)
             model TEXT NOT NULL,               -- meta.model, '' when none
             messages INTEGER NOT NULL DEFAULT 0, {cols},
-            PRIMARY KEY (sid, day, model)) WITHOUT ROWID""",
-        "CREATE INDEX activity_by_day ON activity(day)",
+            PRIMARY KEY (day, sid, model)) WITHOUT ROWID""",
+        # Clustered by day: stats() reads a range of days in key order (1.4-1.7x faster than
+        # through an index on day, benchmarks/stats.py); deleting a session goes by sid.
+        "CREATE INDEX activity_by_sid ON activity(sid)",
         f"""CREATE TABLE responses (
             sid INTEGER NOT NULL, response_id TEXT NOT NULL,
             day INTEGER NOT NULL, model TEXT NOT NULL, {cols},
