@@ -31,6 +31,11 @@ class AsyncStoreLease:
         return self._lease.ttl
 
     @property
+    def pid(self) -> int:
+        """The process the lease is recorded for (the calling one unless given)."""
+        return self._lease.pid
+
+    @property
     def resource(self) -> str:
         return self._lease.resource
 

@@ -37,6 +37,9 @@ class AsyncLease(Protocol):
     def ttl(self) -> float: ...
 
     @property
+    def pid(self) -> int: ...
+
+    @property
     def resource(self) -> str: ...
 
     @property
