@@ -47,5 +47,20 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def sessiondb_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("sessiondb")]
+
+
+async def settled(baseline: int) -> tuple[int, list[str]]:
+    """Open descriptors and sessiondb's live threads, once back to ``baseline`` and none (or
+    after 30 s): an admission lock's helper thread and the checkpointer end, and close their
+    descriptors, just after the store closes (sessiondb/host/flock.py ``QueuedLock.close``,
+    sessiondb/sqlite/checkpointer.py ``Checkpointer.stop``)."""
+    with anyio.move_on_after(30):
+        while open_fds() != baseline or sessiondb_threads():
+            await anyio.sleep(0.01)
+    return open_fds(), sessiondb_threads()
+
+
 def aio_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("sessiondb-aio")]
