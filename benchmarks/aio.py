@@ -1,0 +1,335 @@
+"""The async store: 64 tasks appending, against the sync store and the ceiling, in one run.
+
+The same T x M turns (deterministic 200-2000-byte contents, task t to session ``s<t>``) are
+appended, one call per turn, by each system in turn, each on a fresh file:
+
+- ``ceiling``: one bare apsw connection running sessiondb's append SQL (benchmarks/peers.py).
+- ``sync-1-thread``: ``sessiondb.open`` and ``store.append`` in one thread, turn after turn.
+- ``sync-T-threads``: the sync store shared by T threads (one per task), a connection each.
+- ``sync-in-loop``: T asyncio tasks calling the *sync* store directly (what the async store
+  exists to avoid: each call blocks the event loop).
+- ``aio-<loop>-w<N>``: T tasks on ``sessiondb.aio.open(path, workers=N)``.
+- ``to_thread-limit<N>``: T asyncio tasks handing each sync append to anyio's shared thread
+  pool with a per-store ``CapacityLimiter(N)`` — the design docs/adr/0008-async-store.md weighed.
+  ``-busy-pool``: the same while 16 other tasks of the program use that pool too (file I/O, a
+  sync client), which spreads the store's calls over more threads, each with its connection;
+  ``aio-asyncio-w4-busy-pool`` is the async store in that program.
+
+Per system: appends/s (median of the rounds, systems interleaved within a round), per-call
+latency p50/p99/max (all calls of all rounds), the connections the store had opened at the end,
+and, for the event-loop systems, how late a ticker task that sleeps 1 ms at a time wakes up (p99
+and max lag): the loop must not block while appends run. Ratios against the ceiling and the
+sync store come from the same run.
+
+    python -m benchmarks.aio [--quick] [--tasks 64] [--per-task 50] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from benchmarks.common import fresh_dir, latency_summary, machine_facts, turn, write_json
+
+TICK = 0.001
+
+
+class Run:
+    """One system's figures in one round."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.lags: list[float] = []
+        self.connections: int | None = None
+        self.seconds = 0.0
+
+
+def _turns(tasks: int, per_task: int) -> list[list[str]]:
+    return [[turn(t, i) for i in range(per_task)] for t in range(tasks)]
+
+
+def _connections(store: Any) -> int:
+    return len(store.backend.engine._slots)
+
+
+# -- blocking systems --------------------------------------------------------------------------
+
+
+def ceiling(path: Path, turns: list[list[str]]) -> Run:
+    from benchmarks.peers import CeilingAdapter
+
+    run, adapter = Run(), CeilingAdapter()
+    adapter.open(path)
+    start = time.perf_counter()
+    for i in range(len(turns[0])):
+        for t, texts in enumerate(turns):
+            t0 = time.perf_counter()
+            adapter.append(f"s{t}", "user", texts[i])
+            run.latencies.append(time.perf_counter() - t0)
+    run.seconds = time.perf_counter() - start
+    adapter.close()
+    run.connections = 1
+    return run
+
+
+def sync_one_thread(path: Path, turns: list[list[str]]) -> Run:
+    import sessiondb
+
+    run = Run()
+    with sessiondb.open(path / "sessions.db") as store:
+        start = time.perf_counter()
+        for i in range(len(turns[0])):
+            for t, texts in enumerate(turns):
+                t0 = time.perf_counter()
+                store.append(f"s{t}", "user", texts[i])
+                run.latencies.append(time.perf_counter() - t0)
+        run.seconds = time.perf_counter() - start
+        run.connections = _connections(store)
+    return run
+
+
+def sync_threads(path: Path, turns: list[list[str]]) -> Run:
+    import sessiondb
+
+    run, lock = Run(), threading.Lock()
+    with sessiondb.open(path / "sessions.db") as store:
+
+        def task(t: int) -> None:
+            mine = []
+            for text in turns[t]:
+                t0 = time.perf_counter()
+                store.append(f"s{t}", "user", text)
+                mine.append(time.perf_counter() - t0)
+            with lock:
+                run.latencies.extend(mine)
+
+        with ThreadPoolExecutor(max_workers=len(turns)) as pool:
+            start = time.perf_counter()
+            list(pool.map(task, range(len(turns))))
+            run.seconds = time.perf_counter() - start
+        run.connections = _connections(store)
+    return run
+
+
+# -- event-loop systems ------------------------------------------------------------------------
+
+Append = Callable[[str, str], Awaitable[object]]
+
+
+async def _drive(append: Append, turns: list[list[str]], run: Run) -> None:
+    """T tasks appending their turns, and a ticker measuring how late the loop wakes it."""
+    done = anyio.Event()
+
+    async def ticker() -> None:
+        while not done.is_set():
+            t0 = time.perf_counter()
+            await anyio.sleep(TICK)
+            run.lags.append(max(0.0, time.perf_counter() - t0 - TICK))
+
+    async def task(t: int) -> None:
+        for text in turns[t]:
+            t0 = time.perf_counter()
+            await append(f"s{t}", text)
+            run.latencies.append(time.perf_counter() - t0)
+
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(ticker)
+        await anyio.sleep(TICK * 5)  # the ticker is running before the first append
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for t in range(len(turns)):
+                tg.start_soon(task, t)
+        run.seconds = time.perf_counter() - start
+        done.set()
+
+
+def aio_store(backend: str, workers: int) -> Callable[[Path, list[list[str]]], Run]:
+    def system(path: Path, turns: list[list[str]]) -> Run:
+        import sessiondb.aio
+
+        run = Run()
+
+        async def main() -> None:
+            async with sessiondb.aio.open(path / "sessions.db", workers=workers) as store:
+                await _drive(lambda sid, text: store.append(sid, "user", text), turns, run)
+                run.connections = _connections(store.wrapped)
+
+        anyio.run(main, backend=backend)
+        return run
+
+    return system
+
+
+def aio_busy_pool(workers: int, others: int) -> Callable[[Path, list[list[str]]], Run]:
+    """The async store while other tasks use anyio's thread pool (as ``to_thread``'s
+    ``others``): its own workers are not that pool, so its connections stay ``workers``."""
+
+    def system(path: Path, turns: list[list[str]]) -> Run:
+        import sessiondb.aio
+
+        run = Run()
+
+        async def main() -> None:
+            async def other(stop: anyio.Event) -> None:
+                while not stop.is_set():
+                    await anyio.to_thread.run_sync(time.sleep, 0.001)
+
+            async with sessiondb.aio.open(path / "sessions.db", workers=workers) as store:
+                stop = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    for _ in range(others):
+                        tg.start_soon(other, stop)
+                    await _drive(lambda sid, text: store.append(sid, "user", text), turns, run)
+                    stop.set()
+                run.connections = _connections(store.wrapped)
+
+        anyio.run(main, backend="asyncio")
+        return run
+
+    return system
+
+
+def sync_in_loop(path: Path, turns: list[list[str]]) -> Run:
+    import sessiondb
+
+    run = Run()
+
+    async def main() -> None:
+        with sessiondb.open(path / "sessions.db") as store:
+
+            async def append(sid: str, text: str) -> None:
+                store.append(sid, "user", text)  # blocks the loop for the whole call
+                await anyio.sleep(0)
+
+            await _drive(append, turns, run)
+            run.connections = _connections(store)
+
+    anyio.run(main, backend="asyncio")
+    return run
+
+
+def to_thread(limit: int, others: int = 0) -> Callable[[Path, list[list[str]]], Run]:
+    """``others``: tasks of the same program that use anyio's thread pool for something else
+    meanwhile (file I/O, a sync client), as an application does."""
+
+    def system(path: Path, turns: list[list[str]]) -> Run:
+        import sessiondb
+
+        run = Run()
+
+        async def main() -> None:
+            limiter = anyio.CapacityLimiter(limit)
+            with sessiondb.open(path / "sessions.db") as store:
+
+                async def append(sid: str, text: str) -> None:
+                    call = functools.partial(store.append, sid, "user", text)
+                    await anyio.to_thread.run_sync(call, limiter=limiter)
+
+                async def other(stop: anyio.Event) -> None:
+                    while not stop.is_set():
+                        await anyio.to_thread.run_sync(time.sleep, 0.001)
+
+                stop = anyio.Event()
+                async with anyio.create_task_group() as tg:
+                    for _ in range(others):
+                        tg.start_soon(other, stop)
+                    await _drive(append, turns, run)
+                    stop.set()
+                run.connections = _connections(store)
+
+        anyio.run(main, backend="asyncio")
+        return run
+
+    return system
+
+
+def systems(tasks: int) -> dict[str, Callable[[Path, list[list[str]]], Run]]:
+    out: dict[str, Callable[[Path, list[list[str]]], Run]] = {
+        "ceiling": ceiling,
+        "sync-1-thread": sync_one_thread,
+        f"sync-{tasks}-threads": sync_threads,
+        "sync-in-loop": sync_in_loop,
+        "aio-asyncio-w1": aio_store("asyncio", 1),
+        "aio-asyncio-w4": aio_store("asyncio", 4),
+        "to_thread-limit1": to_thread(1),
+        "to_thread-limit4": to_thread(4),
+        "to_thread-limit4-busy-pool": to_thread(4, others=16),
+        "aio-asyncio-w4-busy-pool": aio_busy_pool(4, others=16),
+    }
+    try:
+        import trio  # noqa: F401
+
+        out["aio-trio-w4"] = aio_store("trio", 4)
+    except ImportError:  # the bench environment may lack trio: that system is skipped
+        pass
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--tasks", type=int, default=64)
+    ap.add_argument("--per-task", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true")
+    args, _ = ap.parse_known_args(argv)  # run_all passes every benchmark the same arguments
+    per_task, rounds = (10, 1) if args.quick else (args.per_task, args.rounds)
+    turns = _turns(args.tasks, per_task)
+    table = systems(args.tasks)
+    runs: dict[str, list[Run]] = {name: [] for name in table}
+    for r in range(rounds):
+        for name, system in table.items():  # interleaved: noise hits every system alike
+            runs[name].append(system(fresh_dir("aio", f"{name}-{r}"), turns))
+    total = args.tasks * per_task
+    rows: dict[str, dict[str, Any]] = {}
+    for name, rs in runs.items():
+        rate = statistics.median(total / run.seconds for run in rs)
+        row: dict[str, Any] = {
+            "appends_per_s": round(rate),
+            "latency": latency_summary(x for run in rs for x in run.latencies),
+            "connections": max(run.connections or 0 for run in rs),
+        }
+        lags = [x for run in rs for x in run.lags]
+        if lags:
+            row["loop_lag"] = latency_summary(lags)
+        rows[name] = row
+    base = rows["ceiling"]["appends_per_s"]
+    sync1 = rows["sync-1-thread"]["appends_per_s"]
+    threads = rows[f"sync-{args.tasks}-threads"]["appends_per_s"]
+    for row in rows.values():
+        row["vs_ceiling"] = round(row["appends_per_s"] / base, 3)
+        row["vs_sync_1_thread"] = round(row["appends_per_s"] / sync1, 3)
+        row["vs_sync_threads"] = round(row["appends_per_s"] / threads, 3)
+    for name, row in rows.items():
+        lag = row.get("loop_lag", {})
+        print(
+            f"{name:18} {row['appends_per_s']:7d}/s  x{row['vs_ceiling']:.2f} ceiling"
+            f"  x{row['vs_sync_1_thread']:.2f} sync  p99 {row['latency']['p99_ms']:7.2f} ms"
+            f"  conns {row['connections']:2d}"
+            + (f"  loop lag p99 {lag['p99_ms']:.2f} max {lag['max_ms']:.2f} ms" if lag else ""),
+            flush=True,
+        )
+    write_json(
+        "aio",
+        {
+            "machine": machine_facts(),
+            "tasks": args.tasks,
+            "per_task": per_task,
+            "rounds": rounds,
+            "systems": rows,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
