@@ -13,7 +13,7 @@ appended, one call per turn, by each system in turn, each on a fresh file:
   pool with a per-store ``CapacityLimiter(N)`` — the design docs/adr/0008-async-store.md weighed.
   ``-busy-pool``: the same while 16 other tasks of the program use that pool too (file I/O, a
   sync client), which spreads the store's calls over more threads, each with its connection;
-  ``aio-asyncio-w4-busy-pool`` is the async store in that program.
+  ``aio-asyncio-w2-busy-pool`` is the async store in that program.
 
 Per system: appends/s (median of the rounds, systems interleaved within a round), per-call
 latency p50/p99/max (all calls of all rounds), the connections the store had opened at the end,
@@ -21,7 +21,7 @@ and, for the event-loop systems, how late a ticker task that sleeps 1 ms at a ti
 and max lag): the loop must not block while appends run. Ratios against the ceiling and the
 sync store come from the same run.
 
-    python -m benchmarks.aio [--quick] [--tasks 64] [--per-task 50] [--rounds 3]
+    python -m benchmarks.aio [--quick] [--tasks 64] [--per-task 50] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -260,16 +260,16 @@ def systems(tasks: int) -> dict[str, Callable[[Path, list[list[str]]], Run]]:
         f"sync-{tasks}-threads": sync_threads,
         "sync-in-loop": sync_in_loop,
         "aio-asyncio-w1": aio_store("asyncio", 1),
+        "aio-asyncio-w2": aio_store("asyncio", 2),
         "aio-asyncio-w4": aio_store("asyncio", 4),
-        "to_thread-limit1": to_thread(1),
-        "to_thread-limit4": to_thread(4),
-        "to_thread-limit4-busy-pool": to_thread(4, others=16),
-        "aio-asyncio-w4-busy-pool": aio_busy_pool(4, others=16),
+        "to_thread-limit2": to_thread(2),
+        "to_thread-limit2-busy-pool": to_thread(2, others=16),
+        "aio-asyncio-w2-busy-pool": aio_busy_pool(2, others=16),
     }
     try:
         import trio  # noqa: F401
 
-        out["aio-trio-w4"] = aio_store("trio", 4)
+        out["aio-trio-w2"] = aio_store("trio", 2)
     except ImportError:  # the bench environment may lack trio: that system is skipped
         pass
     return out
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tasks", type=int, default=64)
     ap.add_argument("--per-task", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
     args, _ = ap.parse_known_args(argv)  # run_all passes every benchmark the same arguments
     per_task, rounds = (10, 1) if args.quick else (args.per_task, args.rounds)

@@ -27,9 +27,10 @@ from .store import AsyncSessionStore
 from .workers import Workers
 
 #: Worker threads per store (each opens at most one connection). docs/adr/0008-async-store.md:
-#: appends gain nothing past one (writes are serialized by the database); more than one lets a
-#: search or a long import run beside the appends instead of in front of them.
-DEFAULT_WORKERS = 4
+#: appends gain nothing from more (the database serializes writes) and each more thread makes
+#: the event loop wait longer for the GIL; two let a search or a long import run beside the
+#: appends instead of in front of them.
+DEFAULT_WORKERS = 2
 
 
 def open(
