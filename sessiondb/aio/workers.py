@@ -14,6 +14,7 @@ does not, whole — and the task gets its cancellation. Retrying a keyed append 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ class Workers:
     def __init__(self, threads: int, name: str) -> None:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         self._name = name
+        self._pid = os.getpid()
         self._closing = False
         self._lock = threading.Lock()
 
@@ -42,6 +44,14 @@ class Workers:
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in a worker thread; its result or exception, awaited."""
+        if os.getpid() != self._pid:
+            # A forked child has the pool's queue but none of its threads: a call would wait
+            # forever. The sync store reopens its connections after fork (engine.py); an async
+            # store is opened again in the child, under the child's own event loop.
+            raise Error(
+                f"{self._name}: this async store was opened in process {self._pid}; open it "
+                "again in this process"
+            )
         token = current_token()
         done = anyio.Event()
         with self._lock:

@@ -143,3 +143,20 @@ async def test_open_is_awaitable_and_close_idempotent(tmp_path: Path) -> None:
         assert ro.readonly and await ro.count() == 1
         with pytest.raises(sessiondb.ReadOnlyStore):
             await ro.append("s", "user", "z")
+
+
+async def test_a_forked_child_is_told_to_open_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After fork the pool's threads are gone: a call would wait forever, so it is refused."""
+    import os
+
+    from sessiondb.aio import workers
+
+    async with sessiondb.aio.open(tmp_path / "s.db") as store:
+        parent = os.getpid()
+        monkeypatch.setattr(workers.os, "getpid", lambda: parent + 1)
+        with pytest.raises(sessiondb.Error, match=f"opened in process {parent}; open it again"):
+            await store.count()
+        monkeypatch.undo()
+        assert await store.count() == 0
