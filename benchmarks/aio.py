@@ -6,6 +6,7 @@ appended, one call per turn, by each system in turn, each on a fresh file:
 - ``ceiling``: one bare apsw connection running sessiondb's append SQL (benchmarks/peers.py).
 - ``sync-1-thread``: ``sessiondb.open`` and ``store.append`` in one thread, turn after turn.
 - ``sync-T-threads``: the sync store shared by T threads (one per task), a connection each.
+- ``idle-loop``: no store at all, T tasks that only yield: the ticker's noise floor.
 - ``sync-in-loop``: T asyncio tasks calling the *sync* store directly (what the async store
   exists to avoid: each call blocks the event loop).
 - ``aio-<loop>-w<N>``: T tasks on ``sessiondb.aio.open(path, workers=N)``.
@@ -199,6 +200,22 @@ def aio_busy_pool(workers: int, others: int) -> Callable[[Path, list[list[str]]]
     return system
 
 
+def idle_loop(path: Path, turns: list[list[str]]) -> Run:
+    """No store: T tasks that only yield, as many times as there are turns — the ticker's lag
+    here is the machine's own noise floor (other processes, the OS scheduler)."""
+    run = Run()
+
+    async def main() -> None:
+        async def nothing(sid: str, text: str) -> None:
+            await anyio.sleep(0)
+
+        await _drive(nothing, turns, run)
+
+    anyio.run(main, backend="asyncio")
+    run.connections = 0
+    return run
+
+
 def sync_in_loop(path: Path, turns: list[list[str]]) -> Run:
     import sessiondb
 
@@ -256,6 +273,7 @@ def to_thread(limit: int, others: int = 0) -> Callable[[Path, list[list[str]]], 
 def systems(tasks: int) -> dict[str, Callable[[Path, list[list[str]]], Run]]:
     out: dict[str, Callable[[Path, list[list[str]]], Run]] = {
         "ceiling": ceiling,
+        "idle-loop": idle_loop,
         "sync-1-thread": sync_one_thread,
         f"sync-{tasks}-threads": sync_threads,
         "sync-in-loop": sync_in_loop,
@@ -305,17 +323,23 @@ def main(argv: list[str] | None = None) -> int:
     base = rows["ceiling"]["appends_per_s"]
     sync1 = rows["sync-1-thread"]["appends_per_s"]
     threads = rows[f"sync-{args.tasks}-threads"]["appends_per_s"]
-    for row in rows.values():
+    for name, row in rows.items():
+        if name == "idle-loop":  # appends nothing: only its loop lag means anything
+            del row["appends_per_s"], row["latency"], row["connections"]
+            continue
         row["vs_ceiling"] = round(row["appends_per_s"] / base, 3)
         row["vs_sync_1_thread"] = round(row["appends_per_s"] / sync1, 3)
         row["vs_sync_threads"] = round(row["appends_per_s"] / threads, 3)
     for name, row in rows.items():
         lag = row.get("loop_lag", {})
+        lag_text = f"  loop lag p99 {lag['p99_ms']:.2f} max {lag['max_ms']:.2f} ms" if lag else ""
+        if "appends_per_s" not in row:
+            print(f"{name:26}{lag_text}", flush=True)
+            continue
         print(
-            f"{name:18} {row['appends_per_s']:7d}/s  x{row['vs_ceiling']:.2f} ceiling"
+            f"{name:26} {row['appends_per_s']:6d}/s  x{row['vs_ceiling']:.2f} ceiling"
             f"  x{row['vs_sync_1_thread']:.2f} sync  p99 {row['latency']['p99_ms']:7.2f} ms"
-            f"  conns {row['connections']:2d}"
-            + (f"  loop lag p99 {lag['p99_ms']:.2f} max {lag['max_ms']:.2f} ms" if lag else ""),
+            f"  conns {row['connections']:2d}{lag_text}",
             flush=True,
         )
     write_json(
