@@ -6,7 +6,7 @@ appended, one call per turn, by each system in turn, each on a fresh file:
 - ``ceiling``: one bare apsw connection running sessiondb's append SQL (benchmarks/peers.py).
 - ``sync-1-thread``: ``sessiondb.open`` and ``store.append`` in one thread, turn after turn.
 - ``sync-T-threads``: the sync store shared by T threads (one per task), a connection each.
-- ``idle-loop``: no store at all, T tasks that only yield: the ticker's noise floor.
+- ``idle-loop``: no store at all, T tasks that sleep instead: the ticker's noise floor.
 - ``sync-in-loop``: T asyncio tasks calling the *sync* store directly (what the async store
   exists to avoid: each call blocks the event loop).
 - ``aio-<loop>-w<N>``: T tasks on ``sessiondb.aio.open(path, workers=N)``.
@@ -20,7 +20,8 @@ Per system: appends/s (median of the rounds, systems interleaved within a round)
 latency p50/p99/max (all calls of all rounds), the connections the store had opened at the end,
 and, for the event-loop systems, how late a ticker task that sleeps 1 ms at a time wakes up (p99
 and max lag): the loop must not block while appends run. Ratios against the ceiling and the
-sync store come from the same run.
+sync store come from the same run. Last, what one awaited call costs over the sync call (one
+task, sequential short reads), through the async store and through ``to_thread``.
 
     python -m benchmarks.aio [--quick] [--tasks 64] [--per-task 50] [--rounds 5]
 """
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import statistics
 import threading
 import time
@@ -201,13 +203,14 @@ def aio_busy_pool(workers: int, others: int) -> Callable[[Path, list[list[str]]]
 
 
 def idle_loop(path: Path, turns: list[list[str]]) -> Run:
-    """No store: T tasks that only yield, as many times as there are turns — the ticker's lag
-    here is the machine's own noise floor (other processes, the OS scheduler)."""
+    """No store: T tasks that sleep 10 ms per turn instead of appending (about as long as the
+    appends take) — the ticker's lag here is the machine's own noise floor (other processes,
+    the OS scheduler)."""
     run = Run()
 
     async def main() -> None:
         async def nothing(sid: str, text: str) -> None:
-            await anyio.sleep(0)
+            await anyio.sleep(0.01)
 
         await _drive(nothing, turns, run)
 
@@ -268,6 +271,51 @@ def to_thread(limit: int, others: int = 0) -> Callable[[Path, list[list[str]]], 
         return run
 
     return system
+
+
+def handoff_cost(path: Path, calls: int) -> dict[str, float]:
+    """What one awaited call adds to the sync call: one task, ``calls`` sequential
+    ``count(sid)`` (a short read) through each way, microseconds per call (median of 3)."""
+    import sessiondb
+    import sessiondb.aio
+
+    def per_call(fn: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - t0) / calls * 1e6
+
+    out: dict[str, list[float]] = {}
+    with sessiondb.open(path / "sessions.db") as store:
+        store.append("s", "user", "x")
+        for _ in range(3):
+            out.setdefault("sync", []).append(per_call(lambda: store.count("s")))
+
+    async def awaited(backend: str) -> None:
+        async with sessiondb.aio.open(path / "sessions.db") as astore:
+            limiter = anyio.CapacityLimiter(2)
+            sync_store = astore.wrapped
+            await astore.count("s")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    await astore.count("s")
+                us = (time.perf_counter() - t0) / calls * 1e6
+                out.setdefault(f"aio-{backend}", []).append(us)
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    await anyio.to_thread.run_sync(sync_store.count, "s", limiter=limiter)
+                us = (time.perf_counter() - t0) / calls * 1e6
+                out.setdefault(f"to_thread-{backend}", []).append(us)
+
+    anyio.run(awaited, "asyncio", backend="asyncio")
+    try:
+        import trio  # noqa: F401
+
+        anyio.run(awaited, "trio", backend="trio")
+    except ImportError:
+        pass
+    return {name: round(statistics.median(v), 1) for name, v in out.items()}
 
 
 def systems(tasks: int) -> dict[str, Callable[[Path, list[list[str]]], Run]]:
@@ -342,10 +390,13 @@ def main(argv: list[str] | None = None) -> int:
             f"  conns {row['connections']:2d}{lag_text}",
             flush=True,
         )
+    handoff = handoff_cost(fresh_dir("aio", "handoff"), 300 if args.quick else 3000)
+    print("one call, microseconds:", json.dumps(handoff), flush=True)
     write_json(
         "aio",
         {
             "machine": machine_facts(),
+            "call_us": handoff,
             "tasks": args.tasks,
             "per_task": per_task,
             "rounds": rounds,
