@@ -100,6 +100,7 @@ async def _open(
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(pool.close)
         raise
+    pool.where = store.location
     opened = AsyncSessionStore(store, pool)
     try:
         await anyio.lowlevel.checkpoint_if_cancelled()

@@ -33,8 +33,9 @@ class Workers:
 
     def __init__(self, threads: int, name: str) -> None:
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
-        self._name = name
         self._pid = os.getpid()
+        #: What errors name: the store's location once it is open.
+        self.where = name
         self._closing = False
         self._lock = threading.Lock()
 
@@ -49,14 +50,14 @@ class Workers:
             # forever. The sync store reopens its connections after fork (engine.py); an async
             # store is opened again in the child, under the child's own event loop.
             raise Error(
-                f"{self._name}: this async store was opened in process {self._pid}; open it "
+                f"{self.where}: this async store was opened in process {self._pid}; open it "
                 "again in this process"
             )
         token = current_token()
         done = anyio.Event()
         with self._lock:
             if self._closing:
-                raise Error(f"{self._name}: the store is closed")
+                raise Error(f"{self.where}: the store is closed; open it again to use it")
             fut = self._pool.submit(fn, *args, **kwargs)
         fut.add_done_callback(lambda _: call_soon(token, done.set))
         try:

@@ -137,8 +137,9 @@ async def test_open_is_awaitable_and_close_idempotent(tmp_path: Path) -> None:
     await store.append("s", "user", "x")
     await store.aclose()
     await store.close()
-    with pytest.raises(sessiondb.Error, match="closed"):
+    with pytest.raises(sessiondb.Error, match="the store is closed; open it again") as info:
         await store.append("s", "user", "y")
+    assert str(tmp_path / "s.db") in str(info.value)  # names the store
     async with sessiondb.aio.open(tmp_path / "s.db", readonly=True) as ro:
         assert ro.readonly and await ro.count() == 1
         with pytest.raises(sessiondb.ReadOnlyStore):
