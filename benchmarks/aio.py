@@ -20,8 +20,10 @@ Per system: appends/s (median of the rounds, systems interleaved within a round)
 latency p50/p99/max (all calls of all rounds), the connections the store had opened at the end,
 and, for the event-loop systems, how late a ticker task that sleeps 1 ms at a time wakes up (p99
 and max lag): the loop must not block while appends run. Ratios against the ceiling and the
-sync store come from the same run. Last, what one awaited call costs over the sync call (one
-task, sequential short reads), through the async store and through ``to_thread``.
+sync store come from the same run. Then the appends of 16 tasks while another task imports a
+20 000-turn transcript, with 1 and 2 workers (head-of-line blocking), and what one awaited call
+costs over the sync call (one task, sequential short reads), through the async store and through
+``to_thread``.
 
     python -m benchmarks.aio [--quick] [--tasks 64] [--per-task 50] [--rounds 5]
 """
@@ -318,6 +320,51 @@ def handoff_cost(path: Path, calls: int) -> dict[str, float]:
     return {name: round(statistics.median(v), 1) for name, v in out.items()}
 
 
+def head_of_line(folder: Path, workers: int, messages: int) -> dict[str, Any]:
+    """One task imports a transcript of ``messages`` turns (one call, a few seconds) while 16
+    tasks append: how long the appends wait, with ``workers`` threads. With one, every append
+    waits behind the whole import; with two, only for the import's next short transaction."""
+    import sessiondb
+    import sessiondb.aio
+
+    source = folder / "big.jsonl"
+    if not source.exists():
+        with sessiondb.open(folder / "source.db") as store:
+            turns = [{"role": "user", "content": turn(0, i)} for i in range(messages)]
+            store.append_many("big", turns)
+            store.export_jsonl("big", source)
+    latencies: list[float] = []
+    timing: dict[str, float] = {}
+
+    async def main() -> None:
+        async with sessiondb.aio.open(folder / f"w{workers}.db", workers=workers) as store:
+            started = anyio.Event()
+
+            async def importer() -> None:
+                t0 = time.perf_counter()
+                await store.import_jsonl(source, progress=lambda done, total: started.set())
+                timing["import_s"] = time.perf_counter() - t0
+
+            async def appender(t: int) -> None:
+                for i in range(20):
+                    t0 = time.perf_counter()
+                    await store.append(f"live-{t}", "user", turn(t, i))
+                    latencies.append(time.perf_counter() - t0)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(importer)
+                await started.wait()
+                for t in range(16):
+                    tg.start_soon(appender, t)
+
+    anyio.run(main, backend="asyncio")
+    return {
+        "workers": workers,
+        "import_s": round(timing["import_s"], 2),
+        "append_latency": latency_summary(latencies),
+    }
+
+
 def systems(tasks: int) -> dict[str, Callable[[Path, list[list[str]]], Run]]:
     out: dict[str, Callable[[Path, list[list[str]]], Run]] = {
         "ceiling": ceiling,
@@ -390,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  conns {row['connections']:2d}{lag_text}",
             flush=True,
         )
+    folder = fresh_dir("aio", "head-of-line")
+    big = 2000 if args.quick else 20000
+    blocking = [head_of_line(folder, w, big) for w in (1, 2)]
+    for row in blocking:
+        print(f"appends beside an import of {big} turns: {json.dumps(row)}", flush=True)
     handoff = handoff_cost(fresh_dir("aio", "handoff"), 300 if args.quick else 3000)
     print("one call, microseconds:", json.dumps(handoff), flush=True)
     write_json(
@@ -397,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "machine": machine_facts(),
             "call_us": handoff,
+            "beside_an_import": blocking,
             "tasks": args.tasks,
             "per_task": per_task,
             "rounds": rounds,
