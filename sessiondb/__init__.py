@@ -28,6 +28,8 @@ from .errors import (
 from .version import __version__
 
 if TYPE_CHECKING:
+    from . import aio as aio
+    from .core.async_contract import AsyncStore
     from .core.blocks import Block
     from .core.contract import Backend, Store
     from .models import (
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 _URL_SCHEMES = ("postgresql://", "postgres://")
 _LAZY = {
     "Store": "core.contract",
+    "AsyncStore": "core.async_contract",
     "Block": "core.blocks",
     "BadLine": "models",
     "Check": "models",
@@ -63,11 +66,13 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    from importlib import import_module
+
+    if name == "aio":  # the async API loads anyio: only when it is used
+        return import_module(".aio", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'sessiondb' has no attribute {name!r}")
-    from importlib import import_module
-
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
@@ -110,6 +115,7 @@ def open_backend(
 
 
 __all__ = [
+    "AsyncStore",
     "BadLine",
     "Block",
     "Check",

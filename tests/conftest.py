@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,36 @@ def location(backend: str, tmp_path: Path) -> str:
     return new_location(backend, tmp_path)
 
 
+# How the contract suite reaches a store: the sync API, or sessiondb.aio driven through a blocking
+# facade (tests/_aio_bridge.py) under each event loop anyio runs. Each test using `store` runs
+# once per entry.
+APIS = ["sync", "asyncio", "trio"]
+
+
+@pytest.fixture(params=APIS)
+def api(request: pytest.FixtureRequest) -> str:
+    """The API a contract test reaches its store through."""
+    return str(request.param)
+
+
+Opener = Callable[..., AbstractContextManager[sessiondb.Store]]
+
+
 @pytest.fixture
-def store(location: str) -> Iterator[sessiondb.Store]:
-    s = sessiondb.open(location)
-    yield s
-    s.close()
+def open_store(api: str) -> Opener:
+    """``sessiondb.open`` through the API under test: ``with open_store(location, **options)
+    as store`` (for contract tests that open stores themselves, e.g. read-only)."""
+    if api == "sync":
+        return sessiondb.open
+    from ._aio_bridge import blocking_async_store
+
+    return lambda location, **options: blocking_async_store(api, location, **options)
+
+
+@pytest.fixture
+def store(location: str, open_store: Opener) -> Iterator[sessiondb.Store]:
+    with open_store(location) as s:
+        yield s
 
 
 @pytest.fixture(autouse=True)

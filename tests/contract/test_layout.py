@@ -10,7 +10,7 @@ DRIVERS = ("apsw", "psycopg", "sqlite3")
 
 
 def _loaded_after(statement: str) -> set[str]:
-    code = f"import sys; {statement}; print(' '.join(sorted(sys.modules)))"
+    code = f"import sys\n{statement}\nprint(' '.join(sorted(sys.modules)))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
@@ -35,3 +35,15 @@ def test_import_sessiondb_loads_no_backend_until_a_store_is_opened() -> None:
         "sessiondb.open(os.path.join(tempfile.mkdtemp(), 's.db')).close()"
     )
     assert "apsw" in opened and "sessiondb.sqlite.backend" in opened
+
+
+def test_the_async_api_loads_anyio_only_when_used() -> None:
+    assert "anyio" not in _loaded_after("import sessiondb, sessiondb.core.async_contract")
+    used = _loaded_after(
+        "import sessiondb, anyio, tempfile, os\n"
+        "async def main():\n"
+        "    async with sessiondb.aio.open(os.path.join(tempfile.mkdtemp(), 's.db')) as s:\n"
+        "        await s.count()\n"
+        "anyio.run(main)"
+    )
+    assert {"anyio", "sessiondb.aio"} <= used and "trio" not in used

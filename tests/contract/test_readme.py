@@ -1,4 +1,4 @@
-"""The README's Python examples run as printed (the quickstart and the flush helper)."""
+"""The README's Python examples run as printed (the quickstart, the flush helper, async)."""
 
 from __future__ import annotations
 
@@ -63,3 +63,11 @@ def test_first_five_minutes_loop_runs_twice_and_finds_both_runs(
     assert [line.split()[0] for line in first if line] == ["2"]
     assert sorted(line.split()[0] for line in second) == ["2", "4"]
     assert all("[backoff]" in line for line in second)
+
+
+def test_async_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    block = next(b for b in _blocks() if "sessiondb.aio.open" in b)
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    # 16 questions and the late one, stored once although it was cancelled and appended again
+    assert capsys.readouterr().out.splitlines() == ["17 [15, 16, 17]"]

@@ -11,6 +11,7 @@ import pytest
 import sessiondb
 from sessiondb import InvalidInput, ReadOnlyStore, SessionNotFound, StoreNotFound
 from sessiondb.core.store import READ_PAGE
+from tests.conftest import Opener
 
 
 def _fill(store: sessiondb.Store, sid: str, n: int) -> None:
@@ -182,12 +183,12 @@ def test_store_leases_are_listed(store: sessiondb.Store) -> None:
 # -- read-only ---------------------------------------------------------------------------------
 
 
-def test_readonly_reads_everything_and_writes_nothing(location: str) -> None:
+def test_readonly_reads_everything_and_writes_nothing(location: str, open_store: Opener) -> None:
     with sessiondb.open(location) as rw:
         rw.create_session("s", title="T")
         rw.append("s", "user", "hello readonly world")
         rw.lease("job", "w1").acquire()
-    with sessiondb.open(location, readonly=True) as ro:
+    with open_store(location, readonly=True) as ro:
         assert ro.readonly
         assert [s.session_id for s in ro.list_sessions()] == ["s"]
         assert ro.get_session("s") is not None and ro.count() == 1
@@ -212,10 +213,15 @@ def test_readonly_reads_everything_and_writes_nothing(location: str) -> None:
         assert rw.count("s") == 1 and rw.get_session("s").title == "T"  # type: ignore[union-attr]
 
 
-def test_readonly_of_a_missing_store_creates_nothing(tmp_path, location: str) -> None:  # type: ignore[no-untyped-def]
+def test_readonly_of_a_missing_store_creates_nothing(  # type: ignore[no-untyped-def]
+    tmp_path, location: str, open_store: Opener
+) -> None:
     before = sorted(tmp_path.rglob("*"))
-    with pytest.raises(StoreNotFound, match="no sessiondb store there") as info:
-        sessiondb.open(location, readonly=True)
+    with (
+        pytest.raises(StoreNotFound, match="no sessiondb store there") as info,
+        open_store(location, readonly=True),
+    ):
+        pass
     assert location in str(info.value)
     assert sorted(tmp_path.rglob("*")) == before
 
