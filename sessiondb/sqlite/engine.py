@@ -293,6 +293,10 @@ class Engine:
         local = _is_local(self.path)
         current = str(conn.execute("PRAGMA journal_mode").get).lower()
         fresh = created or self._is_empty(conn)
+        if fresh:
+            # Freed pages go back to the filesystem in bounded steps (space.py): possible only
+            # if set before the first table, and before WAL mode writes the header (ADR 0006).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         if current == wanted:
             pass
         elif fresh or (self.requested_journal_mode != "auto" and current != "wal"):
@@ -416,6 +420,18 @@ class Engine:
             if queued:
                 assert lock is not None
                 lock.release()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[apsw.Connection]:
+        """The head of the write queue with no transaction open, for the one statement that
+        cannot run inside one (``VACUUM``, space.py): every writer waits behind it for as long
+        as it lasts — only for what a person asked for explicitly (ADR 0006)."""
+        with self.write() as conn:
+            conn.execute("COMMIT")  # keep the queue's head (the flock), give up the transaction
+            try:
+                yield conn
+            finally:
+                conn.execute("BEGIN IMMEDIATE")  # write() commits what it began
 
     def _force_checkpoint(self, conn: apsw.Connection) -> None:
         """FULL checkpoint while our writers wait behind the admission lock.
