@@ -87,6 +87,9 @@ def reclaim(
     with engine.read() as conn:
         if auto_vacuum(conn) != "incremental":
             return 0
+        left = int(conn.execute("PRAGMA freelist_count").get)
+    if progress is not None:
+        progress(left)
     before = file_size(engine)
     step = f"PRAGMA incremental_vacuum({int(pages)})"
     while True:
