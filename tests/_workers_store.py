@@ -145,3 +145,20 @@ def prune_writer(
             revived.set()  # type: ignore[attr-defined]
     Path(log).write_text(str(i))
     store.close()
+
+
+def prune_and_log(path: str, log: str) -> None:
+    """Prune everything idle for 30 days, logging each progress call (a line each) and "done"
+    at the end, for a test that kills it mid-way (tests/sqlite/test_prune_crash.py)."""
+    from datetime import timedelta
+
+    store = sessiondb.open(path)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        with open(log, "a") as f:
+            f.write(f"{phase} {done} {total}\n")
+
+    store.prune(older_than=timedelta(days=30), progress=progress)
+    with open(log, "a") as f:
+        f.write("done\n")
+    store.close()
