@@ -423,6 +423,7 @@ class SQLiteBackend:
                         conn.execute("DELETE FROM purge_queue WHERE sid = ?", (internal,))
                         break
                 took = max(time.perf_counter() - began, 1e-4)
+                engine.step_aside()
                 batch = max(
                     PURGE_MIN, min(PURGE_BATCH, 2 * batch, int(batch * PURGE_SECONDS / took))
                 )

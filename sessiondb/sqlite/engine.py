@@ -66,6 +66,8 @@ CHECKPOINT_PAGES = 1000
 CHECKPOINT_FORCE_PAGES = 4000
 FORCE_WAIT_MS = 200
 CHECKPOINT_RETRY_PAGES = 200
+# Pause of bulk work between its write transactions, so that queued writers get in (step_aside).
+BULK_PAUSE = 0.002
 # Size the WAL file is truncated to when SQLite resets it, so a burst does not leave it huge.
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
 
@@ -420,6 +422,14 @@ class Engine:
             if queued:
                 assert lock is not None
                 lock.release()
+
+    @staticmethod
+    def step_aside() -> None:
+        """Between two transactions of bulk work (purge, index merge, vacuum steps): a writer
+        that just released the admission lock takes it again at once (``try_acquire``) before
+        the waiter the kernel woke is running; bulk work that looped straight on made live
+        writers wait several of its steps (docs/benchmarks.md, "Retention (prune)")."""
+        time.sleep(BULK_PAUSE)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[apsw.Connection]:

@@ -280,6 +280,15 @@ def merge_all_step(conn: apsw.Connection, pages: int) -> bool:
     return worked
 
 
+def index_pages(conn: apsw.Connection) -> int:
+    """The indexes' FTS5 pages (rows of their ``_data`` tables): the most one full merge of
+    them writes, so the bound of :func:`merge_all_step`'s loop (space.tidy_index)."""
+    return sum(
+        int(conn.execute(f"SELECT count(*) FROM {table}_data").get)
+        for table in (WORD_TABLE, TRIGRAM_TABLE)
+    )
+
+
 def index_bytes(conn: apsw.Connection) -> dict[str, int]:
     """Bytes used by each index's shadow tables and by the message content (dbstat)."""
     out: dict[str, int] = {}
@@ -310,6 +319,7 @@ __all__ = [
     "create",
     "drop",
     "index_bytes",
+    "index_pages",
     "merge_all_step",
     "merge_step",
     "schema_statements",

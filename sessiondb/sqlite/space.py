@@ -23,11 +23,14 @@ import apsw
 from . import fts
 from .engine import Engine
 
-#: Pages moved and cut off per write transaction (4 KiB pages: 1 MiB; ADR 0006 measures it).
-RECLAIM_PAGES = 256
+#: Pages moved and cut off per write transaction (ADR 0006: 256 held the lock up to 85 ms
+#: beside live writers, 64 at most 23 ms alone).
+RECLAIM_PAGES = 64
 
-#: Pages of search-index segments merged per write transaction (fts.merge_all_step).
-MERGE_PAGES = 200
+#: Pages of search-index segments merged per write transaction (fts.merge_all_step). A step
+#: costs more than its pages (it reads whole doclists): 100 pages took up to 95 ms, 25 up to
+#: 55 ms, 8 up to 32 ms on a 100 000-message store (ADR 0006).
+MERGE_PAGES = 8
 
 #: ``auto_vacuum`` values of ``PRAGMA auto_vacuum``.
 AUTO_VACUUM = {0: "none", 1: "full", 2: "incremental"}
@@ -67,16 +70,24 @@ def split(conn: apsw.Connection) -> dict[str, int]:
 
 
 def tidy_index(engine: Engine, *, pages: int = MERGE_PAGES) -> int:
-    """Merge the search index's segments in short write transactions until none is left to
-    merge, so that the words of deleted messages leave the file (fts.merge_all_step); returns
-    the steps taken. Pages it frees are reused by SQLite, and cut off by :func:`reclaim`."""
-    steps = 0
-    while True:
+    """Merge the search index's segments in short write transactions, so that the words of
+    deleted messages leave the file (fts.merge_all_step); returns the steps taken. Pages it
+    frees are reused by SQLite, and cut off by :func:`reclaim`.
+
+    A step writes at least ``pages`` pages unless the merge ends, so one full merge of the
+    index as it is now takes at most its pages / ``pages`` steps: the loop stops there. Live
+    writers add a segment with every append, and a merge that waited for "no work left" never
+    stopped beside them: it rewrote the whole index again and again (the file reached 632 MB
+    from 167 MB in benchmarks/prune.py before this bound)."""
+    with engine.read() as conn:
+        budget = fts.index_pages(conn) // max(1, pages) + 16
+    for steps in range(1, budget + 1):
         with engine.write() as conn:
             worked = fts.merge_all_step(conn, pages)
-        steps += 1
         if not worked:
             return steps
+        engine.step_aside()
+    return budget
 
 
 def reclaim(
@@ -100,6 +111,7 @@ def reclaim(
             progress(left)
         if left == 0:
             break
+        engine.step_aside()
     _settle(engine)
     return max(0, before - file_size(engine))
 
