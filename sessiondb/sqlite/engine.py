@@ -423,12 +423,24 @@ class Engine:
                 assert lock is not None
                 lock.release()
 
-    @staticmethod
-    def step_aside() -> None:
-        """Between two transactions of bulk work (purge, index merge, vacuum steps): a writer
-        that just released the admission lock takes it again at once (``try_acquire``) before
-        the waiter the kernel woke is running; bulk work that looped straight on made live
-        writers wait several of its steps (docs/benchmarks.md, "Retention (prune)")."""
+    def step_aside(self) -> None:
+        """Between two transactions of bulk work (purge, index merge, vacuum steps).
+
+        A writer that just released the admission lock takes it again at once (``try_acquire``)
+        before the waiter the kernel woke is running: bulk work that looped straight on made
+        live writers wait several of its steps. And bulk work fills the WAL fast: past
+        CHECKPOINT_FORCE_PAGES the next committing writer — a live agent — copies it back
+        while every writer waits. So the bulk work copies its own WAL back here, PASSIVE (no
+        lock held; writers go on), whenever it passed CHECKPOINT_PAGES
+        (docs/benchmarks.md, "Retention (prune)")."""
+        if (
+            self._mode is not None
+            and self._mode[0] == "wal"
+            and self._wal_pages >= CHECKPOINT_PAGES
+        ):
+            self._wal_pages = 0
+            with contextlib.suppress(StoreBusy):
+                self.checkpoint("PASSIVE")
         time.sleep(BULK_PAUSE)
 
     @contextlib.contextmanager
