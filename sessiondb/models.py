@@ -126,8 +126,9 @@ class PruneReport:
 
     ``sessions`` are the sessions removed as they were when selected, in id order; ``messages``
     their messages; ``bytes`` the stored text of those messages (content, key, meta in UTF-8);
-    ``estimated_space`` the file space they take with their search index, pro rata by messages
-    (None when the backend cannot tell); ``kept`` the sessions selected but left because they
+    ``estimated_space`` (dry run) the file space of their rows, pro rata by messages, what a
+    prune gives back (their search index's share comes back with ``compact()``; None when the
+    backend cannot tell); ``kept`` the sessions selected but left because they
     changed meanwhile (a new message). ``freed``: bytes given back to the filesystem (0 for a
     dry run); ``needs_compact``: this store can give space back only by ``compact()`` (a SQLite
     file created before incremental auto-vacuum: docs/adr/0006-retention.md).

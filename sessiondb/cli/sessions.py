@@ -205,7 +205,8 @@ def rm_cmd(ctx: click.Context, session: str, yes: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def info_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Show the store's path, file sizes, counts, journal mode and versions."""
+    """Show the store's path, file sizes, counts, journal mode, versions, and the file's space
+    by part: messages, search index, other tables, free pages."""
     facts = get_store(ctx, readonly=True).info()
     if as_json:
         emit_json(facts)

@@ -201,8 +201,9 @@ def _report(
             total = tx.totals()[1]
         estimate = None
         if space is not None and total:
-            share = min(1.0, messages / total)
-            estimate = round((space["messages"] + space["search_index"]) * share)
+            # The messages' share; their search index's share comes back with compact() only
+            # (docs/adr/0006-retention.md).
+            estimate = round(space["messages"] * min(1.0, messages / total))
     return PruneReport(
         cutoff=cutoff_at,
         dry_run=dry_run,

@@ -438,7 +438,6 @@ class SQLiteBackend:
         from . import space
 
         engine = self._ensure_ready()
-        space.tidy_index(engine)  # frees the deleted words' pages, reused even without vacuum
         with engine.read() as conn:
             if space.auto_vacuum(conn) != "incremental":
                 return None
@@ -447,9 +446,7 @@ class SQLiteBackend:
     def compact(self) -> int:
         from . import space
 
-        engine = self._ensure_ready()
-        space.tidy_index(engine)
-        return space.compact(engine)
+        return space.compact(self._ensure_ready())
 
     def search(self, request: SearchRequest) -> list[tuple[Message, float]]:
         from . import search

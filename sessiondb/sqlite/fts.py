@@ -263,30 +263,15 @@ def merge_step(conn: apsw.Connection, pages: int = 200) -> None:
         conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', ?)", (pages,))
 
 
-def merge_all_step(conn: apsw.Connection, pages: int) -> bool:
-    """One bounded slice (about ``pages`` pages written per index) of merging every level's
-    segments, in the caller's write transaction; False once there is nothing left to merge.
-
-    After many deletes this is what gives the index's space back: a delete only writes a
-    tombstone, and the deleted words leave the file when their segment is merged with it
-    (measured: 1 MB of index left of 10 010 messages after 10 000 were deleted, 4 kB after
-    this; docs/adr/0006-retention.md). A negative 'merge' takes any level with two segments;
-    SQLite counts under two changes when it had no work (sqlite.org/fts5.html, "merge")."""
-    worked = False
+def optimize(conn: apsw.Connection) -> None:
+    """Merge every segment of both indexes into one, in the caller's write transaction: the
+    words of deleted messages leave the file only when their segment is merged with the
+    deletes' tombstones. Long (seconds per 100 MB of index): only ``compact()`` calls it.
+    The incremental form (``'merge', -N`` per short transaction) was measured beside live
+    writers and rejected: it never finished at 100 000 messages (each append adds a segment)
+    and ran out of segment ids (SQLITE_FULL) at 1 000 000 (docs/adr/0006-retention.md)."""
     for table in (WORD_TABLE, TRIGRAM_TABLE):
-        before = conn.total_changes()
-        conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', ?)", (-abs(pages),))
-        worked = worked or conn.total_changes() - before >= 2
-    return worked
-
-
-def index_pages(conn: apsw.Connection) -> int:
-    """The indexes' FTS5 pages (rows of their ``_data`` tables): the most one full merge of
-    them writes, so the bound of :func:`merge_all_step`'s loop (space.tidy_index)."""
-    return sum(
-        int(conn.execute(f"SELECT count(*) FROM {table}_data").get)
-        for table in (WORD_TABLE, TRIGRAM_TABLE)
-    )
+        conn.execute(f"INSERT INTO {table}({table}) VALUES ('optimize')")
 
 
 def index_bytes(conn: apsw.Connection) -> dict[str, int]:
@@ -319,9 +304,8 @@ __all__ = [
     "create",
     "drop",
     "index_bytes",
-    "index_pages",
-    "merge_all_step",
     "merge_step",
+    "optimize",
     "schema_statements",
     "trigram_condition",
 ]

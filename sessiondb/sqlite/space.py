@@ -11,6 +11,10 @@ the whole file while every writer waits: :func:`compact` does that, only when a 
 it (``sessiondb prune --compact``); from then on prunes give space back in steps. Rebuilding a
 copy with ``VACUUM INTO`` and swapping it in was measured and rejected (ADR 0006): other
 processes keep writing to the old file they hold open.
+
+The search index is the exception: an FTS5 delete writes a tombstone, and the deleted words
+leave the file only when their segment is merged, which only :func:`compact` does (in one long
+transaction; fts.optimize says why not in steps). A prune gives back its messages' pages.
 """
 
 from __future__ import annotations
@@ -26,11 +30,6 @@ from .engine import Engine
 #: Pages moved and cut off per write transaction (ADR 0006: 256 held the lock up to 85 ms
 #: beside live writers, 64 at most 23 ms alone).
 RECLAIM_PAGES = 64
-
-#: Pages of search-index segments merged per write transaction (fts.merge_all_step). A step
-#: costs more than its pages (it reads whole doclists): 100 pages took up to 95 ms, 25 up to
-#: 55 ms, 8 up to 32 ms on a 100 000-message store (ADR 0006).
-MERGE_PAGES = 8
 
 #: ``auto_vacuum`` values of ``PRAGMA auto_vacuum``.
 AUTO_VACUUM = {0: "none", 1: "full", 2: "incremental"}
@@ -69,27 +68,6 @@ def split(conn: apsw.Connection) -> dict[str, int]:
     return {**parts, "free": free}
 
 
-def tidy_index(engine: Engine, *, pages: int = MERGE_PAGES) -> int:
-    """Merge the search index's segments in short write transactions, so that the words of
-    deleted messages leave the file (fts.merge_all_step); returns the steps taken. Pages it
-    frees are reused by SQLite, and cut off by :func:`reclaim`.
-
-    A step writes at least ``pages`` pages unless the merge ends, so one full merge of the
-    index as it is now takes at most its pages / ``pages`` steps: the loop stops there. Live
-    writers add a segment with every append, and a merge that waited for "no work left" never
-    stopped beside them: it rewrote the whole index again and again (the file reached 632 MB
-    from 167 MB in benchmarks/prune.py before this bound)."""
-    with engine.read() as conn:
-        budget = fts.index_pages(conn) // max(1, pages) + 16
-    for steps in range(1, budget + 1):
-        with engine.write() as conn:
-            worked = fts.merge_all_step(conn, pages)
-        if not worked:
-            return steps
-        engine.step_aside()
-    return budget
-
-
 def reclaim(
     engine: Engine, *, pages: int = RECLAIM_PAGES, progress: Callable[[int], None] | None = None
 ) -> int:
@@ -117,9 +95,12 @@ def reclaim(
 
 
 def compact(engine: Engine) -> int:
-    """Rewrite the whole file (``VACUUM``), switching it to incremental auto-vacuum; returns the
+    """Merge the search index whole (fts.optimize: the deleted messages' words leave it), then
+    rewrite the whole file (``VACUUM``), switching it to incremental auto-vacuum; returns the
     bytes it shrank by. Every writer waits until it is done: only on a person's request."""
     before = file_size(engine)
+    with engine.write() as conn:
+        fts.optimize(conn)
     with engine.exclusive() as conn:
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("VACUUM")
@@ -134,12 +115,10 @@ def _settle(engine: Engine) -> None:
 
 
 __all__ = [
-    "MERGE_PAGES",
     "RECLAIM_PAGES",
     "auto_vacuum",
     "compact",
     "file_size",
     "reclaim",
     "split",
-    "tidy_index",
 ]

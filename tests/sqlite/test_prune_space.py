@@ -50,12 +50,15 @@ def test_a_new_file_shrinks_after_a_prune(db_path: Path) -> None:
         report = store.prune(older_than=MONTH)
         after = os.path.getsize(db_path)
         assert len(report.sessions) == 60 and not report.needs_compact
-        assert after < before / 4, (before, after)
+        assert after < before / 2, (before, after)
         assert report.freed >= before - after  # the purge may grow the file a little first
         left = store.info()["space"]
         assert left["free"] == 0
         assert left["messages"] < split["messages"] / 10
-        assert left["search_index"] < split["search_index"] / 4  # the deleted words left too
+        # The index keeps the deleted words (and their tombstones) until compact() merges it.
+        assert left["search_index"] >= split["search_index"] / 2
+        assert store.compact() > 0
+        assert store.info()["space"]["search_index"] < split["search_index"] / 4
         assert [m.content for m in store.messages("recent")] == ["kept"]
         assert [h.message.content for h in store.search("kept")] == ["kept"]
 
@@ -66,7 +69,6 @@ def test_space_comes_back_in_bounded_steps(db_path: Path) -> None:
         for i in range(60):
             store.delete_session(f"old-{i:03d}")
         engine = engine_of(store)
-        space.tidy_index(engine)
         lefts: list[int] = []
         freed = space.reclaim(engine, pages=16, progress=lefts.append)
         assert freed > 0 and lefts[-1] == 0 and len(lefts) > 10
@@ -99,7 +101,7 @@ def test_an_older_file_needs_one_compact_then_gives_space_back_in_steps(db_path:
         before = os.path.getsize(db_path)
         report = store.prune(older_than=timedelta(days=30))
         assert len(report.sessions) == 30 and report.needs_compact and report.freed == 0
-        assert os.path.getsize(db_path) >= before  # free pages inside, the file as big
+        assert os.path.getsize(db_path) > 0.9 * before  # free pages inside: about as big
         freed = store.compact()
         assert freed > 0  # measured from the size when compact() began
         assert os.path.getsize(db_path) < before / 4
