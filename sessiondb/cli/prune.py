@@ -38,7 +38,10 @@ def _plan(report: PruneReport) -> None:
     )
     console.print(Text(line, style="bold"))
     if report.estimated_space:
-        console.print(f"about {size(report.estimated_space)} of the file with their search index")
+        console.print(
+            f"about {size(report.estimated_space)} of the file to give back"
+            " (their search index's share too with --compact)"
+        )
     if not n:
         return
     table = Table(box=None, pad_edge=False)

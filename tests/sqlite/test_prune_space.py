@@ -111,5 +111,5 @@ def test_an_older_file_needs_one_compact_then_gives_space_back_in_steps(db_path:
         grown = os.path.getsize(db_path)
         again = store.prune(older_than=timedelta(days=30))
         assert not again.needs_compact and again.freed > 0
-        assert os.path.getsize(db_path) < grown / 4
+        assert os.path.getsize(db_path) < grown / 2  # the index's share stays (see above)
     assert _auto_vacuum(db_path) == 2
