@@ -14,6 +14,7 @@ BENCHMARKS: list[str] = [
     "transcripts",
     "channel",
     "startup",
+    "prune",
 ]
 
 
