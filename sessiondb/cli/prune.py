@@ -109,9 +109,9 @@ class _Progress:
 @click.option(
     "--compact",
     is_flag=True,
-    help="Then rewrite the whole file (VACUUM) to give every free byte back. BLOCKS EVERY "
-    "WRITER while it runs (seconds per GiB); needed once for stores made before incremental "
-    "auto-vacuum.",
+    help="Then merge the search index whole and rewrite the file (VACUUM): gives back the "
+    "index's share too. BLOCKS EVERY WRITER while it runs (seconds per 100 MB); needed once for "
+    "stores made before incremental auto-vacuum.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
