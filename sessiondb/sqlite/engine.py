@@ -424,7 +424,7 @@ class Engine:
                 lock.release()
 
     def step_aside(self) -> None:
-        """Between two transactions of bulk work (purge, index merge, vacuum steps).
+        """Between two transactions of bulk work (purge batches, incremental vacuum steps).
 
         A writer that just released the admission lock takes it again at once (``try_acquire``)
         before the waiter the kernel woke is running: bulk work that looped straight on made
