@@ -121,6 +121,31 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
+class PruneReport:
+    """What ``store.prune()`` removed, or with ``dry_run`` would remove (docs/adr/0006).
+
+    ``sessions`` are the sessions removed as they were when selected, in id order; ``messages``
+    their messages; ``bytes`` the stored text of those messages (content, key, meta in UTF-8);
+    ``estimated_space`` (dry run) the file space of their rows, pro rata by messages, what a
+    prune gives back (their search index's share comes back with ``compact()``; None when the
+    backend cannot tell); ``kept`` the sessions selected but left because they
+    changed meanwhile (a new message). ``freed``: bytes given back to the filesystem (0 for a
+    dry run); ``needs_compact``: this store can give space back only by ``compact()`` (a SQLite
+    file created before incremental auto-vacuum: docs/adr/0006-retention.md).
+    """
+
+    cutoff: float
+    dry_run: bool
+    sessions: tuple[Session, ...]
+    messages: int
+    bytes: int
+    estimated_space: int | None
+    kept: int = 0
+    freed: int = 0
+    needs_compact: bool = False
+
+
+@dataclass(frozen=True)
 class Check:
     """One line of a health report: what was checked, how it went, and what to do next."""
 
@@ -178,6 +203,7 @@ __all__ = [
     "Hit",
     "ImportReport",
     "Message",
+    "PruneReport",
     "RepairResult",
     "Session",
     "Stats",

@@ -117,3 +117,48 @@ def usage_worker(location: str, worker: int, n: int, barrier: object) -> None:
         if i % 25 == 24:
             store.pop_message("shared")
     store.close()
+
+
+def prune_writer(
+    location: str,
+    worker: int,
+    revive: list[str],
+    go: object,
+    revived: object,
+    stop: object,
+    log: str,
+) -> None:
+    """A live agent beside a prune (tests/contract/test_prune_live.py): appends keyed messages
+    to its own session and to an old one outside the selection until ``stop``; once ``go`` is
+    set (the prune has listed its candidates), appends once to each session of ``revive`` and
+    sets ``revived``. Writes how many appends returned to ``log``."""
+    store = sessiondb.open(location)
+    own = f"live-{worker}"
+    i = 0
+    while not stop.is_set():  # type: ignore[attr-defined]
+        store.append(own, "user", f"w{worker} m{i}", key=f"{worker}:{i}")
+        store.append(f"other-{worker}", "user", f"w{worker} m{i}", key=f"{worker}:{i}")
+        i += 1
+        if go.is_set() and not revived.is_set():  # type: ignore[attr-defined]
+            for sid in revive:
+                store.append(sid, "user", f"revived by {worker}", key=f"revive:{worker}")
+            revived.set()  # type: ignore[attr-defined]
+    Path(log).write_text(str(i))
+    store.close()
+
+
+def prune_and_log(path: str, log: str) -> None:
+    """Prune everything idle for 30 days, logging each progress call (a line each) and "done"
+    at the end, for a test that kills it mid-way (tests/sqlite/test_prune_crash.py)."""
+    from datetime import timedelta
+
+    store = sessiondb.open(path)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        with open(log, "a") as f:
+            f.write(f"{phase} {done} {total}\n")
+
+    store.prune(older_than=timedelta(days=30), progress=progress)
+    with open(log, "a") as f:
+        f.write("done\n")
+    store.close()

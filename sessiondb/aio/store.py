@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ..core.contract import MISSING, Progress
-from ..models import HealthReport, Hit, ImportReport, Message, Session, Stats
+from ..models import HealthReport, Hit, ImportReport, Message, PruneReport, Session, Stats
 from .lease import AsyncStoreLease
 from .workers import Workers, call_soon
 
@@ -329,6 +329,37 @@ class AsyncSessionStore:
         source: str | None = None,
     ) -> Stats:
         return await self._workers.run(self._store.stats, since=since, until=until, source=source)
+
+    async def prune(
+        self,
+        *,
+        older_than: timedelta | datetime,
+        source: str | None = None,
+        session_id: str | None = None,
+        dry_run: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> PruneReport:
+        """Remove sessions idle past a cutoff (``Store.prune``). ``progress`` is called in the
+        caller's event loop, as ``import_jsonl``'s is."""
+        relay: Callable[[str, int, int], None] | None = None
+        if progress is not None:
+            token, report = anyio.lowlevel.current_token(), progress
+
+            def relay(phase: str, done: int, total: int) -> None:
+                call_soon(token, report, phase, done, total)
+
+        return await self._workers.run(
+            self._store.prune,
+            older_than=older_than,
+            source=source,
+            session_id=session_id,
+            dry_run=dry_run,
+            progress=relay,
+        )
+
+    async def compact(self) -> int:
+        """Rewrite the store to give every free byte back (``Store.compact``: writers wait)."""
+        return await self._workers.run(self._store.compact)
 
     async def check(self, *, full: bool = False) -> HealthReport:
         return await self._workers.run(self._store.check, full=full)

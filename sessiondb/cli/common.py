@@ -13,6 +13,7 @@ import click
 from rich.console import Console
 
 import sessiondb
+from sessiondb.errors import InvalidInput
 
 # No emoji codes (":smile:" in a message stays text) and no highlighting of numbers or paths in
 # what we print; stored text is printed as rich Text, never parsed as markup (render.py).
@@ -55,6 +56,16 @@ def emit_json(value: Any) -> None:
     """Print ``value`` as JSON on stdout (dataclasses become objects)."""
     json.dump(to_jsonable(value), sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
+
+
+def confirm_or_refuse(question: str, refusal: str) -> None:
+    """Ask ``question`` on a terminal (no: abort); where no one can answer — a script, cron, an
+    agent's shell tool — refuse with ``refusal`` (exit 2) instead of deleting unasked."""
+    if not sys.stdin.isatty():
+        raise InvalidInput(
+            f"{refusal} without confirmation: standard input is not a terminal — pass --yes"
+        )
+    click.confirm(question, abort=True)
 
 
 _SPAN = re.compile(r"(\d+)\s*(m|min|h|d|w)", re.IGNORECASE)

@@ -51,4 +51,14 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-__all__ = ["clip", "safe", "stored", "when"]
+def size(n: int | None) -> str:
+    """Bytes for a person: 512 B, 3.4 MiB, 1.2 GiB."""
+    if n is None:
+        return "unknown"
+    for step, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if abs(n) >= step:
+            return f"{n / step:.1f} {unit}"
+    return f"{n} B"
+
+
+__all__ = ["clip", "safe", "size", "stored", "when"]

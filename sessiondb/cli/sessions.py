@@ -12,8 +12,8 @@ from rich.text import Text
 
 from ..errors import InvalidInput, SessionNotFound
 from ..models import Session
-from .common import console, emit_json, get_store
-from .render import clip, safe, stored, when
+from .common import confirm_or_refuse, console, emit_json, get_store
+from .render import clip, safe, size, stored, when
 
 
 @click.command("sessions")
@@ -193,14 +193,9 @@ def rm_cmd(ctx: click.Context, session: str, yes: bool) -> None:
     if info is None:
         raise SessionNotFound(session)
     if not yes:
-        if not sys.stdin.isatty():
-            # A script, cron or an agent's shell tool cannot answer: never delete unasked.
-            raise InvalidInput(
-                f"not deleting session {session!r} ({info.message_count} messages) without "
-                "confirmation: standard input is not a terminal — pass --yes"
-            )
-        click.confirm(
-            f"Delete session {session!r} and its {info.message_count} messages?", abort=True
+        confirm_or_refuse(
+            f"Delete session {session!r} and its {info.message_count} messages?",
+            f"not deleting session {session!r} ({info.message_count} messages)",
         )
     store.delete_session(session)
     console.print(f"deleted {escape(session)} ({info.message_count} messages)")
@@ -210,7 +205,8 @@ def rm_cmd(ctx: click.Context, session: str, yes: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def info_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Show the store's path, file sizes, counts, journal mode and versions."""
+    """Show the store's path, file sizes, counts, journal mode, versions, and the file's space
+    by part: messages, search index, other tables, free pages."""
     facts = get_store(ctx, readonly=True).info()
     if as_json:
         emit_json(facts)
@@ -220,9 +216,9 @@ def info_cmd(ctx: click.Context, as_json: bool) -> None:
     table.add_column()
     for k, val in facts.items():
         if k == "sizes":
-            val = ", ".join(
-                f"{name} {'—' if size is None else f'{size:,} B'}" for name, size in val.items()
-            )
+            val = ", ".join(f"{name} {'—' if n is None else f'{n:,} B'}" for name, n in val.items())
+        elif k == "space" and val:  # the database file by what it holds (space.split)
+            val = ", ".join(f"{name.replace('_', ' ')} {size(n)}" for name, n in val.items())
         table.add_row(k.replace("_", " "), escape(str(val)))
     console.print(table)
 

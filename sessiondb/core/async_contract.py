@@ -12,13 +12,13 @@ Like the rest of ``sessiondb.core``, this module imports no driver and no event-
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..models import HealthReport, Hit, ImportReport, Message, Session, Stats
+from ..models import HealthReport, Hit, ImportReport, Message, PruneReport, Session, Stats
 from .contract import MISSING, Progress
 
 if TYPE_CHECKING:
@@ -222,6 +222,18 @@ class AsyncStore(Protocol):
         until: float | datetime | date | None = None,
         source: str | None = None,
     ) -> Stats: ...
+
+    async def prune(
+        self,
+        *,
+        older_than: timedelta | datetime,
+        source: str | None = None,
+        session_id: str | None = None,
+        dry_run: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> PruneReport: ...
+
+    async def compact(self) -> int: ...
 
     async def check(self, *, full: bool = False) -> HealthReport: ...
 

@@ -26,12 +26,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from ..models import HealthReport, Hit, ImportReport, Message, Session, Stats
+from ..models import HealthReport, Hit, ImportReport, Message, PruneReport, Session, Stats
 
 if TYPE_CHECKING:
     from .append import Item
@@ -68,6 +68,16 @@ class ReadTx(Protocol):
     def session_ids(self, after: str | None, limit: int) -> list[str]:
         """Session ids ``> after`` in code point order (UTF-8 byte order; PostgreSQL:
         ``COLLATE "C"``), the first ``limit``."""
+
+    def stale_sessions(
+        self, cutoff: float, source: str | None, after: str | None, limit: int
+    ) -> list[Session]:
+        """Sessions whose last activity (``updated_at``) is before ``cutoff``, of one source or
+        all, with ids ``> after`` in the order of ``session_ids``: the first ``limit``."""
+
+    def message_bytes(self, session_id: str) -> int:
+        """Bytes of a session's stored messages: content, key and meta in UTF-8 (0 when there
+        is no such session). What a prune reports it removes, before the search index."""
 
     def totals(self) -> tuple[int, int]:
         """(sessions, messages) in the whole store."""
@@ -162,6 +172,21 @@ class Backend(Protocol):
 
     def purge(self) -> None:
         """Finish removing detached messages (deleted or cleared sessions), in short batches."""
+
+    def space(self) -> dict[str, int] | None:
+        """Bytes the store takes, by part: ``messages`` (rows and their indexes),
+        ``search_index``, ``other``, ``free`` (space held but unused); None when the backend
+        cannot tell."""
+
+    def reclaim(self, progress: Callable[[int], None] | None = None) -> int | None:
+        """Give the space that removed messages freed back to the filesystem, in short write
+        transactions (docs/design.md rule 5), calling ``progress(left)`` after each; returns
+        the bytes given back, 0 when the backend needs nothing of the kind, None when this
+        store can only do it by ``compact``. docs/adr/0006-retention.md."""
+
+    def compact(self) -> int:
+        """Rewrite the store to give every free byte back at once; returns the bytes given
+        back. Every writer waits until it is done: only on a person's explicit request."""
 
     def search(self, request: SearchRequest) -> list[tuple[Message, float]]:
         """The best ``request.need`` matches, best first, each with its score (higher is
@@ -335,6 +360,18 @@ class Store(Protocol):
         until: float | datetime | date | None = None,
         source: str | None = None,
     ) -> Stats: ...
+
+    def prune(
+        self,
+        *,
+        older_than: timedelta | datetime,
+        source: str | None = None,
+        session_id: str | None = None,
+        dry_run: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> PruneReport: ...
+
+    def compact(self) -> int: ...
 
     def check(self, *, full: bool = False) -> HealthReport: ...
 

@@ -12,13 +12,13 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import InvalidInput, SessionExists, SessionNotFound, StaleSession
-from ..models import HealthReport, Hit, ImportReport, Message, Session, Stats
+from ..errors import InvalidInput, ReadOnlyStore, SessionExists, SessionNotFound, StaleSession
+from ..models import HealthReport, Hit, ImportReport, Message, PruneReport, Session, Stats
 from . import append as ap
 from . import validate as v
 from .contract import MISSING, Backend, SessionField, SessionRef, WriteTx
@@ -475,6 +475,47 @@ class SessionStore:
             rows, per_day, sessions = tx.activity(first, last, src)
         return st.assemble(rows, per_day, sessions, first, last)
 
+    def prune(
+        self,
+        *,
+        older_than: timedelta | datetime,
+        source: str | None = None,
+        session_id: str | None = None,
+        dry_run: bool = False,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> PruneReport:
+        """Remove whole sessions whose last activity is older than ``older_than`` — an age
+        (``timedelta(days=30)``) or a cutoff time (a ``datetime``) — ended or idle, of one
+        ``source`` or all, or just ``session_id``; then give the space back to the filesystem.
+
+        Runs in short transactions beside live writers; a session that gets a message while the
+        prune runs is kept. ``dry_run`` changes nothing and says what would go and roughly how
+        much space. ``progress(phase, done, total)`` is called as it goes. See
+        docs/adr/0006-retention.md.
+        """
+        from . import prune
+
+        return prune.prune(
+            self._backend,
+            older_than=older_than,
+            source=source,
+            session_id=session_id,
+            dry_run=dry_run,
+            progress=progress,
+        )
+
+    def compact(self) -> int:
+        """Rewrite the whole store to give every free byte back at once (SQLite: ``VACUUM``,
+        which also lets a file made before incremental auto-vacuum give space back in steps
+        from then on); returns the bytes given back. **Every writer waits until it is done**
+        (seconds per GiB): run it when the store is quiet. docs/adr/0006-retention.md."""
+        if self.readonly:
+            raise ReadOnlyStore(
+                f"{self.location}: this store was opened read-only; open it without "
+                "readonly=True to compact"
+            )
+        return self._backend.compact()
+
     def check(self, *, full: bool = False) -> HealthReport:
         """Health of the store (what `sessiondb doctor` prints); see docs/doctor.md."""
         return self._backend.check(full)
@@ -489,6 +530,7 @@ class SessionStore:
             "sessions": sessions,
             "messages": messages,
             **self._backend.facts(),
+            "space": self._backend.space(),
         }
 
 

@@ -66,6 +66,8 @@ CHECKPOINT_PAGES = 1000
 CHECKPOINT_FORCE_PAGES = 4000
 FORCE_WAIT_MS = 200
 CHECKPOINT_RETRY_PAGES = 200
+# Pause of bulk work between its write transactions, so that queued writers get in (step_aside).
+BULK_PAUSE = 0.002
 # Size the WAL file is truncated to when SQLite resets it, so a burst does not leave it huge.
 JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
 
@@ -293,6 +295,10 @@ class Engine:
         local = _is_local(self.path)
         current = str(conn.execute("PRAGMA journal_mode").get).lower()
         fresh = created or self._is_empty(conn)
+        if fresh:
+            # Freed pages go back to the filesystem in bounded steps (space.py): possible only
+            # if set before the first table, and before WAL mode writes the header (ADR 0006).
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         if current == wanted:
             pass
         elif fresh or (self.requested_journal_mode != "auto" and current != "wal"):
@@ -416,6 +422,38 @@ class Engine:
             if queued:
                 assert lock is not None
                 lock.release()
+
+    def step_aside(self) -> None:
+        """Between two transactions of bulk work (purge batches, incremental vacuum steps).
+
+        A writer that just released the admission lock takes it again at once (``try_acquire``)
+        before the waiter the kernel woke is running: bulk work that looped straight on made
+        live writers wait several of its steps. And bulk work fills the WAL fast: past
+        CHECKPOINT_FORCE_PAGES the next committing writer — a live agent — copies it back
+        while every writer waits. So the bulk work copies its own WAL back here, PASSIVE (no
+        lock held; writers go on), whenever it passed CHECKPOINT_PAGES
+        (docs/benchmarks.md, "Retention (prune)")."""
+        if (
+            self._mode is not None
+            and self._mode[0] == "wal"
+            and self._wal_pages >= CHECKPOINT_PAGES
+        ):
+            self._wal_pages = 0
+            with contextlib.suppress(StoreBusy):
+                self.checkpoint("PASSIVE")
+        time.sleep(BULK_PAUSE)
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[apsw.Connection]:
+        """The head of the write queue with no transaction open, for the one statement that
+        cannot run inside one (``VACUUM``, space.py): every writer waits behind it for as long
+        as it lasts — only for what a person asked for explicitly (ADR 0006)."""
+        with self.write() as conn:
+            conn.execute("COMMIT")  # keep the queue's head (the flock), give up the transaction
+            try:
+                yield conn
+            finally:
+                conn.execute("BEGIN IMMEDIATE")  # write() commits what it began
 
     def _force_checkpoint(self, conn: apsw.Connection) -> None:
         """FULL checkpoint while our writers wait behind the admission lock.

@@ -263,6 +263,17 @@ def merge_step(conn: apsw.Connection, pages: int = 200) -> None:
         conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', ?)", (pages,))
 
 
+def optimize(conn: apsw.Connection) -> None:
+    """Merge every segment of both indexes into one, in the caller's write transaction: the
+    words of deleted messages leave the file only when their segment is merged with the
+    deletes' tombstones. Long (seconds per 100 MB of index): only ``compact()`` calls it.
+    The incremental form (``'merge', -N`` per short transaction) was measured beside live
+    writers and rejected: it never finished at 100 000 messages (each append adds a segment)
+    and ran out of segment ids (SQLITE_FULL) at 1 000 000 (docs/adr/0006-retention.md)."""
+    for table in (WORD_TABLE, TRIGRAM_TABLE):
+        conn.execute(f"INSERT INTO {table}({table}) VALUES ('optimize')")
+
+
 def index_bytes(conn: apsw.Connection) -> dict[str, int]:
     """Bytes used by each index's shadow tables and by the message content (dbstat)."""
     out: dict[str, int] = {}
@@ -294,6 +305,7 @@ __all__ = [
     "drop",
     "index_bytes",
     "merge_step",
+    "optimize",
     "schema_statements",
     "trigram_condition",
 ]

@@ -64,12 +64,12 @@ def test_the_async_contract_has_every_verb_of_the_store_contract() -> None:
 def test_a_verb_added_to_the_store_alone_is_caught() -> None:
     """The check can fail: a new verb, a changed argument and a sync verb are each reported."""
 
-    def prune(self: Any, *, older_than: float, dry_run: bool = False) -> int: ...
+    def archive(self: Any, *, older_than: float, dry_run: bool = False) -> int: ...
 
     def append(self: Any, session_id: str, role: str, content: str, *, key: str) -> Message: ...
 
-    grown = {**store_verbs(Store), "prune": prune}
-    assert differences(grown, store_verbs(AsyncStore)) == ["prune: in the sync contract only"]
+    grown = {**store_verbs(Store), "archive": archive}
+    assert differences(grown, store_verbs(AsyncStore)) == ["archive: in the sync contract only"]
     changed = {**store_verbs(Store), "append": append}
     [problem] = differences(changed, store_verbs(AsyncStore))
     assert problem.startswith("append: arguments differ")
