@@ -122,3 +122,7 @@ from .stats import stats_cmd as _stats_cmd  # noqa: E402
 
 cli.add_command(_search_cmd)
 cli.add_command(_stats_cmd)
+
+from .serve import serve_cmd as _serve_cmd  # noqa: E402
+
+cli.add_command(_serve_cmd)
