@@ -22,8 +22,15 @@ from sessiondb.errors import Error
 from sessiondb.serve import Viewer
 from sessiondb.serve.server import CSP
 
-from ._corpus import HOSTILE, HOSTILE_ID, RTL, SCRIPT, hostile_corpus, long_session, serving
-from ._corpus import tool_session
+from ._corpus import (
+    HOSTILE,
+    HOSTILE_ID,
+    SCRIPT,
+    hostile_corpus,
+    long_session,
+    serving,
+    tool_session,
+)
 
 
 @pytest.fixture(scope="module")
