@@ -22,7 +22,7 @@ STYLE = "<style>body{display:none}</style>"
 ATTR = '" onmouseover="window.__pwned = 6" x="'
 HOSTILE = [SCRIPT, IMG, JS_LINK, TEXTAREA, TEMPLATE, RTL, SVG, STYLE, ATTR]
 HOSTILE_ID = "<b>id</b>\"'&"
-HUGE = 16 * 1024 * 1024  # a 16 MiB message
+HUGE = 16 * 1024 * 1024 - 16_384  # about the largest message the store takes (16 MiB line)
 
 
 def hostile_corpus(store: sessiondb.Store, *, huge: bool = True) -> None:
@@ -39,7 +39,7 @@ def hostile_corpus(store: sessiondb.Store, *, huge: bool = True) -> None:
     r.tool_result("call<1>", TEXTAREA + IMG, is_error=True)
     store.append(HOSTILE_ID, "tool", r.content, meta={"blocks": r.blocks})
     if huge:
-        body = "hugestart " + SCRIPT + " " + "x" * (HUGE - 200) + " hugeend"
+        body = "hugestart " + SCRIPT + " " + "x" * HUGE + " hugeend"
         store.append(HOSTILE_ID, "assistant", body)
 
 
