@@ -382,3 +382,43 @@ def test_a_removed_newest_message_sends_a_revision_event(tmp_path: Path) -> None
         got = read_events(v.port, f"/s/t/events?after=3&rev={rev}", 1)
         assert got[0][0] == "revision" and got[0][2]["count"] == 3
         assert got[0][2]["revision"] != rev
+
+
+def test_an_open_live_tail_never_pins_the_wal(tmp_path: Path) -> None:
+    """Between polls the stream holds no read snapshot: a writer's TRUNCATE checkpoint, which
+    needs every reader off the WAL, completes while three streams are open."""
+    import threading
+
+    import apsw
+
+    path = str(tmp_path / "s.db")
+    with sessiondb.open(path) as w, serving(path) as v:
+        w.create_session("t")
+        w.append("t", "user", "first")
+        readers = [
+            threading.Thread(target=read_events, args=(v.port, "/s/t/events?after=0", 21))
+            for _ in range(3)
+        ]
+        for r in readers:
+            r.start()
+        conn = apsw.Connection(path)
+        conn.set_busy_timeout(2000)
+        for i in range(20):
+            w.append("t", "user", f"m{i} " + "x" * 5000)
+            busy, _log, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0
+        assert Path(path + "-wal").stat().st_size == 0
+        conn.close()
+        for r in readers:
+            r.join(10)
+
+
+def test_search_finds_cjk_and_escapes_snippets(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    with sessiondb.open(path) as w:
+        w.append("cjk", "user", "数据库被锁定了 <b>怎么办</b>")
+    with serving(path) as v:
+        data = json.loads(get(v, "/search?q=" + quote("被锁定") + "&format=json")[2])
+        assert [h["seq"] for h in data["hits"]] == [1]
+        html = get(v, "/search?q=" + quote("被锁定"))[2].decode()
+        assert "<mark>被锁定</mark>" in html and "&lt;b&gt;怎么办&lt;/b&gt;" in html
