@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import ipaddress
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,6 +58,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _machine_names() -> set[str]:
+    names = {socket.gethostname().lower(), socket.getfqdn().lower(), "localhost"}
+    return {n for n in names if n}
 
 
 @dataclass
@@ -108,8 +122,11 @@ class Viewer:
         class Handler(_Handler):
             pass
 
+        class Server(ThreadingHTTPServer):
+            address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
         Handler.viewer = viewer
-        httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        httpd = Server((self.host, self.port), Handler)
         httpd.daemon_threads = True
         self.port = httpd.server_address[1]
         self.httpd = httpd
@@ -140,9 +157,18 @@ class Viewer:
             port = rest[1:]
         else:
             host, _, port = header.partition(":")
+        if not (port == str(self.port) or (not port and self.port == 80)):
+            return False
+        host = host.lower()
         bound = f"[{self.host}]" if ":" in self.host else self.host
-        names = {bound, "localhost", "127.0.0.1", "[::1]"} if is_loopback(self.host) else {bound}
-        return host.lower() in names and (port == str(self.port) or (not port and self.port == 80))
+        if is_loopback(self.host):
+            return host in {bound, "localhost", "127.0.0.1", "[::1]"}
+        if self.host in ("0.0.0.0", "::", ""):
+            # Every address of the machine (a token is required there): any IP literal, and the
+            # machine's own names. A rebinding page reaches us under its own DNS name, never
+            # under an IP literal, so its Host is still refused.
+            return _ip_literal(host) or host in _machine_names()
+        return host == bound
 
     # -- routes ----------------------------------------------------------------------------------
 

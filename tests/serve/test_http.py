@@ -422,3 +422,44 @@ def test_search_finds_cjk_and_escapes_snippets(tmp_path: Path) -> None:
         assert [h["seq"] for h in data["hits"]] == [1]
         html = get(v, "/search?q=" + quote("被锁定"))[2].decode()
         assert "<mark>被锁定</mark>" in html and "&lt;b&gt;怎么办&lt;/b&gt;" in html
+
+
+def test_every_address_with_a_token_takes_ip_literals_and_refuses_dns_names(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "s.db")
+    sessiondb.open(path).close()
+    with serving(path, host="0.0.0.0", token="t0k") as v:
+        assert get(v, "/", headers={"Host": f"10.1.2.3:{v.port}"})[0] == 401
+        assert get(v, "/?token=t0k", headers={"Host": f"10.1.2.3:{v.port}"})[0] == 200
+        assert get(v, "/?token=t0k", headers={"Host": f"[fe80::1]:{v.port}"})[0] == 200
+        assert get(v, "/?token=t0k", headers={"Host": f"evil.example:{v.port}"})[0] == 421
+        assert get(v, "/?token=t0k", headers={"Host": "10.1.2.3:1"})[0] == 421
+
+
+def test_the_command_serves_until_interrupted(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    path = tmp_path / "s.db"
+    with sessiondb.open(str(path)) as s:
+        s.append("hello", "user", "hi")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sessiondb.cli", "--db", str(path), "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        url = line[line.index("http://") :].split()[0]
+        with urllib.request.urlopen(url + "s/hello?format=json", timeout=10) as r:
+            assert json.loads(r.read())["messages"][0]["content"] == "hi"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0 and b"stopped" in out
+    finally:
+        proc.kill()
+        proc.wait()
