@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 
 import sessiondb
+from sessiondb.core.blocks import Builder, input_json
 from sessiondb.serve import Viewer
 from tests._workers_store import hold_write_lock
 
@@ -268,3 +269,24 @@ def test_live_tail_shows_a_removed_newest_message_correctly(page: Any, tmp_path:
         w.pop_message("p")
         page.wait_for_function("() => !document.querySelector('#m5')")
         assert page.locator("article.msg").count() == 4
+
+
+def test_live_tail_pairs_a_result_with_its_call(page: Any, tmp_path: Path) -> None:
+    path = str(tmp_path / "pair.db")
+    with sessiondb.open(path) as w, serving(path) as v:
+        w.create_session("p")
+        page.goto(base(v) + "/s/p")
+        page.locator("#live").wait_for()
+        b = Builder()
+        b.tool_call("c<1>", "Bash", input_json({"command": "date"}))
+        w.append("p", "assistant", b.content, meta={"blocks": b.blocks})
+        call = page.locator("details.tool-call")
+        call.wait_for()
+        assert "no result yet" in call.locator("summary").inner_text()
+        r = Builder()
+        r.tool_result("c<1>", "<b>Fri</b>")
+        w.append("p", "user", r.content, meta={"blocks": r.blocks})
+        page.locator("#m2").wait_for()
+        assert "result in #2" in call.locator("summary").inner_text()
+        call.locator("summary").click()
+        assert call.locator("pre.tool-result-text").inner_text() == "<b>Fri</b>"

@@ -15,6 +15,32 @@
     return all.length ? parseInt(all[all.length - 1].dataset.seq, 10) : null;
   }
 
+  // A tool result that arrives live is shown inside its call too, as the server pairs them in
+  // a page it renders (sessiondb/serve/transcript.py).
+  function pairLive(msg) {
+    if (!msg) return;
+    var results = msg.querySelectorAll("details.tool-result[data-call-id]");
+    for (var i = 0; i < results.length; i++) {
+      var id = results[i].dataset.callId;
+      var call = document.querySelector("details.tool-call[data-call-id=\"" + CSS.escape(id) + "\"]");
+      if (!call || call.querySelector(".tool-result-text")) continue;
+      var isError = results[i].classList.contains("is-error");
+      var label = document.createElement("div");
+      label.className = "label";
+      label.textContent = isError ? "result (error)" : "result";
+      var pre = document.createElement("pre");
+      pre.className = "tool-result-text" + (isError ? " is-error" : "");
+      pre.textContent = results[i].querySelector("pre").textContent;
+      call.appendChild(label);
+      call.appendChild(pre);
+      var note = call.querySelector("summary .unpaired");
+      if (note) {
+        note.className = "paired" + (isError ? " is-error" : "");
+        note.textContent = (isError ? "→ error in #" : "→ result in #") + msg.dataset.seq;
+      }
+    }
+  }
+
   function setupTranscript(list) {
     var more = document.querySelector("a.more");
     var newest = document.querySelector("a.newest");
@@ -64,6 +90,7 @@
         }
         list.appendChild(fromHtml(data.html));
         last = data.seq;
+        pairLive(list.querySelector("#m" + data.seq));
       });
       source.addEventListener("revision", function (ev) {
         // A message was removed (pop_message): seqs after the new count are gone and a seq may
