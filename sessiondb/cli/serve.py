@@ -55,6 +55,7 @@ def serve_cmd(
         console.print("stopped")
     finally:
         viewer.stop.set()
+        viewer.pages.tokens.stop.set()
         httpd.server_close()
 
 

@@ -19,6 +19,7 @@ from ..errors import InvalidInput, QueryError
 from ..models import Session
 from .health import HealthWorker
 from .render import iso, marked
+from .tokens import SessionTokens
 from .transcript import message_json, views
 
 SESSIONS_PER_PAGE = 50
@@ -68,6 +69,7 @@ class Pages:
     def __init__(self, store: Store, health: HealthWorker) -> None:
         self.store = store
         self.health = health
+        self.tokens = SessionTokens(store)
         self._sources: tuple[float, list[str]] = (0.0, [])
 
     # -- sessions --------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ class Pages:
         pages = max(1, -(-total // per))
         base = {"source": source, "q": title or None, "sort": sort if sort != "recent" else None}
         return {
-            "sessions": [session_json(s) for s in rows],
+            "sessions": [session_json(s) | {"tokens": self.tokens.get(s)} for s in rows],
             "total": total,
             "page": page,
             "pages": pages,
@@ -157,7 +159,7 @@ class Pages:
         last = msgs[-1].seq if msgs else after
         at_end = last >= count
         return {
-            "session": session_json(s),
+            "session": session_json(s) | {"tokens": self.tokens.get(s)},
             "messages": msgs,
             "views": views(msgs),
             "after": after,

@@ -135,6 +135,7 @@ class Viewer:
 
     def shutdown(self) -> None:
         self.stop.set()
+        self.pages.tokens.stop.set()
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()

@@ -463,3 +463,29 @@ def test_the_command_serves_until_interrupted(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_tokens_per_session_are_counted_in_the_background(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.db")
+    with sessiondb.open(path) as w:
+        w.create_session("u")
+        for i, out in enumerate([5, 9, 12]):  # one response in three entries: counted once
+            usage = {"input_tokens": 100, "output_tokens": out}
+            w.append("u", "assistant", f"part {i}", meta={"usage": usage, "response_id": "r1"})
+        w.append("u", "assistant", "other", meta={"usage": {"output_tokens": 7}})
+    with serving(path) as v, sessiondb.open(path) as w:
+
+        def tokens() -> object:
+            deadline = time.monotonic() + 10
+            while True:
+                rows = json.loads(get(v, "/?format=json")[2])["sessions"]
+                if rows[0]["tokens"] is not None or time.monotonic() > deadline:
+                    return rows[0]["tokens"]
+                time.sleep(0.05)
+
+        assert tokens() == 112 + 7
+        w.append("u", "assistant", "more", meta={"usage": {"input_tokens": 1000}})
+        assert tokens() == 112 + 7 + 1000
+        w.pop_message("u")
+        assert tokens() == 112 + 7
+        assert "119 tokens" in get(v, "/s/u")[2].decode()
