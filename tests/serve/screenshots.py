@@ -73,6 +73,8 @@ def main() -> None:
                 ("stats", "/stats", None),
                 ("health", "/health", "tr.check"),
             ]
+            page.goto(base + "/")  # counts each session's tokens in the background
+            time.sleep(1.0)
             for name, url, wait in shots:
                 page.goto(base + url)
                 if wait:
