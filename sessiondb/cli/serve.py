@@ -10,6 +10,12 @@ from .common import console, get_store
 
 
 @click.command("serve")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False),
+    help="Database file (as `sessiondb --db PATH serve`; default: $SESSIONDB_PATH, else the "
+    "platform data folder).",
+)
 @click.option("--port", default=8765, show_default=True, help="Port to listen on (0: any free).")
 @click.option(
     "--host",
@@ -26,7 +32,12 @@ from .common import console, get_store
 @click.option("--open", "open_browser", is_flag=True, help="Open the viewer in a browser.")
 @click.pass_context
 def serve_cmd(
-    ctx: click.Context, port: int, host: str, token: str | None, open_browser: bool
+    ctx: click.Context,
+    db: str | None,
+    port: int,
+    host: str,
+    token: str | None,
+    open_browser: bool,
 ) -> None:
     """Browse sessions, transcripts (live), search, stats and health in a web browser.
 
@@ -43,6 +54,8 @@ def serve_cmd(
 
     if not is_loopback(host) and not token:
         raise click.UsageError(f"--host {host} is reachable from other machines: give --token")
+    if db is not None:
+        ctx.find_root().ensure_object(dict)["db"] = db
     store = get_store(ctx, readonly=True)
     viewer = Viewer(store, host=host, port=port, token=token)
     httpd = viewer.start()

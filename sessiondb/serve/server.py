@@ -2,7 +2,7 @@
 
 Safety rules (issue 19; tests/serve/test_http.py checks each one):
 
-* binds 127.0.0.1 by default; another address needs a token (``Viewer.start`` refuses without);
+* binds 127.0.0.1 by default; another address needs a token (``Viewer`` refuses without);
 * the ``Host`` header must name this server (DNS rebinding): a foreign host gets 421;
 * read-only: any method but GET and HEAD gets 405;
 * static files come from a fixed table (:mod:`.static`), never from the URL path;

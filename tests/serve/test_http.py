@@ -234,9 +234,11 @@ def test_a_token_is_asked_once_then_kept_in_a_cookie(tmp_path: Path) -> None:
 
 def test_a_missing_store_is_an_error_that_creates_nothing(tmp_path: Path) -> None:
     path = tmp_path / "none" / "s.db"
-    r = CliRunner().invoke(app.cli, ["--db", str(path), "serve", "--port", "0"])
-    assert r.exit_code == 1
-    assert not path.exists() and not path.parent.exists()
+    for args in (["--db", str(path), "serve"], ["serve", "--db", str(path)]):
+        r = CliRunner().invoke(app.cli, [*args, "--port", "0"])
+        assert r.exit_code == 1 and "StoreNotFound" not in r.output
+        assert "error" in r.output
+        assert not path.exists() and not path.parent.exists()
 
 
 # -- the pages ------------------------------------------------------------------------------------
@@ -447,7 +449,7 @@ def test_the_command_serves_until_interrupted(tmp_path: Path) -> None:
     with sessiondb.open(str(path)) as s:
         s.append("hello", "user", "hi")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sessiondb.cli", "--db", str(path), "serve", "--port", "0"],
+        [sys.executable, "-m", "sessiondb.cli", "serve", "--db", str(path), "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
