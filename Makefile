@@ -7,24 +7,24 @@ DEV    := $(VENV)/.dev-installed
 BENCHV := .venv-bench
 BENCH  := $(BENCHV)/.bench-installed
 
-.PHONY: demo test test-quick lint bench clean faketime
+.PHONY: demo test test-quick lint bench clean faketime chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev,postgres]'
+	$(BIN)/python -m pip install -q -e '.[dev,postgres,serve]'
 	touch $@
 
 demo: $(DEV)
 	$(BIN)/sessiondb demo
 
-test: $(DEV) faketime
+test: $(DEV) faketime chromium
 	$(BIN)/python -m pytest
 
 # The edit-test loop: everything but the many-process stress and kill -9 tests.
-test-quick: $(DEV) faketime
+test-quick: $(DEV) faketime chromium
 	$(BIN)/python -m pytest -m "not stress and not crash"
 
 # libfaketime (Debian's package faketime) shifts the other side's clock in the channel's skew tests
@@ -35,6 +35,15 @@ faketime:
 		(DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime) || \
 		echo "warning: could not install faketime (apt-get as root): clock-skew tests will skip"
+
+# Debian's chromium for the viewer's browser tests (tests/serve/test_browser.py, driven by
+# Playwright's Python package with executable_path: no browser download). Installed here on a
+# Debian machine as root; elsewhere those tests skip, except under CI=true, where they fail.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || \
+		(DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+		echo "warning: could not install chromium (apt-get as root): browser tests will skip"
 
 lint: $(DEV)
 	$(BIN)/ruff check sessiondb tests benchmarks

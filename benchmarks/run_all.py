@@ -16,6 +16,7 @@ BENCHMARKS: list[str] = [
     "startup",
     "aio",
     "prune",
+    "serve",
 ]
 
 

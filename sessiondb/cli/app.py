@@ -119,8 +119,10 @@ for _cmd in (
 
 from .prune import prune_cmd as _prune_cmd  # noqa: E402
 from .search import search_cmd as _search_cmd  # noqa: E402
+from .serve import serve_cmd as _serve_cmd  # noqa: E402
 from .stats import stats_cmd as _stats_cmd  # noqa: E402
 
 cli.add_command(_search_cmd)
 cli.add_command(_stats_cmd)
 cli.add_command(_prune_cmd)
+cli.add_command(_serve_cmd)
