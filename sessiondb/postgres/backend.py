@@ -30,7 +30,7 @@ import psycopg
 
 from ..core.query import is_no_space_char
 from ..core.terms import index_terms
-from ..errors import InvalidInput, ReadOnlyStore, SessionExists, StoreBusy
+from ..errors import InvalidInput, SessionExists, StoreBusy
 from ..models import HealthReport, Message, Session
 from . import rollup, schema
 from .connection import Connections
@@ -365,7 +365,9 @@ class PostgresBackend:
         self._durability = durability
         self._ready = False
         self._version = 0
-        if not readonly:
+        if readonly:
+            self._ensure_ready()  # never creates: a missing store is StoreNotFound at once
+        else:
             with suppress(StoreBusy):  # a busy server must not disable the store (rule 10)
                 self._ensure_ready()
 
@@ -392,6 +394,7 @@ class PostgresBackend:
         conns = Connections(
             url,
             where,
+            readonly=readonly,
             durability=durability,
             write_timeout=float(write_timeout),
             pool=pool,
@@ -422,8 +425,6 @@ class PostgresBackend:
         return _Transaction(self._conns.read(), False)
 
     def write(self) -> _Transaction:
-        if self._readonly:
-            raise ReadOnlyStore(f"{self.location} was opened read-only")
         self._ensure_ready()
         return _Transaction(self._conns.write(), True)
 
@@ -491,7 +492,7 @@ class PostgresBackend:
             if version == 0:
                 from ..errors import StoreNotFound
 
-                raise StoreNotFound(self.location, "the database has no sessiondb tables yet")
+                raise StoreNotFound(self.location)
             if version > schema.LATEST:
                 from ..errors import UnsupportedStorage
 

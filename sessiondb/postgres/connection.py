@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from ..errors import Error, StoreBusy
+from ..errors import Error, ReadOnlyStore, StoreBusy
 from .errors import translate
 
 APPLICATION_NAME = "sessiondb"
@@ -57,6 +57,7 @@ class Connections:
         conninfo: str,
         where: str,
         *,
+        readonly: bool = False,
         durability: str,
         write_timeout: float,
         pool: int = 0,
@@ -64,11 +65,13 @@ class Connections:
     ) -> None:
         self.conninfo = conninfo
         self.where = where
+        self.readonly = readonly
         self.write_timeout = write_timeout
         self._write_begin = _write_begin(durability, write_timeout)
         self._connect_timeout = max(1, int(connect_timeout))
         self._local = threading.local()
         self._pool: Any = None
+        self._pool_pid = 0
         self._pool_size = pool
         self._lock = threading.Lock()
         self._closed = False
@@ -160,6 +163,8 @@ class Connections:
 
     @contextmanager
     def write(self) -> Iterator[psycopg.Connection[Any]]:
+        if self.readonly:
+            raise ReadOnlyStore(f"{self.where} was opened read-only: it cannot be written")
         with self._transaction(self._write_begin, writing=True) as conn:
             yield conn
 

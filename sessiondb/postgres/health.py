@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from ..models import Check, HealthReport
+from ..models import Check, HealthReport, Status
 from . import schema
 from .connection import Connections
 
@@ -31,7 +31,9 @@ def _checks(conn: psycopg.Connection[Any], full: bool) -> list[Check]:
         " (SELECT count(*) FROM pg_stat_activity), current_setting('max_connections')::int"
     ).fetchone() or ("?", 0, 1)
     found = schema.current_version(conn)
-    status = "ok" if found == schema.LATEST else ("fail" if found > schema.LATEST else "warn")
+    status: Status = "ok"
+    if found != schema.LATEST:
+        status = "fail" if found > schema.LATEST else "warn"
     out.append(
         Check(
             "schema",
@@ -79,7 +81,7 @@ def _checks(conn: psycopg.Connection[Any], full: bool) -> list[Check]:
     ]
     out.append(
         Check(
-            "indexes",
+            "integrity",
             "fail" if invalid else "ok",
             "invalid: " + ", ".join(invalid) if invalid else "all indexes valid",
             "REINDEX INDEX CONCURRENTLY each invalid index" if invalid else None,

@@ -73,7 +73,8 @@ def add(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) -> None
     conn.execute(
         "INSERT INTO activity (sid, day, model, messages)"
         " SELECT %s, d, m, n FROM unnest(%s::integer[], %s::text[], %s::bigint[]) AS u(d, m, n)"
-        " ON CONFLICT (sid, day, model) DO UPDATE SET messages = activity.messages + excluded.messages",
+        " ON CONFLICT (sid, day, model)"
+        " DO UPDATE SET messages = activity.messages + excluded.messages",
         (sid, list(days), list(models), list(ns)),
     )
     growth = ", ".join(f"greatest(0, %({f})s - coalesce(r.{f}, 0))" for f in FIELDS)

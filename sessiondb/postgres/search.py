@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,10 +160,8 @@ def tsquery_of(expr: Expr, phrases: list[Phrase]) -> str:
     out = "(" + " & ".join(positives) + ")"
     for x in expr.items:
         if isinstance(x, Not):
-            try:
+            with suppress(_NoMatch):  # excluding what cannot occur excludes nothing
                 out = f"({out} & !{tsquery_of(x.item, [])})"
-            except _NoMatch:
-                pass  # excluding what cannot occur excludes nothing
     return out
 
 
@@ -340,12 +339,12 @@ def _run(conn: psycopg.Connection[Any], plan: _Plan, need: int) -> list[tuple[Me
             scored += [(int(i), 0.0) for i, _, _ in older]
     if not scored:
         return []
-    rows = conn.execute(
+    chosen = conn.execute(
         f"SELECT m.id, {MESSAGE_COLUMNS} FROM messages m JOIN sessions s ON s.id = m.sid"
         " WHERE m.id = ANY(%s::bigint[])",
         ([i for i, _ in scored],),
     ).fetchall()
-    by_id = {int(r[0]): message_of(r[1:]) for r in rows}
+    by_id = {int(r[0]): message_of(r[1:]) for r in chosen}
     return [(by_id[i], score) for i, score in scored if i in by_id]
 
 
