@@ -83,7 +83,8 @@ _V1 = [
         host        text NOT NULL,
         acquired_at double precision NOT NULL,
         expires_at  double precision NOT NULL,
-        ttl         double precision NOT NULL
+        ttl         double precision NOT NULL,
+        fence       bigint NOT NULL DEFAULT 0      -- the last fencing token handed out
     )""",
     """CREATE TABLE activity (
         sid bigint NOT NULL, day integer NOT NULL, model text NOT NULL,

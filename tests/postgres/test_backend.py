@@ -131,7 +131,7 @@ def test_pool_serves_threads(url: str) -> None:
             try:
                 for i in range(50):
                     s.append("shared", "user", f"{t}:{i}", key=f"{t}:{i}")
-            except BaseException as e:  # noqa: BLE001 - reported below
+            except BaseException as e:
                 errors.append(e)
 
         threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
