@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from ..errors import Error, ReadOnlyStore, StoreBusy
+from ..errors import ConnectionLost, Error, ReadOnlyStore, StoreBusy
 from .errors import translate
 
 APPLICATION_NAME = "sessiondb"
@@ -91,7 +91,12 @@ class Connections:
         try:
             return psycopg.Connection.connect(self.conninfo, **self._kwargs())
         except psycopg.Error as e:
-            raise translate(e, self.where) from None
+            err = translate(e, self.where)
+            if isinstance(err, ConnectionLost):  # nothing was in flight: say what it is
+                raise Error(
+                    f"{self.where}: cannot connect to PostgreSQL ({str(e).strip()})"
+                ) from None
+            raise err from None
 
     def _get_pool(self) -> Any:
         with self._lock:

@@ -156,3 +156,23 @@ def test_password_never_shown(url: str) -> None:
     from sessiondb.postgres.backend import safe_location
 
     assert safe_location("postgresql://u:secret@h:5/db?x=1") == "postgresql://u@h:5/db?x=1"
+
+
+def test_check_and_doctor_report_the_server(url: str) -> None:
+    from click.testing import CliRunner
+
+    from sessiondb.cli.app import cli as main
+
+    with sessiondb.open(url) as s:
+        s.append("s", "user", "x")
+        report = s.check(full=True)
+    names = {c.name for c in report.checks}
+    assert {"schema", "connections", "extensions", "integrity", "vacuum", "transactions"} <= names
+    assert report.status in ("ok", "warn")
+    out = CliRunner().invoke(main, ["doctor", "--json", url])
+    assert out.exit_code in (0, 1), out.output
+    assert '"schema"' in out.output and '"connections"' in out.output
+    down = CliRunner().invoke(main, ["doctor", "postgresql://postgres@127.0.0.1:1/none"])
+    assert down.exit_code == 2 and "cannot connect" in down.output
+    refused = CliRunner().invoke(main, ["doctor", "--repair", "--yes", url])
+    assert refused.exit_code == 2 and "point in time" in refused.output
