@@ -40,7 +40,7 @@ def _diagnose_postgres(url: str, full: bool) -> HealthReport:
     from .models import Check
 
     try:
-        from .postgres.backend import safe_location
+        from .postgres.backend import safe_location, split_schema
         from .postgres.connection import Connections
         from .postgres.health import diagnose as pg_diagnose
     except ImportError as e:
@@ -49,7 +49,13 @@ def _diagnose_postgres(url: str, full: bool) -> HealthReport:
         )
         return HealthReport(url, (check,))
     where = safe_location(url)
-    conns = Connections(url, where, readonly=True, durability="normal", write_timeout=10.0)
+    try:
+        conninfo, schema = split_schema(url)
+        conns = Connections(
+            conninfo, where, readonly=True, durability="normal", write_timeout=10.0, schema=schema
+        )
+    except Error as e:
+        return HealthReport(where, (Check("server", "fail", str(e)),))
     try:
         return pg_diagnose(conns, full=full)
     except Error as e:

@@ -11,17 +11,19 @@ import sessiondb
 # Backends the contract suite (tests/contract/) runs against: each entry makes a fresh, empty
 # store location. PostgreSQL: a new schema per test on the local server (tests/pg.py), dropped
 # when the test ends; without a server those tests skip, and fail under CI=true.
-BACKENDS = ["sqlite", "postgresql"]
+# "pgbouncer": the same server through pgbouncer in transaction mode (no session state, no
+# prepared statements), started by the tests.
+BACKENDS = ["sqlite", "postgresql", "pgbouncer"]
 
 
 def new_location(backend: str, tmp_path: Path) -> str:
     """A location for a fresh store of ``backend`` (for tests that reopen a store)."""
     if backend == "sqlite":
         return str(tmp_path / "store" / "sessions.db")
-    if backend == "postgresql":
+    if backend in ("postgresql", "pgbouncer"):
         from tests import pg
 
-        return pg.new_url()
+        return pg.new_url(backend)
     raise ValueError(f"unknown backend {backend!r}")
 
 
@@ -31,6 +33,7 @@ def _postgres_schemas_left() -> Iterator[None]:
     from tests import pg
 
     pg.drop_schemas()  # those of module-scoped stores
+    pg.stop_pgbouncer()
 
 
 @pytest.fixture(autouse=True)

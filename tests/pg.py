@@ -6,12 +6,18 @@ Tests that need it call :func:`server`; without a reachable server they skip, ex
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import shutil
+import signal
+import socket
 import subprocess
+import tempfile
 import time
-from urllib.parse import quote
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -83,14 +89,75 @@ def new_schema() -> str:
     return name
 
 
-def url_for(schema: str) -> str:
+def url_for(schema: str, base: str = BASE_URL) -> str:
+    """The store URL of a schema: sessiondb's own ``schema=`` parameter, set per transaction
+    (SET LOCAL), so the same URL works through pgbouncer in transaction mode."""
     assert _SCHEMA.fullmatch(schema)
-    sep = "&" if "?" in BASE_URL else "?"
-    return f"{BASE_URL}{sep}options={quote('-c search_path=' + schema)}"
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}schema={schema}"
 
 
-def new_url() -> str:
-    return url_for(new_schema())
+def new_url(via: str = "postgresql") -> str:
+    """A fresh store URL: straight to the server, or through pgbouncer (``via="pgbouncer"``)."""
+    schema = new_schema()
+    return url_for(schema, pgbouncer() if via == "pgbouncer" else BASE_URL)
+
+
+def pgbouncer() -> str:
+    """The base URL of a pgbouncer in transaction mode in front of the server, started once per
+    test run (skip, or fail under CI=true, when pgbouncer is not installed)."""
+    server()
+    url = _state.get("pgbouncer")
+    if isinstance(url, str):
+        return url
+    exe = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not os.path.exists(exe):
+        if _ci():
+            pytest.fail("pgbouncer is needed under CI=true (apt-get install pgbouncer)")
+        pytest.skip("pgbouncer is not installed")
+    folder = Path(tempfile.mkdtemp(prefix="sessiondb-pgbouncer-"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    target = urlsplit(BASE_URL)
+    (folder / "users.txt").write_text('"postgres" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={target.hostname} port={target.port or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {folder}/users.txt\n"
+        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+        "ignore_startup_parameters = extra_float_digits\n"
+        f"logfile = {folder}/pgbouncer.log\npidfile = {folder}/pgbouncer.pid\n"
+    )
+    cmd = [exe, "-d", str(folder / "pgbouncer.ini")]
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root
+        os.chmod(folder, 0o777)
+        for f in folder.iterdir():
+            os.chmod(f, 0o644)
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    subprocess.run(cmd, check=True, capture_output=True)
+    base = f"postgresql://postgres@127.0.0.1:{port}{target.path}"
+    for _ in range(50):
+        try:
+            import psycopg
+
+            psycopg.connect(base, connect_timeout=2).close()
+            break
+        except Exception:
+            time.sleep(0.1)
+    _state["pgbouncer"] = base
+    _state["pgbouncer_pidfile"] = str(folder / "pgbouncer.pid")
+    return base
+
+
+def stop_pgbouncer() -> None:
+    pidfile = _state.pop("pgbouncer_pidfile", None)
+    _state.pop("pgbouncer", None)
+    if isinstance(pidfile, str) and os.path.exists(pidfile):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(Path(pidfile).read_text().strip()), signal.SIGTERM)
 
 
 def made() -> int:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
@@ -344,6 +344,21 @@ class _Transaction:
         return result
 
 
+def split_schema(url: str) -> tuple[str, str | None]:
+    """The URL without sessiondb's own ``schema=`` query parameter (libpq would refuse it),
+    and that parameter: the schema every transaction sets with ``SET LOCAL search_path``, which
+    also works through pgbouncer in transaction mode (a startup ``options`` does not)."""
+    parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [v for k, v in pairs if k == "schema"]
+    if not schemas:
+        return url, None
+    if len(schemas) > 1:
+        raise InvalidInput("the URL names more than one schema=")
+    rest = urlencode([(k, v) for k, v in pairs if k != "schema"])
+    return urlunsplit((*parts[:3], rest, parts.fragment)), schemas[0]
+
+
 def safe_location(url: str) -> str:
     """The URL without its password (what ``Store.location`` shows)."""
     parts = urlsplit(url)
@@ -381,6 +396,7 @@ class PostgresBackend:
         write_timeout: float = 30.0,
         pool: int = 0,
         connect_timeout: float = 10.0,
+        schema: str | None = None,
     ) -> PostgresBackend:
         if durability not in ("normal", "full"):
             raise InvalidInput(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -391,6 +407,11 @@ class PostgresBackend:
         if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
             raise InvalidInput(f"pool must be a number of connections >= 0, not {pool!r}")
         where = safe_location(url)
+        url, in_url = split_schema(url)
+        if in_url is not None:
+            if schema is not None and schema != in_url:
+                raise InvalidInput(f"two schemas given: {schema!r} and ?schema={in_url}")
+            schema = in_url
         conns = Connections(
             url,
             where,
@@ -399,6 +420,7 @@ class PostgresBackend:
             write_timeout=float(write_timeout),
             pool=pool,
             connect_timeout=connect_timeout,
+            schema=schema,
         )
         return cls(conns, readonly, durability)
 
@@ -509,4 +531,11 @@ class PostgresBackend:
         self._ready = True
 
 
-__all__ = ["PURGE_BATCH", "PostgresBackend", "PostgresTx", "safe_location", "tsvector_text"]
+__all__ = [
+    "PURGE_BATCH",
+    "PostgresBackend",
+    "PostgresTx",
+    "safe_location",
+    "split_schema",
+    "tsvector_text",
+]

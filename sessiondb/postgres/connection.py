@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +28,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from ..errors import ConnectionLost, Error, ReadOnlyStore, StoreBusy
+from ..errors import ConnectionLost, Error, InvalidInput, ReadOnlyStore, StoreBusy
 from .errors import translate
 
 APPLICATION_NAME = "sessiondb"
@@ -39,13 +41,27 @@ POOL_MAX_IDLE = 60.0
 _READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
 
-def _write_begin(durability: str, write_timeout: float) -> str:
-    # Values from validated options only (a number and one of two words), never from input.
+#: What ``schema=`` accepts: a plain lower-case identifier (then quoted anyway).
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _search_path(schema: str | None) -> str:
+    if schema is None:
+        return ""
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise InvalidInput(
+            f"schema must be a lower-case SQL identifier (letters, digits, _), not {schema!r}"
+        )
+    return "; SET LOCAL search_path = " + sql.Identifier(schema).as_string(None)
+
+
+def _write_begin(durability: str, write_timeout: float, schema: str | None) -> str:
+    # Values from validated options only (a number, one of two words, a checked identifier).
     ms = max(1, int(write_timeout * 1000))
     sync = "on" if durability == "full" else "off"
     return (
         f"BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = {sync};"
-        f" SET LOCAL lock_timeout = {ms}"
+        f" SET LOCAL lock_timeout = {ms}" + _search_path(schema)
     )
 
 
@@ -62,12 +78,16 @@ class Connections:
         write_timeout: float,
         pool: int = 0,
         connect_timeout: float = 10.0,
+        schema: str | None = None,
     ) -> None:
         self.conninfo = conninfo
         self.where = where
         self.readonly = readonly
         self.write_timeout = write_timeout
-        self._write_begin = _write_begin(durability, write_timeout)
+        # A schema is set per transaction (SET LOCAL), never per connection: through pgbouncer
+        # in transaction mode the next transaction may run on another server connection.
+        self._write_begin = _write_begin(durability, write_timeout, schema)
+        self._read_begin = _READ_BEGIN + _search_path(schema)
         self._connect_timeout = max(1, int(connect_timeout))
         self._local = threading.local()
         self._pool: Any = None
@@ -163,7 +183,7 @@ class Connections:
 
     @contextmanager
     def read(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._transaction(_READ_BEGIN, writing=False) as conn:
+        with self._transaction(self._read_begin, writing=False) as conn:
             yield conn
 
     @contextmanager
