@@ -38,10 +38,14 @@ faketime:
 
 # The local PostgreSQL 15 cluster the PostgreSQL tests use (tests/pg.py), started when it is down.
 # Without it those tests skip, except under CI=true, where they fail.
+# pgbouncer (Debian's package) is what the conformance suite's third run goes through.
 postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
 		pg_ctlcluster --skip-systemctl-redirect 15 main start 2>/dev/null || \
 		echo "warning: could not start PostgreSQL 15 (pg_ctlcluster): PostgreSQL tests will skip"
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer) || \
+		echo "warning: could not install pgbouncer (apt-get as root): its run will skip"
 
 lint: $(DEV)
 	$(BIN)/ruff check sessiondb tests benchmarks

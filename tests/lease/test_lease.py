@@ -108,7 +108,11 @@ def _postgres_env() -> Iterator[Env]:
         return store.lease("ws", session_id, ttl, pid=pid)
 
     def put(values: tuple[Any, ...]) -> None:
-        with psycopg.connect(url, autocommit=True) as conn:
+        from sessiondb.postgres.backend import split_schema
+
+        conninfo, schema = split_schema(url)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f"SET search_path = {schema}")  # made and checked by tests/pg.py
             conn.execute(
                 "INSERT INTO leases (name, owner, pid, start_time, host, acquired_at, expires_at,"
                 " ttl) VALUES ('ws', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE"

@@ -111,8 +111,12 @@ def test_durability_maps_to_synchronous_commit(url: str) -> None:
 def test_lock_timeout_is_store_busy_naming_the_holder(url: str) -> None:
     with sessiondb.open(url) as s:
         s.append("s", "user", "x")
-    holder = psycopg.connect(url, autocommit=False, application_name="the-holder")
+    from sessiondb.postgres.backend import split_schema
+
+    conninfo, schema = split_schema(url)
+    holder = psycopg.connect(conninfo, autocommit=False, application_name="the-holder")
     try:
+        holder.execute(f"SET search_path = {schema}")  # a schema tests/pg.py made and checked
         holder.execute("SELECT 1 FROM sessions WHERE session_id = 's' FOR UPDATE")
         with sessiondb.open(url, write_timeout=0.3) as s, pytest.raises(StoreBusy) as info:
             s.append("s", "user", "y")
