@@ -61,9 +61,9 @@ _SESSION_FIELDS: dict[str, str] = {
 _APPEND = (
     "WITH u AS (UPDATE sessions SET message_count = message_count + %(n)s,"
     " updated_at = greatest(updated_at, %(latest)s) WHERE id = %(ref)s"
-    " RETURNING message_count - %(n)s AS base)"
-    " INSERT INTO messages (sid, seq, role, content, content_nul, key, meta, created_at, tsv,"
-    " nterms, cjk, rid)"
+    " RETURNING message_count - %(n)s AS base),"
+    " ins AS (INSERT INTO messages (sid, seq, role, content, content_nul, key, meta,"
+    " created_at, tsv, nterms, cjk, rid)"
     " SELECT %(ref)s, u.base + i.n, i.role, i.content,"
     " CASE WHEN i.nul IS NULL THEN NULL ELSE string_to_array(i.nul, ',')::integer[] END,"
     " i.key, i.meta, i.at, i.tsv::tsvector, i.nterms, i.cjk,"
@@ -72,7 +72,13 @@ _APPEND = (
     " %(meta)s::text[], %(at)s::float8[], %(tsv)s::text[], %(nterms)s::integer[],"
     " %(cjk)s::boolean[], %(usage)s::boolean[], %(rid)s::text[])"
     " WITH ORDINALITY AS i(role, content, nul, key, meta, at, tsv, nterms, cjk, usage, rid, n)"
-    " RETURNING seq"
+    " RETURNING seq),"
+    # The usage rollup's message counts ride along (rollup.py): no round trip of their own.
+    " a AS (INSERT INTO activity (sid, day, model, messages)"
+    " SELECT %(ref)s, d, m, c FROM unnest(%(a_day)s::integer[], %(a_model)s::text[],"
+    " %(a_count)s::bigint[]) AS a(d, m, c) ON CONFLICT (sid, day, model)"
+    " DO UPDATE SET messages = activity.messages + excluded.messages)"
+    " SELECT seq FROM ins ORDER BY seq"
 )
 
 
@@ -254,10 +260,14 @@ class PostgresTx:
             cols["cjk"].append(_has_no_space(item.content))
         # A response named by no id is "#<seq>": the statement knows the seq (rollup.py).
         found = [rollup.facts(0, at, item.meta) for item, at in zip(items, times, strict=True)]
+        days, models, counts = rollup.counts(found)
         seqs = self.conn.execute(
             _APPEND,
             {
                 **cols,
+                "a_day": days,
+                "a_model": models,
+                "a_count": counts,
                 "at": times,
                 "usage": [f.rid is not None for f in found],
                 "rid": [f.rid if f.shared else None for f in found],
@@ -271,7 +281,7 @@ class PostgresTx:
             f if f.rid is None or f.shared else f._replace(rid=f"#{base + i + 1}")
             for i, f in enumerate(found)
         ]
-        rollup.add(self.conn, ref, found)
+        rollup.add_usage(self.conn, ref, found)
         out = []
         for i, (item, at) in enumerate(zip(items, times, strict=True)):
             meta = None if item.meta is None else json.loads(item.meta)

@@ -92,6 +92,7 @@ class Connections:
         self._local = threading.local()
         self._pool: Any = None
         self._pool_pid = 0
+        self._opened: list[tuple[psycopg.Connection[Any], int]] = []
         self._pool_size = pool
         self._lock = threading.Lock()
         self._closed = False
@@ -147,6 +148,9 @@ class Connections:
         if conn is None:
             conn = self.connect()
             local.conn, local.pid = conn, os.getpid()
+            with self._lock:  # so that close() closes every thread's connection
+                self._opened = [(c, p) for c, p in self._opened if not c.closed]
+                self._opened.append((conn, os.getpid()))
         return conn
 
     def _drop_direct(self) -> None:
@@ -240,6 +244,10 @@ class Connections:
         self._closed = True
         self._drop_direct()
         with self._lock:
+            for conn, pid in self._opened:
+                if pid == os.getpid():  # a forked child never closes its parent's
+                    conn.close()
+            self._opened = []
             if self._pool is not None and self._pool_pid == os.getpid():
                 self._pool.close()
             self._pool = None

@@ -66,17 +66,15 @@ def facts(seq: int, created_at: float, meta: str | None) -> Facts:
     return Facts(day, model_text, rid, "response_id" in data, tokens)
 
 
-def add(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) -> None:
-    """Messages stored: counted, and their usage added (same transaction)."""
-    counts = Counter((f.day, f.model) for f in found)
-    days, models, ns = zip(*((d, m, n) for (d, m), n in counts.items()), strict=True)
-    conn.execute(
-        "INSERT INTO activity (sid, day, model, messages)"
-        " SELECT %s, d, m, n FROM unnest(%s::integer[], %s::text[], %s::bigint[]) AS u(d, m, n)"
-        " ON CONFLICT (sid, day, model)"
-        " DO UPDATE SET messages = activity.messages + excluded.messages",
-        (sid, list(days), list(models), list(ns)),
-    )
+def counts(found: Sequence[Facts]) -> tuple[list[int], list[str], list[int]]:
+    """Messages stored, per (day, model): what the append statement adds to ``activity``
+    (backend.py ``_APPEND``), as three parallel arrays."""
+    by = Counter((f.day, f.model) for f in found)
+    return [d for d, _ in by], [m for _, m in by], list(by.values())
+
+
+def add_usage(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) -> None:
+    """Messages stored (already counted by the append statement): their usage added."""
     growth = ", ".join(f"greatest(0, %({f})s - coalesce(r.{f}, 0))" for f in FIELDS)
     add_up = ", ".join(f"{f} = activity.{f} + excluded.{f}" for f in FIELDS)
     keep_max = ", ".join(f"{f} = greatest(responses.{f}, excluded.{f})" for f in FIELDS)
@@ -178,4 +176,4 @@ def activity(
     return out, per_day, int(total[0]) if total else 0
 
 
-__all__ = ["Facts", "activity", "add", "facts", "forget_session", "remove"]
+__all__ = ["Facts", "activity", "add_usage", "counts", "facts", "forget_session", "remove"]
