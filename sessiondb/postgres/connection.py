@@ -93,6 +93,9 @@ class Connections:
         self._pool: Any = None
         self._pool_pid = 0
         self._opened: list[tuple[psycopg.Connection[Any], int]] = []
+        #: Slow-changing facts of the store read by queries (search.py: the index's size and
+        #: average message length), with the monotonic time they were read.
+        self.cache: dict[str, tuple[float, Any]] = {}
         self._pool_size = pool
         self._lock = threading.Lock()
         self._closed = False

@@ -29,10 +29,11 @@ The plan of a search, in three short statements of one read transaction:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
@@ -46,12 +47,14 @@ from .rows import MESSAGE_COLUMNS, message_of
 RANK_WINDOW = 500  # as sessiondb/sqlite/search.py
 CANDIDATE_BUDGET = 1000  # as sessiondb/sqlite/search.py (rank.DF_SAMPLE)
 MAX_WEIGHTED_PHRASES = 32  # beyond: every phrase weighs the same (a pasted paragraph)
-#: Matches counted per phrase for its document frequency; beyond it the count is this cap.
-DF_CAP = 100_000
+#: Matches counted exactly per phrase for its document frequency (_stats).
+DF_EXACT = 1000
 K1 = 1.2
 B = 0.75
 #: Past this many rows (planner's estimate) the average length is sampled, not summed.
-EXACT_STATS_ROWS = 50_000
+EXACT_STATS_ROWS = 5_000
+STATS_SAMPLE_ROWS = 5_000
+STATS_TTL = 60.0
 
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _ASCII_LOWER = str.maketrans(_UPPER, _UPPER.lower())
@@ -178,23 +181,46 @@ def _filters(plan: _Plan, ref: int | None, req: SearchRequest) -> None:
         plan.checks.append(f"m.created_at < {plan.param(float(req.until))}")
 
 
-def _stats(
-    conn: psycopg.Connection[Any], phrases: Sequence[Phrase]
-) -> tuple[float, float, list[float]]:
-    """Rows in the index, their average length, and each phrase's document frequency."""
+def _size(
+    conn: psycopg.Connection[Any], cache: dict[str, tuple[float, Any]]
+) -> tuple[float, float]:
+    """Messages in the index and their average length in words: counted while the store is
+    small (then both backends rank alike), estimated beyond :data:`EXACT_STATS_ROWS` — from the
+    planner's row count and a sample — and then kept for :data:`STATS_TTL` seconds."""
+    kept = cache.get("search.size")
+    if kept is not None and time.monotonic() - kept[0] < STATS_TTL:
+        return cast("tuple[float, float]", kept[1])
     est = conn.execute("SELECT reltuples FROM pg_class WHERE oid = 'messages'::regclass").fetchone()
     rows_est = float(est[0]) if est and est[0] is not None else -1.0
     if rows_est < EXACT_STATS_ROWS:
         row = conn.execute("SELECT count(*), coalesce(sum(nterms), 0) FROM messages").fetchone()
         assert row is not None
         rows, total = float(row[0]), float(row[1])
-        average = total / rows if rows else 1.0
-    else:
-        pct = min(100.0, 100.0 * 20_000 / rows_est)
-        row = conn.execute(
-            "SELECT avg(nterms) FROM messages TABLESAMPLE SYSTEM (%s)", (pct,)
-        ).fetchone()
-        rows, average = rows_est, float(row[0]) if row and row[0] is not None else 1.0
+        return rows, (total / rows if rows else 1.0) or 1.0
+    pct = min(100.0, 100.0 * STATS_SAMPLE_ROWS / rows_est)
+    row = conn.execute(
+        "SELECT avg(nterms) FROM messages TABLESAMPLE SYSTEM (%s)", (pct,)
+    ).fetchone()
+    average = float(row[0]) if row and row[0] is not None else 1.0
+    cache["search.size"] = (time.monotonic(), (rows_est, average or 1.0))
+    return rows_est, average or 1.0
+
+
+def _stats(
+    conn: psycopg.Connection[Any],
+    phrases: Sequence[Phrase],
+    cache: dict[str, tuple[float, Any]],
+) -> tuple[float, float, list[float]]:
+    """Rows in the index, their average length, and each phrase's document frequency.
+
+    Frequencies are counted exactly up to :data:`DF_EXACT` matches, as on SQLite (rank.py's
+    DF_SAMPLE): then both backends rank alike (tests/postgres/test_search_parity.py). A phrase
+    matching more is a common word: its share comes from the planner's statistics of the
+    column (``pg_stats.most_common_elems``) when ANALYZE has seen it, else it counts as
+    :data:`DF_EXACT` matches — counting a word in half of a million messages would cost more
+    than the rest of the search.
+    """
+    rows, average = _size(conn, cache)
     if not phrases or len(phrases) > MAX_WEIGHTED_PHRASES:
         return rows, average or 1.0, [1.0] * len(phrases)
     counts = ", ".join(
@@ -203,10 +229,29 @@ def _stats(
     )
     args: list[Any] = []
     for p in phrases:
-        args += [p.tsquery(), DF_CAP]
+        args += [p.tsquery(), DF_EXACT + 1]
     found = conn.execute(f"SELECT {counts}", args).fetchone()
     assert found is not None
-    return rows, average or 1.0, [float(x) for x in found]
+    df = [float(x) for x in found]
+    if any(x > DF_EXACT for x in df):
+        common = _common_shares(conn)
+        for i, p in enumerate(phrases):
+            if df[i] > DF_EXACT and len(p.terms) == 1 and not p.prefix:
+                share = common.get(p.terms[0])
+                if share is not None:
+                    df[i] = max(df[i], share * rows)
+    return rows, average or 1.0, df
+
+
+def _common_shares(conn: psycopg.Connection[Any]) -> dict[str, float]:
+    """The share of messages holding each of the column's most common words (ANALYZE's)."""
+    row = conn.execute(
+        "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
+        " WHERE schemaname = current_schema() AND tablename = 'messages' AND attname = 'tsv'"
+    ).fetchone()
+    if row is None or row[0] is None or row[1] is None:
+        return {}
+    return {str(w): float(f) for w, f in zip(row[0], row[1], strict=False)}
 
 
 def _tf(phrase: Phrase, positions: dict[str, list[int]]) -> int:
@@ -276,10 +321,15 @@ def execute(conns: Connections, req: SearchRequest) -> list[tuple[Message, float
                 return []
             ref = int(found[0])
         _filters(plan, ref, req)
-        return _run(conn, plan, req.need)
+        return _run(conn, plan, req.need, conns.cache)
 
 
-def _run(conn: psycopg.Connection[Any], plan: _Plan, need: int) -> list[tuple[Message, float]]:
+def _run(
+    conn: psycopg.Connection[Any],
+    plan: _Plan,
+    need: int,
+    cache: dict[str, tuple[float, Any]],
+) -> list[tuple[Message, float]]:
     fence = " AND ".join(plan.fence) or "true"
     checks = " AND ".join(plan.checks) or "true"
     budget = plan.param(CANDIDATE_BUDGET)
@@ -295,21 +345,26 @@ def _run(conn: psycopg.Connection[Any], plan: _Plan, need: int) -> list[tuple[Me
     lexemes = sorted({t for p in plan.phrases for t in p.terms})
     prefixes = sorted({p.terms[-1] for p in plan.phrases if p.prefix})
     lex, pre = plan.param(lexemes), plan.param(prefixes)
-    wanted = (
-        f"ARRAY(SELECT u.lexeme || ' ' || array_to_string(u.positions, ',')"
-        f" FROM unnest(m.tsv) u WHERE u.lexeme = ANY({lex}::text[])"
-        f" OR u.lexeme ^@ ANY({pre}::text[]))"
-    )
+    # The positions of the query's terms in each match, for BM25: only of the window's rows
+    # (the subquery's LIMIT comes first), and not at all for plans that cannot rank.
+    wanted = "NULL"
+    if plan.phrases:
+        wanted = (
+            f"ARRAY(SELECT u.lexeme || ' ' || array_to_string(u.positions, ',')"
+            f" FROM unnest(w.tsv) u WHERE u.lexeme = ANY({lex}::text[])"
+            f" OR u.lexeme ^@ ANY({pre}::text[]))"
+        )
     ids = plan.param(candidates)
     window = plan.param(max(RANK_WINDOW, need))
     matches = conn.execute(
-        f"SELECT m.id, m.nterms, {wanted} FROM messages m JOIN sessions s ON s.id = m.sid"
-        f" WHERE m.id = ANY({ids}::bigint[]) AND {checks} ORDER BY m.id DESC LIMIT {window}",
+        f"SELECT w.id, w.nterms, {wanted} FROM (SELECT m.id, m.nterms, m.tsv FROM messages m"
+        f" JOIN sessions s ON s.id = m.sid WHERE m.id = ANY({ids}::bigint[]) AND {checks}"
+        f" ORDER BY m.id DESC LIMIT {window}) w ORDER BY w.id DESC",
         plan.params,
     ).fetchall()
     scored: list[tuple[int, float]]
     if plan.phrases:
-        rows, average, df = _stats(conn, plan.phrases)
+        rows, average, df = _stats(conn, plan.phrases, cache)
         idf = [
             max(1e-6, math.log((rows - d + 0.5) / (d + 0.5)))
             for d in (min(max(x, 0.0), rows) for x in df)
@@ -326,8 +381,9 @@ def _run(conn: psycopg.Connection[Any], plan: _Plan, need: int) -> list[tuple[Me
         floor = plan.param(candidates[-1])
         rest = plan.param(need - len(scored))
         older = conn.execute(
-            f"SELECT m.id, m.nterms, {wanted} FROM messages m JOIN sessions s ON s.id = m.sid"
-            f" WHERE {fence} AND {checks} AND m.id < {floor} ORDER BY m.id + 0 DESC LIMIT {rest}",
+            f"SELECT w.id, w.nterms, {wanted} FROM (SELECT m.id, m.nterms, m.tsv FROM messages m"
+            f" JOIN sessions s ON s.id = m.sid WHERE {fence} AND {checks} AND m.id < {floor}"
+            f" ORDER BY m.id + 0 DESC LIMIT {rest}) w ORDER BY w.id DESC",
             plan.params,
         ).fetchall()
         if plan.phrases:
