@@ -1,10 +1,10 @@
-"""The PostgreSQL backend beside the SQLite one, in one run (issue 16, "Tests and benchmarks").
+"""The PostgreSQL backend beside the SQLite one, in one run (docs/postgres.md).
 
 * **appends**: K writer processes (K = 1 and 16 by default) each appending ``--appends`` single
   messages, into their own sessions and into one shared session; per-append latency p50/p99/max
   and total throughput, for SQLite (WAL, durability normal), PostgreSQL (durability normal =
   ``synchronous_commit=off``, and full), and PostgreSQL without its search indexes — what GIN
-  maintenance costs an append (issue 16, item 8).
+  maintenance costs an append (docs/postgres.md, evidence 8).
 * **search**: the generated corpus of benchmarks/corpus.py (``--messages``, default 100 000)
   loaded into both backends, the same queries run on each: p50/p99/max latency and recall
   (the message the query was made from among the top 20).

@@ -1,7 +1,7 @@
 """The local PostgreSQL server for the tests: started when it is down, a fresh schema per test.
 
 Tests that need it call :func:`server`; without a reachable server they skip, except under
-``CI=true`` where they fail loudly (issue 16: the PostgreSQL tests must not vanish from CI).
+``CI=true`` where they fail loudly (the PostgreSQL tests must not vanish from CI).
 """
 
 from __future__ import annotations

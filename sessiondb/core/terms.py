@@ -1,13 +1,13 @@
 """Index terms: the folded letter/digit runs of a text, computed in Python, for backends whose
-word index is built by the client (PostgreSQL: issue 16, item 5).
+word index is built by the client (PostgreSQL: docs/postgres.md, evidence 5).
 
 The same function folds the stored text and the query's tokens, so a word matches exactly when
 the plain mode says it should (sessiondb.core.query): runs are cut where
 :func:`~sessiondb.core.query` cuts them (letters, digits, marks, private use), then folded for
 case and diacritics the way the highlighter marks matches (sessiondb.core.highlight), so what
 the search found is what gets marked. PostgreSQL's own parser cut ``foo.bar``, paths and e-mail
-addresses into single tokens and folded no accents (7 of 14 rule probes failed, issue 16).
-"""
+addresses into single tokens and folded no accents (7 of 14 rule probes failed: docs/postgres.md,
+evidence 5)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from .query import split_runs
 _PIECES = re.compile(r"[^\s!-/:-@\[-`{-~]+")
 
 #: Words of a message indexed, from its start: the bounded prefix every client-built index
-#: keeps (PostgreSQL keeps positions up to 16 383; a tsvector is capped at 1 MiB, and ~1 MiB of
-#: distinct tokens — hashes, UUIDs in tool output — made an append fail: issue 16, item 7).
+#: keeps (PostgreSQL keeps positions up to 16 383; a tsvector is capped at 1 MiB, and ~1 MiB
+#: of distinct tokens — hashes, UUIDs in tool output — made an append fail: docs/postgres.md,
+#: evidence 7).
 MAX_INDEXED_WORDS = 16_383
 #: Bytes of distinct words indexed per message (UTF-8), well under the 1 MiB tsvector cap.
 MAX_INDEXED_BYTES = 512 * 1024

@@ -1,8 +1,8 @@
-"""Connections and transactions on one PostgreSQL database (issue 16, "Connections").
+"""Connections and transactions on one PostgreSQL database (docs/postgres.md, "Options").
 
 * ``prepare_threshold=None`` on every connection: psycopg's automatic prepared statements give
-  a search a generic plan blind to its words (CJK p90 1 476 ms vs 65 ms measured in issue 16,
-  item 6), and they do not survive pgbouncer in transaction mode.
+  a search a generic plan blind to its words (CJK p90 1 476 ms vs 65 ms: docs/postgres.md,
+  evidence 6), and they do not survive pgbouncer in transaction mode.
 * A short-lived process (a CLI command, a hook) uses one direct connection per (process,
   thread), reopened after ``fork``; a long-lived one asks for ``pool=N``: a small psycopg_pool
   pool that checks a connection before lending it and drops idle ones after ``max_idle``
@@ -35,7 +35,7 @@ from .errors import translate
 
 APPLICATION_NAME = "sessiondb"
 #: Seconds a pooled connection may stay idle before the pool closes it (below the usual idle
-#: reapers of servers and proxies: the anchors' complaint of issue 16, "Connections").
+#: reapers of servers and proxies: the anchors' complaint of docs/postgres.md, "Options").
 POOL_MAX_IDLE = 60.0
 
 _READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"

@@ -7,7 +7,7 @@
   error arrives, so ``pg_blocking_pids()`` of our own pid no longer says who blocked us);
 * the connection lost while a write was in flight -> :class:`~sessiondb.errors.ConnectionLost`:
   the commit may or may not have happened, and only a keyed append can safely be sent again
-  (the key returns the stored message: issue 16, item 4);
+  (the key returns the stored message: docs/postgres.md, evidence 4);
 * a unique violation on a session id -> :class:`~sessiondb.errors.SessionExists`;
 * anything else -> :class:`~sessiondb.errors.Error` with the server's message.
 """

@@ -1,6 +1,6 @@
 """Health of a PostgreSQL store (``store.check()``, ``sessiondb doctor postgresql://…``).
 
-What can go wrong on a server rather than in a file (issue 16, "Health"): the server version
+What can go wrong on a server rather than in a file (docs/postgres.md, "Health"): the server version
 and schema, connections in use against ``max_connections``, invalid indexes (a failed
 ``CREATE INDEX CONCURRENTLY``), pending GIN pages, dead tuples and the last autovacuum, the
 oldest snapshot held and sessions idle inside a transaction (both hold back vacuum), and with

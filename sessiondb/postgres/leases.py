@@ -6,8 +6,8 @@ first makes sure the row exists (``INSERT … ON CONFLICT DO NOTHING``, which wa
 concurrent creator) and then locks it (``SELECT … FOR UPDATE``): the row is read, judged and
 replaced while every other process waits on that lock, so the read-then-write race cannot
 happen. Session advisory locks are not used: a SIGSTOPped holder or a vanished host kept one for
-ever, and through pgbouncer in transaction mode one leaked (issue 16, "Leases"). Releasing a
-lease empties the row rather than deleting it (``owner = ''``): the row stays as the lock, with
+ever, and through pgbouncer in transaction mode one leaked (docs/postgres.md, evidence 9). Releasing
+a lease empties the row rather than deleting it (``owner = ''``): the row stays as the lock, with
 the lease's fencing token, which every new holding raises (the current holder's token is the
 largest ever handed out: a resource that remembers the largest it saw refuses a late one).
 """
@@ -72,7 +72,7 @@ class _Slot:
     def now(self) -> float:
         # The server's clock, read after the row lock was granted (the transaction took it
         # first): computed before the lock, expiries let two holders overlap in 2 of 5 race
-        # runs; after it, in none (issue 16, "Leases"). Holders on several machines agree.
+        # runs; after it, in none (docs/postgres.md, evidence 9). Holders on several machines agree.
         found = self._conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()
         assert found is not None
         return float(found[0])

@@ -1,11 +1,11 @@
 """Schema and migrations of the PostgreSQL store.
 
 Migrations are serialised by a row lock on the version table's lock row (``SELECT … FOR
-UPDATE``; portable to engines without advisory locks, issue 16 "Migrations"): each runs in its
+UPDATE``; portable to engines without advisory locks, docs/scale-out.md): each runs in its
 own transaction that first takes the lock and re-reads the version, so two processes opening a
 new database at the same instant apply each migration exactly once.
 
-The schema keeps to the portable subset of issue 16 ("Beyond one server", docs/scale-out.md):
+The schema keeps to the portable subset of docs/scale-out.md:
 no triggers, no custom text-search configuration (the tsvector is built by the client,
 sessiondb.core.terms), ``meta`` as the canonical JSON *text* sessiondb produces (``jsonb``
 rejects ``\\u0000``, reorders keys and rewrites ``1e2`` as ``100``). The one extension used,
@@ -106,7 +106,7 @@ def _v1(conn: psycopg.Connection[Any]) -> None:
     trgm = trigram_schema(conn)
     if trgm is not None:
         # Partial: only messages with CJK-like text (a full-content trigram index took 12.4 s
-        # for one search at 1 M messages, issue 16 item 6).
+        # for one search at 1 M messages, docs/postgres.md, evidence 6).
         conn.execute(
             sql.SQL(
                 "CREATE INDEX messages_cjk_trgm ON messages USING gin (content {}.gin_trgm_ops)"

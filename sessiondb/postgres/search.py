@@ -3,8 +3,8 @@ client-built word index, ranked by BM25 computed from that index.
 
 The index: ``messages.tsv``, a tsvector of the folded letter/digit runs of each message's
 bounded prefix (sessiondb.core.terms), built by the same code that folds the query's words —
-PostgreSQL's own parser failed 7 of 14 plain-mode rule probes and pg_trgm alone 3 (issue 16,
-item 5). GIN-indexed. Messages holding text of a script without spaces (``cjk``) have a partial
+PostgreSQL's own parser failed 7 of 14 plain-mode rule probes and pg_trgm alone 3 (docs/postgres.md,
+evidence 5). GIN-indexed. Messages holding text of a script without spaces (``cjk``) have a partial
 index, and a partial trigram index when pg_trgm is installed.
 
 The plan of a search, in three short statements of one read transaction:
@@ -13,8 +13,8 @@ The plan of a search, in three short statements of one read transaction:
    indexes can find (the word query as a ``tsquery``: words AND-ed, a punctuated word as the
    phrase of its runs; CJK-like words through ``cjk`` and the trigram index), in a statement of
    their own, so that no plan can walk the primary key backwards filtering every row (22 of 40
-   rare-word searches hit a 10 s timeout that way, issue 16 item 6); ``ORDER BY id + 0`` keeps
-   the planner off that path inside the statement too. Never in a CTE, never prepared
+   rare-word searches hit a 10 s timeout that way, docs/postgres.md, evidence 6); ``ORDER BY id +
+   0`` keeps the planner off that path inside the statement too. Never in a CTE, never prepared
    (connection.py): the words must reach the planner (834 ms vs 9.9 ms measured).
 2. **Matches**: the candidates whose row passes the checks — every literal word verbatim
    (ASCII letters in any case, as SQLite's ``LIKE``), session, source, role and time — newest
@@ -368,7 +368,7 @@ def _run(
         # One word in more than DF_EXACT messages and nothing else in the fence: its newest
         # matches are dense, and walking the primary key backwards finds them at once (a word
         # in 95 % of 10 000 messages: 40 ms through the bitmap and a sort). Never for a rarer
-        # word: that walk is the trap of issue 16, item 6 (10 s timeouts).
+        # word: that walk is the trap of docs/postgres.md, evidence 6 (10 s timeouts).
         dense = len(plan.phrases) == 1 and len(plan.fence) == 1 and df[0] > DF_EXACT
     order = "m.id DESC" if dense else "m.id + 0 DESC"  # + 0: the index cannot serve the order
     budget = plan.param(CANDIDATE_BUDGET)

@@ -1,5 +1,5 @@
-"""PostgreSQL-specific behaviour: the plan traps of issue 16 (item 6) forbidden and checked,
-NUL and 16 MiB round trips, errors translated, pooling, durability settings."""
+"""PostgreSQL-specific behaviour: the plan traps of docs/postgres.md (evidence 6) forbidden and
+checked, NUL and 16 MiB round trips, errors translated, pooling, durability settings."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def test_search_candidates_come_from_the_word_index_not_a_backward_scan(
     store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The statement the backend runs for a rare word's candidates, EXPLAINed with its own
-    parameters: the GIN index drives it, never the primary key walked backwards (issue 16,
-    item 6: 22 of 40 rare-word searches hit a 10 s timeout that way); and no search statement
+    parameters: the GIN index drives it, never the primary key walked backwards (docs/postgres.md,
+    evidence 6: 22 of 40 rare-word searches hit a 10 s timeout that way); and no search statement
     is a CTE (834 ms vs 9.9 ms measured there)."""
     store.append_many("s", [{"role": "user", "content": f"common word {i}"} for i in range(3000)])
     store.append("s", "user", "a rare zebra")
@@ -97,7 +97,8 @@ def test_sixteen_mib_round_trip(store: Any) -> None:
     text = ("0123456789abcdef" * (size // 16 + 1))[:size]
     m = store.append("big", "user", text)
     assert store.messages("big")[0].content == text and m.seq == 1
-    # Distinct tokens beyond the bounded prefix do not break the append (issue 16, item 7).
+    # Distinct tokens beyond the bounded prefix do not break the append (docs/postgres.md,
+    # evidence 7).
     import uuid
 
     noisy = " ".join(uuid.uuid4().hex for _ in range(60_000))

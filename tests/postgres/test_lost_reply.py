@@ -1,7 +1,8 @@
-"""A reply lost on the wire after the commit (issue 16, item 4): a proxy between the store and
-the server forwards everything, then drops the connection instead of passing on the reply to a
-COMMIT. The append was stored; the client cannot know. A keyed retry returns the stored message
-(no duplicate); an unkeyed append raises ConnectionLost instead of being retried blindly."""
+"""A reply lost on the wire after the commit (docs/postgres.md, evidence 4): a proxy between
+the store and the server forwards everything, then drops the connection instead of passing on
+the reply to a COMMIT. The append was stored; the client cannot know. A keyed retry returns the
+stored message (no duplicate); an unkeyed append raises ConnectionLost instead of being retried
+blindly."""
 
 from __future__ import annotations
 

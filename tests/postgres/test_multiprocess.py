@@ -1,6 +1,6 @@
 """Many writer processes on one PostgreSQL store: exact counts, gapless seqs, no duplicates, and
 every acknowledged append exactly once after kill -9 of writers and ``pg_terminate_backend`` of
-their server connections (issue 16, "Tests and benchmarks")."""
+their server connections (docs/postgres.md)."""
 
 from __future__ import annotations
 
