@@ -133,6 +133,10 @@ def test_kill_writers_and_their_connections_mid_append(url: str, tmp_path: Path)
     for p in procs.values():
         p.join()
     acked = [json.loads(line) for line in log.read_text().splitlines()]
+    print(
+        f"\n{len(acked)} acknowledged appends, {kills} writers killed, {terminations} server"
+        " connections terminated"
+    )
     assert acked and kills > 0 and terminations > 0
     with sessiondb.open(url) as store:
         stored: dict[tuple[str, str], int] = {}
