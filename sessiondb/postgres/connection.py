@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import ConnectionLost, Error, InvalidInput, ReadOnlyStore, StoreBusy
 from .errors import translate
@@ -103,12 +104,16 @@ class Connections:
     # -- connections ----------------------------------------------------------------------------
 
     def _kwargs(self) -> dict[str, Any]:
-        return {
+        kwargs: dict[str, Any] = {
             "autocommit": True,
             "prepare_threshold": None,
-            "application_name": APPLICATION_NAME,
             "connect_timeout": self._connect_timeout,
         }
+        # The URL's own application_name wins (how an operator tells its processes apart in
+        # pg_stat_activity); else "sessiondb".
+        if "application_name" not in conninfo_to_dict(self.conninfo):
+            kwargs["application_name"] = APPLICATION_NAME
+        return kwargs
 
     def connect(self) -> psycopg.Connection[Any]:
         """A new direct connection (also for tools: migrations, health checks)."""

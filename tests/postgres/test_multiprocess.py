@@ -21,11 +21,14 @@ from tests import _workers_pg as w
 from tests import pg
 
 SPAWN = mp.get_context("spawn")
+APP = f"sessiondb-test-{os.getpid()}"
 
 
 @pytest.fixture
 def url() -> str:
-    u = pg.new_url()
+    # A name of its own in pg_stat_activity: the kill test terminates only this test's
+    # connections, never another store's on the same server.
+    u = pg.new_url() + "&application_name=" + APP
     sessiondb.open(u).close()  # the schema in place before the crowd arrives
     return u
 
@@ -89,9 +92,10 @@ def _terminate_some(url: str, rng: random.Random) -> int:
         pids = [
             int(r[0])
             for r in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'sessiondb'"
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
                 " AND datname = current_database() AND pid <> pg_backend_pid()"
-                " AND state = 'active'"
+                " AND state = 'active'",
+                (APP,),
             ).fetchall()
         ]
         if not pids:
