@@ -7,7 +7,7 @@ DEV    := $(VENV)/.dev-installed
 BENCHV := .venv-bench
 BENCH  := $(BENCHV)/.bench-installed
 
-.PHONY: demo test test-quick lint bench clean faketime chromium
+.PHONY: demo test test-quick lint bench clean faketime chromium postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,11 +20,11 @@ $(DEV): pyproject.toml | $(BIN)/python
 demo: $(DEV)
 	$(BIN)/sessiondb demo
 
-test: $(DEV) faketime chromium
+test: $(DEV) faketime chromium postgres
 	$(BIN)/python -m pytest
 
 # The edit-test loop: everything but the many-process stress and kill -9 tests.
-test-quick: $(DEV) faketime chromium
+test-quick: $(DEV) faketime chromium postgres
 	$(BIN)/python -m pytest -m "not stress and not crash"
 
 # libfaketime (Debian's package faketime) shifts the other side's clock in the channel's skew tests
@@ -44,6 +44,18 @@ chromium:
 		(DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
 		echo "warning: could not install chromium (apt-get as root): browser tests will skip"
+
+# The local PostgreSQL 15 cluster the PostgreSQL tests use (tests/pg.py), started when it is down.
+# Without it those tests skip, except under CI=true, where they fail.
+# pgbouncer (Debian's package) is what the conformance suite's third run goes through.
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
+		pg_ctlcluster --skip-systemctl-redirect 15 main start 2>/dev/null || \
+		echo "warning: could not start PostgreSQL 15 (pg_ctlcluster): PostgreSQL tests will skip"
+	@command -v pgbouncer >/dev/null 2>&1 || test -x /usr/sbin/pgbouncer || \
+		(DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer) || \
+		echo "warning: could not install pgbouncer (apt-get as root): its run will skip"
 
 lint: $(DEV)
 	$(BIN)/ruff check sessiondb tests benchmarks

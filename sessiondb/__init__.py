@@ -11,6 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    ConnectionLost,
     CorruptDatabase,
     Error,
     InvalidInput,
@@ -108,9 +109,13 @@ def open_backend(
 ) -> Backend:
     """The backend serving ``location`` (what :func:`open` wraps in the one Store)."""
     if isinstance(location, str) and location.startswith(_URL_SCHEMES):
-        raise UnsupportedStorage(
-            "this sessiondb has no PostgreSQL backend yet; use a SQLite file path"
-        )
+        try:
+            from .postgres.backend import PostgresBackend
+        except ImportError as e:  # psycopg is the optional extra "postgres"
+            raise UnsupportedStorage(
+                f"a postgresql:// store needs psycopg: pip install 'sessiondb[postgres]' ({e})"
+            ) from None
+        return PostgresBackend.open(location, readonly=readonly, **options)
     from .sqlite.backend import SQLiteBackend
 
     return SQLiteBackend.open(location, readonly=readonly, **options)
@@ -121,6 +126,7 @@ __all__ = [
     "BadLine",
     "Block",
     "Check",
+    "ConnectionLost",
     "CorruptDatabase",
     "DayStats",
     "Error",

@@ -108,6 +108,13 @@ class StoreNotFound(Error):
         self.location = location
 
 
+class ConnectionLost(Error):
+    """The connection to a database server broke while a request was in flight: a write may or
+    may not have been committed. An append with a key can be sent again safely (the key returns
+    the stored message); one without a key cannot be retried blindly (it could be stored twice).
+    """
+
+
 class ReadOnlyStore(Error):
     """A write was asked of a store opened with ``readonly=True``."""
 
@@ -125,6 +132,7 @@ class LeaseHeld(Error):
 
 
 __all__ = [
+    "ConnectionLost",
     "CorruptDatabase",
     "Error",
     "InvalidInput",

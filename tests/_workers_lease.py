@@ -11,6 +11,7 @@ system-wide clock on Linux (CLOCK_MONOTONIC), so stamps from different processes
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import time
@@ -46,7 +47,8 @@ def race_worker(
             time.sleep(rng.uniform(0.002, 0.008))
             continue
         victim = lease_.last_takeover
-        log_line(fd, f"E {pid} {time.monotonic():.9f} {victim.pid if victim else 0}")
+        fence = lease_.fence or 0
+        log_line(fd, f"E {pid} {time.monotonic():.9f} {victim.pid if victim else 0} {fence}")
         time.sleep(rng.uniform(0.0, 0.002))  # hold: the window a second winner would overlap
         log_line(fd, f"X {pid} {time.monotonic():.9f}")
         if not lease_.release():
@@ -64,6 +66,7 @@ class RaceReport:
     overlaps: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     takeover_latencies: list[float] = field(default_factory=list)
+    fences: int = 0
 
 
 def check_race_log(text: str) -> RaceReport:
@@ -73,6 +76,7 @@ def check_race_log(text: str) -> RaceReport:
     intervals: list[tuple[float, float, int]] = []
     kill_at: dict[int, float] = {}
     taken_over: dict[int, float] = {}  # victim pid -> time of the takeover
+    fences: list[tuple[float, int, int]] = []  # (entry time, fencing token, pid)
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         try:
@@ -85,6 +89,8 @@ def check_race_log(text: str) -> RaceReport:
                 rep.problems.append(f"line {n}: pid {pid} entered twice")
             open_since[pid] = t
             victim = int(parts[3])
+            if len(parts) > 4:
+                fences.append((t, int(parts[4]), pid))
             if victim:
                 rep.takeovers += 1
                 if victim in taken_over:
@@ -126,6 +132,14 @@ def check_race_log(text: str) -> RaceReport:
             rep.problems.append(f"pid {victim} was taken over while alive (TTL is long)")
         else:
             rep.takeover_latencies.append(max(0.0, t - kill_at[victim]))
+    # Every holding's fencing token is larger than the one before it (0: a backend without).
+    fences.sort()
+    rep.fences = len(fences)
+    for (_, before, p1), (t2, after, p2) in itertools.pairwise(fences):
+        if after and not after > before:
+            rep.problems.append(
+                f"fence {after} of pid {p2} at {t2:.6f} not above {before} of pid {p1}"
+            )
     intervals.sort()
     last_end, last_pid = float("-inf"), 0
     for start, end, pid in intervals:
@@ -142,6 +156,7 @@ def open_lease(backend: str, spec: dict[str, str], session_id: str, ttl: float =
     """The lease a test's ``env`` fixture describes, opened in this (worker) process."""
     if backend == "file":
         return lease.workspace(spec["workspace"], session_id, ttl, directory=spec["rt"])
+    # "store" (a SQLite file) or "postgresql" (a URL): a lease kept in the store
     import sessiondb
 
     return sessiondb.open(spec["db"]).lease("ws", session_id, ttl)

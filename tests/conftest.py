@@ -10,15 +10,41 @@ import pytest
 import sessiondb
 
 # Backends the contract suite (tests/contract/) runs against: each entry makes a fresh, empty
-# store location. PostgreSQL joins by adding one entry here.
-BACKENDS = ["sqlite"]
+# store location. PostgreSQL: a new schema per test on the local server (tests/pg.py), dropped
+# when the test ends; without a server those tests skip, and fail under CI=true.
+# "pgbouncer": the same server through pgbouncer in transaction mode (no session state, no
+# prepared statements), started by the tests.
+BACKENDS = ["sqlite", "postgresql", "pgbouncer"]
 
 
 def new_location(backend: str, tmp_path: Path) -> str:
     """A location for a fresh store of ``backend`` (for tests that reopen a store)."""
     if backend == "sqlite":
         return str(tmp_path / "store" / "sessions.db")
+    if backend in ("postgresql", "pgbouncer"):
+        from tests import pg
+
+        return pg.new_url(backend)
     raise ValueError(f"unknown backend {backend!r}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_schemas_left() -> Iterator[None]:
+    yield
+    from tests import pg
+
+    pg.drop_schemas()  # those of module-scoped stores
+    pg.stop_pgbouncer()
+
+
+@pytest.fixture(autouse=True)
+def _postgres_schemas() -> Iterator[None]:
+    # Set up before (so torn down after) every store a test opens: drops the test's schemas.
+    from tests import pg
+
+    before = pg.made()
+    yield
+    pg.drop_schemas(before)
 
 
 @pytest.fixture

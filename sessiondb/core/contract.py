@@ -175,8 +175,8 @@ class Backend(Protocol):
 
     def space(self) -> dict[str, int] | None:
         """Bytes the store takes, by part: ``messages`` (rows and their indexes),
-        ``search_index``, ``other``, ``free`` (space held but unused); None when the backend
-        cannot tell."""
+        ``search_index``, ``other``, and ``free`` (space held but unused) where the backend can
+        tell (not on PostgreSQL: postgres/space.py); None when it can tell nothing."""
 
     def reclaim(self, progress: Callable[[int], None] | None = None) -> int | None:
         """Give the space that removed messages freed back to the filesystem, in short write

@@ -56,6 +56,11 @@ def _fold(text: str) -> tuple[str, list[int] | None]:
     return "".join(parts), where
 
 
+def fold(text: str) -> str:
+    """Case- and diacritic-folded text (the rule the word index and the highlighter share)."""
+    return _fold(text)[0]
+
+
 _WS = re.compile(r"\s+")
 _LETTER_OR_DIGIT = "[^\\W_]"
 
@@ -146,4 +151,4 @@ class Highlighter:
         return "".join(pieces)
 
 
-__all__ = ["Highlighter"]
+__all__ = ["Highlighter", "fold"]

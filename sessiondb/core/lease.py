@@ -54,6 +54,7 @@ class Holder(NamedTuple):
     acquired_at: float
     refreshed_at: float
     ttl: float
+    fence: int = 0  # the fencing token of this holding (0: a record written before fences)
 
     @property
     def expires_at(self) -> float:
@@ -95,6 +96,7 @@ class Holder(NamedTuple):
             "refreshed_at": self.refreshed_at,
             "ttl": self.ttl,
             "expires_at": self.expires_at,
+            "fence": self.fence,
         }
 
     @classmethod
@@ -131,11 +133,27 @@ class Holder(NamedTuple):
             acquired_at=num("acquired_at"),
             refreshed_at=num("refreshed_at"),
             ttl=ttl,
+            fence=_fence(data.get("fence", 0)),
         )
+
+
+def _fence(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"field 'fence' is {value!r}, not a fencing token")
+    return value
 
 
 class Slot(Protocol):
     """The lease record as seen inside the backend's critical section."""
+
+    def now(self) -> float:
+        """The time every judgement inside this critical section uses: the clock of whatever
+        keeps the lease, read after the critical section was entered (a store on a server
+        uses the server's clock, so holders on several machines agree)."""
+
+    def last_fence(self) -> int:
+        """The highest fencing token this lease ever handed out (0: none yet), releases
+        included: the next acquisition gets a larger one."""
 
     def read(self) -> Holder | None:
         """The stored record, or None when there is none or it is unreadable (warned)."""
@@ -180,6 +198,11 @@ class Lease:
         # uses its parent's Lease object records itself, not the parent.
         self._pid = pid
         self.last_takeover: Holder | None = None
+        #: The fencing token of this session's holding, set by a successful ``acquire()``:
+        #: strictly larger than every token handed out before for this lease, so a resource
+        #: that remembers the largest token it saw can refuse a holder that lost the lease
+        #: (paused past its TTL, taken over) and acts late.
+        self.fence: int | None = None
         self._blocked_by: Holder | None = None
 
     @property
@@ -194,7 +217,7 @@ class Lease:
     def pid(self) -> int:
         return os.getpid() if self._pid is None else self._pid
 
-    def _record(self, now: float, acquired_at: float) -> Holder:
+    def _record(self, now: float, acquired_at: float, fence: int) -> Holder:
         pid = self.pid
         return Holder(
             resource=self.resource,
@@ -205,6 +228,7 @@ class Lease:
             acquired_at=acquired_at,
             refreshed_at=now,
             ttl=self.ttl,
+            fence=fence,
         )
 
     @property
@@ -230,20 +254,25 @@ class Lease:
         self.last_takeover = None
         self._blocked_by = None
         with self._backend.transaction() as slot:
-            now = time.time()
+            now = slot.now()
             cur = slot.read()
             acquired_at = now
+            fence = 0
             if cur is not None:
                 stale = cur.stale(now)
                 if cur.session_id == self.session_id:
                     if not stale:
                         acquired_at = cur.acquired_at  # re-acquire: idempotent, same "since"
+                        fence = cur.fence  # ... and the same fencing token
                 elif not stale:
                     self._blocked_by = cur
                     return False
                 else:
                     self.last_takeover = cur
-            slot.write(self._record(now, acquired_at))
+            if not fence:  # a new holding: a token larger than any handed out before
+                fence = slot.last_fence() + 1
+            slot.write(self._record(now, acquired_at, fence))
+        self.fence = fence
         if self.last_takeover is not None:
             t = self.last_takeover
             _log().info(
@@ -265,12 +294,14 @@ class Lease:
         """Extend this session's lease by ``ttl`` from now. A non-owner changes nothing: False,
         with a warning on the ``sessiondb.lease`` logger naming the actual holder."""
         with self._backend.transaction() as slot:
-            now = time.time()
+            now = slot.now()
             cur = slot.read()
             if cur is None or cur.session_id != self.session_id:
                 self._refuse("refreshing", cur)
                 return False
-            slot.write(self._record(now, cur.acquired_at))
+            fence = cur.fence or slot.last_fence() + 1  # a record from before fences gets one
+            slot.write(self._record(now, cur.acquired_at, fence))
+        self.fence = fence
         return True
 
     def release(self) -> bool:

@@ -115,6 +115,16 @@ def _tokens(word: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def is_no_space_char(ch: str) -> bool:
+    """Is ``ch`` of a script written without spaces (matched as a substring, never a word)?"""
+    return _is_no_space_char(ch)
+
+
+def split_runs(text: str) -> tuple[str, ...]:
+    """The runs of letters, digits and marks of a text: the words of the word index."""
+    return _tokens(text)
+
+
 # Quotes and brackets around a word, and sentence punctuation after it, are how people write,
 # not part of what they look for: `"retry policy"`, `(foo.bar)`, `done?` find retry, foo.bar,
 # done. Leading "." or "/" and trailing "+" or "#" stay (.bashrc, /usr/bin, C++, C#).
@@ -376,9 +386,11 @@ __all__ = [
     "Term",
     "Word",
     "clean_text",
+    "is_no_space_char",
     "no_space_glob",
     "normalize_query",
     "parse_advanced",
     "positive_words",
+    "split_runs",
     "split_words",
 ]

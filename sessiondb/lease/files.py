@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 LOCK_SUFFIX = ".lock"
 LEASE_SUFFIX = ".lease"
 TMP_SUFFIX = ".tmp"
+# The last fencing token handed out (a decimal number), kept apart from the record so that a
+# release, which removes the record, does not reset it.
+FENCE_SUFFIX = ".fence"
 MAX_RECORD = 64 * 1024
 # The critical section is a read and a rename: microseconds. Waiting this long means the lock
 # holder is stopped (SIGSTOP, debugger); give up with a named error instead of hanging.
@@ -114,8 +117,39 @@ class _FileSlot:
     def read(self) -> Holder | None:
         return read_record(self._b.lease_path)
 
+    def now(self) -> float:
+        return time.time()
+
+    def last_fence(self) -> int:
+        try:
+            fd = os.open(self._b.fence_path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return 0
+        except OSError as e:
+            raise _os_error(self._b.fence_path, "read the lease's fencing token", e) from e
+        try:
+            text = os.read(fd, 32)
+        finally:
+            os.close(fd)
+        return int(text) if text.strip().isdigit() else 0
+
+    def _keep_fence(self, fence: int) -> None:
+        if fence <= self.last_fence():
+            return
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            fd = paths.open_private(self._b.fence_path, flags)
+            try:
+                os.write(fd, str(fence).encode())
+                os.fsync(fd)  # a token must never go back, even after a power loss
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise _os_error(self._b.fence_path, "write the lease's fencing token", e) from e
+
     def write(self, holder: Holder) -> None:
         b = self._b
+        self._keep_fence(holder.fence)
         data = json.dumps(holder.to_dict(), sort_keys=True).encode("utf-8")
         try:
             # A fixed tmp name is safe: only the flock holder writes it.
@@ -155,6 +189,7 @@ class FileBackend:
         self.lock_path = directory / (key + LOCK_SUFFIX)
         self.lease_path = directory / (key + LEASE_SUFFIX)
         self.tmp_path = directory / (key + TMP_SUFFIX)
+        self.fence_path = directory / (key + FENCE_SUFFIX)
 
     @property
     def resource(self) -> str:

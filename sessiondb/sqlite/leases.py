@@ -9,6 +9,7 @@ another host is stale only past its TTL. The ``leases`` table comes with schema 
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,9 +21,12 @@ from ..core.lease import Holder, LeaseWarning
 from .engine import Engine
 
 _COLUMNS = "owner, pid, start_time, host, acquired_at, expires_at, ttl"
+# The fencing token of a lease row (lease_fences comes with schema version 6; a file opened
+# read-only before its migration has none: 0).
+_FENCE = "coalesce((SELECT f.fence FROM lease_fences f WHERE f.name = l.name), 0)"
 
 
-def _row_to_holder(name: str, row: Any, where: str) -> Holder | None:
+def _row_to_holder(name: str, row: Any, where: str, fence: int = 0) -> Holder | None:
     owner, pid, start_time, host, acquired_at, expires_at, ttl = row
     try:
         ttl_f = float(ttl)
@@ -36,6 +40,7 @@ def _row_to_holder(name: str, row: Any, where: str) -> Holder | None:
                 "acquired_at": acquired_at,
                 "refreshed_at": float(expires_at) - ttl_f,
                 "ttl": ttl_f,
+                "fence": fence,
             }
         )
     except (TypeError, ValueError) as e:
@@ -60,9 +65,27 @@ class _StoreSlot:
         rows = self._conn.execute(
             f"SELECT {_COLUMNS} FROM leases WHERE name = ?", (name,)
         ).fetchall()
-        return _row_to_holder(name, rows[0], self._lease.where) if rows else None
+        if not rows:
+            return None
+        return _row_to_holder(name, rows[0], self._lease.where, self.last_fence())
+
+    def now(self) -> float:
+        return time.time()
+
+    def last_fence(self) -> int:
+        # The current holding's token is always the last one handed out (each new holding
+        # takes the next): one row per lease name, kept when the lease is released.
+        found = self._conn.execute(
+            "SELECT fence FROM lease_fences WHERE name = ?", (self._lease.name,)
+        ).get
+        return int(found or 0)
 
     def write(self, holder: Holder) -> None:
+        self._conn.execute(
+            "INSERT INTO lease_fences(name, fence) VALUES (?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET fence = max(fence, excluded.fence)",
+            (self._lease.name, holder.fence),
+        )
         self._conn.execute(
             f"INSERT OR REPLACE INTO leases(name, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -108,9 +131,18 @@ class StoreLease:
             if not _has_table(conn):
                 return None
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM leases WHERE name = ?", (self.name,)
+                f"SELECT {_COLUMNS}, {_fence(conn)} FROM leases l WHERE name = ?", (self.name,)
             ).fetchall()
-        return _row_to_holder(self.name, rows[0], self.where) if rows else None
+        return (
+            _row_to_holder(self.name, rows[0][:7], self.where, int(rows[0][7] or 0))
+            if rows
+            else None
+        )
+
+
+def _fence(conn: apsw.Connection) -> str:
+    sql = "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'lease_fences'"
+    return _FENCE if conn.execute(sql).fetchall() else "0"
 
 
 def _has_table(conn: apsw.Connection) -> bool:
@@ -124,8 +156,10 @@ def list_leases(engine: Engine, where: str) -> list[Holder]:
     with engine.read() as conn:
         if not _has_table(conn):
             return []
-        rows = conn.execute(f"SELECT name, {_COLUMNS} FROM leases ORDER BY acquired_at").fetchall()
-    out = [_row_to_holder(str(r[0]), r[1:], where) for r in rows]
+        rows = conn.execute(
+            f"SELECT name, {_COLUMNS}, {_fence(conn)} FROM leases l ORDER BY acquired_at"
+        ).fetchall()
+    out = [_row_to_holder(str(r[0]), r[1:8], where, int(r[8] or 0)) for r in rows]
     return [h for h in out if h is not None]
 
 

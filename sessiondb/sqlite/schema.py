@@ -84,12 +84,21 @@ def _v4_removal_and_leases(conn: apsw.Connection) -> None:
     )
 
 
+def _v6_lease_fences(conn: apsw.Connection) -> None:
+    # The last fencing token handed out per lease, kept when the lease is released (the row of
+    # `leases` goes): the next holder always gets a larger one (sessiondb/core/lease.py).
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS lease_fences(name TEXT PRIMARY KEY, fence INTEGER NOT NULL)"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "sessions and messages", _v1_core),
     Migration(2, "full-text search index", fts.create, backfill=fts.backfill_step),
     Migration(3, "two-character CJK words indexed", fts_v3.upgrade, backfill=fts_v3.backfill_step),
     Migration(4, "session revision; leases table", _v4_removal_and_leases),
     Migration(5, "usage rollup for stats", rollup.create, backfill=rollup.backfill_step),
+    Migration(6, "lease fencing tokens", _v6_lease_fences),
 ]
 
 LATEST = max(m.version for m in MIGRATIONS)

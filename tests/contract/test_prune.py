@@ -185,3 +185,21 @@ def test_a_pruned_session_id_starts_afresh(store: sessiondb.Store) -> None:
     store.prune(older_than=MONTH)
     m = store.append("again", "user", "new life")
     assert m.seq == 1 and [x.content for x in store.messages("again")] == ["new life"]
+
+
+def test_info_splits_the_space_and_compact_keeps_every_message(store: sessiondb.Store) -> None:
+    for i in range(4):
+        _fill(store, f"gone-{i}", 30, OLD)
+    _fill(store, "kept", 5, time.time())
+    space = store.info()["space"]
+    assert space is not None and space["messages"] > 0 and space["search_index"] > 0
+    assert all(isinstance(v, int) and v >= 0 for v in space.values())
+    kept = _snapshot(store, "kept")
+
+    report = store.prune(older_than=MONTH)
+    assert len(report.sessions) == 4 and report.freed >= 0
+    assert store.compact() >= 0
+
+    assert _snapshot(store, "kept") == kept
+    assert [h.message.content for h in store.search("kept")][:1]
+    assert store.count() == 5

@@ -36,7 +36,7 @@ class Env:
     spec: dict[str, Any]  # what a worker process needs to open the same lease
 
 
-@pytest.fixture(params=["file", "store"])
+@pytest.fixture(params=["file", "store", "postgresql"])
 def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
     if request.param == "file":
         ws = tmp_path / "ws"
@@ -61,7 +61,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
 
         spec = {"workspace": str(ws), "rt": str(rt)}
         yield Env("file", make_file, inject_file, corrupt_file, spec)
-    else:
+    elif request.param == "store":
         db = tmp_path / "store.db"
         store = sessiondb.open(db)
 
@@ -92,6 +92,54 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Env]:
 
         yield Env("store", make_store, inject_store, corrupt_store, {"db": str(db)})
         store.close()
+    else:
+        yield from _postgres_env()
+
+
+def _postgres_env() -> Iterator[Env]:
+    import psycopg
+
+    from tests import pg
+
+    url = pg.new_url()
+    store = sessiondb.open(url)
+
+    def make_pg(session_id: str, ttl: float = 300.0, pid: int | None = None) -> Lease:
+        return store.lease("ws", session_id, ttl, pid=pid)
+
+    def put(values: tuple[Any, ...]) -> None:
+        from sessiondb.postgres.backend import split_schema
+
+        conninfo, schema = split_schema(url)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f"SET search_path = {schema}")  # made and checked by tests/pg.py
+            conn.execute(
+                "INSERT INTO leases (name, owner, pid, start_time, host, acquired_at, expires_at,"
+                " ttl) VALUES ('ws', %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE"
+                " SET owner = excluded.owner, pid = excluded.pid, start_time ="
+                " excluded.start_time, host = excluded.host, acquired_at = excluded.acquired_at,"
+                " expires_at = excluded.expires_at, ttl = excluded.ttl",
+                values,
+            )
+
+    def inject_pg(rec: dict[str, Any]) -> None:
+        put(
+            (
+                rec["session_id"],
+                rec["pid"],
+                rec["start_time"],
+                rec["host"],
+                rec["acquired_at"],
+                rec["refreshed_at"] + rec["ttl"],
+                rec["ttl"],
+            )
+        )
+
+    def corrupt_pg() -> None:
+        put(("X", 1, None, "h", 0, 0, -1))  # a ttl no lease can have
+
+    yield Env("postgresql", make_pg, inject_pg, corrupt_pg, {"db": url})
+    store.close()
 
 
 def record(session_id: str = "X", **over: Any) -> dict[str, Any]:
@@ -288,3 +336,22 @@ def test_killed_holder_is_taken_over_at_once(env: Env) -> None:
         p.kill()
         p.join()
     assert b.last_takeover is not None and b.last_takeover.pid == p.pid
+
+
+def test_fencing_tokens_increase_with_every_new_holding(env: Env) -> None:
+    a, b = env.make("A"), env.make("B")
+    assert a.fence is None
+    assert a.acquire()
+    first = a.fence
+    assert first is not None and first >= 1
+    assert a.record is not None and a.record.fence == first
+    assert a.acquire() and a.fence == first  # re-acquire: the same holding, the same token
+    assert a.refresh() and a.fence == first
+    assert not b.acquire() and b.fence is None
+    assert a.release()
+    assert b.acquire()
+    assert b.fence is not None and b.fence > first  # a release does not reset the count
+    env.inject(record("C", pid=dead_pid()))  # a dead holder's record: taken over
+    c = env.make("D")
+    assert c.acquire() and c.last_takeover is not None
+    assert c.fence is not None and c.fence > b.fence

@@ -46,9 +46,9 @@ RUN_DEADLINE = 240.0
 @pytest.mark.stress
 @pytest.mark.crash
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("backend", ["file", "store"])
+@pytest.mark.parametrize("backend", ["file", "store", "postgresql"])
 def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path, backend: str) -> None:
-    PROCS, CYCLES = SIZES[backend]
+    PROCS, CYCLES = SIZES["store" if backend == "postgresql" else backend]
     MAX_KILLS = max(4, PROCS // 2)
     ctx = multiprocessing.get_context("spawn")
     workspace = tmp_path / "ws"
@@ -82,8 +82,12 @@ def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path, backend: st
         p.start()
         procs[i] = p
 
-    if backend == "store":
-        sessiondb.open(spec["db"]).close()  # create the file before the crowd arrives
+    if backend == "postgresql":
+        from tests import pg
+
+        spec["db"] = pg.new_url()
+    if backend != "file":
+        sessiondb.open(spec["db"]).close()  # create the store before the crowd arrives
     watcher = open_lease(backend, spec, "watcher")
     started = time.monotonic()
     for i in range(PROCS):
@@ -133,7 +137,7 @@ def test_race_no_overlap_and_dead_holders_taken_over(tmp_path: Path, backend: st
     print(
         f"\nlease race ({backend}): {PROCS} procs x {CYCLES} cycles in {elapsed:.1f} s: "
         f"{rep.cycles} completed cycles, {rep.kills} kills, {rep.takeovers} takeovers, "
-        f"{len(rep.overlaps)} overlaps; takeover latency max "
+        f"{len(rep.overlaps)} overlaps, {rep.fences} fences in order; takeover latency max "
         f"{(lat[-1] if lat else 0) * 1000:.1f} ms, median "
         f"{(lat[len(lat) // 2] if lat else 0) * 1000:.1f} ms, "
         f"{sum(x >= 1.0 for x in lat)} over 1 s"

@@ -1,0 +1,265 @@
+"""Connections and transactions on one PostgreSQL database (docs/postgres.md, "Options").
+
+* ``prepare_threshold=None`` on every connection: psycopg's automatic prepared statements give
+  a search a generic plan blind to its words (CJK p90 1 476 ms vs 65 ms: docs/postgres.md,
+  evidence 6), and they do not survive pgbouncer in transaction mode.
+* A short-lived process (a CLI command, a hook) uses one direct connection per (process,
+  thread), reopened after ``fork``; a long-lived one asks for ``pool=N``: a small psycopg_pool
+  pool that checks a connection before lending it and drops idle ones after ``max_idle``
+  seconds, below a server's or proxy's idle reaper.
+* Transactions are explicit and carry their settings with ``SET LOCAL`` in the same round trip
+  as ``BEGIN`` (no session state: pgbouncer in transaction mode may hand the next transaction
+  another server connection). Reads run ``REPEATABLE READ READ ONLY`` (one snapshot, the
+  contract's ``ReadTx``); writes ``READ COMMITTED`` with ``lock_timeout`` = ``write_timeout``
+  and ``synchronous_commit`` from ``durability``: "normal" is ``off`` (a server crash may lose
+  the last ~0.6 s of acknowledged commits; a client crash loses nothing), "full" is ``on``.
+* A connection found broken when a transaction begins is replaced and the ``BEGIN`` sent again:
+  nothing was sent yet, so that retry is always safe.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from ..errors import ConnectionLost, Error, InvalidInput, ReadOnlyStore, StoreBusy
+from .errors import translate
+
+APPLICATION_NAME = "sessiondb"
+#: Seconds a pooled connection may stay idle before the pool closes it (below the usual idle
+#: reapers of servers and proxies: the anchors' complaint of docs/postgres.md, "Options").
+POOL_MAX_IDLE = 60.0
+
+_READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+#: What ``schema=`` accepts: a plain lower-case identifier (then quoted anyway).
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _search_path(schema: str | None) -> str:
+    if schema is None:
+        return ""
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise InvalidInput(
+            f"schema must be a lower-case SQL identifier (letters, digits, _), not {schema!r}"
+        )
+    return "; SET LOCAL search_path = " + sql.Identifier(schema).as_string(None)
+
+
+def _write_begin(durability: str, write_timeout: float, schema: str | None) -> str:
+    # Values from validated options only (a number, one of two words, a checked identifier).
+    ms = max(1, int(write_timeout * 1000))
+    sync = "on" if durability == "full" else "off"
+    return (
+        f"BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = {sync};"
+        f" SET LOCAL lock_timeout = {ms}" + _search_path(schema)
+    )
+
+
+class Connections:
+    """Where transactions get their connection: direct (one per process and thread) or pooled."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        where: str,
+        *,
+        readonly: bool = False,
+        durability: str,
+        write_timeout: float,
+        pool: int = 0,
+        connect_timeout: float = 10.0,
+        schema: str | None = None,
+    ) -> None:
+        self.conninfo = conninfo
+        self.where = where
+        self.readonly = readonly
+        self.write_timeout = write_timeout
+        self.schema = schema
+        # A schema is set per transaction (SET LOCAL), never per connection: through pgbouncer
+        # in transaction mode the next transaction may run on another server connection.
+        self._write_begin = _write_begin(durability, write_timeout, schema)
+        self._read_begin = _READ_BEGIN + _search_path(schema)
+        self._connect_timeout = max(1, int(connect_timeout))
+        self._local = threading.local()
+        self._pool: Any = None
+        self._pool_pid = 0
+        self._opened: list[tuple[psycopg.Connection[Any], int]] = []
+        #: Slow-changing facts of the store read by queries (search.py: the index's size and
+        #: average message length), with the monotonic time they were read.
+        self.cache: dict[str, tuple[float, Any]] = {}
+        self._pool_size = pool
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "prepare_threshold": None,
+            "connect_timeout": self._connect_timeout,
+        }
+        # The URL's own application_name wins (how an operator tells its processes apart in
+        # pg_stat_activity); else "sessiondb".
+        if "application_name" not in conninfo_to_dict(self.conninfo):
+            kwargs["application_name"] = APPLICATION_NAME
+        return kwargs
+
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new direct connection (also for tools: migrations, health checks)."""
+        try:
+            return psycopg.Connection.connect(self.conninfo, **self._kwargs())
+        except psycopg.Error as e:
+            err = translate(e, self.where)
+            if isinstance(err, ConnectionLost):  # nothing was in flight: say what it is
+                raise Error(
+                    f"{self.where}: cannot connect to PostgreSQL ({str(e).strip()})"
+                ) from None
+            raise err from None
+
+    def _get_pool(self) -> Any:
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                from psycopg_pool import ConnectionPool
+
+                self._pool = ConnectionPool(
+                    self.conninfo,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    max_idle=POOL_MAX_IDLE,
+                    kwargs=self._kwargs(),
+                    check=ConnectionPool.check_connection,
+                    timeout=self.write_timeout,
+                    open=True,
+                    name=APPLICATION_NAME,
+                )
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def _direct(self) -> psycopg.Connection[Any]:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and (local.pid != os.getpid() or conn.closed or conn.broken):
+            if local.pid == os.getpid():
+                conn.close()
+            conn = None  # a parent's connection is never used (nor closed) by a forked child
+        if conn is None:
+            conn = self.connect()
+            local.conn, local.pid = conn, os.getpid()
+            with self._lock:  # so that close() closes every thread's connection
+                self._opened = [(c, p) for c, p in self._opened if not c.closed]
+                self._opened.append((conn, os.getpid()))
+        return conn
+
+    def _drop_direct(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.pid == os.getpid():
+            conn.close()
+        self._local.conn = None
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._closed:
+            raise Error(f"{self.where}: the store is closed")
+        if not self._pool_size:
+            yield self._direct()
+            return
+        from psycopg_pool import PoolTimeout
+
+        try:
+            cm = self._get_pool().connection()
+            conn = cm.__enter__()
+        except PoolTimeout as e:
+            raise StoreBusy(
+                f"{self.where}: no pooled connection free within {self.write_timeout} s ({e})",
+                path=self.where,
+            ) from None
+        except psycopg.Error as e:
+            raise translate(e, self.where) from None
+        try:
+            yield conn
+        finally:
+            cm.__exit__(None, None, None)
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._transaction(self._read_begin, writing=False) as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[psycopg.Connection[Any]]:
+        if self.readonly:
+            raise ReadOnlyStore(f"{self.where} was opened read-only: it cannot be written")
+        with self._transaction(self._write_begin, writing=True) as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, begin: str, *, writing: bool) -> Iterator[psycopg.Connection[Any]]:
+        with self._connection() as conn:
+            started = time.monotonic()
+            try:
+                conn.execute(begin)
+            except psycopg.OperationalError:
+                # Broken while idle (server restart, idle reaper, pg_terminate_backend): nothing
+                # was sent, so a new connection and a second BEGIN are safe.
+                if self._pool_size:
+                    raise translate(psycopg.OperationalError("broken"), self.where) from None
+                self._drop_direct()
+                conn = self._direct()
+                try:
+                    conn.execute(begin)
+                except psycopg.Error as e:
+                    raise translate(e, self.where, conn) from None
+            except psycopg.Error as e:
+                raise translate(e, self.where, conn) from None
+            try:
+                yield conn
+            except BaseException as e:
+                self._rollback(conn)
+                if isinstance(e, psycopg.Error):
+                    raise translate(
+                        e, self.where, conn, time.monotonic() - started if writing else None
+                    ) from None
+                raise
+            try:
+                conn.execute("COMMIT")
+            except psycopg.Error as e:
+                self._rollback(conn)
+                raise translate(e, self.where, conn) from None
+
+    @staticmethod
+    def _rollback(conn: psycopg.Connection[Any]) -> None:
+        if conn.closed or conn.broken:
+            return
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.Error:
+            conn.close()  # a connection in an unknown state is never lent again
+
+    def close(self) -> None:
+        self._closed = True
+        self._drop_direct()
+        with self._lock:
+            for conn, pid in self._opened:
+                if pid == os.getpid():  # a forked child never closes its parent's
+                    conn.close()
+            self._opened = []
+            if self._pool is not None and self._pool_pid == os.getpid():
+                self._pool.close()
+            self._pool = None
+
+
+__all__ = ["APPLICATION_NAME", "POOL_MAX_IDLE", "Connections"]
