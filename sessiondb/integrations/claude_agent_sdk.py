@@ -61,10 +61,10 @@ def _row(entry: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"role": kind if isinstance(kind, str) and kind else "entry"}
     meta: dict[str, Any] = {}
     if isinstance(parsed, formats.Record):
+        # No created_at from the entry's timestamp: the session's updated_at must be the storage
+        # write time, the SDK's mtime (the entry keeps its own timestamp in meta["entry"]).
         row.update(role=parsed.role, content=parsed.content)
         meta.update(parsed.meta or {})
-        if parsed.created_at is not None:
-            row["created_at"] = parsed.created_at
     elif isinstance(parsed, formats.Title):
         row["content"] = parsed.text
     else:
