@@ -1,0 +1,72 @@
+"""Child processes of integrations/tests/: writers going through a framework's own interface."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+
+
+def openai_writer(
+    path: str,
+    session_id: str,
+    tag: str,
+    batches: int,
+    size: int,
+    key_by_id: bool = False,
+    acks: Any = None,
+) -> None:
+    """Add ``batches`` batches of ``size`` items to one session; report each acked batch."""
+    from sessiondb.integrations.openai_agents import SessionDBSession
+
+    async def run() -> None:
+        session = SessionDBSession(session_id, path, key_by_id=key_by_id)
+        for b in range(batches):
+            await session.add_items(openai_batch(tag, b, size))
+            if acks is not None:
+                acks.put(b)
+        await session.aclose()
+
+    anyio.run(run)
+
+
+def openai_batch(tag: str, b: int, size: int) -> list[dict[str, Any]]:
+    return [
+        {"id": f"{tag}-{b}-{j}", "type": "message", "role": "user", "content": f"{tag} {b} {j}"}
+        for j in range(size)
+    ]
+
+
+def claude_writer(
+    path: str, session_id: str, tag: str, batches: int, size: int, acks: Any = None
+) -> None:
+    """Append ``batches`` batches of ``size`` entries to one transcript; report each acked one."""
+    from sessiondb.integrations.claude_agent_sdk import SessionDBSessionStore
+
+    async def run() -> None:
+        store = SessionDBSessionStore(path)
+        for b in range(batches):
+            await store.append(claude_key(session_id), claude_batch(tag, b, size))
+            if acks is not None:
+                acks.put(b)
+        await store.aclose()
+
+    anyio.run(run)
+
+
+def claude_key(session_id: str) -> dict[str, str]:
+    return {"project_key": "proj", "session_id": session_id}
+
+
+def claude_batch(tag: str, b: int, size: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "user",
+            "uuid": f"{tag}-{b}-{j}",
+            "sessionId": "s",
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "message": {"role": "user", "content": f"{tag} {b} {j} pid {os.getpid()}"},
+        }
+        for j in range(size)
+    ]
