@@ -70,3 +70,31 @@ def claude_batch(tag: str, b: int, size: int) -> list[dict[str, Any]]:
         }
         for j in range(size)
     ]
+
+
+def langgraph_checkpoint(thread_id: str, ns: str, i: int) -> tuple[Any, Any, Any]:
+    """Step ``i`` of a thread: the config to put it under, the checkpoint, its new versions."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    checkpoint = empty_checkpoint()
+    checkpoint["id"] = f"{i:08d}"
+    checkpoint["channel_values"] = {"n": i}
+    checkpoint["channel_versions"] = {"n": i + 1}
+    parent = f"{i - 1:08d}" if i else None
+    conf = {"thread_id": thread_id, "checkpoint_ns": ns}
+    if parent:
+        conf["checkpoint_id"] = parent
+    return {"configurable": conf}, checkpoint, {"n": i + 1}
+
+
+def langgraph_writer(path: str, thread_id: str, ns: str, steps: int, acks: Any = None) -> None:
+    """Put ``steps`` checkpoints (each with one pending write) on one thread namespace."""
+    from sessiondb.integrations.langgraph import SessionDBSaver
+
+    saver = SessionDBSaver(path)
+    for i in range(steps):
+        config, checkpoint, versions = langgraph_checkpoint(thread_id, ns, i)
+        saved = saver.put(config, checkpoint, {"step": i}, versions)
+        saver.put_writes(saved, [("n", i)], f"task-{i}")
+        if acks is not None:
+            acks.put(i)
