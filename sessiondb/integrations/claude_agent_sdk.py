@@ -33,6 +33,7 @@ from typing import Any
 
 from ..core import formats
 from ..errors import KeyConflict, StaleSession
+from ..models import Message
 from ._common import StoreLike, async_store
 
 SOURCE = "claude-agent-sdk"
@@ -85,18 +86,24 @@ class SessionDBSessionStore:
         self._owned = isinstance(store, str) or hasattr(store, "__fspath__")
         self._store = async_store(store)
         self._source = source
+        # Per transcript this process wrote: its last seq and summary as of that write. The next
+        # append tries them with expect_last (one round trip); another writer in between makes
+        # it StaleSession, and the session is read again.
+        self._known: dict[str, tuple[int, Any]] = {}
 
     async def append(self, key: Mapping[str, Any], entries: list[Any]) -> None:
         if not entries:
             return
         sid = session_id_of(key)
-        await self._store.ensure_session(
-            sid, source=self._source, meta={"claude": {k: key[k] for k in sorted(key)}}
-        )
+        if sid not in self._known:
+            await self._store.ensure_session(
+                sid, source=self._source, meta={"claude": {k: key[k] for k in sorted(key)}}
+            )
         rows = [_row(e) for e in entries]
         lineage = _parent(entries, key["session_id"])
         if key.get("subpath"):
             await self._append(sid, rows, lineage)
+            self._known.setdefault(sid, (0, None))
         else:
             await self._append_folding(sid, key, entries, rows, lineage)
 
@@ -106,13 +113,15 @@ class SessionDBSessionStore:
         rows: list[dict[str, Any]],
         patch: dict[str, Any] | None,
         expect_last: int | None = None,
-    ) -> None:
+    ) -> list[Message]:
         try:
-            await self._store.append_many(sid, rows, expect_last=expect_last, session_meta=patch)
+            return await self._store.append_many(
+                sid, rows, expect_last=expect_last, session_meta=patch
+            )
         except KeyConflict:
             # An entry re-sent changed, or one uuid twice in a batch: the SDK asks for
             # "ignore duplicate", so the first one stored stays.
-            await self._store.append_many(
+            return await self._store.append_many(
                 sid, await self._unstored(sid, rows), expect_last=expect_last, session_meta=patch
             )
 
@@ -137,17 +146,25 @@ class SessionDBSessionStore:
     ) -> None:
         from claude_agent_sdk._internal.session_summary import fold_session_summary
 
+        known = self._known.get(sid)
         for _ in range(_FOLD_TRIES):
-            session = await self._store.get_session(sid)
-            prev = (session.meta or {}).get("summary") if session is not None else None
-            last = 0 if session is None else session.message_count
+            if known is None:
+                session = await self._store.get_session(sid)
+                prev = (session.meta or {}).get("summary") if session is not None else None
+                known = (0 if session is None else session.message_count, prev)
+            last, prev = known
             folded = dict(fold_session_summary(prev, dict(key), entries))
             patch = {**(lineage or {}), "summary": folded}
             try:
-                await self._append(sid, rows, patch, expect_last=last)
-                return
+                stored = await self._append(sid, rows, patch, expect_last=last)
             except StaleSession:
-                continue  # another writer appended meanwhile: fold again onto its summary
+                known = None  # another writer appended meanwhile: fold again onto its summary
+                continue
+            top = max((m.seq for m in stored), default=last)
+            # The patch landed only with fresh entries (a batch all re-sent changes nothing).
+            self._known[sid] = (top, folded) if top > last else (last, prev)
+            return
+        self._known.pop(sid, None)
         await self._append(sid, rows, lineage)  # never lose the entries for the summary's sake
 
     async def load(self, key: Mapping[str, Any]) -> list[Any] | None:
@@ -198,6 +215,7 @@ class SessionDBSessionStore:
 
     async def delete(self, key: Mapping[str, Any]) -> None:
         sid = session_id_of(key)
+        self._known = {k: v for k, v in self._known.items() if not k.startswith(sid)}
         if not key.get("subpath"):
             for sub in await self._ids(sid + "/"):
                 await self._store.delete_session(sub)
