@@ -8,6 +8,10 @@ loads through each framework's interface at 1 and 16 processes.
   against the sessiondb store it sits on (``append_many`` / ``messages`` of the same rows
   through ``sessiondb.aio``): the adapter's own cost.
 
+- ``langgraph``: ``SqliteSaver`` (langgraph-checkpoint-sqlite, LangGraph's own SQLite saver)
+  vs ``SessionDBSaver``, both sync: a step is ``put`` + ``put_writes``, a load is ``list`` of
+  the whole thread.
+
 Each of P processes (spawned, started together) writes its own session in one shared file:
 ``--turns`` calls of one item each (latency per call), then ``--loads`` reads of its whole
 history. Per system and P: appends/s over all processes, append and load latency p50/p99/max.
@@ -16,6 +20,7 @@ their environments (``make integrations`` makes them)::
 
     .venv-int-openai-agents/bin/python -m benchmarks.adapters --framework openai-agents
     .venv-int-claude-agent-sdk/bin/python -m benchmarks.adapters --framework claude-agent-sdk
+    .venv-int-langgraph/bin/python -m benchmarks.adapters --framework langgraph
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .common import fresh_dir, latency_summary, machine_facts, turn, write_json
 SYSTEMS = {
     "openai-agents": ("openai-sqlite-session", "sessiondb-openai-adapter"),
     "claude-agent-sdk": ("sessiondb-aio-direct", "sessiondb-claude-adapter"),
+    "langgraph": ("langgraph-sqlite-saver", "sessiondb-langgraph-saver"),
 }
 
 
@@ -54,6 +60,33 @@ async def _run(system: str, path: str, sid: str, turns: int, loads: int, worker:
         key = {"project_key": "bench", "session_id": sid}
         add = lambda i: s.append(key, [_entry(worker, i)])  # noqa: E731
         load, close = (lambda: s.load(key)), None
+    elif system in ("langgraph-sqlite-saver", "sessiondb-langgraph-saver"):
+        from integrations.workers import langgraph_checkpoint
+
+        if system == "langgraph-sqlite-saver":
+            import sqlite3
+
+            from langgraph.checkpoint.sqlite import SqliteSaver
+
+            conn = sqlite3.connect(path, check_same_thread=False, timeout=60)
+            s = SqliteSaver(conn)
+            s.setup()
+        else:
+            from sessiondb.integrations.langgraph import SessionDBSaver
+
+            s = SessionDBSaver(path)
+        thread = {"configurable": {"thread_id": sid}}
+
+        async def add(i: int) -> None:  # one step: a checkpoint and its pending write
+            config, checkpoint, versions = langgraph_checkpoint(sid, "", i)
+            checkpoint["channel_values"] = {"n": turn(worker, i)}
+            saved = s.put(config, checkpoint, {"step": i}, versions)
+            s.put_writes(saved, [("n", i)], f"task-{i}")
+
+        async def load() -> None:  # the thread's whole history
+            list(s.list(thread))
+
+        close = None
     else:  # sessiondb-aio-direct: the same rows the Claude adapter writes, without it
         import sessiondb.aio
         from sessiondb.integrations.claude_agent_sdk import _row

@@ -214,7 +214,9 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
                     fresh.append(row)
             yield _call("append_many", sid, fresh)
 
-    def _tuple(self, thread_id: str, ns: str, stored: Any) -> Plan:
+    def _tuple(
+        self, thread_id: str, ns: str, stored: Any, blobs: dict[str, Any] | None = None
+    ) -> Plan:
         from langgraph.checkpoint.base import writes_sort_key
 
         sid = _sid(thread_id, ns)
@@ -222,7 +224,9 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
         checkpoint = self._load(meta["checkpoint"])
         values = {}
         for channel, version in checkpoint["channel_versions"].items():
-            blob = yield _call("message", sid, f"b:{channel}:{version}")
+            key = f"b:{channel}:{version}"
+            # list() read the whole session already; get_tuple looks each value up by key.
+            blob = blobs.get(key) if blobs is not None else (yield _call("message", sid, key))
             if blob is not None and blob.meta.get("value") is not None:
                 values[channel] = self._load(blob.meta["value"])
         found = yield _call("messages", _writes_sid(sid, meta["id"]))
@@ -290,7 +294,9 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
             thread_id, ns = rest[: int(length)], rest[int(length) + 1 :]
             if want_ns is not None and ns != want_ns:
                 continue
-            found = [m for m in (yield _call("messages", sid)) if m.role == "checkpoint"]
+            rows = yield _call("messages", sid)
+            found = [m for m in rows if m.role == "checkpoint"]
+            blobs = {m.key: m for m in rows if m.role == "blob"}
             for m in sorted(found, key=lambda m: m.meta["id"], reverse=True):
                 cid = m.meta["id"]
                 if (want_id and cid != want_id) or (before_id and cid >= before_id):
@@ -301,7 +307,7 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
                         continue
                 if limit is not None and len(out) >= limit:
                     return out
-                out.append((yield from self._tuple(thread_id, ns, m)))
+                out.append((yield from self._tuple(thread_id, ns, m, blobs)))
         return out
 
     def _delete_thread(self, thread_id: str) -> Plan:
