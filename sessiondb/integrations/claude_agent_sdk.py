@@ -31,6 +31,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from claude_agent_sdk._internal.session_summary import fold_session_summary
+
 from ..core import formats
 from ..errors import KeyConflict, StaleSession
 from ..models import Message
@@ -144,8 +146,6 @@ class SessionDBSessionStore:
         rows: list[dict[str, Any]],
         lineage: dict[str, Any] | None,
     ) -> None:
-        from claude_agent_sdk._internal.session_summary import fold_session_summary
-
         known = self._known.get(sid)
         for _ in range(_FOLD_TRIES):
             if known is None:
