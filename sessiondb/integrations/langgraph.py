@@ -10,12 +10,13 @@
 A thread's namespace is one session (``lg:<len>:<thread id>/<namespace>``; one thread is one
 range of ids), holding its checkpoints (role ``checkpoint``, key ``c:<checkpoint id>``) and the
 channel values they reference (role ``blob``, key ``b:<channel>:<version>``: a value stored once
-per version, as LangGraph's own savers do). The pending writes of a checkpoint are a session of
-their own (``…␟w␟<checkpoint id>``), read whole without a scan. A checkpoint and its new
-channel values are one ``append_many`` — all or nothing — and the same transaction records the
-thread's newest checkpoint in the session's meta (``session_meta``), so ``get_tuple`` finds it
-by key. A re-sent write or checkpoint is idempotent by its key; ``copy_thread`` is
-``fork_session`` per namespace (docs/adr/0009-framework-primitives.md).
+per version, as LangGraph's own savers do) and the pending writes (role ``write``, key
+``w:<checkpoint id>:<task>:<index>``), which follow their checkpoint: ``get_tuple`` of the
+newest checkpoint reads the session's tail, ``list`` reads the session once. A checkpoint and
+its new channel values are one ``append_many`` — all or nothing — and the same transaction
+records the thread's newest checkpoint in the session's meta (``session_meta``), so
+``get_tuple`` finds it by key. A re-sent write or checkpoint is idempotent by its key;
+``copy_thread`` is ``fork_session`` per namespace (docs/adr/0009-framework-primitives.md).
 
 Values are serialized by the saver's ``serde`` and kept base64-encoded in meta.
 
@@ -44,7 +45,6 @@ from ..errors import KeyConflict
 from ._common import StoreLike, async_store
 
 SOURCE = "langgraph"
-_SEP = "\u241f"  # a printable separator (session ids allow no control characters)
 
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]
 Plan = Generator[Call, Any, Any]
@@ -56,10 +56,6 @@ def _thread(thread_id: str) -> str:
 
 def _sid(thread_id: str, ns: str) -> str:
     return _thread(thread_id) + ns
-
-
-def _writes_sid(sid: str, checkpoint_id: str) -> str:
-    return f"{sid}{_SEP}w{_SEP}{checkpoint_id}"
 
 
 def _call(name: str, *args: Any, **kwargs: Any) -> Call:
@@ -172,7 +168,7 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
             # stored): the first one stored stays, as in LangGraph's own savers.
             fresh = []
             for row in rows:
-                if row["key"] is None or (yield _call("message", sid, row["key"])) is None:
+                if "key" not in row or (yield _call("message", sid, row["key"])) is None:
                     fresh.append(row)
             yield _call("append_many", sid, fresh, session_meta=patch)
 
@@ -181,41 +177,34 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
     ) -> Plan:
         conf = config["configurable"]
         sid = _sid(conf["thread_id"], conf.get("checkpoint_ns", ""))
+        checkpoint_id = conf["checkpoint_id"]
         rows = []
         for idx, (channel, value) in enumerate(writes):
             slot = WRITES_IDX_MAP.get(channel, idx)
-            rows.append(
-                {
-                    "role": "write",
-                    "content": "",
-                    # A special write (slot < 0) replaces the previous one: unkeyed, last wins.
-                    "key": f"w:{task_id}:{slot}" if slot >= 0 else None,
-                    "meta": {
-                        "task_id": task_id,
-                        "slot": slot,
-                        "channel": channel,
-                        "value": self._dump(value),
-                        "task_path": task_path,
-                    },
-                }
-            )
-        for row in rows:
-            if row["key"] is None:
-                del row["key"]
-        yield from self._append_writes(_writes_sid(sid, conf["checkpoint_id"]), rows)
-
-    def _append_writes(self, sid: str, rows: list[dict[str, Any]]) -> Plan:
-        try:
-            yield _call("append_many", sid, rows)
-        except KeyConflict:
-            fresh = []
-            for row in rows:
-                if "key" not in row or (yield _call("message", sid, row["key"])) is None:
-                    fresh.append(row)
-            yield _call("append_many", sid, fresh)
+            row: dict[str, Any] = {
+                "role": "write",
+                "content": "",
+                "meta": {
+                    "checkpoint_id": checkpoint_id,
+                    "task_id": task_id,
+                    "slot": slot,
+                    "channel": channel,
+                    "value": self._dump(value),
+                    "task_path": task_path,
+                },
+            }
+            if slot >= 0:  # a special write (slot < 0) replaces the last one: unkeyed, last wins
+                row["key"] = f"w:{checkpoint_id}:{task_id}:{slot}"
+            rows.append(row)
+        yield from self._append(sid, rows)
 
     def _tuple(
-        self, thread_id: str, ns: str, stored: Any, blobs: dict[str, Any] | None = None
+        self,
+        thread_id: str,
+        ns: str,
+        stored: Any,
+        blobs: dict[str, Any] | None = None,
+        writes: list[Any] | None = None,
     ) -> Plan:
         from langgraph.checkpoint.base import writes_sort_key
 
@@ -229,9 +218,15 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
             blob = blobs.get(key) if blobs is not None else (yield _call("message", sid, key))
             if blob is not None and blob.meta.get("value") is not None:
                 values[channel] = self._load(blob.meta["value"])
-        found = yield _call("messages", _writes_sid(sid, meta["id"]))
+        if writes is None:
+            # A checkpoint's writes come after it in its session: for the newest checkpoint
+            # (what a run resumes from), the session's tail.
+            later = yield _call("messages", sid, after=stored.seq)
+            writes = [
+                m for m in later if m.role == "write" and m.meta["checkpoint_id"] == meta["id"]
+            ]
         latest: dict[tuple[str, int], Any] = {}
-        for m in found:
+        for m in writes:
             latest[(m.meta["task_id"], m.meta["slot"])] = m.meta
         ordered = sorted(
             latest.values(), key=lambda w: writes_sort_key(w["task_path"], w["task_id"], w["slot"])
@@ -288,8 +283,6 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
         before_id = get_checkpoint_id(before) if before else None
         out: list[CheckpointTuple] = []
         for sid in (yield from self._ids(prefix)):
-            if _SEP in sid:
-                continue  # a checkpoint's writes
             length, rest = sid[3:].split(":", 1)  # lg:<len>:<thread id>/<namespace>
             thread_id, ns = rest[: int(length)], rest[int(length) + 1 :]
             if want_ns is not None and ns != want_ns:
@@ -297,6 +290,10 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
             rows = yield _call("messages", sid)
             found = [m for m in rows if m.role == "checkpoint"]
             blobs = {m.key: m for m in rows if m.role == "blob"}
+            writes: dict[str, list[Any]] = {}
+            for m in rows:
+                if m.role == "write":
+                    writes.setdefault(m.meta["checkpoint_id"], []).append(m)
             for m in sorted(found, key=lambda m: m.meta["id"], reverse=True):
                 cid = m.meta["id"]
                 if (want_id and cid != want_id) or (before_id and cid >= before_id):
@@ -307,7 +304,7 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
                         continue
                 if limit is not None and len(out) >= limit:
                     return out
-                out.append((yield from self._tuple(thread_id, ns, m, blobs)))
+                out.append((yield from self._tuple(thread_id, ns, m, blobs, writes.get(cid, []))))
         return out
 
     def _delete_thread(self, thread_id: str) -> Plan:
