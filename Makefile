@@ -37,8 +37,8 @@ faketime:
 		echo "warning: could not install faketime (apt-get as root): clock-skew tests will skip"
 
 lint: $(DEV)
-	$(BIN)/ruff check sessiondb tests benchmarks
-	$(BIN)/ruff format --check sessiondb tests benchmarks
+	$(BIN)/ruff check sessiondb tests benchmarks integrations
+	$(BIN)/ruff format --check sessiondb tests benchmarks integrations
 	$(BIN)/mypy
 
 # Peers (hermes-agent, openai-agents, langchain-community) live in their own environment: the
