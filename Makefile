@@ -57,7 +57,7 @@ bench: $(BENCH)
 # The frameworks' own test suites against sessiondb's adapters, then ours (integrations/tests/:
 # several processes, killed writers, the SDKs' retries), each framework in its own environment
 # from its pinned integrations/requirements-<name>.txt; the package never requires them.
-FRAMEWORKS := openai-agents claude-agent-sdk langgraph
+FRAMEWORKS := openai-agents claude-agent-sdk langgraph google-adk
 
 .venv-int-%/.installed: pyproject.toml integrations/requirements-%.txt
 	$(PYTHON) -m venv .venv-int-$*

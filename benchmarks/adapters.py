@@ -12,6 +12,10 @@ loads through each framework's interface at 1 and 16 processes.
   vs ``SessionDBSaver``, both sync: a step is ``put`` + ``put_writes``, a load is ``list`` of
   the whole thread.
 
+- ``google-adk``: ``SqliteSessionService`` (ADK's own SQLite service) vs
+  ``SessionDBSessionService``: an append is ``append_event`` with a state delta, a load
+  ``get_session``.
+
 Each of P processes (spawned, started together) writes its own session in one shared file:
 ``--turns`` calls of one item each (latency per call), then ``--loads`` reads of its whole
 history. Per system and P: appends/s over all processes, append and load latency p50/p99/max.
@@ -21,6 +25,7 @@ their environments (``make integrations`` makes them)::
     .venv-int-openai-agents/bin/python -m benchmarks.adapters --framework openai-agents
     .venv-int-claude-agent-sdk/bin/python -m benchmarks.adapters --framework claude-agent-sdk
     .venv-int-langgraph/bin/python -m benchmarks.adapters --framework langgraph
+    .venv-int-google-adk/bin/python -m benchmarks.adapters --framework google-adk
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ SYSTEMS = {
     "openai-agents": ("openai-sqlite-session", "sessiondb-openai-adapter"),
     "claude-agent-sdk": ("sessiondb-aio-direct", "sessiondb-claude-adapter"),
     "langgraph": ("langgraph-sqlite-saver", "sessiondb-langgraph-saver"),
+    "google-adk": ("adk-sqlite-session-service", "sessiondb-adk-service"),
 }
 
 
@@ -85,6 +91,27 @@ async def _run(system: str, path: str, sid: str, turns: int, loads: int, worker:
 
         async def load() -> None:  # the thread's whole history
             list(s.list(thread))
+
+        close = None
+    elif system in ("adk-sqlite-session-service", "sessiondb-adk-service"):
+        from integrations.workers import adk_event
+
+        if system == "adk-sqlite-session-service":
+            from google.adk.sessions.sqlite_session_service import SqliteSessionService
+
+            s = SqliteSessionService(path)
+        else:
+            from sessiondb.integrations.adk import SessionDBSessionService
+
+            s = SessionDBSessionService(path)
+        ids = {"app_name": "bench", "user_id": "u", "session_id": sid}
+        session = await s.create_session(**ids)
+
+        async def add(i: int) -> None:  # one event with a state change
+            await s.append_event(session, adk_event(f"w{worker}", i, {"turn": turn(worker, i)}))
+
+        async def load() -> None:
+            await s.get_session(**ids)
 
         close = None
     else:  # sessiondb-aio-direct: the same rows the Claude adapter writes, without it

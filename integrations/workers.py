@@ -98,3 +98,38 @@ def langgraph_writer(path: str, thread_id: str, ns: str, steps: int, acks: Any =
         saver.put_writes(saved, [("n", i)], f"task-{i}")
         if acks is not None:
             acks.put(i)
+
+
+def adk_event(author: str, i: int, delta: dict[str, Any] | None = None) -> Any:
+    from google.adk.events.event import Event, EventActions
+    from google.genai import types
+
+    return Event(
+        id=f"{author}-{i}",
+        invocation_id=f"inv-{author}-{i}",
+        author=author,
+        content=types.Content(role="user", parts=[types.Part(text=f"{author} says {i}")]),
+        actions=EventActions(state_delta=delta or {}),
+        timestamp=1_700_000_000 + i,  # a re-sent event is the same event
+    )
+
+
+def adk_writer(path: str, author: str, events: int, acks: Any = None) -> None:
+    """Append ``events`` events to app/u/s through the service, re-reading the session when
+    another writer made this one's copy stale (what an ADK app does on that error)."""
+    from sessiondb.integrations.adk import SessionDBSessionService
+
+    async def run() -> None:
+        service = SessionDBSessionService(path)
+        session = await service.get_session(app_name="app", user_id="u", session_id="s")
+        for i in range(events):
+            while True:
+                try:
+                    await service.append_event(session, adk_event(author, i, {f"last_{author}": i}))
+                    break
+                except ValueError:
+                    session = await service.get_session(app_name="app", user_id="u", session_id="s")
+            if acks is not None:
+                acks.put(i)
+
+    anyio.run(run)
