@@ -25,7 +25,7 @@ def openai_writer(
         for b in range(batches):
             await session.add_items(openai_batch(tag, b, size))
             if acks is not None:
-                acks.put(b)
+                acks.send(b)
         await session.aclose()
 
     anyio.run(run)
@@ -49,7 +49,7 @@ def claude_writer(
         for b in range(batches):
             await store.append(claude_key(session_id), claude_batch(tag, b, size))
             if acks is not None:
-                acks.put(b)
+                acks.send(b)
         await store.aclose()
 
     anyio.run(run)
@@ -97,7 +97,7 @@ def langgraph_writer(path: str, thread_id: str, ns: str, steps: int, acks: Any =
         saved = saver.put(config, checkpoint, {"step": i}, versions)
         saver.put_writes(saved, [("n", i)], f"task-{i}")
         if acks is not None:
-            acks.put(i)
+            acks.send(i)
 
 
 def adk_event(author: str, i: int, delta: dict[str, Any] | None = None) -> Any:
@@ -130,6 +130,6 @@ def adk_writer(path: str, author: str, events: int, acks: Any = None) -> None:
                 except ValueError:
                     session = await service.get_session(app_name="app", user_id="u", session_id="s")
             if acks is not None:
-                acks.put(i)
+                acks.send(i)
 
     anyio.run(run)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import random
 import signal
 from collections.abc import Callable
@@ -26,24 +25,30 @@ def run_all(target: Callable[..., None], arglists: list[tuple[Any, ...]]) -> Non
 
 
 def kill_mid_stream(target: Callable[..., None], args: tuple[Any, ...], seed: int) -> int:
-    """Start a writer that acks each batch on a queue, kill -9 it after a seeded number of acks
-    (so while it is writing the next batch), and return the last batch it acked."""
-    acks = CTX.Queue()
-    proc = CTX.Process(target=target, args=(*args, acks))
+    """Start a writer that acks each batch on a pipe, kill -9 it after a seeded number of acks
+    (so while it is writing the next batch), and return the last batch it acked. A pipe, not a
+    multiprocessing.Queue: a Queue's feeder thread may die with the writer holding acks of
+    batches already stored, and then more than one batch would be unacknowledged."""
+    receiver, sender = CTX.Pipe(duplex=False)
+    proc = CTX.Process(target=target, args=(*args, sender))
     proc.start()
+    sender.close()
     wanted = random.Random(seed).randint(3, 30)
     last = -1
     try:
         while last < wanted:
-            last = acks.get(timeout=60)
+            if not receiver.poll(60):
+                raise AssertionError("the writer stopped acknowledging")
+            last = receiver.recv()
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(30)
-    while True:  # acks written before the kill
+    while receiver.poll(0):  # acks sent before the kill
         try:
-            last = acks.get(timeout=0.5)
-        except queue.Empty:
-            return last
+            last = receiver.recv()
+        except EOFError:
+            break
+    return last
 
 
 @pytest.fixture
