@@ -73,7 +73,7 @@ def sources(suite: Suite, version: str) -> Path:
 
 def main(argv: list[str]) -> int:
     suite = SUITES.get(argv[0])
-    if suite is None:  # a published conformance package: run by integrations/tests/ alone
+    if suite is None:  # LangGraph (its published conformance package), ADK (ours, no sdist tests)
         test = f"integrations/tests/test_{argv[0].replace('-', '_')}.py"
         print(f"{argv[0]}: no test files in its sdist; its suite is {test}")
         return 0
