@@ -7,7 +7,7 @@ DEV    := $(VENV)/.dev-installed
 BENCHV := .venv-bench
 BENCH  := $(BENCHV)/.bench-installed
 
-.PHONY: demo test test-quick lint bench clean faketime chromium postgres
+.PHONY: demo test test-quick lint bench clean faketime chromium postgres integrations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(DEV): pyproject.toml | $(BIN)/python
 demo: $(DEV)
 	$(BIN)/sessiondb demo
 
-test: $(DEV) faketime chromium postgres
+test: $(DEV) faketime chromium postgres integrations
 	$(BIN)/python -m pytest
 
 # The edit-test loop: everything but the many-process stress and kill -9 tests.
@@ -58,8 +58,8 @@ postgres:
 		echo "warning: could not install pgbouncer (apt-get as root): its run will skip"
 
 lint: $(DEV)
-	$(BIN)/ruff check sessiondb tests benchmarks
-	$(BIN)/ruff format --check sessiondb tests benchmarks
+	$(BIN)/ruff check sessiondb tests benchmarks integrations
+	$(BIN)/ruff format --check sessiondb tests benchmarks integrations
 	$(BIN)/mypy
 
 # Peers (hermes-agent, openai-agents, langchain-community) live in their own environment: the
@@ -75,5 +75,23 @@ $(BENCH): pyproject.toml benchmarks/requirements.txt | $(BENCHV)/bin/python
 bench: $(BENCH)
 	$(BENCHV)/bin/python -m benchmarks.run_all
 
+# The frameworks' own test suites against sessiondb's adapters, then ours (integrations/tests/:
+# several processes, killed writers, the SDKs' retries), each framework in its own environment
+# from its pinned integrations/requirements-<name>.txt; the package never requires them.
+FRAMEWORKS := openai-agents claude-agent-sdk langgraph google-adk
+
+.venv-int-%/.installed: pyproject.toml integrations/requirements-%.txt
+	$(PYTHON) -m venv .venv-int-$*
+	.venv-int-$*/bin/python -m pip install -q --upgrade pip
+	.venv-int-$*/bin/python -m pip install -q -e . -r integrations/requirements-$*.txt
+	touch $@
+
+integrations: $(foreach f,$(FRAMEWORKS),.venv-int-$(f)/.installed)
+	@for f in $(FRAMEWORKS); do \
+		.venv-int-$$f/bin/python -m integrations.run $$f || exit 1; \
+		.venv-int-$$f/bin/python -m pytest -q -p no:cacheprovider -o addopts= -W ignore::pytest.PytestConfigWarning \
+			integrations/tests/test_$$(echo $$f | tr - _).py || exit 1; \
+	done
+
 clean:
-	rm -rf $(VENV) $(BENCHV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(BENCHV) .venv-int-* .integrations-cache .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -82,7 +82,12 @@ PAIRS = [
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    uses = {"backend", "api"} & set(metafunc.fixturenames)
+    given = {
+        name.strip()
+        for mark in metafunc.definition.iter_markers("parametrize")
+        for name in (mark.args[0].split(",") if isinstance(mark.args[0], str) else mark.args[0])
+    }
+    uses = {"backend", "api"} & set(metafunc.fixturenames) - given
     if uses == {"backend", "api"}:
         ids = [f"{b}-{a}" for b, a in PAIRS]
         metafunc.parametrize(("backend", "api"), PAIRS, ids=ids, indirect=True)

@@ -21,6 +21,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ..core.async_contract import AsyncLease, AsyncStore
+from ..core.contract import Store
 from ..errors import InvalidInput
 from .lease import AsyncStoreLease
 from .store import AsyncSessionStore
@@ -49,6 +50,16 @@ def open(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InvalidInput(f"workers must be a positive number of threads, not {workers!r}")
     return Opening(location, readonly, workers, options)
+
+
+def wrap(store: Store, *, workers: int = DEFAULT_WORKERS) -> AsyncSessionStore:
+    """The async form of a store already open (no await needed: for a framework's sync
+    constructor, e.g. the adapters in ``sessiondb.integrations``). Closing it closes ``store``."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InvalidInput(f"workers must be a positive number of threads, not {workers!r}")
+    pool = Workers(workers, name="sessiondb-aio")
+    pool.where = store.location
+    return AsyncSessionStore(store, pool)
 
 
 class Opening:
@@ -125,4 +136,5 @@ __all__ = [
     "AsyncStoreLease",
     "Opening",
     "open",
+    "wrap",
 ]

@@ -156,6 +156,7 @@ class AsyncSessionStore:
         end_reason: str | None = MISSING,
         created_at: float | datetime = MISSING,
         updated_at: float | datetime = MISSING,
+        meta_patch: Mapping[str, Any] | None = None,
     ) -> Session:
         # MISSING travels as it is: the sync verb leaves those fields alone.
         return await self._workers.run(
@@ -167,6 +168,7 @@ class AsyncSessionStore:
             end_reason=end_reason,
             created_at=created_at,
             updated_at=updated_at,
+            meta_patch=meta_patch,
         )
 
     async def end_session(self, session_id: str, reason: str = "ended") -> Session:
@@ -187,6 +189,7 @@ class AsyncSessionStore:
         meta: Mapping[str, Any] | None = None,
         created_at: float | datetime | None = None,
         expect_last: int | None = None,
+        session_meta: Mapping[str, Any] | None = None,
     ) -> Message:
         """Append one message. If the awaiting task is cancelled the append has either been
         stored whole or not at all; append again with the same ``key`` to find out which."""
@@ -199,6 +202,7 @@ class AsyncSessionStore:
             meta=meta,
             created_at=created_at,
             expect_last=expect_last,
+            session_meta=session_meta,
         )
 
     async def append_many(
@@ -207,9 +211,14 @@ class AsyncSessionStore:
         items: Iterable[Mapping[str, Any]],
         *,
         expect_last: int | None = None,
+        session_meta: Mapping[str, Any] | None = None,
     ) -> list[Message]:
         return await self._workers.run(
-            self._store.append_many, session_id, items, expect_last=expect_last
+            self._store.append_many,
+            session_id,
+            items,
+            expect_last=expect_last,
+            session_meta=session_meta,
         )
 
     async def messages(
@@ -222,6 +231,22 @@ class AsyncSessionStore:
     ) -> list[Message]:
         return await self._workers.run(
             self._store.messages, session_id, after=after, limit=limit, last=last
+        )
+
+    async def message(self, session_id: str, key: str) -> Message | None:
+        return await self._workers.run(self._store.message, session_id, key)
+
+    async def fork_session(
+        self,
+        session_id: str,
+        new_session_id: str | None = None,
+        *,
+        at: int | None = None,
+        title: str | None = MISSING,
+        meta: Mapping[str, Any] | None = MISSING,
+    ) -> Session:
+        return await self._workers.run(
+            self._store.fork_session, session_id, new_session_id, at=at, title=title, meta=meta
         )
 
     async def pop_message(self, session_id: str) -> Message | None:
@@ -327,8 +352,11 @@ class AsyncSessionStore:
         since: float | datetime | date | None = None,
         until: float | datetime | date | None = None,
         source: str | None = None,
+        session_id: str | None = None,
     ) -> Stats:
-        return await self._workers.run(self._store.stats, since=since, until=until, source=source)
+        return await self._workers.run(
+            self._store.stats, since=since, until=until, source=source, session_id=session_id
+        )
 
     async def prune(
         self,

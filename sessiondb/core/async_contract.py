@@ -129,6 +129,7 @@ class AsyncStore(Protocol):
         end_reason: str | None = MISSING,
         created_at: float | datetime = MISSING,
         updated_at: float | datetime = MISSING,
+        meta_patch: Mapping[str, Any] | None = None,
     ) -> Session: ...
 
     async def end_session(self, session_id: str, reason: str = "ended") -> Session: ...
@@ -146,6 +147,7 @@ class AsyncStore(Protocol):
         meta: Mapping[str, Any] | None = None,
         created_at: float | datetime | None = None,
         expect_last: int | None = None,
+        session_meta: Mapping[str, Any] | None = None,
     ) -> Message: ...
 
     async def append_many(
@@ -154,6 +156,7 @@ class AsyncStore(Protocol):
         items: Iterable[Mapping[str, Any]],
         *,
         expect_last: int | None = None,
+        session_meta: Mapping[str, Any] | None = None,
     ) -> list[Message]: ...
 
     async def messages(
@@ -164,6 +167,18 @@ class AsyncStore(Protocol):
         limit: int | None = None,
         last: int | None = None,
     ) -> list[Message]: ...
+
+    async def message(self, session_id: str, key: str) -> Message | None: ...
+
+    async def fork_session(
+        self,
+        session_id: str,
+        new_session_id: str | None = None,
+        *,
+        at: int | None = None,
+        title: str | None = MISSING,
+        meta: Mapping[str, Any] | None = MISSING,
+    ) -> Session: ...
 
     async def pop_message(self, session_id: str) -> Message | None: ...
 
@@ -221,6 +236,7 @@ class AsyncStore(Protocol):
         since: float | datetime | date | None = None,
         until: float | datetime | date | None = None,
         source: str | None = None,
+        session_id: str | None = None,
     ) -> Stats: ...
 
     async def prune(

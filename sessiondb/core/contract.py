@@ -105,10 +105,14 @@ class ReadTx(Protocol):
         """For each message, up to ``context`` messages before and after it in its session."""
 
     def activity(
-        self, first_day: int | None, last_day: int | None, source: str | None
+        self,
+        first_day: int | None,
+        last_day: int | None,
+        source: str | None,
+        session_id: str | None = None,
     ) -> tuple[list[ActivityRow], dict[int, int], int]:
         """The usage rollup for UTC days ``first_day..last_day`` (None: unbounded), of one
-        source or all: rows ``(day, source, model, sessions, messages, input, output,
+        source, one session or all: rows ``(day, source, model, sessions, messages, input, output,
         cache_read, cache_write)`` ordered by day, sessions active per day, and sessions active
         in the period. Kept in each write transaction (a response's tokens once, at its
         largest; docs/adr/0007-usage-rollup.md): never a scan of the messages."""
@@ -135,6 +139,11 @@ class WriteTx(ReadTx, Protocol):
         """Insert fresh items set-based, with the next seqs of the session (an item's time is
         its ``created_at``, else ``now``); ``updated_at`` becomes the latest of itself and the
         items' times. Returns the stored messages in item order."""
+
+    def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
+        """Copy the messages of ``source`` with seq 1..``upto`` into the empty session
+        ``target`` — same seqs, roles, content, keys, meta and times — and make ``upto`` its
+        count and last seq (``fork_session``; docs/adr/0009-framework-primitives.md)."""
 
     def remove_newest(self, ref: SessionRef, session_id: str, now: float) -> Message | None:
         """Delete the newest message; the session's count and last seq drop by one and its
@@ -267,6 +276,7 @@ class Store(Protocol):
         end_reason: str | None = MISSING,
         created_at: float | datetime = MISSING,
         updated_at: float | datetime = MISSING,
+        meta_patch: Mapping[str, Any] | None = None,
     ) -> Session: ...
 
     def end_session(self, session_id: str, reason: str = "ended") -> Session: ...
@@ -284,6 +294,7 @@ class Store(Protocol):
         meta: Mapping[str, Any] | None = None,
         created_at: float | datetime | None = None,
         expect_last: int | None = None,
+        session_meta: Mapping[str, Any] | None = None,
     ) -> Message: ...
 
     def append_many(
@@ -292,6 +303,7 @@ class Store(Protocol):
         items: Iterable[Mapping[str, Any]],
         *,
         expect_last: int | None = None,
+        session_meta: Mapping[str, Any] | None = None,
     ) -> list[Message]: ...
 
     def messages(
@@ -302,6 +314,18 @@ class Store(Protocol):
         limit: int | None = None,
         last: int | None = None,
     ) -> list[Message]: ...
+
+    def message(self, session_id: str, key: str) -> Message | None: ...
+
+    def fork_session(
+        self,
+        session_id: str,
+        new_session_id: str | None = None,
+        *,
+        at: int | None = None,
+        title: str | None = MISSING,
+        meta: Mapping[str, Any] | None = MISSING,
+    ) -> Session: ...
 
     def pop_message(self, session_id: str) -> Message | None: ...
 
@@ -359,6 +383,7 @@ class Store(Protocol):
         since: float | datetime | date | None = None,
         until: float | datetime | date | None = None,
         source: str | None = None,
+        session_id: str | None = None,
     ) -> Stats: ...
 
     def prune(

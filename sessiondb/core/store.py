@@ -17,9 +17,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
-from ..errors import InvalidInput, ReadOnlyStore, SessionExists, SessionNotFound, StaleSession
+from ..errors import InvalidInput, ReadOnlyStore, SessionExists, SessionNotFound
 from ..models import HealthReport, Hit, ImportReport, Message, PruneReport, Session, Stats
 from . import append as ap
+from . import state, writes
 from . import validate as v
 from .contract import MISSING, Backend, SessionField, SessionRef, WriteTx
 
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
 
 #: Messages per read transaction when a caller asks for many (rule 6 of docs/design.md).
 READ_PAGE = 2000
-#: Attempts of a verb that creates a session when missing. A backend whose writers of different
-#: sessions do not exclude each other (PostgreSQL) reports a concurrent creation of the same new
-#: session as SessionExists; the second attempt finds the session (tests/postgres/).
-_CREATION_RACE = (0, 1)
 
 
 class SessionStore:
@@ -122,14 +119,14 @@ class SessionStore:
             found = rtx.session(sid)
         if found is not None:
             return found
-        for attempt in _CREATION_RACE:
+        for attempt in writes.CREATION_RACE:
             try:
                 with self._backend.write() as tx:
                     if tx.session_ref(sid) is None:
                         tx.insert_session(sid, src, ttl, mt, time.time() if born is None else born)
                     return _found(tx.session(sid), sid)
             except SessionExists:
-                if attempt == _CREATION_RACE[-1]:
+                if attempt == writes.CREATION_RACE[-1]:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -172,12 +169,18 @@ class SessionStore:
         end_reason: str | None = MISSING,
         created_at: float | datetime = MISSING,
         updated_at: float | datetime = MISSING,
+        meta_patch: Mapping[str, Any] | None = None,
     ) -> Session:
         """Change a session's fields; those not given are left as they are. ``title``, ``meta``,
         ``ended_at`` and ``end_reason`` may be None (``ended_at=None`` reopens a session).
         The times are there to restore a backup exactly; an agent ends a session with
-        ``end_session``. ``SessionNotFound`` if there is no such session."""
+        ``end_session``. ``meta_patch`` changes only the top-level keys it names, in the same
+        transaction (None removes a key; core/state.py), so two writers patching different keys
+        both keep theirs. ``SessionNotFound`` if there is no such session."""
         sid = v.session_id(session_id)
+        patch = state.check(meta_patch, "meta_patch")
+        if patch is not None and meta is not MISSING:
+            raise InvalidInput("give meta (the whole meta) or meta_patch (some keys), not both")
         changes: dict[SessionField, object] = {}
         if title is not MISSING:
             changes["title"] = v.optional_text(title, "title", v.MAX_TITLE)
@@ -191,7 +194,7 @@ class SessionStore:
             changes["created_at"] = v.timestamp(created_at, "created_at")
         if updated_at is not MISSING:
             changes["updated_at"] = v.timestamp(updated_at, "updated_at")
-        return self._change(sid, changes)
+        return self._change(sid, changes, patch)
 
     def end_session(self, session_id: str, reason: str = "ended") -> Session:
         sid = v.session_id(session_id)
@@ -199,9 +202,16 @@ class SessionStore:
         now = time.time()
         return self._change(sid, {"ended_at": now, "end_reason": why, "updated_at": now})
 
-    def _change(self, sid: str, changes: Mapping[SessionField, object]) -> Session:
+    def _change(
+        self,
+        sid: str,
+        changes: Mapping[SessionField, object],
+        patch: Mapping[str, Any] | None = None,
+    ) -> Session:
         with self._backend.write() as tx:
             ref = _ref(tx, sid)
+            if patch:
+                changes = {**changes, "meta": state.apply(_found(tx.session(sid), sid).meta, patch)}
             if changes:
                 tx.update_session(ref, changes)
             return _found(tx.session(sid), sid)
@@ -233,6 +243,7 @@ class SessionStore:
         meta: Mapping[str, Any] | None = None,
         created_at: float | datetime | None = None,
         expect_last: int | None = None,
+        session_meta: Mapping[str, Any] | None = None,
     ) -> Message:
         """Append one message (creating the session if missing); ``seq`` is assigned here.
 
@@ -241,11 +252,14 @@ class SessionStore:
         or a datetime) keeps an imported message's own time; the default is now. With
         ``expect_last=N`` the append happens only if the session's last seq is still N (0: no
         message, or no session yet), else ``StaleSession`` and nothing is written.
+        ``session_meta`` patches the session's meta in the same transaction (top-level keys; None
+        removes one; core/state.py) — unless the message was already stored (a retry).
         """
         sid = v.session_id(session_id)
         item = ap.Item.of(role, content, key, meta, created_at)
         last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
-        return self._write_append(sid, [item], last)[0]
+        patch = state.check(session_meta)
+        return writes.append(self._backend, sid, [item], last, patch)[0]
 
     def append_many(
         self,
@@ -253,53 +267,22 @@ class SessionStore:
         items: Iterable[Mapping[str, Any]],
         *,
         expect_last: int | None = None,
+        session_meta: Mapping[str, Any] | None = None,
     ) -> list[Message]:
         """Append several messages in one transaction: all are stored or none is.
 
         Each item is a dict with ``role`` and ``content`` and optionally ``key``, ``meta`` and
         ``created_at``; keyed items already stored are returned as stored, so re-sending a whole
-        unsaved tail after a failure never duplicates anything. ``expect_last``: as ``append``.
+        unsaved tail after a failure never duplicates anything. ``expect_last`` and
+        ``session_meta``: as ``append`` (the patch is applied when any item is fresh).
         """
         sid = v.session_id(session_id)
         prepared = ap.items_of(items)
         last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
+        patch = state.check(session_meta)
         if not prepared:
             return []
-        return self._write_append(sid, prepared, last)
-
-    def _write_append(
-        self, sid: str, items: list[ap.Item], expect_last: int | None
-    ) -> list[Message]:
-        for attempt in _CREATION_RACE:
-            try:
-                with self._backend.write() as tx:
-                    return self._append(tx, sid, items, expect_last)
-            except SessionExists:
-                if attempt == _CREATION_RACE[-1]:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @staticmethod
-    def _append(
-        tx: WriteTx, sid: str, items: list[ap.Item], expect_last: int | None = None
-    ) -> list[Message]:
-        if expect_last is not None:
-            last = tx.message_count(sid)
-            if last != expect_last:
-                raise StaleSession(sid, expect_last, last)
-        now = time.time()
-        ref = tx.session_ref(sid)
-        if ref is None:  # a session made by its first message starts when that message does
-            born = items[0].created_at
-            ref = tx.insert_session(sid, "unknown", None, None, now if born is None else born)
-        keys = ap.stored_keys(items)
-        stored = tx.messages_by_key(ref, sid, keys) if keys else {}
-        plan = ap.plan(sid, items, stored)
-        if len(plan.fresh) == len(items):  # nothing stored or repeated: the common case
-            return tx.insert_messages(ref, sid, items, now)
-        fresh = [items[i] for i in plan.fresh]
-        inserted = tx.insert_messages(ref, sid, fresh, now) if fresh else []
-        return plan.result(inserted)
+        return writes.append(self._backend, sid, prepared, last, patch)
 
     def messages(
         self,
@@ -341,6 +324,35 @@ class SessionStore:
             if remaining is not None:
                 remaining -= len(rows)
         return out
+
+    def message(self, session_id: str, key: str) -> Message | None:
+        """The message of a session with this ``key`` (None if there is none): one index
+        lookup, never a scan of the session."""
+        sid, k = v.session_id(session_id), v.key(key)
+        if k is None:
+            raise InvalidInput("key must be a string, not None")
+        with self._backend.read() as tx:
+            ref = tx.session_ref(sid)
+            return None if ref is None else tx.messages_by_key(ref, sid, [k]).get(k)
+
+    def fork_session(
+        self,
+        session_id: str,
+        new_session_id: str | None = None,
+        *,
+        at: int | None = None,
+        title: str | None = MISSING,
+        meta: Mapping[str, Any] | None = MISSING,
+    ) -> Session:
+        """A new session holding the messages of ``session_id`` up to seq ``at`` (default: all),
+        with their seqs, keys, meta and times, in one transaction. The new session has the
+        source, title and meta of the original (``title``/``meta`` replace them) and
+        ``meta["forked_from"] = {"session_id": …, "seq": …}``: its lineage. A new id is made
+        when ``new_session_id`` is None. ``SessionNotFound``, ``SessionExists``, and
+        ``InvalidInput`` when ``at`` is past the session's last seq."""
+        from . import fork
+
+        return fork.fork(self._backend, session_id, new_session_id, at, title, meta)
 
     def pop_message(self, session_id: str) -> Message | None:
         """Remove the newest message and return it (None when the session has none).
@@ -483,16 +495,19 @@ class SessionStore:
         since: float | datetime | date | None = None,
         until: float | datetime | date | None = None,
         source: str | None = None,
+        session_id: str | None = None,
     ) -> Stats:
         """Sessions, messages and tokens per UTC day (and by source and model) between
-        ``since`` and ``until`` (times or dates, both days included), from a rollup kept in
-        each write transaction — never a scan of the messages (docs/transcripts.md, "Usage")."""
+        ``since`` and ``until`` (times or dates, both days included), of the whole store, one
+        source or one session, from a rollup kept in each write transaction — never a scan of
+        the messages (docs/transcripts.md, "Usage")."""
         from . import stats as st
 
         first, last = st.period(since, until)
         src = None if source is None else v.source(source)
+        sid = None if session_id is None else v.session_id(session_id)
         with self._backend.read() as tx:
-            rows, per_day, sessions = tx.activity(first, last, src)
+            rows, per_day, sessions = tx.activity(first, last, src, sid)
         return st.assemble(rows, per_day, sessions, first, last)
 
     def prune(

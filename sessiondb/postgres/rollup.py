@@ -147,8 +147,26 @@ def forget_session(conn: psycopg.Connection[Any], sid: int) -> None:
     conn.execute("DELETE FROM responses WHERE sid = %s", (sid,))
 
 
+def add_messages(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) -> None:
+    """Messages stored by a statement other than the append (``copy_messages``): counted, and
+    their usage added."""
+    days, models, n = counts(found)
+    conn.execute(
+        "INSERT INTO activity (sid, day, model, messages)"
+        " SELECT %s, d, m, c FROM unnest(%s::integer[], %s::text[], %s::bigint[]) AS a(d, m, c)"
+        " ON CONFLICT (sid, day, model) DO UPDATE SET messages = activity.messages"
+        " + excluded.messages",
+        (sid, days, models, n),
+    )
+    add_usage(conn, sid, found)
+
+
 def activity(
-    conn: psycopg.Connection[Any], first_day: int | None, last_day: int | None, source: str | None
+    conn: psycopg.Connection[Any],
+    first_day: int | None,
+    last_day: int | None,
+    source: str | None,
+    session_id: str | None = None,
 ) -> tuple[list[tuple[Any, ...]], dict[int, int], int]:
     """Rows ``(day, source, model, sessions, messages, *tokens)``, sessions active per day, and
     sessions active in the whole period — from the rollup alone, never the messages."""
@@ -160,6 +178,9 @@ def activity(
     if source is not None:
         where.append("s.source = %s")
         args.append(source)
+    if session_id is not None:
+        where.append("s.session_id = %s")
+        args.append(session_id)
     cond = " AND ".join(where)
     sums = ", ".join(f"sum(a.{f})" for f in FIELDS)
     base = f"FROM activity a JOIN sessions s ON s.id = a.sid WHERE {cond}"
@@ -176,4 +197,13 @@ def activity(
     return out, per_day, int(total[0]) if total else 0
 
 
-__all__ = ["Facts", "activity", "add_usage", "counts", "facts", "forget_session", "remove"]
+__all__ = [
+    "Facts",
+    "activity",
+    "add_messages",
+    "add_usage",
+    "counts",
+    "facts",
+    "forget_session",
+    "remove",
+]

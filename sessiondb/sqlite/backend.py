@@ -199,7 +199,11 @@ class SQLiteTx:
         return out
 
     def activity(
-        self, first_day: int | None, last_day: int | None, source: str | None
+        self,
+        first_day: int | None,
+        last_day: int | None,
+        source: str | None,
+        session_id: str | None = None,
     ) -> tuple[list[ActivityRow], dict[int, int], int]:
         from . import rollup
 
@@ -207,7 +211,7 @@ class SQLiteTx:
             raise UnsupportedStorage(
                 "this store's schema predates usage stats — run `sessiondb migrate` once"
             )
-        return rollup.activity(self.conn, first_day, last_day, source)
+        return rollup.activity(self.conn, first_day, last_day, source, session_id)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -258,6 +262,20 @@ class SQLiteTx:
         else:
             self.conn.executemany(_INSERT_MESSAGE, rows)
         return out
+
+    def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
+        # One INSERT … SELECT: the search index and the usage rollup follow by their triggers.
+        self.conn.execute(
+            "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
+            " SELECT ?, seq, role, content, key, meta, created_at FROM messages"
+            " WHERE sid = ? AND seq <= ? ORDER BY seq",
+            (target, source, upto),
+        )
+        self.conn.execute(
+            "UPDATE sessions SET message_count = ?, updated_at = max(updated_at,"
+            " coalesce((SELECT max(created_at) FROM messages WHERE sid = ?), 0)) WHERE id = ?",
+            (upto, target, target),
+        )
 
     def remove_newest(self, ref: SessionRef, session_id: str, now: float) -> Message | None:
         row = self.conn.execute(

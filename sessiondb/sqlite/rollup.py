@@ -207,7 +207,11 @@ def backfill_step(engine: Engine, batch: int = BACKFILL_BATCH) -> bool:
 
 
 def activity(
-    conn: apsw.Connection, first_day: int | None, last_day: int | None, source: str | None
+    conn: apsw.Connection,
+    first_day: int | None,
+    last_day: int | None,
+    source: str | None,
+    session_id: str | None = None,
 ) -> tuple[list[tuple[Any, ...]], dict[int, int], int]:
     """Rows ``(day, source, model, sessions, messages, *tokens)``, sessions active per day, and
     sessions active in the whole period — from the rollup alone, never the messages."""
@@ -219,6 +223,9 @@ def activity(
     if source is not None:
         where.append("s.source = ?")
         args.append(source)
+    if session_id is not None:
+        where.append("s.session_id = ?")
+        args.append(session_id)
     cond = " AND ".join(where)
     sums = ", ".join(f"sum(a.{f})" for f in FIELDS)
     base = f"FROM activity a JOIN sessions s ON s.id = a.sid WHERE {cond}"

@@ -1,0 +1,135 @@
+"""Child processes of integrations/tests/: writers going through a framework's own interface."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import anyio
+
+
+def openai_writer(
+    path: str,
+    session_id: str,
+    tag: str,
+    batches: int,
+    size: int,
+    key_by_id: bool = False,
+    acks: Any = None,
+) -> None:
+    """Add ``batches`` batches of ``size`` items to one session; report each acked batch."""
+    from sessiondb.integrations.openai_agents import SessionDBSession
+
+    async def run() -> None:
+        session = SessionDBSession(session_id, path, key_by_id=key_by_id)
+        for b in range(batches):
+            await session.add_items(openai_batch(tag, b, size))
+            if acks is not None:
+                acks.send(b)
+        await session.aclose()
+
+    anyio.run(run)
+
+
+def openai_batch(tag: str, b: int, size: int) -> list[dict[str, Any]]:
+    return [
+        {"id": f"{tag}-{b}-{j}", "type": "message", "role": "user", "content": f"{tag} {b} {j}"}
+        for j in range(size)
+    ]
+
+
+def claude_writer(
+    path: str, session_id: str, tag: str, batches: int, size: int, acks: Any = None
+) -> None:
+    """Append ``batches`` batches of ``size`` entries to one transcript; report each acked one."""
+    from sessiondb.integrations.claude_agent_sdk import SessionDBSessionStore
+
+    async def run() -> None:
+        store = SessionDBSessionStore(path)
+        for b in range(batches):
+            await store.append(claude_key(session_id), claude_batch(tag, b, size))
+            if acks is not None:
+                acks.send(b)
+        await store.aclose()
+
+    anyio.run(run)
+
+
+def claude_key(session_id: str) -> dict[str, str]:
+    return {"project_key": "proj", "session_id": session_id}
+
+
+def claude_batch(tag: str, b: int, size: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "user",
+            "uuid": f"{tag}-{b}-{j}",
+            "sessionId": "s",
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "message": {"role": "user", "content": f"{tag} {b} {j} pid {os.getpid()}"},
+        }
+        for j in range(size)
+    ]
+
+
+def langgraph_checkpoint(thread_id: str, ns: str, i: int) -> tuple[Any, Any, Any]:
+    """Step ``i`` of a thread: the config to put it under, the checkpoint, its new versions."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    checkpoint = empty_checkpoint()
+    checkpoint["id"] = f"{i:08d}"
+    checkpoint["channel_values"] = {"n": i}
+    checkpoint["channel_versions"] = {"n": i + 1}
+    parent = f"{i - 1:08d}" if i else None
+    conf = {"thread_id": thread_id, "checkpoint_ns": ns}
+    if parent:
+        conf["checkpoint_id"] = parent
+    return {"configurable": conf}, checkpoint, {"n": i + 1}
+
+
+def langgraph_writer(path: str, thread_id: str, ns: str, steps: int, acks: Any = None) -> None:
+    """Put ``steps`` checkpoints (each with one pending write) on one thread namespace."""
+    from sessiondb.integrations.langgraph import SessionDBSaver
+
+    saver = SessionDBSaver(path)
+    for i in range(steps):
+        config, checkpoint, versions = langgraph_checkpoint(thread_id, ns, i)
+        saved = saver.put(config, checkpoint, {"step": i}, versions)
+        saver.put_writes(saved, [("n", i)], f"task-{i}")
+        if acks is not None:
+            acks.send(i)
+
+
+def adk_event(author: str, i: int, delta: dict[str, Any] | None = None) -> Any:
+    from google.adk.events.event import Event, EventActions
+    from google.genai import types
+
+    return Event(
+        id=f"{author}-{i}",
+        invocation_id=f"inv-{author}-{i}",
+        author=author,
+        content=types.Content(role="user", parts=[types.Part(text=f"{author} says {i}")]),
+        actions=EventActions(state_delta=delta or {}),
+        timestamp=1_700_000_000 + i,  # a re-sent event is the same event
+    )
+
+
+def adk_writer(path: str, author: str, events: int, acks: Any = None) -> None:
+    """Append ``events`` events to app/u/s through the service, re-reading the session when
+    another writer made this one's copy stale (what an ADK app does on that error)."""
+    from sessiondb.integrations.adk import SessionDBSessionService
+
+    async def run() -> None:
+        service = SessionDBSessionService(path)
+        session = await service.get_session(app_name="app", user_id="u", session_id="s")
+        for i in range(events):
+            while True:
+                try:
+                    await service.append_event(session, adk_event(author, i, {f"last_{author}": i}))
+                    break
+                except ValueError:
+                    session = await service.get_session(app_name="app", user_id="u", session_id="s")
+            if acks is not None:
+                acks.send(i)
+
+    anyio.run(run)
