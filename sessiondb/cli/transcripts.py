@@ -15,6 +15,7 @@ import click
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..core import export as ex
 from ..core import transcript as tr
 from ..core.contract import Store
 from ..errors import InvalidInput, SessionNotFound
@@ -132,7 +133,7 @@ def _sessions(store: Store, session_id: str | None) -> Iterator[Session]:
             raise SessionNotFound(session_id)
         yield found
         return
-    yield from tr.all_sessions(store)  # by id: sessions changing meanwhile hide none
+    yield from ex.all_sessions(store)  # by id: sessions changing meanwhile hide none
 
 
 def _write_json(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> int:
@@ -140,11 +141,11 @@ def _write_json(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> in
     n = 0
     out.write(b"[")
     for i, s in enumerate(sessions):
-        head = json.dumps(tr.header_of(s), ensure_ascii=False)
+        head = json.dumps(ex.header_of(s), ensure_ascii=False)
         out.write((",\n" if i else "\n").encode() + b'{"session":' + head.encode())
         out.write(b',"messages":[')
-        for j, m in enumerate(tr.iter_messages(store, s.session_id)):
-            line = json.dumps(tr.message_of(m), ensure_ascii=False)
+        for j, m in enumerate(ex.iter_messages(store, s.session_id)):
+            line = json.dumps(ex.message_of(m), ensure_ascii=False)
             out.write((",\n  " if j else "\n  ").encode() + line.encode())
             n += 1
         out.write(b"]}")
@@ -180,7 +181,7 @@ def _write_md(store: Store, sessions: Iterator[Session], out: IO[bytes]) -> int:
     for s in sessions:
         out.write(f"# {s.title or s.session_id}\n\n".encode())
         out.write(f"session `{s.session_id}` · source {s.source}\n\n".encode())
-        for m in tr.iter_messages(store, s.session_id):
+        for m in ex.iter_messages(store, s.session_id):
             out.write(f"## {m.seq}. {m.role} · {_when(m.created_at)}\n\n".encode())
             out.write(m.content.encode("utf-8") + b"\n")
             fence = _open_fence(m.content)
@@ -213,7 +214,7 @@ def export_cmd(ctx: click.Context, session_id: str | None, fmt: str, output: str
             return _write_json(store, sessions, out)
         if fmt == "md":
             return _write_md(store, sessions, out)
-        return sum(tr.write_session(store, s, out) for s in sessions)
+        return sum(ex.write_session(store, s, out) for s in sessions)
 
     if output is None:
         n = run(sys.stdout.buffer)

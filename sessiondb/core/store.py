@@ -410,11 +410,11 @@ class SessionStore:
         """Export a session in sessiondb's JSONL format, or every session when ``session_id``
         is None (a backup: import it into an empty store and export again for the same
         bytes); returns the number of messages."""
-        from . import transcript
+        from . import export
 
         if session_id is None:
-            return transcript.export_all(self, dest)
-        return transcript.export_jsonl(self, session_id, dest)
+            return export.export_all(self, dest)
+        return export.export_jsonl(self, session_id, dest)
 
     def transcript(
         self, session_id: str, *, legacy_jsonl: str | os.PathLike[str] | None = None

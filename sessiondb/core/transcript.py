@@ -8,8 +8,8 @@ behaviour by handing its store to these functions.
   never waits behind a whole file. Every message carries a key derived from its source line
   (see :mod:`sessiondb.core.formats`), so importing a file twice, or a file that has grown, adds
   only what is new. ``strict=True`` validates the whole file before writing anything.
-* **Export** writes sessiondb's own JSONL format page by page; importing it into an empty store and
-  exporting again gives the same bytes.
+* **Export** (:mod:`sessiondb.core.export`) writes sessiondb's own JSONL format page by page;
+  importing it into an empty store and exporting again gives the same bytes.
 * **Reconcile** (:func:`transcript` with ``legacy_jsonl``) backfills what an older JSONL transcript
   holds and the store lacks, in one ``append_many`` (one transaction), and returns the complete
   history in conversation order.
@@ -18,7 +18,6 @@ behaviour by handing its store to these functions.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from collections import defaultdict, deque
@@ -31,11 +30,9 @@ from ..errors import (
     InvalidInput,
     KeyConflict,
     SessionExists,
-    SessionNotFound,
     StaleSession,
 )
-from ..host.paths import open_private
-from ..models import BadLine, ImportReport, Message, Session
+from ..models import BadLine, ImportReport, Message
 from . import validate
 from .formats import (
     MAX_LINE_BYTES,
@@ -58,8 +55,6 @@ if TYPE_CHECKING:
 #: lock 30 ms at the median and 113 ms at p99, and live writers' p99 rose to 84 ms; with 100 it
 #: stayed at 42 ms (benchmarks/mixed.py, docs/benchmarks.md).
 BATCH = 100
-#: Messages per read when exporting: one short read transaction each (rule 6).
-EXPORT_PAGE = 1000
 #: Meta field recording where a backfilled message belongs in conversation order: it follows the
 #: message whose seq is ``after`` (0: before everything).
 BACKFILL_META = "sessiondb_backfill"
@@ -406,105 +401,6 @@ def import_jsonl(
     return ImportReport(importer.imported, importer.duplicates, tuple(importer.bad))
 
 
-# -- export -----------------------------------------------------------------------------------
-
-
-def _dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-def header_of(session: Session) -> dict[str, Any]:
-    """A session's export header: every field a restore gives back (``message_count`` follows
-    from the messages; ``revision`` counts removals in this store and starts again at 0)."""
-    return {
-        "sessiondb_export": 1,
-        "session_id": session.session_id,
-        "source": session.source,
-        "title": session.title,
-        "meta": session.meta,
-        "created_at": session.created_at,
-        "updated_at": session.updated_at,
-        "ended_at": session.ended_at,
-        "end_reason": session.end_reason,
-    }
-
-
-def message_of(m: Message) -> dict[str, Any]:
-    return {
-        "session_id": m.session_id,
-        "seq": m.seq,
-        "role": m.role,
-        "content": m.content,
-        "key": m.key,
-        "meta": m.meta,
-        "created_at": m.created_at,
-    }
-
-
-def iter_messages(store: Store, session_id: str) -> Iterator[Message]:
-    """All messages of a session, read page by page (each page its own short read)."""
-    after = 0
-    while True:
-        page = store.messages(session_id, after=after, limit=EXPORT_PAGE)
-        yield from page
-        if len(page) < EXPORT_PAGE:
-            return
-        after = page[-1].seq
-
-
-def write_session(store: Store, session: Session, out: IO[bytes]) -> int:
-    """Write one session in sessiondb's JSONL format to a binary stream; returns messages."""
-    out.write(_dumps(header_of(session)))
-    n = 0
-    for m in iter_messages(store, session.session_id):
-        out.write(_dumps(message_of(m)))
-        n += 1
-    return n
-
-
-def export_jsonl(store: Store, session_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
-    """Export a session to ``dest`` (a path, created 0600, or a binary stream); returns the
-    number of messages written. ``SessionNotFound`` if there is no such session."""
-    session = store.get_session(session_id)
-    if session is None:
-        raise SessionNotFound(session_id)
-    return write_to(dest, lambda out: write_session(store, session, out))
-
-
-def write_to(dest: str | os.PathLike[str] | IO[bytes], run: Callable[[IO[bytes]], int]) -> int:
-    """Run ``run`` on ``dest``: a binary stream, or a path (created 0600, truncated)."""
-    if not isinstance(dest, (str, os.PathLike)):
-        return run(dest)
-    p = Path(os.fspath(dest))
-    try:
-        fd = open_private(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        with os.fdopen(fd, "wb") as f:
-            return run(f)
-    except OSError as e:
-        raise Error(f"cannot write {p}: {e.strerror or e}") from None
-
-
-def all_sessions(store: Store) -> Iterator[Session]:
-    """Every session, in session-id order, read page by page by id (``store.session_ids``): a
-    session changing meanwhile neither moves nor hides another one, as paging by activity would."""
-    after: str | None = None
-    while True:
-        ids = store.session_ids(after=after, limit=EXPORT_PAGE)
-        for sid in ids:
-            found = store.get_session(sid)
-            if found is not None:  # deleted meanwhile
-                yield found
-        if len(ids) < EXPORT_PAGE:
-            return
-        after = ids[-1]
-
-
-def export_all(store: Store, dest: str | os.PathLike[str] | IO[bytes]) -> int:
-    """Export every session (a backup: importing it into an empty store and exporting again
-    gives the same bytes); returns the number of messages written."""
-    return write_to(dest, lambda f: sum(write_session(store, s, f) for s in all_sessions(store)))
-
-
 # -- reconcile --------------------------------------------------------------------------------
 
 
@@ -623,14 +519,9 @@ __all__ = [
     "BACKFILL_META",
     "BATCH",
     "Progress",
-    "all_sessions",
-    "export_all",
-    "export_jsonl",
     "file_session_id",
     "history_order",
     "import_jsonl",
-    "iter_messages",
     "transcript",
     "validate_jsonl",
-    "write_session",
 ]

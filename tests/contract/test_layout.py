@@ -19,7 +19,8 @@ def _loaded_after(statement: str) -> set[str]:
 
 def test_the_core_loads_no_driver() -> None:
     loaded = _loaded_after(
-        "import sessiondb.core.store, sessiondb.core.transcript, sessiondb.core.search,"
+        "import sessiondb.core.store, sessiondb.core.transcript, sessiondb.core.export,"
+        " sessiondb.core.search,"
         " sessiondb.core.lease, sessiondb.core.contract"
     )
     assert "sessiondb.core.store" in loaded  # the import really happened

@@ -12,7 +12,8 @@ import pytest
 
 import sessiondb
 from sessiondb import InvalidInput, SessionNotFound
-from sessiondb.core.transcript import BATCH, export_jsonl, file_session_id, import_jsonl
+from sessiondb.core.export import export_jsonl
+from sessiondb.core.transcript import BATCH, file_session_id, import_jsonl
 from tests.conftest import new_location
 
 
