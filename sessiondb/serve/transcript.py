@@ -10,6 +10,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from ..core.export import message_of
 from ..models import Message
 from .render import MAX_RENDERED, markdown, visible, when
 
@@ -134,16 +135,9 @@ def views(messages: Sequence[Message]) -> list[View]:
 
 
 def message_json(m: Message) -> dict[str, Any]:
-    """A message as the JSON twins give it: the stored fields as they are."""
-    return {
-        "session_id": m.session_id,
-        "seq": m.seq,
-        "role": m.role,
-        "content": m.content,
-        "key": m.key,
-        "meta": m.meta,
-        "created_at": m.created_at,
-    }
+    """A message as the JSON twins give it: the stored fields as they are, as an export writes
+    them (sessiondb.core.export)."""
+    return message_of(m)
 
 
 __all__ = ["Part", "View", "message_json", "view", "views"]
