@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, ParamSpec
 
 import anyio
 import anyio.lowlevel
@@ -27,6 +27,22 @@ from .workers import Workers, call_soon
 if TYPE_CHECKING:
     from ..core.contract import Store
     from ..core.lease import Holder
+
+
+_P = ParamSpec("_P")
+
+
+def _in_caller_loop(progress: Callable[_P, None] | None) -> Callable[_P, None] | None:
+    """A progress callback for a worker thread that runs ``progress`` in the calling task's
+    event loop, never waiting for it (workers.call_soon): called from inside the async verb."""
+    if progress is None:
+        return None
+    token, report = anyio.lowlevel.current_token(), progress
+
+    def relay(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        call_soon(token, report, *args)
+
+    return relay
 
 
 class AsyncSessionStore:
@@ -271,20 +287,13 @@ class AsyncSessionStore:
     ) -> ImportReport:
         """Import a JSONL transcript (idempotent). ``progress`` is called in the caller's event
         loop, never in a worker thread, and every call comes before this one returns."""
-        relay: Progress | None = None
-        if progress is not None:
-            token, report = anyio.lowlevel.current_token(), progress
-
-            def relay(done: int, total: int) -> None:
-                call_soon(token, report, done, total)
-
         return await self._workers.run(
             self._store.import_jsonl,
             path,
             session_id=session_id,
             source=source,
             strict=strict,
-            progress=relay,
+            progress=_in_caller_loop(progress),
         )
 
     async def export_jsonl(
@@ -369,20 +378,13 @@ class AsyncSessionStore:
     ) -> PruneReport:
         """Remove sessions idle past a cutoff (``Store.prune``). ``progress`` is called in the
         caller's event loop, as ``import_jsonl``'s is."""
-        relay: Callable[[str, int, int], None] | None = None
-        if progress is not None:
-            token, report = anyio.lowlevel.current_token(), progress
-
-            def relay(phase: str, done: int, total: int) -> None:
-                call_soon(token, report, phase, done, total)
-
         return await self._workers.run(
             self._store.prune,
             older_than=older_than,
             source=source,
             session_id=session_id,
             dry_run=dry_run,
-            progress=relay,
+            progress=_in_caller_loop(progress),
         )
 
     async def compact(self) -> int:
