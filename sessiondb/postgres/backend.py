@@ -84,11 +84,15 @@ class PostgresBackend:
         self._durability = durability
         self._ready = False
         self._version = 0
-        if readonly:
-            self._ensure_ready()  # never creates: a missing store is StoreNotFound at once
-        else:
-            with suppress(StoreBusy):  # a busy server must not disable the store (rule 10)
-                self._ensure_ready()
+        try:
+            if readonly:
+                self._ensure_ready()  # never creates: a missing store is StoreNotFound at once
+            else:
+                with suppress(StoreBusy):  # a busy server must not disable the store (rule 10)
+                    self._ensure_ready()
+        except BaseException:
+            conns.close()  # a pool opened for a store that did not open is not left running
+            raise
 
     @classmethod
     def open(
@@ -101,7 +105,10 @@ class PostgresBackend:
         pool: int = 0,
         connect_timeout: float = 10.0,
         schema: str | None = None,
+        connections: type[Connections] = Connections,
     ) -> PostgresBackend:
+        """``connections``: where transactions get their connection — sessiondb.aio's native
+        path passes its async ones (docs/adr/0014-native-async-postgres.md)."""
         if durability not in ("normal", "full"):
             raise InvalidInput(f"durability must be 'normal' or 'full', not {durability!r}")
         if isinstance(write_timeout, bool) or not isinstance(write_timeout, (int, float)):
@@ -116,7 +123,7 @@ class PostgresBackend:
             if schema is not None and schema != in_url:
                 raise InvalidInput(f"two schemas given: {schema!r} and ?schema={in_url}")
             schema = in_url
-        conns = Connections(
+        conns = connections(
             url,
             where,
             readonly=readonly,
