@@ -1,5 +1,5 @@
-"""PostgreSQL natively async: the backend's transactions on psycopg's ``AsyncConnection``,
-lent by a psycopg_pool ``AsyncConnectionPool``, under asyncio (docs/adr/0014-native-async-postgres.md).
+"""PostgreSQL natively async: the backend's transactions on psycopg's ``AsyncConnection``, lent
+by a psycopg_pool ``AsyncConnectionPool``, under asyncio (docs/adr/0014-native-async-postgres.md).
 
 The PostgreSQL backend (sessiondb/postgres) and the core above it stay sync and written once: a
 verb runs in a greenlet (:mod:`.green`), and the connection it is handed is a facade whose
@@ -211,7 +211,7 @@ class NativeCalls:
         self.where = where
         self._pid = os.getpid()
         self._closing = False
-        self._running = 0
+        self._running: set[asyncio.Task[Any]] = set()
         self._idle: Any = None  # an anyio.Event while close waits
         self._finished = False
 
@@ -220,6 +220,15 @@ class NativeCalls:
         return self._closing
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` as a greenlet verb in a task of its own, awaited.
+
+        Cancellation: the awaiting task gets its cancellation at once, and the verb's task is
+        cancelled once — psycopg then asks the server to cancel the statement in flight and
+        the transaction rolls back (a COMMIT already sent may still land: a keyed retry tells).
+        One cancellation, not the caller's: anyio delivers a scope's cancellation again at
+        every await, which would cut psycopg's own cancel-and-wait short and leave the server
+        running the statement on a closed connection (tests/aio/test_pg_native.py). The verb
+        unwinds on its own; ``finish`` waits for it."""
         if os.getpid() != self._pid:
             raise Error(
                 f"{self.where}: this async store was opened in process {self._pid}; open it "
@@ -227,13 +236,21 @@ class NativeCalls:
             )
         if self._closing:
             raise Error(f"{self.where}: the store is closed; open it again to use it")
-        self._running += 1
+        task = asyncio.get_running_loop().create_task(spawn(fn, *args, **kwargs))
+        self._running.add(task)
+        task.add_done_callback(self._ended)
         try:
-            return await spawn(fn, *args, **kwargs)
-        finally:
-            self._running -= 1
-            if not self._running and self._idle is not None:
-                self._idle.set()
+            return await asyncio.shield(task)
+        except BaseException:
+            task.cancel()  # a no-op if it has ended
+            raise
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller has it, or left (asyncio would warn)
+        if not self._running and self._idle is not None:
+            self._idle.set()
 
     def stop_accepting(self) -> None:
         self._closing = True

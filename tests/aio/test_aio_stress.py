@@ -18,13 +18,22 @@ SPAWN = mp.get_context("spawn")
 
 
 @pytest.mark.stress
-def test_processes_of_many_async_tasks_store_each_append_once(db_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_processes_of_many_async_tasks_store_each_append_once(db_path: Path, backend: str) -> None:
+    """On PostgreSQL the asyncio processes run natively async and the trio ones on their
+    workers (docs/adr/0014-native-async-postgres.md): both paths side by side."""
     procs_per_loop, tasks, n = 2, 32, 20
-    sessiondb.open(db_path).close()
+    if backend == "postgresql":
+        from tests import pg
+
+        location = pg.new_url()
+    else:
+        location = str(db_path)
+    sessiondb.open(location).close()
     loops = ["asyncio"] * procs_per_loop + ["trio"] * procs_per_loop
     barrier = SPAWN.Barrier(len(loops))
     procs = [
-        SPAWN.Process(target=w.aio_append_worker, args=(str(db_path), i, tasks, n, loop, barrier))
+        SPAWN.Process(target=w.aio_append_worker, args=(location, i, tasks, n, loop, barrier))
         for i, loop in enumerate(loops)
     ]
     for p in procs:
@@ -32,7 +41,7 @@ def test_processes_of_many_async_tasks_store_each_append_once(db_path: Path) -> 
     for p in procs:
         p.join(timeout=240)
     assert [p.exitcode for p in procs] == [0] * len(procs)
-    with sessiondb.open(db_path) as store:
+    with sessiondb.open(location) as store:
         assert store.count() == len(loops) * tasks * n
         shared = [m for s in range(3) for m in store.messages(f"shared-{s}")]
         keys = Counter(m.key for m in shared)
@@ -50,4 +59,5 @@ def test_processes_of_many_async_tasks_store_each_append_once(db_path: Path) -> 
                 task, i = m.key.rsplit(":", 1)
                 assert seen.get(task, -1) < int(i)
                 seen[task] = int(i)
-    assert_consistent(db_path)
+    if backend == "sqlite":
+        assert_consistent(db_path)

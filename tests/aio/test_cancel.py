@@ -1,5 +1,6 @@
 """Cancellation: a cancelled append either committed or did not, whole, and a retry with its key
-tells which (sessiondb/aio/workers.py). Under asyncio and trio."""
+tells which (sessiondb/aio/workers.py; natively async PostgreSQL: sessiondb/aio/postgres.py).
+Under asyncio and trio."""
 
 from __future__ import annotations
 
@@ -64,9 +65,18 @@ async def test_an_append_cancelled_before_it_ran_never_runs(tmp_path: Path) -> N
         assert retry.seq == 2 and await again.count("s") == 2
 
 
+def _location(backend: str, tmp_path: Path) -> str | Path:
+    if backend == "postgresql":  # natively async under asyncio (tests/aio/test_pg_native.py)
+        from tests import pg
+
+        return pg.new_url()
+    return tmp_path / "s.db"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_appends_cancelled_at_random_moments_then_retried_are_stored_once(
-    tmp_path: Path, seed: int
+    tmp_path: Path, seed: int, backend: str
 ) -> None:
     """Many tasks append with keys, each cancelled at a random moment (or at once, or never);
     then every key is appended again: each key is stored exactly once, seqs gapless, and every
@@ -88,7 +98,7 @@ async def test_appends_cancelled_at_random_moments_then_retried_are_stored_once(
         if scope.cancelled_caught:
             cancelled.append(key)
 
-    async with sessiondb.aio.open(tmp_path / "s.db") as store:
+    async with sessiondb.aio.open(_location(backend, tmp_path)) as store:
         async with anyio.create_task_group() as tg:
             for key in keys:
                 tg.start_soon(one, store, key)
@@ -108,9 +118,12 @@ async def test_appends_cancelled_at_random_moments_then_retried_are_stored_once(
             assert {m.key for m in msgs} == {k for k in keys if session_of(k) == f"s{s}"}
 
 
-async def test_a_lease_taken_for_a_cancelled_task_is_given_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_lease_taken_for_a_cancelled_task_is_given_back(
+    tmp_path: Path, backend: str
+) -> None:
     ran = False
-    async with sessiondb.aio.open(tmp_path / "s.db") as store:
+    async with sessiondb.aio.open(_location(backend, tmp_path)) as store:
         with anyio.move_on_after(0) as scope:
             async with store.lease("job", "w1"):
                 ran = True
@@ -123,8 +136,9 @@ async def test_a_lease_taken_for_a_cancelled_task_is_given_back(tmp_path: Path) 
         assert await store.leases() == []
 
 
-async def test_a_lease_held_elsewhere_names_its_holder(tmp_path: Path) -> None:
-    async with sessiondb.aio.open(tmp_path / "s.db") as store:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_lease_held_elsewhere_names_its_holder(tmp_path: Path, backend: str) -> None:
+    async with sessiondb.aio.open(_location(backend, tmp_path)) as store:
         first = store.lease("job", "w1", ttl=60)
         assert await first.acquire()
         with pytest.raises(sessiondb.LeaseHeld, match="w1") as info:
