@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -34,6 +36,10 @@ T = TypeVar("T")
 #: Connections of a native store's pool when ``pool=`` is not given: how many transactions
 #: of one event loop are in flight at once (docs/adr/0014-native-async-postgres.md, measured).
 DEFAULT_POOL = 4
+#: A pooled connection idle longer than this is checked (a round trip) before it is lent; one
+#: handed back more recently is lent as it is — a round trip less per verb, and a connection
+#: that broke meanwhile fails its BEGIN, before anything was sent (docs/postgres.md, "Options").
+CHECK_AFTER_IDLE = 1.0
 
 
 def under_asyncio() -> bool:
@@ -143,6 +149,7 @@ class NativeConnections(Connections):
         options["pool"] = options.get("pool") or DEFAULT_POOL
         super().__init__(conninfo, where, **options)
         self._apool: AsyncConnectionPool[Any] | None = None
+        self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     def _new_connection(self) -> psycopg.Connection[Any]:
         conn = await_(psycopg.AsyncConnection.connect(self.conninfo, **self._kwargs()))
@@ -160,7 +167,7 @@ class NativeConnections(Connections):
             max_size=self._pool_size,
             max_idle=POOL_MAX_IDLE,
             kwargs=self._kwargs(),
-            check=AsyncConnectionPool.check_connection,
+            check=self._check,
             timeout=self.write_timeout,
             open=False,
             name=APPLICATION_NAME,
@@ -173,6 +180,11 @@ class NativeConnections(Connections):
             raise
         self._apool = pool
         return pool
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        returned = self._returned.get(conn)
+        if returned is None or time.monotonic() - returned > CHECK_AFTER_IDLE:
+            await AsyncConnectionPool.check_connection(conn)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -194,6 +206,7 @@ class NativeConnections(Connections):
         finally:
             # The pool rolls back a connection handed back inside a transaction and drops a
             # broken one (psycopg_pool's putconn): never lent again half-done.
+            self._returned[conn] = time.monotonic()
             await_(pool.putconn(conn))
 
     def close(self) -> None:
