@@ -147,9 +147,11 @@ def forget_session(conn: psycopg.Connection[Any], sid: int) -> None:
     conn.execute("DELETE FROM responses WHERE sid = %s", (sid,))
 
 
-def add_messages(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) -> None:
-    """Messages stored by a statement other than the append (``copy_messages``): counted, and
-    their usage added."""
+def add_copies(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) -> None:
+    """A fork's copies (``copy_messages``): counted as its messages, without their tokens —
+    spent once, by the session they came from, and counted there only
+    (docs/adr/0009-framework-primitives.md); no response rows either, so a copy popped later
+    takes nothing off."""
     days, models, n = counts(found)
     conn.execute(
         "INSERT INTO activity (sid, day, model, messages)"
@@ -158,7 +160,6 @@ def add_messages(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]
         " + excluded.messages",
         (sid, days, models, n),
     )
-    add_usage(conn, sid, found)
 
 
 def activity(
@@ -200,7 +201,7 @@ def activity(
 __all__ = [
     "Facts",
     "activity",
-    "add_messages",
+    "add_copies",
     "add_usage",
     "counts",
     "facts",

@@ -305,8 +305,8 @@ class PostgresTx:
         return out
 
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
-        # The stored columns as they are (escaped content, search terms); the rollup from the
-        # copies' meta, as an append would have counted them (rollup.py).
+        # The stored columns as they are (escaped content, search terms); the rollup counts the
+        # copies as messages, their tokens staying the origin's (rollup.add_copies).
         rows = self.conn.execute(
             "INSERT INTO messages (sid, seq, role, content, content_nul, key, meta, created_at,"
             " tsv, nterms, cjk, rid)"
@@ -315,7 +315,7 @@ class PostgresTx:
             " RETURNING seq, created_at, meta",
             (target, source, upto),
         ).fetchall()
-        rollup.add_messages(self.conn, target, [rollup.facts(*r) for r in rows])
+        rollup.add_copies(self.conn, target, [rollup.facts(*r) for r in rows])
         self.conn.execute(
             "UPDATE sessions SET message_count = %s, updated_at = greatest(updated_at,"
             " coalesce((SELECT max(created_at) FROM messages WHERE sid = %s), 0)) WHERE id = %s",

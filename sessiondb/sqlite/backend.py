@@ -264,13 +264,17 @@ class SQLiteTx:
         return out
 
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
-        # One INSERT … SELECT: the search index and the usage rollup follow by their triggers.
+        from .rollup import forget_copied_tokens
+
+        # One INSERT … SELECT: the search index and the usage rollup follow by their triggers;
+        # the copies' tokens are the origin's, counted there only (rollup.py).
         self.conn.execute(
             "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
             " SELECT ?, seq, role, content, key, meta, created_at FROM messages"
             " WHERE sid = ? AND seq <= ? ORDER BY seq",
             (target, source, upto),
         )
+        forget_copied_tokens(self.conn, target)
         self.conn.execute(
             "UPDATE sessions SET message_count = ?, updated_at = max(updated_at,"
             " coalesce((SELECT max(created_at) FROM messages WHERE sid = ?), 0)) WHERE id = ?",

@@ -186,6 +186,17 @@ def forget_session(conn: apsw.Connection, sid: int) -> None:
     conn.execute("DELETE FROM responses WHERE sid = ?", (sid,))
 
 
+def forget_copied_tokens(conn: apsw.Connection, sid: int) -> None:
+    """A fork's copies (``copy_messages``, into a session made in the same transaction) count as
+    its messages but carry no tokens: those were spent once, by the session they came from, and
+    stats count them there (docs/adr/0009-framework-primitives.md). The triggers counted them as
+    they were inserted; undone here, and the responses too (a copied message popped later then
+    takes nothing off)."""
+    zero = ", ".join(f"{f} = 0" for f in FIELDS)
+    conn.execute(f"UPDATE activity SET {zero} WHERE sid = ?", (sid,))
+    conn.execute("DELETE FROM responses WHERE sid = ?", (sid,))
+
+
 def backfill_step(engine: Engine, batch: int = BACKFILL_BATCH) -> bool:
     """Count the next ``batch`` message ids the file held before the migration, in one write
     transaction; True while more remain (schema hook)."""
@@ -242,4 +253,11 @@ def activity(
     return [tuple(r) for r in rows], per_day, int(total)
 
 
-__all__ = ["BACKFILL_BATCH", "activity", "backfill_step", "create", "forget_session"]
+__all__ = [
+    "BACKFILL_BATCH",
+    "activity",
+    "backfill_step",
+    "create",
+    "forget_copied_tokens",
+    "forget_session",
+]

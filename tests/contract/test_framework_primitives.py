@@ -137,3 +137,40 @@ def test_stats_of_one_session(store: sessiondb.Store) -> None:
     assert (one.tokens.input, one.tokens.output) == (20, 10)
     assert store.stats(session_id="missing").messages == 0
     assert store.stats().tokens.input == 27
+
+
+def test_a_fork_counts_its_copied_tokens_once(store: sessiondb.Store) -> None:
+    """The copies of a fork are its messages, but their tokens were spent once, by the session
+    they came from: stats count them there only (docs/adr/0009-framework-primitives.md)."""
+    store.append("s", "user", "q")
+    store.append("s", "assistant", "a", meta={"model": "m", "usage": {"input_tokens": 10}})
+    store.append(
+        "s",
+        "assistant",
+        "b1",
+        meta={"model": "m", "response_id": "r", "usage": {"output_tokens": 3}},
+    )
+    store.append(
+        "s",
+        "assistant",
+        "b2",
+        meta={"model": "m", "response_id": "r", "usage": {"output_tokens": 5}},
+    )
+    before = store.stats()
+    store.fork_session("s", "f")
+    after = store.stats()
+    assert (after.tokens.input, after.tokens.output) == (before.tokens.input, before.tokens.output)
+    assert (after.sessions, after.messages) == (2, 8)  # the fork's messages are its own
+    fork = store.stats(session_id="f")
+    assert (fork.messages, fork.tokens.input, fork.tokens.output) == (4, 0, 0)
+    # The fork's own turns count; popping a copy takes nothing off anyone.
+    store.append("f", "assistant", "c", meta={"model": "m", "usage": {"input_tokens": 7}})
+    store.pop_message("f")
+    store.append("f", "assistant", "d", meta={"model": "m", "usage": {"input_tokens": 2}})
+    assert store.pop_message("f") is not None and store.pop_message("f") is not None
+    fork = store.stats(session_id="f")
+    assert (fork.messages, fork.tokens.input, fork.tokens.output) == (3, 0, 0)
+    store.append("f", "assistant", "e", meta={"model": "m", "usage": {"input_tokens": 4}})
+    total = store.stats()
+    assert (total.tokens.input, total.tokens.output) == (14, 5)
+    assert store.stats(session_id="s").tokens.input == 10
