@@ -248,6 +248,7 @@ class AsyncSessionStore:
         created_at: float | datetime | None = None,
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
+        other_meta: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Message:
         """Append one message. If the awaiting task is cancelled the append has either been
         stored whole or not at all; append again with the same ``key`` to find out which."""
@@ -261,6 +262,7 @@ class AsyncSessionStore:
             created_at=created_at,
             expect_last=expect_last,
             session_meta=session_meta,
+            other_meta=other_meta,
         )
 
     async def append_many(
@@ -270,6 +272,7 @@ class AsyncSessionStore:
         *,
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
+        other_meta: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[Message]:
         return await self._calls.run(
             self._verbs.append_many,
@@ -277,6 +280,7 @@ class AsyncSessionStore:
             items,
             expect_last=expect_last,
             session_meta=session_meta,
+            other_meta=other_meta,
         )
 
     async def messages(

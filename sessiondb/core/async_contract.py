@@ -148,6 +148,7 @@ class AsyncStore(Protocol):
         created_at: float | datetime | None = None,
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
+        other_meta: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Message: ...
 
     async def append_many(
@@ -157,6 +158,7 @@ class AsyncStore(Protocol):
         *,
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
+        other_meta: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[Message]: ...
 
     async def messages(

@@ -295,6 +295,7 @@ class Store(Protocol):
         created_at: float | datetime | None = None,
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
+        other_meta: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Message: ...
 
     def append_many(
@@ -304,6 +305,7 @@ class Store(Protocol):
         *,
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
+        other_meta: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[Message]: ...
 
     def messages(

@@ -23,6 +23,27 @@ def check(value: object, field: str = "session_meta") -> dict[str, Any] | None:
     return v.load_meta(text)
 
 
+def check_others(
+    value: object, own: str, field: str = "other_meta"
+) -> list[tuple[str, dict[str, Any]]]:
+    """Validate ``other_meta`` (``{session_id: patch}``, never the appended session itself):
+    its patches, empty ones left out, in session id order — the order a write takes their
+    rows in, so two writers patching the same sessions never wait on each other in a cycle."""
+    if value is None:
+        return []
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{field} must be a dict of session id -> patch, not {value!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, patch in value.items():
+        sid = v.session_id(name)
+        if sid == own:
+            raise InvalidInput(f"{field} names the appended session {sid!r}: use session_meta")
+        checked = check(patch, f"{field}[{sid!r}]")
+        if checked:
+            out[sid] = checked
+    return sorted(out.items())
+
+
 def apply(current: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> str | None:
     """The canonical meta text after ``patch``; None when nothing is left."""
     out = dict(current or {})

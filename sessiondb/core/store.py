@@ -244,6 +244,7 @@ class SessionStore:
         created_at: float | datetime | None = None,
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
+        other_meta: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Message:
         """Append one message (creating the session if missing); ``seq`` is assigned here.
 
@@ -254,12 +255,16 @@ class SessionStore:
         message, or no session yet), else ``StaleSession`` and nothing is written.
         ``session_meta`` patches the session's meta in the same transaction (top-level keys; None
         removes one; core/state.py) — unless the message was already stored (a retry).
+        ``other_meta`` (``{session_id: patch}``) patches other sessions' meta in the same
+        transaction, on the same terms, making those missing (state shared by sessions: an ADK
+        app's and user's, docs/adr/0009-framework-primitives.md).
         """
         sid = v.session_id(session_id)
         item = ap.Item.of(role, content, key, meta, created_at)
         last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
         patch = state.check(session_meta)
-        return writes.append(self._backend, sid, [item], last, patch)[0]
+        others = state.check_others(other_meta, sid)
+        return writes.append(self._backend, sid, [item], last, patch, others)[0]
 
     def append_many(
         self,
@@ -268,21 +273,24 @@ class SessionStore:
         *,
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
+        other_meta: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> list[Message]:
         """Append several messages in one transaction: all are stored or none is.
 
         Each item is a dict with ``role`` and ``content`` and optionally ``key``, ``meta`` and
         ``created_at``; keyed items already stored are returned as stored, so re-sending a whole
-        unsaved tail after a failure never duplicates anything. ``expect_last`` and
-        ``session_meta``: as ``append`` (the patch is applied when any item is fresh).
+        unsaved tail after a failure never duplicates anything. ``expect_last``,
+        ``session_meta`` and ``other_meta``: as ``append`` (the patches are applied when any
+        item is fresh).
         """
         sid = v.session_id(session_id)
         prepared = ap.items_of(items)
         last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
         patch = state.check(session_meta)
+        others = state.check_others(other_meta, sid)
         if not prepared:
             return []
-        return writes.append(self._backend, sid, prepared, last, patch)
+        return writes.append(self._backend, sid, prepared, last, patch, others)
 
     def messages(
         self,

@@ -4,7 +4,7 @@ backend's primitives (``Store.append`` and ``append_many``, core/store.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import SessionExists, SessionNotFound, StaleSession
@@ -25,12 +25,14 @@ def append(
     items: list[ap.Item],
     expect_last: int | None,
     patch: Mapping[str, Any] | None,
+    others: Sequence[tuple[str, Mapping[str, Any]]] = (),
 ) -> list[Message]:
-    """Store ``items`` (validated, at least one) in session ``sid`` in one write transaction."""
+    """Store ``items`` (validated, at least one) in session ``sid`` in one write transaction,
+    with ``patch`` of its meta and ``others``' patches of other sessions' (core/state.py)."""
     for attempt in CREATION_RACE:
         try:
             with backend.write() as tx:
-                return _append(tx, sid, items, expect_last, patch)
+                return _append(tx, sid, items, expect_last, patch, others)
         except SessionExists:
             if attempt == CREATION_RACE[-1]:
                 raise
@@ -43,6 +45,7 @@ def _append(
     items: list[ap.Item],
     expect_last: int | None,
     patch: Mapping[str, Any] | None,
+    others: Sequence[tuple[str, Mapping[str, Any]]],
 ) -> list[Message]:
     if expect_last is not None:
         last = tx.message_count(sid)
@@ -61,11 +64,25 @@ def _append(
         if session is None:  # pragma: no cover - read inside the transaction that made it
             raise SessionNotFound(sid)
         tx.update_session(ref, {"meta": state.apply(session.meta, patch)})
+    if others and plan.fresh:  # in session id order (state.check_others): no lock cycle
+        for other, other_patch in others:
+            _patch_other(tx, other, other_patch, now)
     if len(plan.fresh) == len(items):  # nothing stored or repeated: the common case
         return tx.insert_messages(ref, sid, items, now)
     fresh = [items[i] for i in plan.fresh]
     inserted = tx.insert_messages(ref, sid, fresh, now) if fresh else []
     return plan.result(inserted)
+
+
+def _patch_other(tx: WriteTx, sid: str, patch: Mapping[str, Any], now: float) -> None:
+    ref = tx.session_ref(sid)
+    if ref is None:
+        tx.insert_session(sid, "unknown", None, state.apply(None, patch), now)
+        return
+    session = tx.session(sid)
+    if session is None:  # pragma: no cover - its row was just found in this transaction
+        raise SessionNotFound(sid)
+    tx.update_session(ref, {"meta": state.apply(session.meta, patch)})
 
 
 __all__ = ["CREATION_RACE", "append"]

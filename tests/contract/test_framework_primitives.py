@@ -51,6 +51,32 @@ def test_a_refused_append_changes_no_state(store: sessiondb.Store) -> None:
     assert store.get_session("s").meta == {"step": 1}  # type: ignore[union-attr]
 
 
+def test_other_sessions_meta_patched_in_the_same_transaction(store: sessiondb.Store) -> None:
+    """``other_meta``: state shared by sessions (an ADK app's and user's) changes with the
+    message, or not at all (a refused append, a retry)."""
+    store.create_session("app/", meta={"keep": 1, "n": 0})
+    store.append("s", "user", "a", key="k1", other_meta={"app/": {"n": 1}, "user/": {"u": "x"}})
+    assert store.get_session("app/").meta == {"keep": 1, "n": 1}  # type: ignore[union-attr]
+    assert store.get_session("user/").meta == {"u": "x"}  # type: ignore[union-attr]  # made
+    with pytest.raises(StaleSession):
+        store.append("s", "user", "b", expect_last=0, other_meta={"app/": {"n": 2}})
+    store.update_session("app/", meta_patch={"n": 5})
+    store.append("s", "user", "a", key="k1", other_meta={"app/": {"n": 1}})  # a retry
+    store.append_many(
+        "s", [{"role": "user", "content": "c"}], other_meta={"app/": {"keep": None}, "e/": {}}
+    )
+    assert store.get_session("app/").meta == {"n": 5}  # type: ignore[union-attr]
+    assert store.get_session("e/") is None  # an empty patch changes nothing
+    assert store.count("s") == 2
+    with pytest.raises(InvalidInput, match="use session_meta"):
+        store.append("s", "user", "d", other_meta={"s": {"n": 1}})
+    with pytest.raises(InvalidInput):
+        store.append("s", "user", "d", other_meta={"x": "not a patch"})  # type: ignore[dict-item]
+    with pytest.raises(InvalidInput):
+        store.append("s", "user", "d", other_meta=["x"])  # type: ignore[arg-type]
+    assert store.count("s") == 2
+
+
 def test_a_retried_batch_does_not_reapply_its_patch(store: sessiondb.Store) -> None:
     store.append("s", "user", "a", key="k1", session_meta={"n": 1})
     store.update_session("s", meta_patch={"n": 5})
