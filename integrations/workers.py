@@ -114,6 +114,11 @@ def adk_event(author: str, i: int, delta: dict[str, Any] | None = None) -> Any:
     )
 
 
+def adk_delta(author: str, i: int) -> dict[str, Any]:
+    """Event ``i``'s state delta in all three scopes (session, user, app)."""
+    return {f"last_{author}": i, f"user:last_{author}": i, f"app:last_{author}": i}
+
+
 def adk_writer(path: str, author: str, events: int, acks: Any = None) -> None:
     """Append ``events`` events to app/u/s through the service, re-reading the session when
     another writer made this one's copy stale (what an ADK app does on that error)."""
@@ -125,7 +130,7 @@ def adk_writer(path: str, author: str, events: int, acks: Any = None) -> None:
         for i in range(events):
             while True:
                 try:
-                    await service.append_event(session, adk_event(author, i, {f"last_{author}": i}))
+                    await service.append_event(session, adk_event(author, i, adk_delta(author, i)))
                     break
                 except ValueError:
                     session = await service.get_session(app_name="app", user_id="u", session_id="s")

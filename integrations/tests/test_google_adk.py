@@ -13,7 +13,7 @@ from conftest import kill_mid_stream, run_all
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.sessions.base_session_service import GetSessionConfig
 
-from integrations.workers import adk_event, adk_writer
+from integrations.workers import adk_delta, adk_event, adk_writer
 from sessiondb.integrations.adk import SessionDBSessionService
 
 pytestmark = pytest.mark.anyio
@@ -100,11 +100,26 @@ async def test_a_stale_session_object_writes_nothing(db: str) -> None:
 
 
 def _events(db: str) -> list[Any]:
-    async def read() -> list[Any]:
+    return _session(db).events
+
+
+def _session(db: str) -> Any:
+    async def read() -> Any:
         got = await SessionDBSessionService(db).get_session(**KEY)
-        return [] if got is None else got.events
+        assert got is not None
+        return got
 
     return anyio.run(read)
+
+
+def _scopes_follow_the_newest_event(db: str, author: str) -> None:
+    """Every scope of the state holds the delta of the newest stored event of ``author``: the
+    event and its app: and user: changes committed together (never one without the other)."""
+    session = _session(db)
+    mine = [e for e in session.events if e.author == author]
+    newest = int(mine[-1].id.rsplit("-", 1)[1]) if mine else None
+    for scope in ("", "user:", "app:"):
+        assert session.state.get(f"{scope}last_{author}") == newest, (scope, newest)
 
 
 def _create(db: str) -> None:
@@ -121,20 +136,23 @@ def test_two_processes_append_events_to_one_session(db: str) -> None:
     assert len(ids) == len(set(ids)) == 80
     for author in ("a", "b"):
         assert [i for i in ids if i.startswith(author)] == [f"{author}-{i}" for i in range(40)]
+        _scopes_follow_the_newest_event(db, author)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_killed_writer_and_a_resent_event_double_nothing(db: str, seed: int) -> None:
     _create(db)
     last = kill_mid_stream(adk_writer, (db, "k", 10_000), seed)
+    _scopes_follow_the_newest_event(db, "k")  # killed between an event and its state: never
 
     async def resend() -> None:  # the acked event and the one in flight, sent again
         svc = SessionDBSessionService(db)
         for i in (last, last + 1):
             session = await svc.get_session(**KEY)
-            await svc.append_event(session, adk_event("k", i, {"last_k": i}))
+            await svc.append_event(session, adk_event("k", i, adk_delta("k", i)))
 
     anyio.run(resend)
     ids = Counter(e.id for e in _events(db))
     assert set(ids.values()) == {1}
     assert set(ids) == {f"k-{i}" for i in range(last + 2)}
+    _scopes_follow_the_newest_event(db, "k")

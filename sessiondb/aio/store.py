@@ -273,6 +273,7 @@ class AsyncSessionStore:
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
         other_meta: Mapping[str, Mapping[str, Any]] | None = None,
+        replace: bool = False,
     ) -> list[Message]:
         return await self._calls.run(
             self._verbs.append_many,
@@ -281,6 +282,7 @@ class AsyncSessionStore:
             expect_last=expect_last,
             session_meta=session_meta,
             other_meta=other_meta,
+            replace=replace,
         )
 
     async def messages(

@@ -159,6 +159,7 @@ class AsyncStore(Protocol):
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
         other_meta: Mapping[str, Mapping[str, Any]] | None = None,
+        replace: bool = False,
     ) -> list[Message]: ...
 
     async def messages(

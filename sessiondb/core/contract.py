@@ -306,6 +306,7 @@ class Store(Protocol):
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
         other_meta: Mapping[str, Mapping[str, Any]] | None = None,
+        replace: bool = False,
     ) -> list[Message]: ...
 
     def messages(

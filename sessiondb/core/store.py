@@ -274,6 +274,7 @@ class SessionStore:
         expect_last: int | None = None,
         session_meta: Mapping[str, Any] | None = None,
         other_meta: Mapping[str, Mapping[str, Any]] | None = None,
+        replace: bool = False,
     ) -> list[Message]:
         """Append several messages in one transaction: all are stored or none is.
 
@@ -282,15 +283,25 @@ class SessionStore:
         unsaved tail after a failure never duplicates anything. ``expect_last``,
         ``session_meta`` and ``other_meta``: as ``append`` (the patches are applied when any
         item is fresh).
+
+        ``replace=True``: the session's messages are these from now on — it is cleared
+        (``clear_session``) and they are appended in the same transaction, so a reader sees the
+        old messages or the new ones, never neither (removing messages from the middle of a
+        session: a LangGraph prune; docs/adr/0009-framework-primitives.md). Seqs start at 1.
         """
         sid = v.session_id(session_id)
         prepared = ap.items_of(items)
         last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
         patch = state.check(session_meta)
         others = state.check_others(other_meta, sid)
-        if not prepared:
+        if not isinstance(replace, bool):
+            raise InvalidInput(f"replace must be True or False, not {replace!r}")
+        if not prepared and not replace:
             return []
-        return writes.append(self._backend, sid, prepared, last, patch, others)
+        stored = writes.append(self._backend, sid, prepared, last, patch, others, replace)
+        if replace:
+            self._backend.purge()  # the messages it replaced (as clear_session)
+        return stored
 
     def messages(
         self,

@@ -26,13 +26,15 @@ def append(
     expect_last: int | None,
     patch: Mapping[str, Any] | None,
     others: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    replace: bool = False,
 ) -> list[Message]:
-    """Store ``items`` (validated, at least one) in session ``sid`` in one write transaction,
-    with ``patch`` of its meta and ``others``' patches of other sessions' (core/state.py)."""
+    """Store ``items`` (validated; at least one unless ``replace``) in session ``sid`` in one
+    write transaction, with ``patch`` of its meta and ``others``' patches of other sessions'
+    (core/state.py); ``replace``: after clearing the session, in the same transaction."""
     for attempt in CREATION_RACE:
         try:
             with backend.write() as tx:
-                return _append(tx, sid, items, expect_last, patch, others)
+                return _append(tx, sid, items, expect_last, patch, others, replace)
         except SessionExists:
             if attempt == CREATION_RACE[-1]:
                 raise
@@ -46,6 +48,7 @@ def _append(
     expect_last: int | None,
     patch: Mapping[str, Any] | None,
     others: Sequence[tuple[str, Mapping[str, Any]]],
+    replace: bool = False,
 ) -> list[Message]:
     if expect_last is not None:
         last = tx.message_count(sid)
@@ -53,6 +56,11 @@ def _append(
             raise StaleSession(sid, expect_last, last)
     now = time.time()
     ref = tx.session_ref(sid)
+    if replace and ref is not None:
+        tx.clear(ref, now)
+        ref = tx.session_ref(sid)  # a backend may move the cleared session to a new row
+    if not items:  # replace with nothing: cleared, and that is all
+        return []
     if ref is None:  # a session made by its first message starts when that message does
         born = items[0].created_at
         ref = tx.insert_session(sid, "unknown", None, None, now if born is None else born)

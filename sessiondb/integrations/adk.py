@@ -15,8 +15,9 @@ re-sent is stored once). State is the session's meta, one top-level key ``s:<nam
 key (the value wrapped in a list, since ADK's None is a value and a patch's None removes a key):
 an event's session-scoped ``state_delta`` is a ``session_meta`` patch of its own append, so the
 event and its state change commit together. ``app:`` and ``user:`` state live in the meta of
-one session per app (``…/``) and per user, patched (``update_session(meta_patch=…)``) right
-after the event — a separate transaction.
+one session per app (``…/``) and per user, patched by the same append (``other_meta``): an
+event and all of its state delta commit together or not at all
+(docs/adr/0009-framework-primitives.md; integrations/tests/test_google_adk.py kills writers).
 
 Stale writers: a session read through this service remembers the seq it ended at, and
 ``append_event`` is a conditional append on it (``expect_last``): a session object that another
@@ -95,14 +96,24 @@ class SessionDBSessionService(BaseSessionService):  # type: ignore[misc]
             **_state(user_row.meta if user_row else None, State.USER_PREFIX),
         }
 
+    @staticmethod
+    def _shared_patches(app: str, user: str, deltas: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``app:`` and ``user:`` deltas as patches of their sessions' meta."""
+        out = {
+            sid: _patch(delta)
+            for sid, delta in (
+                (_app(app) + "/", deltas["app"]),
+                (_user(app, user) + "/", deltas["user"]),
+            )
+            if delta
+        }
+        return out or None
+
     async def _patch_shared(self, app: str, user: str, deltas: dict[str, Any]) -> None:
-        for sid, delta in (
-            (_app(app) + "/", deltas["app"]),
-            (_user(app, user) + "/", deltas["user"]),
-        ):
-            if delta:
-                await self._store.ensure_session(sid, source=SOURCE)
-                await self._store.update_session(sid, meta_patch=_patch(delta))
+        # A new session's initial app: and user: state (create_session appends no message).
+        for sid, patch in (self._shared_patches(app, user, deltas) or {}).items():
+            await self._store.ensure_session(sid, source=SOURCE)
+            await self._store.update_session(sid, meta_patch=patch)
 
     async def create_session(
         self,
@@ -233,10 +244,10 @@ class SessionDBSessionService(BaseSessionService):  # type: ignore[misc]
                 created_at=event.timestamp or time.time(),
                 expect_last=expect,
                 session_meta=_patch(deltas["session"]) or None,
+                other_meta=self._shared_patches(session.app_name, session.user_id, deltas),
             )
         except StaleSession:
             raise ValueError(_STALE) from None
-        await self._patch_shared(session.app_name, session.user_id, deltas)
         session.last_update_time = max(session.last_update_time, stored.created_at)
         # A re-sent event (its id already stored) returns its old seq: the session ends later.
         self._seen[sid] = (session.last_update_time, max(expect, stored.seq))

@@ -77,6 +77,35 @@ def test_other_sessions_meta_patched_in_the_same_transaction(store: sessiondb.St
     assert store.count("s") == 2
 
 
+def test_append_many_can_replace_the_sessions_messages_in_one_transaction(
+    store: sessiondb.Store,
+) -> None:
+    """``replace=True``: clear and append in one transaction — how an adapter removes messages
+    from the middle of a session (a LangGraph prune) with seqs staying gapless."""
+    store.append_many("s", [{"role": "user", "content": f"m{i}", "key": f"k{i}"} for i in range(5)])
+    kept = [m for m in store.messages("s") if m.seq % 2]
+    items = [
+        {"role": m.role, "content": m.content, "key": m.key, "created_at": m.created_at}
+        for m in kept
+    ]
+    with pytest.raises(StaleSession):  # a writer appended meanwhile: nothing replaced
+        store.append_many("s", items, expect_last=4, replace=True, session_meta={"v": 1})
+    got = store.append_many("s", items, expect_last=5, replace=True, session_meta={"v": 1})
+    assert [(m.seq, m.key) for m in got] == [(1, "k0"), (2, "k2"), (3, "k4")]
+    assert [(m.seq, m.content, m.created_at) for m in store.messages("s")] == [
+        (i + 1, m.content, m.created_at) for i, m in enumerate(kept)
+    ]
+    assert store.get_session("s").meta == {"v": 1}  # type: ignore[union-attr]
+    assert store.message("s", "k1") is None and store.message("s", "k2").seq == 2  # type: ignore[union-attr]
+    assert store.count("s") == 3 and store.count() == 3
+    assert store.search("m1") == [] and [h.message.key for h in store.search("m2")] == ["k2"]
+    assert store.append_many("s", [], replace=True) == [] and store.count("s") == 0
+    assert store.get_session("s") is not None  # cleared, kept
+    assert store.append_many("new", [{"role": "user", "content": "x"}], replace=True)[0].seq == 1
+    with pytest.raises(InvalidInput):
+        store.append_many("s", [], replace=1)  # type: ignore[arg-type]
+
+
 def test_a_retried_batch_does_not_reapply_its_patch(store: sessiondb.Store) -> None:
     store.append("s", "user", "a", key="k1", session_meta={"n": 1})
     store.update_session("s", meta_patch={"n": 5})
