@@ -10,7 +10,8 @@ schema of the local server, systems interleaved within a round:
   autocommit ``INSERT`` per turn into a bare table (one ``SELECT … LIMIT 20`` per read): what
   asyncio, the driver and the server cost without a store's transaction, key or search index.
 - ``sync-1-thread``: ``sessiondb.open(url)`` called turn after turn in one thread.
-- ``sync-T-threads``: the sync store shared by T threads (a direct connection each).
+- ``sync-T-threads-p8``: the sync store shared by T threads, on a pool of 8 connections (a
+  connection per thread would take 64 of the shared server's 100).
 - ``workers-w2``: ``sessiondb.aio.open(url, native=False)`` — the sync store in the async
   store's 2 worker threads (the path before native, and trio's).
 - ``native-p<N>``: ``sessiondb.aio.open(url, pool=N)`` under asyncio — the verbs in greenlets
@@ -149,7 +150,7 @@ def sync_threads(url: str, turns: list[list[str]], reads: int) -> Figures:
     import sessiondb
 
     out, lock = Figures(), threading.Lock()
-    with sessiondb.open(url) as store:
+    with sessiondb.open(url, pool=8) as store:
 
         def task(t: int, phase: str) -> None:
             mine = []
@@ -168,7 +169,7 @@ def sync_threads(url: str, turns: list[list[str]], reads: int) -> Figures:
                 start = time.perf_counter()
                 list(pool.map(task, range(len(turns)), [phase] * len(turns)))
                 run.seconds = time.perf_counter() - start
-                run.connections = len(turns)
+                run.connections = 8
     return out
 
 
@@ -263,7 +264,7 @@ def systems(tasks: int) -> dict[str, Callable[[str, list[list[str]], int], Figur
     return {
         "ceiling": ceiling,
         "sync-1-thread": sync_one_thread,
-        f"sync-{tasks}-threads": sync_threads,
+        f"sync-{tasks}-threads-p8": sync_threads,
         "workers-w2": aio_store(False),
         "workers-w8": aio_store(False, workers=8),
         "native-p2": aio_store(True, 2),

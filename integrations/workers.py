@@ -100,6 +100,22 @@ def langgraph_writer(path: str, thread_id: str, ns: str, steps: int, acks: Any =
             acks.send(i)
 
 
+def langgraph_writer_or_pruner(path: str, role: str, steps: int) -> None:
+    """Thread "t": put ``steps`` checkpoints (``role="write"``), or prune it to its latest
+    checkpoint ``steps`` times meanwhile (``role="prune"``)."""
+    import time
+
+    from sessiondb.integrations.langgraph import SessionDBSaver
+
+    if role == "write":
+        langgraph_writer(path, "t", "", steps)
+        return
+    saver = SessionDBSaver(path)
+    for _ in range(steps):
+        saver.prune(["t"], strategy="keep_latest")
+        time.sleep(0.005)
+
+
 def adk_event(author: str, i: int, delta: dict[str, Any] | None = None) -> Any:
     from google.adk.events.event import Event, EventActions
     from google.genai import types

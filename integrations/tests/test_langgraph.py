@@ -10,7 +10,11 @@ import pytest
 from conftest import kill_mid_stream, run_all
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 
-from integrations.workers import langgraph_checkpoint, langgraph_writer
+from integrations.workers import (
+    langgraph_checkpoint,
+    langgraph_writer,
+    langgraph_writer_or_pruner,
+)
 from sessiondb.integrations.langgraph import SessionDBSaver
 
 
@@ -56,6 +60,20 @@ def test_a_killed_writer_and_a_resent_checkpoint_double_nothing(db: str, seed: i
     assert all(len(c.pending_writes) == 1 for c in got)
     latest = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
     assert latest is not None and latest.checkpoint["channel_values"]["n"] == last + 1
+
+
+def test_a_prune_beside_a_writer_loses_no_checkpoint_it_did_not_judge(db: str) -> None:
+    """A prune rewrites the namespace in one transaction, on the condition that nothing was
+    appended since it read it (else it reads again): a checkpoint put meanwhile is never
+    dropped unjudged, and every checkpoint left has its values and its write."""
+    run_all(langgraph_writer_or_pruner, [(db, "write", 60), (db, "prune", 40)])
+    left = _thread(db, "t")
+    assert left and left[0].checkpoint["channel_values"]["n"] == 59  # the newest survived
+    for c in left:
+        assert c.checkpoint["channel_values"]["n"] == c.metadata["step"]
+        assert [w[2] for w in c.pending_writes] == [c.metadata["step"]]
+    SessionDBSaver(db).prune(["t"])
+    assert [c.metadata["step"] for c in _thread(db, "t")] == [59]
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ newest checkpoint reads the session's tail, ``list`` reads the session once. A c
 its new channel values are one ``append_many`` — all or nothing — and the same transaction
 records the thread's newest checkpoint in the session's meta (``session_meta``), so
 ``get_tuple`` finds it by key. A re-sent write or checkpoint is idempotent by its key;
-``copy_thread`` is ``fork_session`` per namespace (docs/adr/0009-framework-primitives.md).
+``copy_thread`` is ``fork_session`` per namespace; ``prune`` and ``delete_for_runs`` rewrite a
+namespace's session without the checkpoints they remove, in one transaction
+(``append_many(replace=True)``; docs/adr/0009-framework-primitives.md).
 
 Values are serialized by the saver's ``serde`` and kept base64-encoded in meta.
 
@@ -27,7 +29,7 @@ on the sync store for the sync methods and awaits them on the async store for th
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from typing import Any
 
 from langgraph.checkpoint.base import (
@@ -41,10 +43,12 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 
-from ..errors import KeyConflict
+from ..errors import KeyConflict, StaleSession
 from ._common import StoreLike, async_store
 
 SOURCE = "langgraph"
+#: Times a prune or run deletion re-reads a namespace that a writer changed under it.
+_REWRITE_ATTEMPTS = 5
 
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]
 Plan = Generator[Call, Any, Any]
@@ -84,7 +88,7 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
             error = None
             try:
                 result = getattr(self._store, name)(*args, **kwargs)
-            except KeyConflict as e:
+            except (KeyConflict, StaleSession) as e:
                 error = e
 
     async def _arun(self, plan: Plan) -> Any:
@@ -98,7 +102,7 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
             error = None
             try:
                 result = await getattr(self._astore, name)(*args, **kwargs)
-            except KeyConflict as e:
+            except (KeyConflict, StaleSession) as e:
                 error = e
 
     # -- serialization ------------------------------------------------------------------------
@@ -311,6 +315,85 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
         for sid in (yield from self._ids(_thread(thread_id))):
             yield _call("delete_session", sid)
 
+    def _keep(self, sid: str, gone: Callable[[list[Any]], set[str]]) -> Plan:
+        """Remove from session ``sid`` the checkpoints whose ids ``gone(checkpoints)`` names,
+        with their pending writes and the values no checkpoint left references: the messages
+        kept are the session's again, in one transaction (``append_many(replace=True)``, on
+        the condition that no writer appended meanwhile, else read again and retry). A
+        namespace left without checkpoints is deleted."""
+        for _ in range(_REWRITE_ATTEMPTS):
+            rows = yield _call("messages", sid)
+            checkpoints = [m for m in rows if m.role == "checkpoint"]
+            dropped = gone(checkpoints)
+            if not dropped:
+                return
+            kept = [m for m in checkpoints if m.meta["id"] not in dropped]
+            if not kept:
+                yield _call("delete_session", sid)
+                return
+            values = {
+                f"b:{channel}:{version}"
+                for m in kept
+                for channel, version in self._load(m.meta["checkpoint"])["channel_versions"].items()
+            }
+            items = [
+                {
+                    "role": m.role,
+                    "content": m.content,
+                    "meta": m.meta,
+                    "created_at": m.created_at,
+                    **({} if m.key is None else {"key": m.key}),
+                }
+                for m in rows
+                if (m.role == "checkpoint" and m.meta["id"] not in dropped)
+                or (m.role == "write" and m.meta["checkpoint_id"] not in dropped)
+                or (m.role == "blob" and m.key in values)
+            ]
+            latest = max(m.meta["id"] for m in kept)
+            try:
+                yield _call(
+                    "append_many",
+                    sid,
+                    items,
+                    expect_last=rows[-1].seq,
+                    replace=True,
+                    session_meta={"latest": latest},
+                )
+                return
+            except StaleSession:
+                continue  # a checkpoint or write arrived meanwhile: judge again
+        raise StaleSession(sid, rows[-1].seq, -1)
+
+    def _delete_for_runs(self, run_ids: Sequence[str]) -> Plan:
+        wanted = set(run_ids)
+        if not wanted:
+            return
+
+        def of_those_runs(checkpoints: list[Any]) -> set[str]:
+            return {
+                m.meta["id"]
+                for m in checkpoints
+                if self._load(m.meta["metadata"]).get("run_id") in wanted
+            }
+
+        for sid in (yield from self._ids("lg:")):
+            yield from self._keep(sid, of_those_runs)
+
+    def _prune(self, thread_ids: Sequence[str], strategy: str) -> Plan:
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}: keep_latest or delete")
+
+        def all_but_the_latest(checkpoints: list[Any]) -> set[str]:
+            ids = {m.meta["id"] for m in checkpoints}
+            return ids - {max(ids)} if ids else set()
+
+        for thread_id in thread_ids:
+            for sid in (yield from self._ids(_thread(thread_id))):
+                if strategy == "delete":
+                    yield _call("delete_session", sid)
+                else:
+                    yield from self._keep(sid, all_but_the_latest)
+
     def _copy_thread(self, source: str, target: str) -> Plan:
         src, dst = _thread(source), _thread(target)
         for sid in (yield from self._ids(src)):
@@ -351,6 +434,12 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         self._run(self._copy_thread(source_thread_id, target_thread_id))
 
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._run(self._delete_for_runs(run_ids))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._run(self._prune(thread_ids, strategy))
+
     async def aget_tuple(self, config: Any) -> CheckpointTuple | None:
         return await self._arun(self._get_tuple(config))
 
@@ -384,6 +473,12 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await self._arun(self._copy_thread(source_thread_id, target_thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._arun(self._delete_for_runs(run_ids))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._arun(self._prune(thread_ids, strategy))
 
 
 __all__ = ["SOURCE", "SessionDBSaver"]
