@@ -135,6 +135,43 @@ def adk_delta(author: str, i: int) -> dict[str, Any]:
     return {f"last_{author}": i, f"user:last_{author}": i, f"app:last_{author}": i}
 
 
+def adk_role(path: str, role: str, author: str, events: int) -> None:
+    """A writer that starts once the reader reads (``<path>.reading`` exists), or the reader."""
+    import os
+    import time
+
+    if role == "writer":
+        deadline = time.monotonic() + 120  # bounded: the reader may have failed to start
+        while not os.path.exists(path + ".reading") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        adk_writer(path, author, events)
+    else:
+        adk_reader(path, author, events)
+
+
+def adk_reader(path: str, author: str, events: int) -> None:
+    """Read app/u/s until ``author``'s last event is there; each read takes the events first
+    and the state after, so the app: and user: state can never be behind the newest event it
+    saw — unless an event was committed without its state (exit 1 then)."""
+    from sessiondb.integrations.adk import SessionDBSessionService
+
+    async def run() -> None:
+        service = SessionDBSessionService(path)
+        newest = -1
+        while newest < events - 1:
+            session = await service.get_session(app_name="app", user_id="u", session_id="s")
+            open(path + ".reading", "a").close()  # the writer waits for it
+            assert session is not None
+            mine = [int(e.id.rsplit("-", 1)[1]) for e in session.events if e.author == author]
+            newest = max(mine, default=-1)
+            for scope in ("user:", "app:"):
+                seen = session.state.get(f"{scope}last_{author}", -1)
+                if seen < newest:
+                    raise SystemExit(f"{scope} state {seen} behind event {newest}")
+
+    anyio.run(run)
+
+
 def adk_writer(path: str, author: str, events: int, acks: Any = None) -> None:
     """Append ``events`` events to app/u/s through the service, re-reading the session when
     another writer made this one's copy stale (what an ADK app does on that error)."""

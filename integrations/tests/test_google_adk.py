@@ -13,7 +13,7 @@ from conftest import kill_mid_stream, run_all
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.sessions.base_session_service import GetSessionConfig
 
-from integrations.workers import adk_delta, adk_event, adk_writer
+from integrations.workers import adk_delta, adk_event, adk_role, adk_writer
 from sessiondb.integrations.adk import SessionDBSessionService
 
 pytestmark = pytest.mark.anyio
@@ -137,6 +137,14 @@ def test_two_processes_append_events_to_one_session(db: str) -> None:
     for author in ("a", "b"):
         assert [i for i in ids if i.startswith(author)] == [f"{author}-{i}" for i in range(40)]
         _scopes_follow_the_newest_event(db, author)
+
+
+def test_a_reader_never_sees_an_event_without_its_app_and_user_state(db: str) -> None:
+    """Another process reads while one writes: the event and its app:/user: delta are one
+    transaction, so the shared state is never behind the newest event a read saw."""
+    _create(db)
+    run_all(adk_role, [(db, "writer", "w", 60), (db, "reader", "w", 60)])
+    _scopes_follow_the_newest_event(db, "w")
 
 
 @pytest.mark.parametrize("seed", [1, 2])
