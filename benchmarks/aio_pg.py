@@ -1,5 +1,5 @@
-"""The async store on PostgreSQL: natively async against the worker threads and the sync store,
-with the driver's own ceiling, in one run (docs/adr/0014-native-async-postgres.md).
+"""The async store on PostgreSQL: its worker threads against the sync store and the driver's own
+ceiling, in one run (docs/adr/0014-native-async-postgres.md).
 
 T tasks (64) each append M turns (deterministic 200-2000-byte contents, task t to session
 ``s<t mod 16>``: four tasks share each session, as agents of one conversation do), one call per
@@ -12,16 +12,17 @@ schema of the local server, systems interleaved within a round:
 - ``sync-1-thread``: ``sessiondb.open(url)`` called turn after turn in one thread.
 - ``sync-T-threads-p8``: the sync store shared by T threads, on a pool of 8 connections (a
   connection per thread would take 64 of the shared server's 100).
-- ``workers-w2``: ``sessiondb.aio.open(url, native=False)`` — the sync store in the async
-  store's 2 worker threads (the path before native, and trio's).
-- ``native-p<N>``: ``sessiondb.aio.open(url, pool=N)`` under asyncio — the verbs in greenlets
-  of the calling tasks, on N async connections.
+- ``workers-w<N>``: ``sessiondb.aio.open(url, workers=N)`` — the sync store in the async
+  store's N worker threads (a connection each).
+
+The natively async path ADR 0014 weighed (verbs in greenlets awaiting psycopg's AsyncConnection,
+``native-p<N>``) was measured by this benchmark at commit e1d7212 and not kept.
 
 Per system: appends/s and reads/s (median of the rounds), per-call latency p50/p99/max (all calls
 of all rounds), and for the event-loop systems how late a ticker sleeping 1 ms wakes up (p99,
 max): the loop must stay free while the calls wait for the server. Ratios against the sync store
 come from the same run. Then what one awaited call costs, one task alone (sequential short
-reads), native against the workers against the sync call.
+reads), through the workers against the sync call.
 
     python -m benchmarks.aio_pg [--quick] [--tasks 64] [--per-task 50] [--reads 20] [--rounds 5]
 
@@ -173,20 +174,14 @@ def sync_threads(url: str, turns: list[list[str]], reads: int) -> Figures:
     return out
 
 
-def aio_store(
-    native: bool, pool: int = 0, workers: int = 2
-) -> Callable[[str, list[list[str]], int], Figures]:
+def aio_store(workers: int) -> Callable[[str, list[list[str]], int], Figures]:
     def system(url: str, turns: list[list[str]], reads: int) -> Figures:
         import sessiondb.aio
 
         out = Figures()
 
         async def main() -> None:
-            options: dict[str, Any] = {"native": native, "workers": workers}
-            if pool:
-                options["pool"] = pool
-            async with sessiondb.aio.open(url, **options) as store:
-                assert store.native == native
+            async with sessiondb.aio.open(url, workers=workers) as store:
 
                 async def append(sid: str, text: str) -> None:
                     await store.append(sid, "user", text)
@@ -196,7 +191,7 @@ def aio_store(
 
                 await _drive(_mapped(append), turns, out.appends)
                 await _drive(_mapped(read), _reading(turns, reads), out.reads)
-                out.appends.connections = out.reads.connections = pool if native else workers
+                out.appends.connections = out.reads.connections = workers
 
         anyio.run(main, backend="asyncio")
         return out
@@ -206,7 +201,7 @@ def aio_store(
 
 def call_cost(via: Callable[[str], str], calls: int) -> dict[str, float]:
     """Microseconds per ``count(sid)`` (a short read), one caller alone, sequential: the sync
-    call, the worker handoff, the native path (median of 3)."""
+    call and through the workers (median of 3)."""
     import sessiondb
     import sessiondb.aio
 
@@ -222,18 +217,17 @@ def call_cost(via: Callable[[str], str], calls: int) -> dict[str, float]:
                     store.count("s")
                 out.setdefault("sync", []).append((time.perf_counter() - t0) / calls * 1e6)
 
-        async def awaited(native: bool) -> None:
-            async with sessiondb.aio.open(url, native=native) as astore:
+        async def awaited() -> None:
+            async with sessiondb.aio.open(url) as astore:
                 await astore.count("s")
                 for _ in range(3):
                     t0 = time.perf_counter()
                     for _ in range(calls):
                         await astore.count("s")
                     us = (time.perf_counter() - t0) / calls * 1e6
-                    out.setdefault("native" if native else "workers", []).append(us)
+                    out.setdefault("workers", []).append(us)
 
-        anyio.run(awaited, True, backend="asyncio")
-        anyio.run(awaited, False, backend="asyncio")
+        anyio.run(awaited, backend="asyncio")
     finally:
         drop_pg(schema)
     return {name: round(statistics.median(v), 1) for name, v in out.items()}
@@ -265,11 +259,9 @@ def systems(tasks: int) -> dict[str, Callable[[str, list[list[str]], int], Figur
         "ceiling": ceiling,
         "sync-1-thread": sync_one_thread,
         f"sync-{tasks}-threads-p8": sync_threads,
-        "workers-w2": aio_store(False),
-        "workers-w8": aio_store(False, workers=8),
-        "native-p2": aio_store(True, 2),
-        "native-p4": aio_store(True, 4),
-        "native-p8": aio_store(True, 8),
+        "workers-w2": aio_store(2),
+        "workers-w4": aio_store(4),
+        "workers-w8": aio_store(8),
     }
 
 

@@ -142,14 +142,7 @@ def blocking_async_store(backend: str, location: str, **options: Any) -> Iterato
 
 
 async def _open(location: str, options: dict[str, Any]) -> sessiondb.aio.AsyncSessionStore:
-    astore = await sessiondb.aio.open(location, **options)
-    # PostgreSQL under asyncio runs natively (docs/adr/0014-native-async-postgres.md): the
-    # contract suite's postgresql x asyncio runs are that path, never the workers.
-    if location.startswith("postgresql://"):
-        from sessiondb.aio.postgres import under_asyncio
-
-        assert astore.native == under_asyncio(), "postgresql:// under asyncio runs natively"
-    return astore
+    return await sessiondb.aio.open(location, **options)
 
 
 __all__ = ["BlockingStore", "blocking_async_store", "store_verbs"]

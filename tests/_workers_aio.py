@@ -29,8 +29,6 @@ def aio_append_worker(
 
     async def main() -> None:
         async with sessiondb.aio.open(path) as store:
-            if path.startswith("postgresql://"):  # natively async under asyncio, not trio
-                assert store.native == (backend == "asyncio")
             await anyio.to_thread.run_sync(barrier.wait)  # type: ignore[attr-defined]
             async with anyio.create_task_group() as tg:
                 for t in range(tasks):

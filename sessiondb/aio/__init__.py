@@ -24,7 +24,7 @@ from ..core.async_contract import AsyncLease, AsyncStore
 from ..core.contract import Store
 from ..errors import InvalidInput
 from .lease import AsyncStoreLease
-from .store import AsyncSessionStore, Native
+from .store import AsyncSessionStore
 from .workers import Workers
 
 #: Worker threads per store (each opens at most one connection). docs/adr/0008-async-store.md:
@@ -39,7 +39,6 @@ def open(
     *,
     readonly: bool = False,
     workers: int = DEFAULT_WORKERS,
-    native: bool | None = None,
     **options: Any,
 ) -> Opening:
     """Open the store at ``location`` for async code: ``async with sessiondb.aio.open(...) as
@@ -47,17 +46,10 @@ def open(
 
     ``location``, ``readonly`` and ``options`` mean what they mean to :func:`sessiondb.open`;
     ``workers`` is the most threads (and so connections) the store uses at once.
-
-    ``native``: a ``postgresql://`` store under asyncio runs its verbs natively async, on a
-    pool of ``pool=`` async connections (``DEFAULT_POOL`` if not given), unless ``native=False``
-    (docs/adr/0014-native-async-postgres.md); ``native=True`` insists (an error where it cannot:
-    SQLite, trio, greenlet or psycopg_pool missing).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InvalidInput(f"workers must be a positive number of threads, not {workers!r}")
-    if native not in (None, True, False):
-        raise InvalidInput(f"native must be True, False or None, not {native!r}")
-    return Opening(location, readonly, workers, {**options, "native": native})
+    return Opening(location, readonly, workers, options)
 
 
 def wrap(store: Store, *, workers: int = DEFAULT_WORKERS) -> AsyncSessionStore:
@@ -109,9 +101,6 @@ async def _open(
 ) -> AsyncSessionStore:
     from .. import open as open_sync
 
-    options = dict(options)
-    if _goes_native(location, options.pop("native")):
-        return await _open_native(str(location), readonly, workers, options)
     pool = Workers(workers, name="sessiondb-aio")
     # Opening (perhaps creating and migrating the file) runs in a worker and is shielded: a
     # store opened for a task that was cancelled meanwhile is closed again, never leaked.
@@ -124,69 +113,6 @@ async def _open(
         raise
     pool.where = store.location
     opened = AsyncSessionStore(store, pool)
-    try:
-        await anyio.lowlevel.checkpoint_if_cancelled()
-    except BaseException:
-        await opened.close()
-        raise
-    return opened
-
-
-def _goes_native(location: str | os.PathLike[str] | None, native: bool | None) -> bool:
-    """Whether this store runs natively async (see :func:`open`); ``native=True`` where it
-    cannot is an error saying why."""
-    if native is False:
-        return False
-    why = ""
-    if not (isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))):
-        why = "only a postgresql:// store runs natively async"
-    else:
-        try:
-            import greenlet  # noqa: F401
-            import psycopg_pool  # noqa: F401
-        except ImportError as e:
-            why = f"the native path needs greenlet and psycopg_pool ({e})"
-        else:
-            from .postgres import under_asyncio
-
-            if not under_asyncio():
-                why = "psycopg's async connections run on asyncio only (not trio)"
-    if why and native:
-        raise InvalidInput(f"native=True: {why}")
-    return not why
-
-
-async def _open_native(
-    url: str, readonly: bool, workers: int, options: dict[str, Any]
-) -> AsyncSessionStore:
-    from .. import open as open_sync
-    from ..core.store import SessionStore
-    from ..postgres.backend import PostgresBackend, safe_location
-    from .green import spawn
-    from .postgres import NativeCalls, NativeConnections
-
-    calls = NativeCalls(safe_location(url))
-    native_store: list[SessionStore] = []
-
-    def open_native() -> None:
-        backend = PostgresBackend.open(
-            url, readonly=readonly, connections=NativeConnections, **options
-        )
-        native_store.append(SessionStore(backend))
-
-    # Opening (perhaps creating and migrating the schema) is shielded like the worker path's:
-    # a store opened for a task cancelled meanwhile is closed again, never leaked.
-    with anyio.CancelScope(shield=True):
-        await spawn(open_native)
-    store = native_store[0]
-    calls.where = store.location
-    pool = Workers(workers, name="sessiondb-aio")
-    pool.where = store.location
-
-    def open_blocking() -> Store:
-        return open_sync(url, readonly=readonly, **options)
-
-    opened = AsyncSessionStore(store, pool, Native(calls, open_blocking))
     try:
         await anyio.lowlevel.checkpoint_if_cancelled()
     except BaseException:

@@ -11,14 +11,14 @@ import anyio.lowlevel
 
 if TYPE_CHECKING:
     from ..core.lease import Holder, Lease
-    from .workers import Runner
+    from .workers import Workers
 
 
 class AsyncStoreLease:
     """``await lease.acquire()`` / ``refresh()`` / ``release()``, and ``async with lease:``
     (raises :class:`~sessiondb.LeaseHeld` naming the holder; releases on exit)."""
 
-    def __init__(self, lease: Lease, workers: Runner) -> None:
+    def __init__(self, lease: Lease, workers: Workers) -> None:
         self._lease = lease
         self._workers = workers
 

@@ -22,12 +22,11 @@ import anyio.to_thread
 from ..core.contract import MISSING, Progress
 from ..models import HealthReport, Hit, ImportReport, Message, PruneReport, Session, Stats
 from .lease import AsyncStoreLease
-from .workers import Runner, Workers, call_soon
+from .workers import Workers, call_soon
 
 if TYPE_CHECKING:
     from ..core.contract import Store
     from ..core.lease import Holder
-    from .postgres import NativeCalls
 
 
 _P = ParamSpec("_P")
@@ -46,34 +45,13 @@ def _in_caller_loop(progress: Callable[_P, None] | None) -> Callable[_P, None] |
     return relay
 
 
-class Native:
-    """What a natively async store has besides its verbs (sessiondb/aio/postgres.py): the
-    runner of its greenlet verbs, and how to open its blocking twin (the same store on
-    connections of its own, opened when first needed: for the verbs that read or write files,
-    run by the workers, and for ``wrapped``)."""
-
-    def __init__(self, calls: NativeCalls, open_blocking: Callable[[], Store]) -> None:
-        self.calls = calls
-        self.open_blocking = open_blocking
-
-
 class AsyncSessionStore:
     """A sessiondb store for async code (the ``AsyncStore`` contract); get one from
-    ``sessiondb.aio.open``. Works under asyncio and trio.
+    ``sessiondb.aio.open``. Works under asyncio and trio."""
 
-    Each verb runs the sync verb of one ``Store`` (the core, written once): in the store's worker
-    threads, or — PostgreSQL under asyncio — natively, in a greenlet of the calling task whose
-    database calls are awaits (docs/adr/0014-native-async-postgres.md). Then ``native`` holds
-    its runner, and the verbs that read or write files (``import_jsonl``, ``export_jsonl``,
-    ``transcript`` with ``legacy_jsonl``) still go to the workers, on a blocking twin of the
-    store: parsing a long transcript in the event loop would hold every other task."""
-
-    def __init__(self, store: Store, workers: Workers, native: Native | None = None) -> None:
-        self._verbs = store  # what the verbs call (the native store, or the blocking one)
-        self._store: Store | None = None if native is not None else store  # the blocking one
+    def __init__(self, store: Store, workers: Workers) -> None:
+        self._store = store
         self._workers = workers
-        self._native = native
-        self._calls: Runner = workers if native is None else native.calls
         self._close_lock = threading.Lock()
         self._closed = False
 
@@ -81,47 +59,28 @@ class AsyncSessionStore:
 
     @property
     def location(self) -> str:
-        return self._verbs.location
+        return self._store.location
 
     @property
     def path(self) -> Path | None:
-        return self._verbs.path
+        return self._store.path
 
     @property
     def readonly(self) -> bool:
-        return self._verbs.readonly
-
-    @property
-    def native(self) -> bool:
-        """Whether the verbs run natively async (PostgreSQL under asyncio), not in workers."""
-        return self._native is not None
+        return self._store.readonly
 
     @property
     def wrapped(self) -> Store:
         """The sync store the workers run (its calls block; for tools and tests, not async
-        code). A native store opens it on first use."""
-        return self._opened_blocking()
-
-    def _opened_blocking(self) -> Store:
-        with self._close_lock:
-            if self._store is None:
-                assert self._native is not None
-                self._store = self._native.open_blocking()
-            return self._store
-
-    async def _blocking(self) -> Store:
-        if self._store is not None:
-            return self._store
-        return await self._workers.run(self._opened_blocking)
+        code)."""
+        return self._store
 
     async def close(self) -> None:
         """Refuse new calls, wait for the calls in flight to finish, then close the store and
-        every connection it opened (tests/aio/test_lifecycle.py, tests/aio/test_pg_native.py).
-        Shielded: a cancelled close still closes."""
+        every connection its workers opened (tests/aio/test_lifecycle.py). Shielded: a
+        cancelled close still closes."""
         self._workers.stop_accepting()
         with anyio.CancelScope(shield=True):
-            if self._native is not None:  # its pool belongs to this event loop: closed in it
-                await self._native.calls.finish(self._verbs.close)
             await anyio.to_thread.run_sync(self._close_now)
 
     aclose = close  # the name contextlib.aclosing and anyio's AsyncResource expect
@@ -131,8 +90,7 @@ class AsyncSessionStore:
             if self._closed:
                 return
             self._workers.close()
-            if self._store is not None:
-                self._store.close()
+            self._store.close()
             self._closed = True
 
     async def __aenter__(self) -> AsyncSessionStore:
@@ -161,8 +119,8 @@ class AsyncSessionStore:
         meta: Mapping[str, Any] | None = None,
         created_at: float | datetime | None = None,
     ) -> Session:
-        return await self._calls.run(
-            self._verbs.create_session,
+        return await self._workers.run(
+            self._store.create_session,
             session_id,
             source=source,
             title=title,
@@ -179,8 +137,8 @@ class AsyncSessionStore:
         meta: Mapping[str, Any] | None = None,
         created_at: float | datetime | None = None,
     ) -> Session:
-        return await self._calls.run(
-            self._verbs.ensure_session,
+        return await self._workers.run(
+            self._store.ensure_session,
             session_id,
             source=source,
             title=title,
@@ -189,20 +147,20 @@ class AsyncSessionStore:
         )
 
     async def get_session(self, session_id: str) -> Session | None:
-        return await self._calls.run(self._verbs.get_session, session_id)
+        return await self._workers.run(self._store.get_session, session_id)
 
     async def list_sessions(
         self, *, source: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[Session]:
-        return await self._calls.run(
-            self._verbs.list_sessions, source=source, limit=limit, offset=offset
+        return await self._workers.run(
+            self._store.list_sessions, source=source, limit=limit, offset=offset
         )
 
     async def count_sessions(self, *, source: str | None = None) -> int:
-        return await self._calls.run(self._verbs.count_sessions, source=source)
+        return await self._workers.run(self._store.count_sessions, source=source)
 
     async def session_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
-        return await self._calls.run(self._verbs.session_ids, after=after, limit=limit)
+        return await self._workers.run(self._store.session_ids, after=after, limit=limit)
 
     async def update_session(
         self,
@@ -217,8 +175,8 @@ class AsyncSessionStore:
         meta_patch: Mapping[str, Any] | None = None,
     ) -> Session:
         # MISSING travels as it is: the sync verb leaves those fields alone.
-        return await self._calls.run(
-            self._verbs.update_session,
+        return await self._workers.run(
+            self._store.update_session,
             session_id,
             title=title,
             meta=meta,
@@ -230,10 +188,10 @@ class AsyncSessionStore:
         )
 
     async def end_session(self, session_id: str, reason: str = "ended") -> Session:
-        return await self._calls.run(self._verbs.end_session, session_id, reason)
+        return await self._workers.run(self._store.end_session, session_id, reason)
 
     async def delete_session(self, session_id: str) -> bool:
-        return await self._calls.run(self._verbs.delete_session, session_id)
+        return await self._workers.run(self._store.delete_session, session_id)
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -252,8 +210,8 @@ class AsyncSessionStore:
     ) -> Message:
         """Append one message. If the awaiting task is cancelled the append has either been
         stored whole or not at all; append again with the same ``key`` to find out which."""
-        return await self._calls.run(
-            self._verbs.append,
+        return await self._workers.run(
+            self._store.append,
             session_id,
             role,
             content,
@@ -275,8 +233,8 @@ class AsyncSessionStore:
         other_meta: Mapping[str, Mapping[str, Any]] | None = None,
         replace: bool = False,
     ) -> list[Message]:
-        return await self._calls.run(
-            self._verbs.append_many,
+        return await self._workers.run(
+            self._store.append_many,
             session_id,
             items,
             expect_last=expect_last,
@@ -293,12 +251,12 @@ class AsyncSessionStore:
         limit: int | None = None,
         last: int | None = None,
     ) -> list[Message]:
-        return await self._calls.run(
-            self._verbs.messages, session_id, after=after, limit=limit, last=last
+        return await self._workers.run(
+            self._store.messages, session_id, after=after, limit=limit, last=last
         )
 
     async def message(self, session_id: str, key: str) -> Message | None:
-        return await self._calls.run(self._verbs.message, session_id, key)
+        return await self._workers.run(self._store.message, session_id, key)
 
     async def fork_session(
         self,
@@ -309,18 +267,18 @@ class AsyncSessionStore:
         title: str | None = MISSING,
         meta: Mapping[str, Any] | None = MISSING,
     ) -> Session:
-        return await self._calls.run(
-            self._verbs.fork_session, session_id, new_session_id, at=at, title=title, meta=meta
+        return await self._workers.run(
+            self._store.fork_session, session_id, new_session_id, at=at, title=title, meta=meta
         )
 
     async def pop_message(self, session_id: str) -> Message | None:
-        return await self._calls.run(self._verbs.pop_message, session_id)
+        return await self._workers.run(self._store.pop_message, session_id)
 
     async def clear_session(self, session_id: str) -> int:
-        return await self._calls.run(self._verbs.clear_session, session_id)
+        return await self._workers.run(self._store.clear_session, session_id)
 
     async def count(self, session_id: str | None = None) -> int:
-        return await self._calls.run(self._verbs.count, session_id)
+        return await self._workers.run(self._store.count, session_id)
 
     # -- transcripts ----------------------------------------------------------------------------
 
@@ -336,7 +294,7 @@ class AsyncSessionStore:
         """Import a JSONL transcript (idempotent). ``progress`` is called in the caller's event
         loop, never in a worker thread, and every call comes before this one returns."""
         return await self._workers.run(
-            (await self._blocking()).import_jsonl,
+            self._store.import_jsonl,
             path,
             session_id=session_id,
             source=source,
@@ -347,16 +305,13 @@ class AsyncSessionStore:
     async def export_jsonl(
         self, session_id: str | None, dest: str | os.PathLike[str] | IO[bytes]
     ) -> int:
-        return await self._workers.run((await self._blocking()).export_jsonl, session_id, dest)
+        return await self._workers.run(self._store.export_jsonl, session_id, dest)
 
     async def transcript(
         self, session_id: str, *, legacy_jsonl: str | os.PathLike[str] | None = None
     ) -> list[Message]:
-        if legacy_jsonl is None:
-            return await self._calls.run(self._verbs.transcript, session_id)
-        # A file to read beside the store: a worker's job (see _blocking).
         return await self._workers.run(
-            (await self._blocking()).transcript, session_id, legacy_jsonl=legacy_jsonl
+            self._store.transcript, session_id, legacy_jsonl=legacy_jsonl
         )
 
     # -- search ---------------------------------------------------------------------------------
@@ -376,8 +331,8 @@ class AsyncSessionStore:
         mode: str = "plain",
         markers: tuple[str, str] = ("[", "]"),
     ) -> list[Hit]:
-        return await self._calls.run(
-            self._verbs.search,
+        return await self._workers.run(
+            self._store.search,
             query,
             session_id=session_id,
             source=source,
@@ -399,10 +354,10 @@ class AsyncSessionStore:
         """A lease on ``name`` for session ``owner`` kept in this store: ``async with
         store.lease(...)``, or ``await lease.acquire()`` … ``await lease.release()``. Making
         the handle reads nothing (invalid arguments raise here, at once)."""
-        return AsyncStoreLease(self._verbs.lease(name, owner, ttl, pid=pid), self._calls)
+        return AsyncStoreLease(self._store.lease(name, owner, ttl, pid=pid), self._workers)
 
     async def leases(self) -> list[Holder]:
-        return await self._calls.run(self._verbs.leases)
+        return await self._workers.run(self._store.leases)
 
     # -- housekeeping ---------------------------------------------------------------------------
 
@@ -414,8 +369,8 @@ class AsyncSessionStore:
         source: str | None = None,
         session_id: str | None = None,
     ) -> Stats:
-        return await self._calls.run(
-            self._verbs.stats, since=since, until=until, source=source, session_id=session_id
+        return await self._workers.run(
+            self._store.stats, since=since, until=until, source=source, session_id=session_id
         )
 
     async def prune(
@@ -429,25 +384,24 @@ class AsyncSessionStore:
     ) -> PruneReport:
         """Remove sessions idle past a cutoff (``Store.prune``). ``progress`` is called in the
         caller's event loop, as ``import_jsonl``'s is."""
-        return await self._calls.run(
-            self._verbs.prune,
+        return await self._workers.run(
+            self._store.prune,
             older_than=older_than,
             source=source,
             session_id=session_id,
             dry_run=dry_run,
-            # A native verb runs in the caller's task already (tests/aio/test_pg_native.py).
-            progress=progress if self._native is not None else _in_caller_loop(progress),
+            progress=_in_caller_loop(progress),
         )
 
     async def compact(self) -> int:
         """Rewrite the store to give every free byte back (``Store.compact``: writers wait)."""
-        return await self._calls.run(self._verbs.compact)
+        return await self._workers.run(self._store.compact)
 
     async def check(self, *, full: bool = False) -> HealthReport:
-        return await self._calls.run(self._verbs.check, full=full)
+        return await self._workers.run(self._store.check, full=full)
 
     async def info(self) -> dict[str, Any]:
-        return await self._calls.run(self._verbs.info)
+        return await self._workers.run(self._store.info)
 
 
-__all__ = ["AsyncSessionStore", "Native"]
+__all__ = ["AsyncSessionStore"]

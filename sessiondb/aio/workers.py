@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from anyio.lowlevel import EventLoopToken, current_token
@@ -26,16 +26,6 @@ from anyio.lowlevel import EventLoopToken, current_token
 from ..errors import Error
 
 T = TypeVar("T")
-
-
-class Runner(Protocol):
-    """What runs an async store's sync verbs: its :class:`Workers`, or the greenlets of a
-    natively async store (sessiondb/aio/postgres.py)."""
-
-    @property
-    def closing(self) -> bool: ...
-
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
 
 
 class Workers:
@@ -98,4 +88,4 @@ def call_soon(token: EventLoopToken, fn: Callable[..., object], *args: object) -
         token.backend_class.run_sync_soon(fn, args, token.native_token)
 
 
-__all__ = ["Runner", "Workers", "call_soon"]
+__all__ = ["Workers", "call_soon"]

@@ -105,10 +105,7 @@ class PostgresBackend:
         pool: int = 0,
         connect_timeout: float = 10.0,
         schema: str | None = None,
-        connections: type[Connections] = Connections,
     ) -> PostgresBackend:
-        """``connections``: where transactions get their connection — sessiondb.aio's native
-        path passes its async ones (docs/adr/0014-native-async-postgres.md)."""
         if durability not in ("normal", "full"):
             raise InvalidInput(f"durability must be 'normal' or 'full', not {durability!r}")
         if isinstance(write_timeout, bool) or not isinstance(write_timeout, (int, float)):
@@ -123,7 +120,7 @@ class PostgresBackend:
             if schema is not None and schema != in_url:
                 raise InvalidInput(f"two schemas given: {schema!r} and ?schema={in_url}")
             schema = in_url
-        conns = connections(
+        conns = Connections(
             url,
             where,
             readonly=readonly,

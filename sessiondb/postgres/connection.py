@@ -119,7 +119,7 @@ class Connections:
     def connect(self) -> psycopg.Connection[Any]:
         """A new direct connection (also for tools: migrations, health checks)."""
         try:
-            return self._new_connection()
+            return psycopg.Connection.connect(self.conninfo, **self._kwargs())
         except psycopg.Error as e:
             err = translate(e, self.where)
             if isinstance(err, ConnectionLost):  # nothing was in flight: say what it is
@@ -127,10 +127,6 @@ class Connections:
                     f"{self.where}: cannot connect to PostgreSQL ({str(e).strip()})"
                 ) from None
             raise err from None
-
-    def _new_connection(self) -> psycopg.Connection[Any]:
-        # The one place a connection is made (sessiondb/aio/postgres.py makes async ones).
-        return psycopg.Connection.connect(self.conninfo, **self._kwargs())
 
     def _get_pool(self) -> Any:
         with self._lock:

@@ -20,8 +20,6 @@ SPAWN = mp.get_context("spawn")
 @pytest.mark.stress
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_processes_of_many_async_tasks_store_each_append_once(db_path: Path, backend: str) -> None:
-    """On PostgreSQL the asyncio processes run natively async and the trio ones on their
-    workers (docs/adr/0014-native-async-postgres.md): both paths side by side."""
     procs_per_loop, tasks, n = 2, 32, 20
     if backend == "postgresql":
         from tests import pg

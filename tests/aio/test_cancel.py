@@ -1,6 +1,5 @@
 """Cancellation: a cancelled append either committed or did not, whole, and a retry with its key
-tells which (sessiondb/aio/workers.py; natively async PostgreSQL: sessiondb/aio/postgres.py).
-Under asyncio and trio."""
+tells which (sessiondb/aio/workers.py). Under asyncio and trio, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -66,7 +65,7 @@ async def test_an_append_cancelled_before_it_ran_never_runs(tmp_path: Path) -> N
 
 
 def _location(backend: str, tmp_path: Path) -> str | Path:
-    if backend == "postgresql":  # natively async under asyncio (tests/aio/test_pg_native.py)
+    if backend == "postgresql":
         from tests import pg
 
         return pg.new_url()

@@ -79,8 +79,7 @@ def test_a_verb_added_to_the_store_alone_is_caught() -> None:
 
 def test_the_async_store_keeps_the_async_contract() -> None:
     implemented = store_verbs(AsyncSessionStore)
-    # The sync store underneath; close's anyio name; whether it runs natively (PostgreSQL).
-    extras = {"wrapped", "aclose", "native"}
+    extras = {"wrapped", "aclose"}  # the sync store underneath; close's anyio name
     assert set(implemented) - set(store_verbs(AsyncStore)) == extras
     asked = {**store_verbs(AsyncStore)}
     got = {name: implemented[name] for name in asked if name in implemented}
