@@ -156,6 +156,12 @@ class _Importer:
         self.titles: dict[str, str] = {}  # leaf uuid -> summary
         self.last_title: str | None = None
         self.session_titles: dict[str, str] = {}
+        #: session -> the session it was resumed from: a Claude Code transcript resumed with
+        #: ``--resume`` carries the earlier session's records (their own ``sessionId``) before
+        #: its own; the lineage is recorded in the later session's meta (``resumed_from``, the
+        #: claude_agent_sdk adapter's key) instead of two unrelated sessions
+        self.resumed: dict[str, str] = {}
+        self._record_sid: str | None = None  # the sessionId the previous record named
 
     def header_line(self, header: Header) -> None:
         self.flush()
@@ -183,6 +189,7 @@ class _Importer:
 
     def add(self, line: int, rec: Record) -> None:
         sid = self.target(rec)
+        self._lineage(rec, sid)
         if sid != self.pending_sid:
             try:
                 validate.session_id(sid)
@@ -198,6 +205,22 @@ class _Importer:
         self.pending.append((line, rec))
         if len(self.pending) >= BATCH:
             self.flush()
+
+    def _lineage(self, rec: Record, sid: str) -> None:
+        """Note ``sid`` as resumed from the session the records before it named, when the
+        records of one file change their own ``sessionId`` (never with ``session_id=`` given,
+        nor for a subagent's records, kept apart by formats.py)."""
+        if self.session_id is not None or rec.session_id is None:
+            return
+        before, self._record_sid = self._record_sid, rec.session_id
+        if (
+            before is not None
+            and before != sid
+            and ":agent-" not in sid
+            and ":agent-" not in before
+            and sid not in self.resumed
+        ):
+            self.resumed[sid] = before
 
     def _ensure(self, sid: str, created_at: float | None) -> None:
         if sid in self.ensured:
@@ -248,6 +271,10 @@ class _Importer:
             found = self.store.get_session(sid)
             if found is not None and found.title is None:
                 self.store.update_session(sid, title=text)
+        for sid, parent in self.resumed.items():  # nor does a lineage
+            found = self.store.get_session(sid)
+            if found is not None and "resumed_from" not in (found.meta or {}):
+                self.store.update_session(sid, meta_patch={"resumed_from": parent})
 
     def flush(self) -> None:
         if not self.pending or self.pending_sid is None:

@@ -162,6 +162,34 @@ def test_claude_code_import(store: Any, tmp_path: Path) -> None:
     assert store.import_jsonl(copy).duplicates == 2
 
 
+def test_a_resumed_claude_code_transcript_keeps_its_lineage(store: Any, tmp_path: Path) -> None:
+    """``claude --resume`` writes a new file that starts with the earlier session's records
+    (their own sessionId) and goes on under a new one: two sessions, the later one naming the
+    earlier (``resumed_from``), not two unrelated ones."""
+
+    def rec(sid: str, uuid: str, parent: str | None, text: str, second: int) -> dict[str, Any]:
+        return {"sessionId": sid, "type": "user", "uuid": uuid, "parentUuid": parent,
+                "timestamp": f"2025-01-01T00:00:0{second}Z",
+                "message": {"role": "user", "content": text}}  # fmt: skip
+
+    first = [rec("cc-a", "u1", None, "hi", 0), rec("cc-a", "u2", "u1", "more", 1)]
+    resumed = write_jsonl(
+        tmp_path / "cc-b.jsonl",
+        [*first, rec("cc-b", "u3", "u2", "back again", 2), rec("cc-b", "u4", "u3", "and on", 3)],
+    )
+    store.import_jsonl(write_jsonl(tmp_path / "cc-a.jsonl", first))  # the earlier file
+    r = store.import_jsonl(resumed)
+    assert (r.imported, r.duplicates) == (2, 2)
+    assert [m.key for m in store.messages("cc-b")] == ["claude:u3", "claude:u4"]
+    assert store.get_session("cc-b").meta == {"resumed_from": "cc-a"}
+    assert store.get_session("cc-a").meta is None
+    store.update_session("cc-b", meta_patch={"resumed_from": "kept"})
+    store.import_jsonl(resumed)  # again: nothing new, and a lineage is never replaced
+    assert store.get_session("cc-b").meta == {"resumed_from": "kept"}
+    assert store.import_jsonl(resumed, session_id="one").imported == 4  # one session asked
+    assert store.get_session("one").meta is None
+
+
 def _populate(store: Any) -> None:
     store.create_session("a", source="cli", title="Ä title", meta={"z": 1, "a": [1.5, None]})
     store.append("a", "user", 'hello \u2603 "quoted"\nnext', meta={"n": 1})
