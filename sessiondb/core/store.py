@@ -255,9 +255,8 @@ class SessionStore:
         message, or no session yet), else ``StaleSession`` and nothing is written.
         ``session_meta`` patches the session's meta in the same transaction (top-level keys; None
         removes one; core/state.py) — unless the message was already stored (a retry).
-        ``other_meta`` (``{session_id: patch}``) patches other sessions' meta in the same
-        transaction, on the same terms, making those missing (state shared by sessions: an ADK
-        app's and user's, docs/adr/0009-framework-primitives.md).
+        ``other_meta`` (``{session_id: patch}``): other sessions' meta patched (made if missing)
+        in the same transaction, on the same terms (state shared by sessions: an ADK app's).
         """
         sid = v.session_id(session_id)
         item = ap.Item.of(role, content, key, meta, created_at)
@@ -284,10 +283,8 @@ class SessionStore:
         ``session_meta`` and ``other_meta``: as ``append`` (the patches are applied when any
         item is fresh).
 
-        ``replace=True``: the session's messages are these from now on — it is cleared
-        (``clear_session``) and they are appended in the same transaction, so a reader sees the
-        old messages or the new ones, never neither (removing messages from the middle of a
-        session: a LangGraph prune; docs/adr/0009-framework-primitives.md). Seqs start at 1.
+        ``replace=True``: the session is cleared and these appended in one transaction (seqs
+        from 1): messages removed from its middle (docs/adr/0009-framework-primitives.md).
         """
         sid = v.session_id(session_id)
         prepared = ap.items_of(items)
