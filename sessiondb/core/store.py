@@ -291,8 +291,7 @@ class SessionStore:
         last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
         patch = state.check(session_meta)
         others = state.check_others(other_meta, sid)
-        if not isinstance(replace, bool):
-            raise InvalidInput(f"replace must be True or False, not {replace!r}")
+        replace = v.flag(replace, "replace")
         if not prepared and not replace:
             return []
         stored = writes.append(self._backend, sid, prepared, last, patch, others, replace)

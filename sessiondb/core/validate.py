@@ -198,6 +198,12 @@ def non_negative_int(value: object, field: str) -> int:
     return value
 
 
+def flag(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{field} must be True or False, not {value!r}")
+    return value
+
+
 def optional_limit(value: object, field: str = "limit") -> int | None:
     if value is None:
         return None
