@@ -162,3 +162,16 @@ def prune_and_log(path: str, log: str) -> None:
     with open(log, "a") as f:
         f.write("done\n")
     store.close()
+
+
+def shared_state_worker(location: str, worker: int, n: int, barrier: object) -> None:
+    """Append to its own session and to one every worker shares, each append patching two
+    shared sessions' meta (``other_meta``, a key per worker) in its transaction
+    (tests/contract/test_framework_primitives.py)."""
+    store = sessiondb.open(location)
+    barrier.wait()  # type: ignore[attr-defined]
+    for i in range(n):
+        patch = {f"w{worker}": i}
+        sid = "shared" if i % 2 else f"own-{worker}"
+        store.append(sid, "user", f"{worker}:{i}", other_meta={"app/": patch, "user/": patch})
+    store.close()

@@ -77,6 +77,32 @@ def test_other_sessions_meta_patched_in_the_same_transaction(store: sessiondb.St
     assert store.count("s") == 2
 
 
+def test_shared_state_patched_by_writers_in_many_processes(location: str) -> None:
+    """Four processes append, each append patching two shared sessions (its own key in each)
+    in its transaction: nothing lost, no deadlock (rows taken in session id order), every
+    writer's last value in both."""
+    import multiprocessing
+
+    from tests import _workers_store as w
+
+    spawn = multiprocessing.get_context("spawn")
+    sessiondb.open(location).close()
+    barrier = spawn.Barrier(4)
+    procs = [
+        spawn.Process(target=w.shared_state_worker, args=(location, i, 60, barrier))
+        for i in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+        assert p.exitcode == 0
+    with sessiondb.open(location) as store:
+        assert store.count() == 240 and store.count("shared") == 120
+        for shared in ("app/", "user/"):
+            assert store.get_session(shared).meta == {f"w{i}": 59 for i in range(4)}  # type: ignore[union-attr]
+
+
 def test_append_many_can_replace_the_sessions_messages_in_one_transaction(
     store: sessiondb.Store,
 ) -> None:
