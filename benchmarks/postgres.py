@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import secrets
 import sys
 import tempfile
 import time
@@ -29,29 +27,10 @@ from typing import Any
 
 import sessiondb
 from benchmarks.common import latency_summary, machine_facts, write_json
-from benchmarks.corpus import Corpus
+from benchmarks.pg_common import admin, drop_pg, new_pg_store
+from benchmarks.pg_search import search
 
-BASE = os.environ.get("SESSIONDB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 TEXT = "retry the deploy with exponential backoff after the gateway timed out " * 4
-
-
-def _admin() -> Any:
-    import psycopg
-
-    return psycopg.connect(BASE, autocommit=True)
-
-
-def new_pg_store() -> tuple[str, str]:
-    name = "bench_" + secrets.token_hex(6)
-    with _admin() as conn:
-        conn.execute(f"CREATE SCHEMA {name}")  # a name made here, never input
-    return f"{BASE}{'&' if '?' in BASE else '?'}schema={name}", name
-
-
-def drop_pg(name: str) -> None:
-    assert name.startswith("bench_") and name[6:].isalnum()
-    with _admin() as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 def _writer(
@@ -148,70 +127,35 @@ def appends(procs_list: list[int], n: int) -> dict[str, Any]:
     return out
 
 
-def _load(store: sessiondb.Store, corpus: Corpus) -> float:
-    t0 = time.perf_counter()
-    for sid, source, msgs in corpus.sessions():
-        store.ensure_session(sid, source=source)
-        store.append_many(sid, [{"role": r, "content": c} for r, c in msgs])
-    return time.perf_counter() - t0
-
-
-def _queries(store: sessiondb.Store, corpus: Corpus, n: int) -> dict[str, Any]:
-    qs = corpus.queries(n)
-    lat, found = [], 0
-    for q in qs:
-        t0 = time.perf_counter()
-        hits = store.search(q.text, limit=20)
-        lat.append(time.perf_counter() - t0)
-        found += any(h.message.session_id == q.session_id and h.message.seq == q.seq for h in hits)
-    return {**latency_summary(lat), "recall_at_20": round(found / len(qs), 4)}
-
-
-def search(messages: int, n_queries: int) -> dict[str, Any]:
-    corpus = Corpus(messages)
-    out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-pg-search-") as tmp:
-        sq = sessiondb.open(Path(tmp) / "s.db")
-        out["sqlite_load_s"] = round(_load(sq, corpus), 1)
-        url, name = new_pg_store()
-        try:
-            pgs = sessiondb.open(url)
-            out["postgresql_load_s"] = round(_load(pgs, corpus), 1)
-            with pgs.backend.connections.write() as conn:  # type: ignore[attr-defined]
-                conn.execute("ANALYZE")
-            _queries(sq, corpus, 30), _queries(pgs, corpus, 30)  # warm caches alike
-            out["sqlite"] = _queries(sq, corpus, n_queries)
-            out["postgresql"] = _queries(pgs, corpus, n_queries)
-            out["p50_ratio_pg_vs_sqlite"] = round(
-                out["postgresql"]["p50_ms"] / out["sqlite"]["p50_ms"], 2
-            )
-            pgs.close()
-        finally:
-            drop_pg(name)
-        sq.close()
-    print("search", out, flush=True)
-    return out
-
-
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.postgres", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="10 000 messages, 200 appends")
-    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--sizes", default="100000,1000000", help="corpus sizes for search")
+    ap.add_argument("--search-rounds", type=int, default=3)
+    ap.add_argument("--data-dir", type=Path, default=Path("/work/data/sessiondb-bench"))
+    ap.add_argument("--keep-data", action="store_true", help="keep the search stores")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--appends", type=int, default=500)
     ap.add_argument("--procs", default="1,16")
     ap.add_argument("--only", choices=("appends", "search"))
     args = ap.parse_args(argv)
     if args.quick:
-        args.messages, args.appends, args.queries = 10_000, 200, 100
-    result: dict[str, Any] = {"machine": machine_facts(), "args": vars(args)}
-    with _admin() as conn:
+        args.sizes, args.appends, args.queries, args.search_rounds = "10000", 200, 100, 1
+    result: dict[str, Any] = {
+        "machine": machine_facts(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    with admin() as conn:
         result["postgresql_version"] = conn.execute("SHOW server_version").fetchone()[0]
     if args.only != "search":
         result["appends"] = appends([int(k) for k in args.procs.split(",")], args.appends)
     if args.only != "appends":
-        result["search"] = search(args.messages, args.queries)
-    print(write_json("postgres_quick" if args.quick else "postgres", result))
+        sizes = [int(n) for n in args.sizes.split(",")]
+        result["search"] = search(
+            sizes, args.queries, args.search_rounds, args.data_dir, args.keep_data
+        )
+    name = "postgres" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
+    print(write_json(name, result))
     return 0
 
 
