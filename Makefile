@@ -7,7 +7,7 @@ DEV    := $(VENV)/.dev-installed
 BENCHV := .venv-bench
 BENCH  := $(BENCHV)/.bench-installed
 
-.PHONY: demo test test-quick lint bench clean faketime chromium postgres integrations
+.PHONY: demo test test-quick lint bench bench-postgres clean faketime chromium postgres integrations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +75,17 @@ $(BENCH): pyproject.toml benchmarks/requirements.txt | $(BENCHV)/bin/python
 bench: $(BENCH)
 	$(BENCHV)/bin/python -m benchmarks.run_all
 
+# benchmarks/postgres.py needs the PostgreSQL server (make postgres) and its anchors (LangGraph,
+# OpenAI Agents, ADK on the same server) in their own pinned environment; not part of `make bench`.
+.venv-bench-pg/.installed: pyproject.toml benchmarks/requirements-postgres.txt
+	$(PYTHON) -m venv .venv-bench-pg
+	.venv-bench-pg/bin/python -m pip install -q --upgrade pip
+	.venv-bench-pg/bin/python -m pip install -q -e '.[postgres]' -r benchmarks/requirements-postgres.txt
+	touch $@
+
+bench-postgres: .venv-bench-pg/.installed
+	.venv-bench-pg/bin/python -m benchmarks.postgres $(ARGS)
+
 # The frameworks' own test suites against sessiondb's adapters, then ours (integrations/tests/:
 # several processes, killed writers, the SDKs' retries), each framework in its own environment
 # from its pinned integrations/requirements-<name>.txt; the package never requires them.
@@ -94,4 +105,4 @@ integrations: $(foreach f,$(FRAMEWORKS),.venv-int-$(f)/.installed)
 	done
 
 clean:
-	rm -rf $(VENV) $(BENCHV) .venv-int-* .integrations-cache .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(BENCHV) .venv-bench-pg .venv-int-* .integrations-cache .pytest_cache .mypy_cache .ruff_cache build *.egg-info

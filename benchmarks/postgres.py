@@ -1,47 +1,62 @@
-"""The PostgreSQL backend beside the SQLite one, in one run (docs/postgres.md).
+"""The PostgreSQL backend beside the SQLite one and beside other frameworks' PostgreSQL stores,
+in one run (docs/postgres.md, docs/benchmarks.md).
 
-* **appends**: K writer processes (K = 1 and 16 by default) each appending ``--appends`` single
-  messages, into their own sessions and into one shared session; per-append latency p50/p99/max
-  and total throughput, for SQLite (WAL, durability normal), PostgreSQL (durability normal =
-  ``synchronous_commit=off``, and full), and PostgreSQL without its search indexes — what GIN
-  maintenance costs an append (docs/postgres.md, evidence 8).
-* **search**: the generated corpus of benchmarks/corpus.py (``--messages``, default 100 000)
-  loaded into both backends, the same queries run on each: p50/p99/max latency and recall
-  (the message the query was made from among the top 20).
+* **appends**: K writer processes (K = 1, 16, 64) each appending ``--appends`` single messages,
+  into their own sessions and into one shared session; per-append latency p50/p99/max and total
+  throughput, for SQLite (WAL, durability normal), sessiondb on PostgreSQL (durability normal =
+  ``synchronous_commit=off``, and full), optionally PostgreSQL without its search indexes
+  (``--without-indexes``: what GIN maintenance costs, docs/postgres.md evidence 8), and the
+  anchors of benchmarks/pg_anchors.py on the same server: LangGraph ``PostgresSaver``, OpenAI
+  Agents ``SQLAlchemySession``, ADK ``DatabaseSessionService``. Every system gets a fresh store
+  (schema ``bench_<hex>``, dropped after) for every case; ``--rounds`` rounds, each rotating the
+  order the systems run in; the summary gives the median and the min–max over rounds, and the
+  throughput ratios taken within each round. Each PostgreSQL case first waits (bounded) for
+  K + 10 free server connections: the server is shared.
+* **search**: benchmarks/pg_search.py — the corpus of benchmarks/corpus.py at each ``--sizes``
+  (100 000 and 1 000 000 messages) loaded into both backends, the same queries on each:
+  p50/p99/max latency and recall@20, the load timed.
 
-    python -m benchmarks.postgres [--quick] [--messages 100000] [--appends 500] [--procs 1,16]
+    python -m benchmarks.postgres [--quick] [--only appends|search] [--procs 1,16,64]
+        [--appends 200] [--rounds 3] [--sizes 100000,1000000] [--data-dir /work/data/...]
 
-PostgreSQL: ``$SESSIONDB_BENCH_PG`` (default postgresql://postgres@127.0.0.1:5432/test); a
-schema ``bench_<hex>`` is made for each store and dropped afterwards.
+Run it from .venv-bench-pg (``make bench-postgres``: the anchors' pinned packages,
+benchmarks/requirements-postgres.txt); an anchor that cannot be imported is skipped and the
+reason recorded. PostgreSQL: ``$SESSIONDB_BENCH_PG`` (benchmarks/pg_common.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import multiprocessing as mp
+import statistics
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import sessiondb
+from benchmarks import pg_anchors
 from benchmarks.common import latency_summary, machine_facts, write_json
-from benchmarks.pg_common import admin, drop_pg, new_pg_store
+from benchmarks.pg_common import admin, drop_pg, new_schema, store_url, wait_for_connections
 from benchmarks.pg_search import search
 
 TEXT = "retry the deploy with exponential backoff after the gateway timed out " * 4
+SQLITE, PG, PG_FULL, PG_BARE = (
+    "sqlite",
+    "postgresql",
+    "postgresql durability=full",
+    "postgresql without search indexes",
+)
+_PG_OPTIONS: dict[str, dict[str, Any]] = {PG: {}, PG_FULL: {"durability": "full"}, PG_BARE: {}}
 
 
-def _writer(
-    location: str,
-    options: dict[str, Any],
-    worker: int,
-    n: int,
-    shared: bool,
-    barrier: Any,
-    out: Any,
-) -> None:
+def _sessiondb_write(
+    location: str, options: dict[str, Any], worker: int, n: int, shared: bool, barrier: Any
+) -> tuple[list[float], dict[str, int]]:
     store = sessiondb.open(location, **options)
     session = "shared" if shared else f"own-{worker}"
     store.append(session, "user", "warm-up")
@@ -52,30 +67,98 @@ def _writer(
         store.append(session, "user", f"{worker}/{i} {TEXT}")
         lat.append(time.perf_counter() - t0)
     store.close()
-    out.put(lat)
+    return lat, {}
 
 
-def run_appends(
-    location: str, options: dict[str, Any], procs: int, n: int, shared: bool
-) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    sessiondb.open(location, **options).close()
-    barrier, out = ctx.Barrier(procs + 1), ctx.Queue()
-    ps = [
-        ctx.Process(target=_writer, args=(location, options, w, n, shared, barrier, out))
-        for w in range(procs)
-    ]
-    for p in ps:
-        p.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    lat: list[float] = []
-    for _ in ps:
-        lat += out.get(timeout=600)
-    elapsed = time.perf_counter() - t0
-    for p in ps:
-        p.join()
-    return {**latency_summary(lat), "appends_per_s": round(len(lat) / elapsed, 1)}
+def _writer(
+    system: str, target: str, worker: int, n: int, shared: bool, barrier: Any, out: Any
+) -> None:
+    try:
+        if system in pg_anchors.ANCHORS:
+            res = pg_anchors.write(system, target, worker, n, shared, barrier)
+        else:
+            res = _sessiondb_write(target, _PG_OPTIONS.get(system, {}), worker, n, shared, barrier)
+        out.put(res)
+    except BaseException as e:  # reported by the parent, never a hang
+        barrier.abort()
+        out.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def _prepare(system: str, tmp: Path, tag: str) -> tuple[str, str | None]:
+    """A fresh store for *system*: (target, PostgreSQL schema to drop or None)."""
+    if system == SQLITE:
+        location = str(tmp / f"{tag}.db")
+        sessiondb.open(location).close()
+        return location, None
+    schema = new_schema()
+    if system in pg_anchors.ANCHORS:
+        pg_anchors.prepare(system, schema)
+        return schema, schema
+    url = store_url(schema)
+    sessiondb.open(url).close()
+    if system == PG_BARE:
+        _drop_search_indexes(url)
+    return url, schema
+
+
+def _stored(system: str, schema: str) -> dict[str, int]:
+    if system in pg_anchors.ANCHORS:
+        return pg_anchors.stored(system, schema)
+    with admin() as conn:
+        row = conn.execute(f"SELECT count(*) FROM {schema}.messages").fetchone()  # our name
+    return {"rows": int(row[0]) if row else 0}
+
+
+def run_case(system: str, tmp: Path, tag: str, procs: int, n: int, shared: bool) -> dict[str, Any]:
+    ctx = mp.get_context("fork")  # the parent imported the anchors once (pg_anchors.prepare)
+    if system != SQLITE:
+        free = wait_for_connections(procs + 10)
+        if free < procs + 10:
+            return {
+                "skipped": f"the shared server had {free} free connections, {procs + 10} needed"
+            }
+    target, schema = _prepare(system, tmp, tag)
+    try:
+        barrier, out = ctx.Barrier(procs + 1, timeout=600), ctx.Queue()
+        ps = [
+            ctx.Process(target=_writer, args=(system, target, w, n, shared, barrier, out))
+            for w in range(procs)
+        ]
+        for p in ps:
+            p.start()
+        with contextlib.suppress(Exception):  # a writer failed: its error is in the queue
+            barrier.wait()
+        t0 = time.perf_counter()
+        lat: list[float] = []
+        extra: dict[str, int] = {}
+        errors: list[str] = []
+        for _ in ps:
+            got = out.get(timeout=1800)
+            if got[0] == "error":
+                errors.append(got[1])
+                continue
+            lat += got[0]
+            for k, v in got[1].items():
+                extra[k] = extra.get(k, 0) + v
+        elapsed = time.perf_counter() - t0
+        for p in ps:
+            p.join(timeout=60)
+        if errors:
+            return {"error": errors[0], "errors": len(errors)}
+        res: dict[str, Any] = {
+            **latency_summary(lat),
+            "appends_per_s": round(len(lat) / elapsed, 1),
+            **extra,
+        }
+        if schema is not None:
+            res["stored"] = _stored(system, schema)
+        return res
+    finally:
+        if schema is not None:
+            drop_pg(schema)
+        elif Path(target).exists():
+            for f in Path(target).parent.glob(Path(target).name + "*"):
+                f.unlink()
 
 
 def _drop_search_indexes(location: str) -> None:
@@ -86,69 +169,164 @@ def _drop_search_indexes(location: str) -> None:
     store.close()
 
 
-def appends(procs_list: list[int], n: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    made: list[str] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
+def _anchors_available() -> tuple[list[str], dict[str, str]]:
+    ok, missing = [], {}
+    for anchor, module in zip(
+        pg_anchors.ANCHORS,
+        (
+            "langgraph.checkpoint.postgres",
+            "agents.extensions.memory.sqlalchemy_session",
+            "google.adk.sessions.database_session_service",
+        ),
+        strict=True,
+    ):
+        try:
+            importlib.import_module(module)
+            ok.append(anchor)
+        except ImportError as e:
+            missing[anchor] = f"cannot import {module}: {e} (benchmarks/requirements-postgres.txt)"
+    return ok, missing
+
+
+def appends(
+    procs_list: list[int], n: int, rounds: int, systems: list[str], data_dir: Path
+) -> dict[str, Any]:
+    """Every case in every round; each round rotates the order the systems run in."""
+    out: dict[str, Any] = {"rounds": []}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-pg-", dir=data_dir) as tmp:
+        for r in range(rounds):
+            shift = r % len(systems)
+            order = systems[shift:] + systems[:shift]
+            this: dict[str, Any] = {}
             for procs in procs_list:
                 for shared in (False, True):
                     case = f"K={procs} {'shared session' if shared else 'own sessions'}"
                     row: dict[str, Any] = {}
-                    row["sqlite"] = run_appends(
-                        str(Path(tmp) / f"{procs}-{shared}.db"), {}, procs, n, shared
-                    )
-                    for label, opts, bare in (
-                        ("postgresql", {}, False),
-                        ("postgresql durability=full", {"durability": "full"}, False),
-                        ("postgresql without search indexes", {}, True),
-                    ):
-                        url, name = new_pg_store()
-                        made.append(name)
-                        if bare:
-                            sessiondb.open(url).close()
-                            _drop_search_indexes(url)
-                        row[label] = run_appends(url, opts, procs, n, shared)
-                    base = row["sqlite"]["appends_per_s"]
-                    for v in row.values():
-                        v["throughput_vs_sqlite"] = round(v["appends_per_s"] / base, 2)
-                    out[case] = row
+                    for i, system in enumerate(order):
+                        row[system] = run_case(system, Path(tmp), f"{r}-{i}", procs, n, shared)
+                    this[case] = {s: row[s] for s in systems}
                     print(
+                        f"round {r + 1}",
                         case,
                         {
-                            k: (v["p50_ms"], v["p99_ms"], v["max_ms"], v["appends_per_s"])
-                            for k, v in row.items()
+                            k: (v.get("p50_ms"), v.get("p99_ms"), v.get("appends_per_s"))
+                            if "n" in v
+                            else v
+                            for k, v in this[case].items()
                         },
                         flush=True,
                     )
-    finally:
-        for name in made:
-            drop_pg(name)
+            out["rounds"].append(this)
+    out["summary"] = summarise(out["rounds"], systems)
     return out
+
+
+def summarise(rounds: list[dict[str, Any]], systems: list[str]) -> dict[str, Any]:
+    """Per case and system: the median over rounds and the spread (min–max) of throughput,
+    p50, p99, and of the throughput ratios to SQLite and to sessiondb on PostgreSQL taken
+    within each round."""
+    summary: dict[str, Any] = {}
+    for case in rounds[0]:
+        summary[case] = {}
+        for system in systems:
+            runs = [rd[case][system] for rd in rounds if "n" in rd[case][system]]
+            if not runs:
+                summary[case][system] = {"no_result": [rd[case][system] for rd in rounds]}
+                continue
+            row: dict[str, Any] = {"rounds": len(runs)}
+            for key in ("appends_per_s", "p50_ms", "p99_ms", "max_ms"):
+                vals = sorted(v[key] for v in runs)
+                row[key] = {"median": statistics.median(vals), "min": vals[0], "max": vals[-1]}
+            for base in (SQLITE, PG):
+                ratios = sorted(
+                    rd[case][system]["appends_per_s"] / rd[case][base]["appends_per_s"]
+                    for rd in rounds
+                    if "n" in rd[case][system] and "n" in rd[case].get(base, {})
+                )
+                if ratios:
+                    row[f"throughput_vs_{base}"] = {
+                        "median": round(statistics.median(ratios), 3),
+                        "min": round(ratios[0], 3),
+                        "max": round(ratios[-1], 3),
+                    }
+            summary[case][system] = row
+    return summary
+
+
+SERVER_SETTINGS = (
+    "server_version",
+    "synchronous_commit",
+    "fsync",
+    "shared_buffers",
+    "max_connections",
+    "work_mem",
+)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.postgres", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="10 000 messages, 200 appends")
+    ap.add_argument(
+        "--quick", action="store_true", help="10 000 messages; K=1,16, 50 appends; one round"
+    )
     ap.add_argument("--sizes", default="100000,1000000", help="corpus sizes for search")
     ap.add_argument("--search-rounds", type=int, default=3)
     ap.add_argument("--data-dir", type=Path, default=Path("/work/data/sessiondb-bench"))
     ap.add_argument("--keep-data", action="store_true", help="keep the search stores")
     ap.add_argument("--queries", type=int, default=300)
-    ap.add_argument("--appends", type=int, default=500)
-    ap.add_argument("--procs", default="1,16")
+    ap.add_argument("--appends", type=int, default=200, help="per writer process")
+    ap.add_argument("--procs", default="1,16,64")
+    ap.add_argument("--rounds", type=int, default=3, help="append rounds (order rotated)")
+    ap.add_argument(
+        "--without-indexes", action="store_true", help="also PostgreSQL without GIN indexes"
+    )
+    ap.add_argument("--no-anchors", action="store_true", help="sessiondb and SQLite only")
     ap.add_argument("--only", choices=("appends", "search"))
     args = ap.parse_args(argv)
     if args.quick:
-        args.sizes, args.appends, args.queries, args.search_rounds = "10000", 200, 100, 1
+        args.sizes, args.queries, args.search_rounds = "10000", 100, 1
+        args.appends, args.procs, args.rounds = 50, "1,16", 1
     result: dict[str, Any] = {
         "machine": machine_facts(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
     with admin() as conn:
-        result["postgresql_version"] = conn.execute("SHOW server_version").fetchone()[0]
+        result["postgresql"] = {
+            k: conn.execute(f"SHOW {k}").fetchone()[0]  # names from this list
+            for k in SERVER_SETTINGS
+        }
     if args.only != "search":
-        result["appends"] = appends([int(k) for k in args.procs.split(",")], args.appends)
+        systems = [SQLITE, PG, PG_FULL] + ([PG_BARE] if args.without_indexes else [])
+        if not args.no_anchors:
+            ok, missing = _anchors_available()
+            systems += ok
+            result["anchors_skipped"] = missing
+            result["anchor_packages"] = {
+                d: _version(d)
+                for d in (
+                    "langgraph-checkpoint-postgres",
+                    "langgraph-checkpoint",
+                    "openai-agents",
+                    "SQLAlchemy",
+                    "asyncpg",
+                    "google-adk",
+                    "psycopg",
+                )
+            }
+        result["appends"] = appends(
+            [int(k) for k in args.procs.split(",")],
+            args.appends,
+            args.rounds,
+            systems,
+            args.data_dir,
+        )
     if args.only != "appends":
         sizes = [int(n) for n in args.sizes.split(",")]
         result["search"] = search(
