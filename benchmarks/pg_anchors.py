@@ -122,19 +122,19 @@ def stored(anchor: str, schema: str) -> dict[str, int]:
 
 
 def write(
-    anchor: str, schema: str, worker: int, n: int, shared: bool, barrier: Any
+    anchor: str, schema: str, worker: int, n: int, shared: bool, start: Any
 ) -> tuple[list[float], dict[str, int]]:
     if anchor == "langgraph PostgresSaver":
-        return _langgraph(schema, worker, n, shared, barrier)
+        return _langgraph(schema, worker, n, shared, start)
     if anchor == "openai-agents SQLAlchemySession":
-        return asyncio.run(_agents(schema, worker, n, shared, barrier))
+        return asyncio.run(_agents(schema, worker, n, shared, start))
     if anchor == "adk DatabaseSessionService":
-        return asyncio.run(_adk(schema, worker, n, shared, barrier))
+        return asyncio.run(_adk(schema, worker, n, shared, start))
     raise ValueError(anchor)
 
 
 def _langgraph(
-    schema: str, worker: int, n: int, shared: bool, barrier: Any
+    schema: str, worker: int, n: int, shared: bool, start: Any
 ) -> tuple[list[float], dict[str, int]]:
     from langgraph.checkpoint.base import empty_checkpoint
     from langgraph.checkpoint.base.id import uuid6
@@ -168,9 +168,11 @@ def _langgraph(
             )
 
         append("warm-up")
-        barrier.wait()
+        t_end = start.wait()
         lat = []
         for i in range(n):
+            if time.perf_counter() > t_end:  # the case's time budget (Start)
+                break
             t0 = time.perf_counter()
             append(f"{worker}/{i} {TEXT}")
             lat.append(time.perf_counter() - t0)
@@ -178,16 +180,18 @@ def _langgraph(
 
 
 async def _agents(
-    schema: str, worker: int, n: int, shared: bool, barrier: Any
+    schema: str, worker: int, n: int, shared: bool, start: Any
 ) -> tuple[list[float], dict[str, int]]:
     from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
 
     engine = _async_engine(schema)
     session = SQLAlchemySession("shared" if shared else f"own-{worker}", engine=engine)
     await session.add_items([{"role": "user", "content": "warm-up"}])
-    barrier.wait()
+    t_end = start.wait()
     lat = []
     for i in range(n):
+        if time.perf_counter() > t_end:  # the case's time budget (Start)
+            break
         t0 = time.perf_counter()
         await session.add_items([{"role": "user", "content": f"{worker}/{i} {TEXT}"}])
         lat.append(time.perf_counter() - t0)
@@ -196,7 +200,7 @@ async def _agents(
 
 
 async def _adk(
-    schema: str, worker: int, n: int, shared: bool, barrier: Any
+    schema: str, worker: int, n: int, shared: bool, start: Any
 ) -> tuple[list[float], dict[str, int]]:
     from google.adk.events import Event
     from google.adk.sessions import DatabaseSessionService
@@ -239,10 +243,12 @@ async def _adk(
                 session = got
 
     await append("warm-up")
-    barrier.wait()
+    t_end = start.wait()
     retries = 0
     lat = []
     for i in range(n):
+        if time.perf_counter() > t_end:  # the case's time budget (Start)
+            break
         t0 = time.perf_counter()
         await append(f"{worker}/{i} {TEXT}")
         lat.append(time.perf_counter() - t0)

@@ -63,3 +63,18 @@ def wait_for_connections(needed: int, timeout: float = 180.0) -> int:
         time.sleep(2.0)
         free = free_connections()
     return free
+
+
+class Start:
+    """The start line of one case: every writer waits on the barrier, then appends until its
+    ``n`` are done or *budget* seconds have passed (what a slow system gets through in the
+    budget is what its throughput is measured on; the count is reported)."""
+
+    def __init__(self, barrier: Any, budget: float) -> None:
+        self.barrier = barrier
+        self.budget = budget
+
+    def wait(self) -> float:
+        """Wait for the start; returns the perf_counter() time to stop at."""
+        self.barrier.wait()
+        return time.perf_counter() + self.budget

@@ -9,7 +9,8 @@ in one run (docs/postgres.md, docs/benchmarks.md).
   anchors of benchmarks/pg_anchors.py on the same server: LangGraph ``PostgresSaver``, OpenAI
   Agents ``SQLAlchemySession``, ADK ``DatabaseSessionService``. Every system gets a fresh store
   (schema ``bench_<hex>``, dropped after) for every case; ``--rounds`` rounds, each rotating the
-  order the systems run in; the summary gives the median and the min–max over rounds, and the
+  order the systems run in, each case's writers stopping at ``--budget`` seconds if their
+  appends are not done by then; the summary gives the median and the min–max over rounds, and the
   throughput ratios taken within each round. Each PostgreSQL case first waits (bounded) for
   K + 10 free server connections: the server is shared.
 * **search**: benchmarks/pg_search.py — the corpus of benchmarks/corpus.py at each ``--sizes``
@@ -41,7 +42,14 @@ from typing import Any
 import sessiondb
 from benchmarks import pg_anchors
 from benchmarks.common import latency_summary, machine_facts, write_json
-from benchmarks.pg_common import admin, drop_pg, new_schema, store_url, wait_for_connections
+from benchmarks.pg_common import (
+    Start,
+    admin,
+    drop_pg,
+    new_schema,
+    store_url,
+    wait_for_connections,
+)
 from benchmarks.pg_search import search
 
 TEXT = "retry the deploy with exponential backoff after the gateway timed out " * 4
@@ -55,14 +63,16 @@ _PG_OPTIONS: dict[str, dict[str, Any]] = {PG: {}, PG_FULL: {"durability": "full"
 
 
 def _sessiondb_write(
-    location: str, options: dict[str, Any], worker: int, n: int, shared: bool, barrier: Any
+    location: str, options: dict[str, Any], worker: int, n: int, shared: bool, start: Any
 ) -> tuple[list[float], dict[str, int]]:
     store = sessiondb.open(location, **options)
     session = "shared" if shared else f"own-{worker}"
     store.append(session, "user", "warm-up")
-    barrier.wait()
+    t_end = start.wait()
     lat = []
     for i in range(n):
+        if time.perf_counter() > t_end:  # the case's time budget (Start)
+            break
         t0 = time.perf_counter()
         store.append(session, "user", f"{worker}/{i} {TEXT}")
         lat.append(time.perf_counter() - t0)
@@ -71,16 +81,16 @@ def _sessiondb_write(
 
 
 def _writer(
-    system: str, target: str, worker: int, n: int, shared: bool, barrier: Any, out: Any
+    system: str, target: str, worker: int, n: int, shared: bool, start: Any, out: Any
 ) -> None:
     try:
         if system in pg_anchors.ANCHORS:
-            res = pg_anchors.write(system, target, worker, n, shared, barrier)
+            res = pg_anchors.write(system, target, worker, n, shared, start)
         else:
-            res = _sessiondb_write(target, _PG_OPTIONS.get(system, {}), worker, n, shared, barrier)
+            res = _sessiondb_write(target, _PG_OPTIONS.get(system, {}), worker, n, shared, start)
         out.put(res)
     except BaseException as e:  # reported by the parent, never a hang
-        barrier.abort()
+        start.barrier.abort()
         out.put(("error", f"{type(e).__name__}: {e}"))
 
 
@@ -109,7 +119,9 @@ def _stored(system: str, schema: str) -> dict[str, int]:
     return {"rows": int(row[0]) if row else 0}
 
 
-def run_case(system: str, tmp: Path, tag: str, procs: int, n: int, shared: bool) -> dict[str, Any]:
+def run_case(
+    system: str, tmp: Path, tag: str, procs: int, n: int, shared: bool, budget: float
+) -> dict[str, Any]:
     ctx = mp.get_context("fork")  # the parent imported the anchors once (pg_anchors.prepare)
     if system != SQLITE:
         free = wait_for_connections(procs + 10)
@@ -120,8 +132,9 @@ def run_case(system: str, tmp: Path, tag: str, procs: int, n: int, shared: bool)
     target, schema = _prepare(system, tmp, tag)
     try:
         barrier, out = ctx.Barrier(procs + 1, timeout=600), ctx.Queue()
+        start = Start(barrier, budget)
         ps = [
-            ctx.Process(target=_writer, args=(system, target, w, n, shared, barrier, out))
+            ctx.Process(target=_writer, args=(system, target, w, n, shared, start, out))
             for w in range(procs)
         ]
         for p in ps:
@@ -148,10 +161,14 @@ def run_case(system: str, tmp: Path, tag: str, procs: int, n: int, shared: bool)
         res: dict[str, Any] = {
             **latency_summary(lat),
             "appends_per_s": round(len(lat) / elapsed, 1),
+            "of_planned": procs * n,  # fewer when the budget ran out first
             **extra,
         }
         if schema is not None:
             res["stored"] = _stored(system, schema)
+            # Every acknowledged append and warm-up, plus the anchor's own setup row.
+            setup = 1 if system == "openai-agents SQLAlchemySession" else 0
+            res["stored"]["expected_rows"] = len(lat) + procs + setup
         return res
     finally:
         if schema is not None:
@@ -189,7 +206,12 @@ def _anchors_available() -> tuple[list[str], dict[str, str]]:
 
 
 def appends(
-    procs_list: list[int], n: int, rounds: int, systems: list[str], data_dir: Path
+    procs_list: list[int],
+    n: int,
+    rounds: int,
+    systems: list[str],
+    data_dir: Path,
+    budget: float,
 ) -> dict[str, Any]:
     """Every case in every round; each round rotates the order the systems run in."""
     out: dict[str, Any] = {"rounds": []}
@@ -204,7 +226,9 @@ def appends(
                     case = f"K={procs} {'shared session' if shared else 'own sessions'}"
                     row: dict[str, Any] = {}
                     for i, system in enumerate(order):
-                        row[system] = run_case(system, Path(tmp), f"{r}-{i}", procs, n, shared)
+                        row[system] = run_case(
+                            system, Path(tmp), f"{r}-{i}", procs, n, shared, budget
+                        )
                     this[case] = {s: row[s] for s in systems}
                     print(
                         f"round {r + 1}",
@@ -283,6 +307,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--appends", type=int, default=200, help="per writer process")
     ap.add_argument("--procs", default="1,16,64")
+    ap.add_argument(
+        "--budget", type=float, default=30.0, help="seconds a case's writers may append for"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="append rounds (order rotated)")
     ap.add_argument(
         "--without-indexes", action="store_true", help="also PostgreSQL without GIN indexes"
@@ -326,6 +353,7 @@ def main(argv: list[str]) -> int:
             args.rounds,
             systems,
             args.data_dir,
+            args.budget,
         )
     if args.only != "appends":
         sizes = [int(n) for n in args.sizes.split(",")]
