@@ -1,0 +1,124 @@
+"""Render benchmarks/postgres.py's results as the Markdown tables of docs/benchmarks.md, so the
+figures there are copied from a run, never typed.
+
+    python -m benchmarks.pg_report postgres_appends.json postgres_search.json
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _spread(d: dict[str, float], fmt: str = "{:.0f}") -> str:
+    med, lo, hi = (fmt.format(d[k]) for k in ("median", "min", "max"))
+    return med if lo == hi else f"{med} ({lo}–{hi})"
+
+
+def _checks(rounds: list[dict[str, Any]], case: str, system: str) -> str:
+    """What was stored against what was acknowledged, over every round."""
+    runs = [rd[case][system] for rd in rounds if "n" in rd[case][system]]
+    notes = []
+    done = sum(r["n"] for r in runs)
+    planned = sum(r["of_planned"] for r in runs)
+    if done < planned:
+        notes.append(f"{done}/{planned} done in the budget")
+    stored = [r["stored"] for r in runs if "stored" in r]
+    if stored and any(s["rows"] != s["expected_rows"] for s in stored):
+        notes.append(
+            "rows ≠ acknowledged: " + ", ".join(f"{s['rows']}/{s['expected_rows']}" for s in stored)
+        )
+    kept = [s for s in stored if "messages_in_last_checkpoint" in s]
+    if kept and "shared" in case:
+        notes.append(
+            "messages in the last checkpoint: "
+            + ", ".join(f"{s['messages_in_last_checkpoint']}/{s['expected_rows']}" for s in kept)
+        )
+    retries = [r["stale_retries"] for r in runs if "stale_retries" in r]
+    if any(retries):
+        notes.append(f"StaleSessionError retries: {', '.join(map(str, retries))}")
+    skipped = [rd[case][system] for rd in rounds if "n" not in rd[case][system]]
+    if skipped:
+        notes.append(f"not run: {skipped[0]}")
+    return "; ".join(notes) or "all stored"
+
+
+def appends(d: dict[str, Any]) -> str:
+    summary, rounds = d["appends"]["summary"], d["appends"]["rounds"]
+    out = [
+        "| case | system | appends/s | p50 ms | p99 ms | × SQLite | × sessiondb on PG | checks |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for case, row in summary.items():
+        for system, r in row.items():
+            if "rounds" not in r:
+                out.append(
+                    f"| {case} | {system} | – | – | – | – | – | {_checks(rounds, case, system)} |"
+                )
+                continue
+            out.append(
+                f"| {case} | {system} | {_spread(r['appends_per_s'])}"
+                f" | {_spread(r['p50_ms'], '{:.1f}')} | {_spread(r['p99_ms'], '{:.0f}')}"
+                f" | {_spread(r['throughput_vs_sqlite'], '{:.2f}')}"
+                f" | {_spread(r['throughput_vs_postgresql'], '{:.2f}')}"
+                f" | {_checks(rounds, case, system)} |"
+            )
+    return "\n".join(out)
+
+
+def _med(rows: list[dict[str, Any]], store: str, key: str) -> str:
+    vals = sorted(r[store][key] for r in rows)
+    med = statistics.median(vals)
+    return f"{med:.1f}" if vals[0] == vals[-1] else f"{med:.1f} ({vals[0]:.1f}–{vals[-1]:.1f})"
+
+
+def search(d: dict[str, Any]) -> str:
+    out = [
+        "| messages | store | load s | p50 ms | p99 ms | max ms | recall@20 |",
+        "|---:|---|---|---:|---:|---:|---:|",
+    ]
+    ratios = [
+        "",
+        "| messages | PG / SQLite p50, each round | PG / SQLite p99, each round |",
+        "|---:|---|---|",
+    ]
+    for size, s in d["search"].items():
+        rows = s["rounds"]
+        pl = s["postgresql_load"]
+        loads = {
+            "sqlite": f"{s['sqlite_load']['append_many_s']:.0f} (append_many)",
+            "postgresql": f"{pl['total_s']:.0f} (append_many {pl['append_many_s']:.0f}"
+            f" + GIN rebuild {pl['index_build_s']:.0f} + vacuum {pl['vacuum_analyze_s']:.0f})",
+        }
+        for store in ("sqlite", "postgresql"):
+            recall = {r[store]["recall_at_20"] for r in rows}
+            out.append(
+                f"| {int(size):,} | {store} | {loads[store]} | {_med(rows, store, 'p50_ms')}"
+                f" | {_med(rows, store, 'p99_ms')} | {_med(rows, store, 'max_ms')}"
+                f" | {', '.join(f'{x:.4f}' for x in sorted(recall))} |"
+            )
+        ratios.append(
+            f"| {int(size):,} | {', '.join(str(r['p50_ratio_pg_vs_sqlite']) for r in rows)}"
+            f" | {', '.join(str(r['p99_ratio_pg_vs_sqlite']) for r in rows)} |"
+        )
+    return "\n".join(out + ratios)
+
+
+def main(argv: list[str]) -> int:
+    for name in argv:
+        d = json.loads((RESULTS / name).read_text())
+        print(f"`{name}`, commit {d['machine']['git_commit'][:10]}\n")
+        if "appends" in d:
+            print(appends(d) + "\n")
+        if "search" in d:
+            print(search(d) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
