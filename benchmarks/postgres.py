@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import importlib
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -142,6 +143,7 @@ def run_case(
         with contextlib.suppress(Exception):  # a writer failed: its error is in the queue
             barrier.wait()
         t0 = time.perf_counter()
+        load_before = os.getloadavg()[0]
         lat: list[float] = []
         extra: dict[str, int] = {}
         errors: list[str] = []
@@ -162,6 +164,7 @@ def run_case(
             **latency_summary(lat),
             "appends_per_s": round(len(lat) / elapsed, 1),
             "of_planned": procs * n,  # fewer when the budget ran out first
+            "loadavg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],  # shared host
             **extra,
         }
         if schema is not None:
