@@ -16,6 +16,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,16 @@ def search_one(
 
 
 def search(
-    sizes: list[int], n_queries: int, rounds: int, data_dir: Path, keep: bool
+    sizes: list[int],
+    n_queries: int,
+    rounds: int,
+    data_dir: Path,
+    keep: bool,
+    save: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> dict[str, Any]:
-    return {str(n): search_one(n, n_queries, rounds, data_dir, keep) for n in sizes}
+    """Each size in turn; *save* gets the results so far after each (a long run keeps them)."""
+    out: dict[str, Any] = {}
+    for n in sizes:
+        out[str(n)] = search_one(n, n_queries, rounds, data_dir, keep)
+        save(out)
+    return out

@@ -36,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,7 @@ def appends(
     systems: list[str],
     data_dir: Path,
     budget: float,
+    save: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> dict[str, Any]:
     """Every case in every round; each round rotates the order the systems run in."""
     out: dict[str, Any] = {"rounds": []}
@@ -245,6 +247,7 @@ def appends(
                         flush=True,
                     )
             out["rounds"].append(this)
+            save({**out, "summary": summarise(out["rounds"], systems)})  # kept if the run dies
     out["summary"] = summarise(out["rounds"], systems)
     return out
 
@@ -332,6 +335,11 @@ def main(argv: list[str]) -> int:
             k: conn.execute(f"SHOW {k}").fetchone()[0]  # names from this list
             for k in SERVER_SETTINGS
         }
+    name = "postgres" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
+
+    def save(key: str) -> Callable[[dict[str, Any]], None]:
+        return lambda partial: write_json(name, {**result, key: partial, "partial": True})
+
     if args.only != "search":
         systems = [SQLITE, PG, PG_FULL] + ([PG_BARE] if args.without_indexes else [])
         if not args.no_anchors:
@@ -357,13 +365,13 @@ def main(argv: list[str]) -> int:
             systems,
             args.data_dir,
             args.budget,
+            save("appends"),
         )
     if args.only != "appends":
         sizes = [int(n) for n in args.sizes.split(",")]
         result["search"] = search(
-            sizes, args.queries, args.search_rounds, args.data_dir, args.keep_data
+            sizes, args.queries, args.search_rounds, args.data_dir, args.keep_data, save("search")
         )
-    name = "postgres" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
     print(write_json(name, result))
     return 0
 
