@@ -16,6 +16,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def _spread(d: dict[str, float], fmt: str = "{:.0f}") -> str:
+    if 0 < d["median"] < 10 ** -int(fmt[-3]):  # small figures keep two significant digits
+        fmt = "{:.2g}"
     med, lo, hi = (fmt.format(d[k]) for k in ("median", "min", "max"))
     return med if lo == hi else f"{med} ({lo}–{hi})"
 
@@ -31,8 +33,10 @@ def _checks(rounds: list[dict[str, Any]], case: str, system: str) -> str:
     stored = [r["stored"] for r in runs if "stored" in r]
     if stored and any(s["rows"] != s["expected_rows"] for s in stored):
         notes.append(
-            "rows ≠ acknowledged: " + ", ".join(f"{s['rows']}/{s['expected_rows']}" for s in stored)
+            "rows ≠ acked: " + ", ".join(f"{s['rows']}/{s['expected_rows']}" for s in stored)
         )
+    elif stored:
+        notes.append("rows = acked")
     kept = [s for s in stored if "messages_in_last_checkpoint" in s]
     if kept and "shared" in case:
         notes.append(
@@ -45,7 +49,9 @@ def _checks(rounds: list[dict[str, Any]], case: str, system: str) -> str:
     skipped = [rd[case][system] for rd in rounds if "n" not in rd[case][system]]
     if skipped:
         notes.append(f"not run: {skipped[0]}")
-    return "; ".join(notes) or "all stored"
+    if not stored and not skipped:
+        notes.append("rows not counted (a file store)")
+    return "; ".join(notes)
 
 
 def appends(d: dict[str, Any]) -> str:
