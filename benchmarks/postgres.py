@@ -44,15 +44,19 @@ from typing import Any
 import sessiondb
 from benchmarks import pg_anchors
 from benchmarks.common import latency_summary, machine_facts, write_json
-from benchmarks.pg_common import (
+from benchmarks.pg_common import (  # BASE, drop_pg, new_pg_store: imported from here too
+    BASE,
     Start,
     admin,
     drop_pg,
+    new_pg_store,
     new_schema,
     store_url,
     wait_for_connections,
 )
 from benchmarks.pg_search import search
+
+__all__ = ["BASE", "drop_pg", "main", "new_pg_store", "run_appends"]
 
 TEXT = "retry the deploy with exponential backoff after the gateway timed out " * 4
 SQLITE, PG, PG_FULL, PG_BARE = (
@@ -83,13 +87,20 @@ def _sessiondb_write(
 
 
 def _writer(
-    system: str, target: str, worker: int, n: int, shared: bool, start: Any, out: Any
+    system: str,
+    target: str,
+    options: dict[str, Any],
+    worker: int,
+    n: int,
+    shared: bool,
+    start: Any,
+    out: Any,
 ) -> None:
     try:
         if system in pg_anchors.ANCHORS:
             res = pg_anchors.write(system, target, worker, n, shared, start)
         else:
-            res = _sessiondb_write(target, _PG_OPTIONS.get(system, {}), worker, n, shared, start)
+            res = _sessiondb_write(target, options, worker, n, shared, start)
         out.put(res)
     except BaseException as e:  # reported by the parent, never a hang
         start.barrier.abort()
@@ -121,10 +132,67 @@ def _stored(system: str, schema: str) -> dict[str, int]:
     return {"rows": int(row[0]) if row else 0}
 
 
+def _run_writers(
+    system: str,
+    target: str,
+    options: dict[str, Any],
+    procs: int,
+    n: int,
+    shared: bool,
+    budget: float,
+) -> dict[str, Any]:
+    """K forked writers on *target*, started together; their latencies and throughput."""
+    ctx = mp.get_context("fork")  # the parent imported the anchors once (pg_anchors.prepare)
+    barrier, out = ctx.Barrier(procs + 1, timeout=600), ctx.Queue()
+    start = Start(barrier, budget)
+    ps = [
+        ctx.Process(target=_writer, args=(system, target, options, w, n, shared, start, out))
+        for w in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    with contextlib.suppress(Exception):  # a writer failed: its error is in the queue
+        barrier.wait()
+    t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    lat: list[float] = []
+    extra: dict[str, int] = {}
+    errors: list[str] = []
+    for _ in ps:
+        got = out.get(timeout=1800)
+        if got[0] == "error":
+            errors.append(got[1])
+            continue
+        lat += got[0]
+        for k, v in got[1].items():
+            extra[k] = extra.get(k, 0) + v
+    elapsed = time.perf_counter() - t0
+    for p in ps:
+        p.join(timeout=60)
+    if errors:
+        return {"error": errors[0], "errors": len(errors)}
+    return {
+        **latency_summary(lat),
+        "appends_per_s": round(len(lat) / elapsed, 1),
+        "of_planned": procs * n,  # fewer when the budget ran out first
+        "loadavg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],  # shared host
+        **extra,
+    }
+
+
+def run_appends(
+    location: str, options: dict[str, Any], procs: int, n: int, shared: bool
+) -> dict[str, Any]:
+    """sessiondb alone at *location* (no budget): what benchmarks/postgres_ab.py on the `pg`
+    branch calls in each checkout it compares."""
+    sessiondb.open(location, **options).close()
+    return _run_writers("sessiondb", location, options, procs, n, shared, float("inf"))
+
+
 def run_case(
     system: str, tmp: Path, tag: str, procs: int, n: int, shared: bool, budget: float
 ) -> dict[str, Any]:
-    ctx = mp.get_context("fork")  # the parent imported the anchors once (pg_anchors.prepare)
+    """One system in one case, on a fresh store that is removed afterwards."""
     if system != SQLITE:
         free = wait_for_connections(procs + 10)
         if free < procs + 10:
@@ -133,46 +201,12 @@ def run_case(
             }
     target, schema = _prepare(system, tmp, tag)
     try:
-        barrier, out = ctx.Barrier(procs + 1, timeout=600), ctx.Queue()
-        start = Start(barrier, budget)
-        ps = [
-            ctx.Process(target=_writer, args=(system, target, w, n, shared, start, out))
-            for w in range(procs)
-        ]
-        for p in ps:
-            p.start()
-        with contextlib.suppress(Exception):  # a writer failed: its error is in the queue
-            barrier.wait()
-        t0 = time.perf_counter()
-        load_before = os.getloadavg()[0]
-        lat: list[float] = []
-        extra: dict[str, int] = {}
-        errors: list[str] = []
-        for _ in ps:
-            got = out.get(timeout=1800)
-            if got[0] == "error":
-                errors.append(got[1])
-                continue
-            lat += got[0]
-            for k, v in got[1].items():
-                extra[k] = extra.get(k, 0) + v
-        elapsed = time.perf_counter() - t0
-        for p in ps:
-            p.join(timeout=60)
-        if errors:
-            return {"error": errors[0], "errors": len(errors)}
-        res: dict[str, Any] = {
-            **latency_summary(lat),
-            "appends_per_s": round(len(lat) / elapsed, 1),
-            "of_planned": procs * n,  # fewer when the budget ran out first
-            "loadavg_1m": [round(load_before, 1), round(os.getloadavg()[0], 1)],  # shared host
-            **extra,
-        }
-        if schema is not None:
+        res = _run_writers(system, target, _PG_OPTIONS.get(system, {}), procs, n, shared, budget)
+        if schema is not None and "n" in res:
             res["stored"] = _stored(system, schema)
             # Every acknowledged append and warm-up, plus the anchor's own setup row.
             setup = 1 if system == "openai-agents SQLAlchemySession" else 0
-            res["stored"]["expected_rows"] = len(lat) + procs + setup
+            res["stored"]["expected_rows"] = res["n"] + procs + setup
         return res
     finally:
         if schema is not None:
