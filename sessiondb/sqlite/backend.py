@@ -26,7 +26,7 @@ import apsw
 
 from ..errors import Error, InvalidInput, StoreBusy, StoreNotFound, UnsupportedStorage
 from ..models import HealthReport, Message, Session
-from . import schema
+from . import schema, selfindex
 from .engine import Engine
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, SESSION_COLUMNS_V3, message_of, session_of
 
@@ -60,6 +60,11 @@ _INSERT_MESSAGE = (
     "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_ALLOCATE_SEQS = (
+    "UPDATE sessions SET message_count = message_count + ?, updated_at = max(updated_at, ?)"
+    " WHERE id = ? RETURNING message_count"
+)
+_CLAIM_SEQS = _ALLOCATE_SEQS.replace(" WHERE", f", {selfindex.CLAIM} = 1 WHERE")
 
 
 def _one(cursor: apsw.Cursor) -> tuple[Any, ...]:
@@ -72,11 +77,12 @@ def _one(cursor: apsw.Cursor) -> tuple[Any, ...]:
 class SQLiteTx:
     """One transaction's view of the file (the contract's ``ReadTx`` / ``WriteTx``)."""
 
-    __slots__ = ("_cols", "conn")
+    __slots__ = ("_cols", "conn", "indexed")
 
     def __init__(self, conn: apsw.Connection, session_columns: str) -> None:
         self.conn = conn
         self._cols = session_columns
+        self.indexed = 0  # rows this transaction indexed itself (selfindex.merge_after)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -241,11 +247,12 @@ class SQLiteTx:
         latest = now
         if items[0].created_at is not None or len(items) > 1:
             latest = max(now if i.created_at is None else i.created_at for i in items)
+        # A batch is indexed by this writer, set-based, under the session's claim (selfindex.py,
+        # docs/adr/0010); the insert triggers then skip its rows. One row keeps the triggers.
+        claim = len(items) >= selfindex.MIN_ROWS
         last = int(
             self.conn.execute(
-                "UPDATE sessions SET message_count = message_count + ?,"
-                " updated_at = max(updated_at, ?) WHERE id = ? RETURNING message_count",
-                (len(items), latest, ref),
+                _CLAIM_SEQS if claim else _ALLOCATE_SEQS, (len(items), latest, ref)
             ).get
         )
         seq = last - len(items)
@@ -257,10 +264,12 @@ class SQLiteTx:
             rows.append((ref, seq, item.role, item.content, item.key, item.meta, at))
             meta = None if item.meta is None else json.loads(item.meta)
             out.append(Message(session_id, seq, item.role, item.content, item.key, meta, at))
-        if len(rows) == 1:
+        if not claim:
             self.conn.execute(_INSERT_MESSAGE, rows[0])
-        else:
-            self.conn.executemany(_INSERT_MESSAGE, rows)
+            return out
+        self.conn.executemany(_INSERT_MESSAGE, rows)
+        self.indexed += selfindex.index_batch(self.conn, ref, last - len(items) + 1, last)
+        selfindex.release(self.conn, ref)
         return out
 
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
@@ -332,14 +341,19 @@ class _WriteTx:
     """The context manager of ``SQLiteBackend.write()``: the engine's write transaction, seen
     as a :class:`SQLiteTx`."""
 
-    __slots__ = ("_cm", "_cols")
+    __slots__ = ("_cm", "_cols", "_engine", "_tx")
 
-    def __init__(self, cm: AbstractContextManager[apsw.Connection], cols: str) -> None:
+    def __init__(
+        self, engine: Engine, cm: AbstractContextManager[apsw.Connection], cols: str
+    ) -> None:
+        self._engine = engine
         self._cm = cm
         self._cols = cols
+        self._tx: SQLiteTx | None = None
 
     def __enter__(self) -> SQLiteTx:
-        return SQLiteTx(self._cm.__enter__(), self._cols)
+        self._tx = SQLiteTx(self._cm.__enter__(), self._cols)
+        return self._tx
 
     def __exit__(
         self,
@@ -347,7 +361,11 @@ class _WriteTx:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        return self._cm.__exit__(exc_type, exc, tb)
+        out = self._cm.__exit__(exc_type, exc, tb)
+        if exc_type is None and self._tx is not None and self._tx.indexed >= selfindex.MERGE_ROWS:
+            # Committed: the merge work a large batch leaves goes in transactions of its own.
+            selfindex.merge_after(self._engine, self._tx.indexed)
+        return out
 
 
 class SQLiteBackend:
@@ -425,7 +443,8 @@ class SQLiteBackend:
 
     def write(self) -> _WriteTx:
         # A class, not a second @contextmanager generator: this is on every append's path.
-        return _WriteTx(self._ensure_ready().write(), self._session_columns)
+        engine = self._ensure_ready()
+        return _WriteTx(engine, engine.write(), self._session_columns)
 
     def purge(self) -> None:
         engine = self._ensure_ready()
