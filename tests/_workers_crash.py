@@ -56,3 +56,23 @@ def wal_load_reader(path: str, stop_file: str) -> None:
         store.messages("load-0", limit=200)
         store.count()
     store.close()
+
+
+def batch_writer(path: str, worker: int, log: str, start_at: int, batch: int) -> None:
+    """Append keyed batches forever (``append_many``: the set-based index path); after each
+    batch returns, log its first key. On (re)start, first re-send the batch the previous
+    incarnation may have stored without logging (keys make it idempotent)."""
+    store = sessiondb.open(path)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    b = start_at
+    while True:
+        keys = [f"b{worker}-{b}-{j}" for j in range(batch)]
+        items = [
+            {"role": "user", "content": f"token{worker}x{b}x{j} " + content_for(k), "key": k}
+            for j, k in enumerate(keys)
+        ]
+        if b % 3 == 0:  # every third batch holds CJK text: the trigram side too
+            items[0]["content"] += f" 東京タワー{worker}"
+        store.append_many(f"batch-{worker % 2}", items)
+        os.write(fd, f"{b}\n".encode())
+        b += 1
