@@ -77,12 +77,11 @@ def _one(cursor: apsw.Cursor) -> tuple[Any, ...]:
 class SQLiteTx:
     """One transaction's view of the file (the contract's ``ReadTx`` / ``WriteTx``)."""
 
-    __slots__ = ("_cols", "conn", "indexed")
+    __slots__ = ("_cols", "conn")
 
     def __init__(self, conn: apsw.Connection, session_columns: str) -> None:
         self.conn = conn
         self._cols = session_columns
-        self.indexed = 0  # rows this transaction indexed itself (selfindex.merge_after)
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -264,12 +263,13 @@ class SQLiteTx:
             rows.append((ref, seq, item.role, item.content, item.key, item.meta, at))
             meta = None if item.meta is None else json.loads(item.meta)
             out.append(Message(session_id, seq, item.role, item.content, item.key, meta, at))
-        if not claim:
+        if len(rows) == 1:
             self.conn.execute(_INSERT_MESSAGE, rows[0])
-            return out
-        self.conn.executemany(_INSERT_MESSAGE, rows)
-        self.indexed += selfindex.index_batch(self.conn, ref, last - len(items) + 1, last)
-        selfindex.release(self.conn, ref)
+        else:
+            self.conn.executemany(_INSERT_MESSAGE, rows)
+        if claim:
+            selfindex.index_batch(self.conn, ref, last - len(items) + 1, last)
+            selfindex.release(self.conn, ref)
         return out
 
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
@@ -341,19 +341,14 @@ class _WriteTx:
     """The context manager of ``SQLiteBackend.write()``: the engine's write transaction, seen
     as a :class:`SQLiteTx`."""
 
-    __slots__ = ("_cm", "_cols", "_engine", "_tx")
+    __slots__ = ("_cm", "_cols")
 
-    def __init__(
-        self, engine: Engine, cm: AbstractContextManager[apsw.Connection], cols: str
-    ) -> None:
-        self._engine = engine
+    def __init__(self, cm: AbstractContextManager[apsw.Connection], cols: str) -> None:
         self._cm = cm
         self._cols = cols
-        self._tx: SQLiteTx | None = None
 
     def __enter__(self) -> SQLiteTx:
-        self._tx = SQLiteTx(self._cm.__enter__(), self._cols)
-        return self._tx
+        return SQLiteTx(self._cm.__enter__(), self._cols)
 
     def __exit__(
         self,
@@ -361,11 +356,7 @@ class _WriteTx:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        out = self._cm.__exit__(exc_type, exc, tb)
-        if exc_type is None and self._tx is not None and self._tx.indexed >= selfindex.MERGE_ROWS:
-            # Committed: the merge work a large batch leaves goes in transactions of its own.
-            selfindex.merge_after(self._engine, self._tx.indexed)
-        return out
+        return self._cm.__exit__(exc_type, exc, tb)
 
 
 class SQLiteBackend:
@@ -443,8 +434,7 @@ class SQLiteBackend:
 
     def write(self) -> _WriteTx:
         # A class, not a second @contextmanager generator: this is on every append's path.
-        engine = self._ensure_ready()
-        return _WriteTx(engine, engine.write(), self._session_columns)
+        return _WriteTx(self._ensure_ready().write(), self._session_columns)
 
     def purge(self) -> None:
         engine = self._ensure_ready()

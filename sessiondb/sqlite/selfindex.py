@@ -18,34 +18,26 @@ its rows. A crash rolls the claim back with the batch. Deletes and updates keep 
 (one row each, no batch to gain).
 
 Large batches leave FTS5 merge work behind: every commit adds one segment, and ``automerge``
-makes the next writers merge them, a slice per commit. :func:`merge_after` runs that work in a
-short write transaction of its own right after a large batch commits (the importer's), so the
-appends that follow do not pay for it (docs/benchmarks.md, "Search index written set-based").
+makes the next writers merge them, a slice per commit. A batch of :data:`MERGE_ROWS` rows or
+more (an import's) also runs :func:`merge_step` in its own transaction, about one page of merge
+work per row it indexed, so that the segments it leaves are merged by batches like it and the
+appends that follow do not pay for them (docs/benchmarks.md, "Search index written set-based").
 """
 
 from __future__ import annotations
 
-from contextlib import suppress
-from typing import TYPE_CHECKING
-
 import apsw
 
-from ..errors import Error
 from . import fts, fts_v3
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 CLAIM = "indexing"  # sessions column: 1 while its writer indexes its batch itself
 #: Batches of at least this many rows are indexed set-based; a single row gains nothing (one
 #: statement, one flush either way) and keeps the trigger path, which costs it no extra UPDATE.
 MIN_ROWS = 2
-#: A committed batch of at least this many self-indexed rows is followed by merge steps.
+#: A batch of at least this many rows also does merge steps (:func:`merge_step`).
 MERGE_ROWS = 50
-#: Pages of merge work per indexed row after a large batch (``('merge', N)``, N per table).
+#: Pages of merge work per indexed row of such a batch (``('merge', N)``, N per table).
 MERGE_PAGES_PER_ROW = 1
-#: Most merge steps (short write transactions) run after one batch.
-MERGE_STEPS = 4
 
 _UNCLAIMED = f"(SELECT {CLAIM} FROM sessions WHERE id = new.sid) IS NOT 1"
 _BATCH = "m.sid = ? AND m.seq BETWEEN ? AND ?"
@@ -112,6 +104,8 @@ def index_batch(conn: apsw.Connection, ref: int, first: int, last: int) -> int:
     conn.execute(_TRI_ROWS, args)
     if conn.total_changes() != before:
         conn.execute(_TRI, args)
+    if last - first + 1 >= MERGE_ROWS:
+        merge_step(conn, last - first + 1)
     return indexed
 
 
@@ -120,31 +114,13 @@ def release(conn: apsw.Connection, ref: int) -> None:
     conn.execute(f"UPDATE sessions SET {CLAIM} = 0 WHERE id = ?", (ref,))
 
 
-def merge_after(engine: Engine, rows: int) -> None:
-    """Merge work after a committed batch of ``rows`` self-indexed rows, in short write
-    transactions of its own, so that the appends that follow do not do it (module docstring).
-
-    Each step asks each index for ``('merge', N)``: N pages merged if some level holds
-    ``usermerge`` segments, nothing otherwise; it stops when a step finds nothing to merge.
-    """
-    # The batch is committed: the merge is optional work (the next writers' automerge does it
-    # otherwise), so a busy store or a failure here must not turn a stored append into an error.
-    with suppress(Error):
-        _merge(engine, max(16, rows * MERGE_PAGES_PER_ROW))
-
-
-def _merge(engine: Engine, pages: int) -> None:
-    for _ in range(MERGE_STEPS):
-        worked = False
-        with engine.write() as conn:
-            for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
-                before = conn.total_changes()
-                conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', ?)", (pages,))
-                # FTS5: a 'merge' that did work changes total_changes() by 2 or more.
-                worked = worked or conn.total_changes() - before >= 2
-        if not worked:
-            return
-        engine.step_aside()
+def merge_step(conn: apsw.Connection, rows: int) -> None:
+    """Merge work for a batch of ``rows`` self-indexed rows, in the batch's own transaction
+    (module docstring): ``('merge', N)`` merges about N pages when some level of an index
+    holds ``usermerge`` segments, and does nothing otherwise."""
+    pages = max(16, rows * MERGE_PAGES_PER_ROW)
+    for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
+        conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('merge', ?)", (pages,))
 
 
 __all__ = [
@@ -153,7 +129,7 @@ __all__ = [
     "MIN_ROWS",
     "index_batch",
     "install_triggers",
-    "merge_after",
+    "merge_step",
     "release",
     "upgrade",
 ]

@@ -17,7 +17,6 @@ import apsw
 import pytest
 
 import sessiondb
-from sessiondb.errors import StoreBusy
 from sessiondb.sqlite import fts, schema, selfindex
 from tests import _workers_crash as w
 from tests.helpers import downgrade_to_v6, engine_of
@@ -156,24 +155,22 @@ def test_a_schema_6_file_migrates_and_keeps_its_index(tmp_path: Path) -> None:
         assert word_rows(store) == message_rows(store) == 70
 
 
-def test_a_failed_merge_step_does_not_fail_the_stored_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_only_large_batches_do_merge_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
+    real = selfindex.merge_step
 
-    def busy(engine: object, pages: int) -> None:
-        calls.append(pages)
-        raise StoreBusy("merge step: the store is busy")
+    def spy(conn: apsw.Connection, rows: int) -> None:
+        calls.append(rows)
+        real(conn, rows)
 
-    monkeypatch.setattr(selfindex, "_merge", busy)
+    monkeypatch.setattr(selfindex, "merge_step", spy)
     with sessiondb.open(tmp_path / "s.db") as store:
         rows = selfindex.MERGE_ROWS
         store.append_many("s", [{"role": "user", "content": f"row {i}"} for i in range(rows)])
-        assert calls, "no merge was scheduled after a large batch"
-        assert store.count("s") == rows and len(found(store, "row")) == rows
-        calls.clear()
-        store.append_many("s", [{"role": "user", "content": "small"}] * 2)
-        assert calls == [], "a small batch paid for merge work"
+        assert calls == [rows]
+        store.append_many("s", [{"role": "user", "content": "small"}] * (rows - 1))
+        store.append("s", "user", "one")
+        assert calls == [rows], "a small batch or an append paid for merge work"
         check_index(store)
 
 
@@ -203,7 +200,7 @@ def test_kill_9_during_batches_keeps_every_acknowledged_batch_once_and_indexed(
 ) -> None:
     path = tmp_path / "crash.db"
     sessiondb.open(path).close()
-    writers, batch = 4, 60  # batches of MERGE_ROWS or more: merge steps run between them
+    writers, batch = 4, 60  # batches of MERGE_ROWS or more: they do merge steps too
     assert batch >= selfindex.MERGE_ROWS
     logs = [tmp_path / f"w{i}.log" for i in range(writers)]
     rng = random.Random(20261204)
