@@ -2,7 +2,9 @@
 measured (``PYTHONPATH=TREE python benchmarks/index_ab_worker.py …``), so that it runs unchanged
 against an older tree. Prints one JSON object.
 
-    many N BATCH FOLDER   append_many of BATCH messages until N (8 sessions), messages/s
+    many N BATCH FOLDER   append_many of BATCH messages until N (8 sessions), messages/s and
+                          CPU time per message (process_time: what the machine's load
+                          changes least)
     import DB SRC         import_jsonl of SRC into a fresh store (messages/s, peak RSS), then 500
                           single appends in another session (µs each), and 500 on a fresh store
     live DB SRC           the same import while 8 live writers append every 5 ms (their p99)
@@ -32,29 +34,30 @@ def many(n: int, batch: int, folder: str) -> dict[str, float]:
     import sessiondb
 
     with sessiondb.open(os.path.join(folder, "s.db")) as store:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         done = i = 0
         while done < n:
             items = [{"role": "user", "content": f"{TEXT} {done + j}"} for j in range(batch)]
             store.append_many(f"s{i % 8}", items)
             done, i = done + batch, i + 1
-        seconds = time.perf_counter() - t0
-    return {"messages_per_s": n / seconds}
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"messages_per_s": n / seconds, "cpu_us_per_message": cpu / n * 1e6}
 
 
 def import_(db: str, src: str) -> dict[str, float]:
     import sessiondb
 
     with sessiondb.open(db) as store:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         report = store.import_jsonl(src, session_id="bench")
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         after = _appends(store)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as d, sessiondb.open(Path(d) / "fresh.db") as fresh:
         fresh_us = _appends(fresh)
     return {
         "messages_per_s": report.imported / seconds,
+        "cpu_us_per_message": cpu / report.imported * 1e6,
         "peak_rss_mib": rss,
         "append_after_import_us": after,
         "append_fresh_us": fresh_us,
