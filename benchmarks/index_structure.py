@@ -127,7 +127,12 @@ def _after(n: int, appends: int = 500) -> dict[str, float]:
 
     def per_append(store: Any) -> tuple[float, float]:
         conn = store.backend.engine.connection()
-        conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        for _ in range(50):  # start from a copied-back WAL; the store's checkpointer may be busy
+            try:
+                conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+                break
+            except apsw.BusyError:
+                time.sleep(0.1)
         w0 = conn.status(apsw.SQLITE_DBSTATUS_CACHE_WRITE)[0]
         cpu = []
         for i in range(appends):
