@@ -76,3 +76,36 @@ def batch_writer(path: str, worker: int, log: str, start_at: int, batch: int) ->
         store.append_many(f"batch-{worker % 2}", items)
         os.write(fd, f"{b}\n".encode())
         b += 1
+
+
+def raw_sql_writer(path: str, session: str, rounds: int) -> None:
+    """A writer that does not know the claim (as sessiondb before migration 7 or a script):
+    in each transaction, the next seqs of ``session`` and one row per statement."""
+    import apsw
+
+    conn = apsw.Connection(path)
+    conn.set_busy_timeout(60_000)
+    for r in range(rounds):
+        conn.execute("BEGIN IMMEDIATE")
+        ref, count = conn.execute(
+            "SELECT id, message_count FROM sessions WHERE session_id = ?", (session,)
+        ).fetchone()
+        for j in range(3):
+            conn.execute(
+                "INSERT INTO messages(sid, seq, role, content, created_at)"
+                " VALUES (?, ?, 'user', ?, 1)",
+                (ref, count + 1 + j, f"rawtoken r{r}x{j} 京都{r}"),
+            )
+        conn.execute("UPDATE sessions SET message_count = ? WHERE id = ?", (count + 3, ref))
+        conn.execute("COMMIT")
+    conn.close()
+
+
+def claim_batch_writer(path: str, session: str, rounds: int) -> None:
+    """sessiondb batches into the same session as :func:`raw_sql_writer`."""
+    store = sessiondb.open(path)
+    for r in range(rounds):
+        store.append_many(
+            session, [{"role": "user", "content": f"ourtoken r{r}x{j}"} for j in range(60)]
+        )
+    store.close()

@@ -252,3 +252,35 @@ def test_kill_9_during_batches_keeps_every_acknowledged_batch_once_and_indexed(
     assert conn.execute("PRAGMA integrity_check").get == "ok"
     conn.close()
     print(f"kills={kills} acknowledged batches={len(acked)} stored={len(stored)}")
+
+
+@pytest.mark.stress
+def test_processes_that_index_and_processes_that_do_not_share_one_session(tmp_path: Path) -> None:
+    # The claim is set and cleared inside one write transaction: a raw-SQL writer in another
+    # process, interleaving its transactions with ours on the same session, never sees it set,
+    # so its triggers index its rows, and ours are indexed once by the store.
+    path = tmp_path / "mixed.db"
+    with sessiondb.open(path) as store:
+        store.append("shared", "user", "first")
+    rounds = 40
+    procs = [
+        SPAWN.Process(target=w.raw_sql_writer, args=(str(path), "shared", rounds)),
+        SPAWN.Process(target=w.raw_sql_writer, args=(str(path), "shared", rounds)),
+        SPAWN.Process(target=w.claim_batch_writer, args=(str(path), "shared", rounds)),
+        SPAWN.Process(target=w.claim_batch_writer, args=(str(path), "shared", rounds)),
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    with sessiondb.open(path) as store:
+        check_index(store)
+        total = 1 + 2 * rounds * 3 + 2 * rounds * 60
+        assert [m.seq for m in store.messages("shared")] == list(range(1, total + 1))
+        assert word_rows(store) == message_rows(store) == total
+        assert len(store.search("rawtoken", limit=1000)) == 2 * rounds * 3 and len(
+            store.search("ourtoken", limit=10_000)
+        ) == min(2 * rounds * 60, 10_000)
+        assert len(found(store, "rawtoken r7x1")) == 2  # one row per raw writer
+        assert len(found(store, "京都7")) == 6
