@@ -39,14 +39,18 @@ def store_with_pending_backfill(db: Path, text: str = "marker 東京都", rows: 
 
 def downgrade_to_v6(conn: apsw.Connection) -> None:
     """Make a file as schema version 6 left it (before the store indexed its batches itself):
-    the insert triggers of migrations 2 and 3, no claim column."""
+    the insert triggers of migrations 2, 3 and 5, no claim column."""
     from sessiondb.sqlite import fts, fts_v3
 
     def trigger(statements: list[str], name: str) -> str:
         [found] = [s for s in statements if s.startswith(f"CREATE TRIGGER {name} ")]
         return found
 
+    from sessiondb.sqlite import rollup
+
     conn.execute("DROP TRIGGER messages_search_ai; DROP TRIGGER messages_search_ai_tri")
+    conn.execute("DROP TRIGGER messages_rollup_ai")
+    conn.execute(rollup.insert_trigger())
     conn.execute(trigger(fts.schema_statements(), "messages_search_ai"))
     conn.execute(trigger(fts_v3._statements(), "messages_search_ai_tri"))
     conn.execute("ALTER TABLE sessions DROP COLUMN indexing")

@@ -8,6 +8,10 @@ against 37 pages with one ``INSERT … SELECT`` (issue 18). :func:`index_batch` 
 rows of a whole batch with one ``INSERT … SELECT`` per index table, after the messages, in the
 same write transaction: "searchable when append returns" (ADR 0003) holds as before.
 
+The usage rollup (:mod:`.rollup`, ADR 0007) is fed the same way under the same claim: its
+AFTER INSERT trigger ran once per row of the batch; :func:`index_batch` feeds the batch to the
+rollup's views with one ``INSERT … SELECT`` (the rule stays written once, in the views).
+
 The insert triggers stay, for every writer that does not index its rows itself: an older
 sessiondb process still running against the migrated file, a raw-SQL script, the sqlite3 shell.
 They fire unless the session row's **claim** (``sessions.indexing``) is 1. The writer that indexes
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import apsw
 
-from . import fts, fts_v3
+from . import fts, fts_v3, rollup
 
 CLAIM = "indexing"  # sessions column: 1 while its writer indexes its batch itself
 #: Batches of at least this many rows are indexed set-based; a single row gains nothing (one
@@ -48,6 +52,8 @@ def _trigger_statements() -> list[str]:
     new_indexed = fts.INDEXED.format(row="new")
     return [
         "DROP TRIGGER IF EXISTS messages_search_ai",
+        "DROP TRIGGER IF EXISTS messages_rollup_ai",
+        rollup.insert_trigger(_UNCLAIMED),
         "DROP TRIGGER IF EXISTS messages_search_ai_tri",
         # The claim is tested first: SQLite stops at the first false term of an AND.
         f"""CREATE TRIGGER messages_search_ai AFTER INSERT ON messages
@@ -96,6 +102,9 @@ def index_batch(conn: apsw.Connection, ref: int, first: int, last: int) -> int:
     """Index messages ``first..last`` (seqs) of session ``ref``, inserted in this transaction
     under the claim; returns the rows indexed. The caller then calls :func:`release`."""
     args = (ref, first, last)
+    # The usage rollup first, through its views (one rule: rollup.py), in id order as its
+    # trigger would see the rows; then the index.
+    rollup.add_batch(conn, _BATCH, args)
     conn.execute(_WORDS, args)
     indexed = conn.changes()
     # The trigram side holds only messages with CJK-like text (fts.py): most batches have none,

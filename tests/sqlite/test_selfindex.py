@@ -284,3 +284,38 @@ def test_processes_that_index_and_processes_that_do_not_share_one_session(tmp_pa
         ) == min(2 * rounds * 60, 10_000)
         assert len(found(store, "rawtoken r7x1")) == 2  # one row per raw writer
         assert len(found(store, "京都7")) == 6
+
+
+def _usage_items(n: int) -> list[dict[str, object]]:
+    # Responses written as several messages (output_tokens growing), some without usage, over
+    # two days and two models: what the rollup's rules are about (ADR 0007).
+    return [
+        {
+            "role": "assistant",
+            "content": f"part {i}",
+            "created_at": 86400.0 * (1 + i // 17) + i,
+            "meta": {
+                "model": f"m{i % 2}",
+                "response_id": f"r{i // 3}",
+                "usage": {"input_tokens": 5, "output_tokens": 10 * (i % 3 + 1)},
+            }
+            if i % 5
+            else None,
+        }
+        for i in range(n)
+    ]
+
+
+def test_batches_feed_the_usage_rollup_as_single_appends_do(tmp_path: Path) -> None:
+    items = _usage_items(70)
+    with sessiondb.open(tmp_path / "one.db") as one, sessiondb.open(tmp_path / "many.db") as many:
+        for item in items:
+            one.append_many("s", [item])  # a batch of one: the trigger path
+        for lo in range(0, len(items), 25):  # claimed batches, a response cut across two
+            many.append_many("s", items[lo : lo + 25])
+        assert many.stats(since=0) == one.stats(since=0)
+        assert many.stats(since=0).messages == 70
+        many.pop_message("s")
+        one.pop_message("s")
+        assert many.stats(since=0) == one.stats(since=0)
+        check_index(many)
