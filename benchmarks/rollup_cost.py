@@ -6,7 +6,9 @@ hits both alike. Two kinds of message: without meta (most live appends) and with
 response id (three messages per response, as Claude Code writes them) and token usage (imported
 transcripts, instrumented agents), appended one by one and, as an import does, 100 per
 ``append_many``. Reported per kind: median µs per append over the blocks, with
-and without the rollup, and the median of the per-block-pair ratios.
+and without the rollup, and the median of the per-block-pair ratios. Since migration 7 a batch
+feeds the rollup set-based whatever its triggers (sqlite/selfindex.py): here every batch takes
+the per-row trigger path instead (``selfindex.MIN_ROWS`` raised), which is what is measured.
 
     python -m benchmarks.rollup_cost [--blocks 40] [--block 500]
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 import sessiondb
 from benchmarks.common import machine_facts, sqlite_engine, write_json
+from sessiondb.sqlite import selfindex
 
 TEXT = "retry policy with exponential backoff " * 13
 
@@ -57,6 +60,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--block", type=int, default=500)
     args = ap.parse_args(argv)
     out: dict[str, Any] = {}
+    selfindex.MIN_ROWS = sys.maxsize  # module docstring
     with tempfile.TemporaryDirectory(prefix="bench-rollup-") as tmp:
         for kind in ("plain", "usage", "usage-batch"):
             with_it = sessiondb.open(Path(tmp) / f"{kind}-rollup.db")

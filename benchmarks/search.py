@@ -28,7 +28,7 @@ from typing import Any
 import apsw
 
 import sessiondb
-from sessiondb.sqlite import fts, rank
+from sessiondb.sqlite import fts, rank, selfindex
 
 from .common import sqlite_engine
 from .corpus import Corpus, Query
@@ -68,6 +68,18 @@ def _machine() -> dict[str, Any]:
 
 def load_sessiondb(path: Path, corpus: Corpus, *, index: bool, limit: int | None = None) -> float:
     """Load the corpus (one append_many per session); return messages per second."""
+    # Batches index themselves since migration 7 (sqlite/selfindex.py): without the index, they
+    # take the per-row path, whose triggers are dropped.
+    min_rows = selfindex.MIN_ROWS
+    if not index:
+        selfindex.MIN_ROWS = sys.maxsize
+    try:
+        return _load(path, corpus, index=index, limit=limit)
+    finally:
+        selfindex.MIN_ROWS = min_rows
+
+
+def _load(path: Path, corpus: Corpus, *, index: bool, limit: int | None) -> float:
     with sessiondb.open(path) as store:
         if not index:
             with sqlite_engine(store).write() as conn:

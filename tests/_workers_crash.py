@@ -56,3 +56,56 @@ def wal_load_reader(path: str, stop_file: str) -> None:
         store.messages("load-0", limit=200)
         store.count()
     store.close()
+
+
+def batch_writer(path: str, worker: int, log: str, start_at: int, batch: int) -> None:
+    """Append keyed batches forever (``append_many``: the set-based index path); after each
+    batch returns, log its first key. On (re)start, first re-send the batch the previous
+    incarnation may have stored without logging (keys make it idempotent)."""
+    store = sessiondb.open(path)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    b = start_at
+    while True:
+        keys = [f"b{worker}-{b}-{j}" for j in range(batch)]
+        items = [
+            {"role": "user", "content": f"token{worker}x{b}x{j} " + content_for(k), "key": k}
+            for j, k in enumerate(keys)
+        ]
+        if b % 3 == 0:  # every third batch holds CJK text: the trigram side too
+            items[0]["content"] += f" 東京タワー{worker}"
+        store.append_many(f"batch-{worker % 2}", items)
+        os.write(fd, f"{b}\n".encode())
+        b += 1
+
+
+def raw_sql_writer(path: str, session: str, rounds: int) -> None:
+    """A writer that does not know the claim (as sessiondb before migration 7 or a script):
+    in each transaction, the next seqs of ``session`` and one row per statement."""
+    import apsw
+
+    conn = apsw.Connection(path)
+    conn.set_busy_timeout(60_000)
+    for r in range(rounds):
+        conn.execute("BEGIN IMMEDIATE")
+        ref, count = conn.execute(
+            "SELECT id, message_count FROM sessions WHERE session_id = ?", (session,)
+        ).fetchone()
+        for j in range(3):
+            conn.execute(
+                "INSERT INTO messages(sid, seq, role, content, created_at)"
+                " VALUES (?, ?, 'user', ?, 1)",
+                (ref, count + 1 + j, f"rawtoken r{r}x{j} 京都{r}"),
+            )
+        conn.execute("UPDATE sessions SET message_count = ? WHERE id = ?", (count + 3, ref))
+        conn.execute("COMMIT")
+    conn.close()
+
+
+def claim_batch_writer(path: str, session: str, rounds: int) -> None:
+    """sessiondb batches into the same session as :func:`raw_sql_writer`."""
+    store = sessiondb.open(path)
+    for r in range(rounds):
+        store.append_many(
+            session, [{"role": "user", "content": f"ourtoken r{r}x{j}"} for j in range(60)]
+        )
+    store.close()

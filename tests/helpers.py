@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
+import apsw
+
 import sessiondb
 from sessiondb.core.store import SessionStore
 from sessiondb.sqlite.backend import SQLiteBackend
@@ -20,7 +22,7 @@ def engine_of(store: sessiondb.Store) -> Engine:
 def store_with_pending_backfill(db: Path, text: str = "marker 東京都", rows: int = 250) -> None:
     """A store whose search index was added after its messages, its backfill not yet run (as a
     store created before the index was left by migration 2)."""
-    from sessiondb.sqlite import fts, fts_v3
+    from sessiondb.sqlite import fts, fts_v3, selfindex
 
     with sessiondb.open(db) as store:
         engine = engine_of(store)
@@ -31,4 +33,25 @@ def store_with_pending_backfill(db: Path, text: str = "marker 東京都", rows: 
         with engine.write() as conn:
             fts.create(conn)
             fts_v3.upgrade(conn)
+            selfindex.install_triggers(conn)
             assert fts.backfill_pending(conn)
+
+
+def downgrade_to_v6(conn: apsw.Connection) -> None:
+    """Make a file as schema version 6 left it (before the store indexed its batches itself):
+    the insert triggers of migrations 2, 3 and 5, no claim column."""
+    from sessiondb.sqlite import fts, fts_v3
+
+    def trigger(statements: list[str], name: str) -> str:
+        [found] = [s for s in statements if s.startswith(f"CREATE TRIGGER {name} ")]
+        return found
+
+    from sessiondb.sqlite import rollup
+
+    conn.execute("DROP TRIGGER messages_search_ai; DROP TRIGGER messages_search_ai_tri")
+    conn.execute("DROP TRIGGER messages_rollup_ai")
+    conn.execute(rollup.insert_trigger())
+    conn.execute(trigger(fts.schema_statements(), "messages_search_ai"))
+    conn.execute(trigger(fts_v3._statements(), "messages_search_ai_tri"))
+    conn.execute("ALTER TABLE sessions DROP COLUMN indexing")
+    conn.execute("DELETE FROM schema_version WHERE version >= 7")

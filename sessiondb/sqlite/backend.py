@@ -26,7 +26,7 @@ import apsw
 
 from ..errors import Error, InvalidInput, StoreBusy, StoreNotFound, UnsupportedStorage
 from ..models import HealthReport, Message, Session
-from . import schema
+from . import schema, selfindex
 from .engine import Engine
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, SESSION_COLUMNS_V3, message_of, session_of
 
@@ -60,6 +60,11 @@ _INSERT_MESSAGE = (
     "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_ALLOCATE_SEQS = (
+    "UPDATE sessions SET message_count = message_count + ?, updated_at = max(updated_at, ?)"
+    " WHERE id = ? RETURNING message_count"
+)
+_CLAIM_SEQS = _ALLOCATE_SEQS.replace(" WHERE", f", {selfindex.CLAIM} = 1 WHERE")
 
 
 def _one(cursor: apsw.Cursor) -> tuple[Any, ...]:
@@ -241,11 +246,12 @@ class SQLiteTx:
         latest = now
         if items[0].created_at is not None or len(items) > 1:
             latest = max(now if i.created_at is None else i.created_at for i in items)
+        # A batch is indexed by this writer, set-based, under the session's claim (selfindex.py,
+        # docs/adr/0010); the insert triggers then skip its rows. One row keeps the triggers.
+        claim = len(items) >= selfindex.MIN_ROWS
         last = int(
             self.conn.execute(
-                "UPDATE sessions SET message_count = message_count + ?,"
-                " updated_at = max(updated_at, ?) WHERE id = ? RETURNING message_count",
-                (len(items), latest, ref),
+                _CLAIM_SEQS if claim else _ALLOCATE_SEQS, (len(items), latest, ref)
             ).get
         )
         seq = last - len(items)
@@ -261,6 +267,9 @@ class SQLiteTx:
             self.conn.execute(_INSERT_MESSAGE, rows[0])
         else:
             self.conn.executemany(_INSERT_MESSAGE, rows)
+        if claim:
+            selfindex.index_batch(self.conn, ref, last - len(items) + 1, last)
+            selfindex.release(self.conn, ref)
         return out
 
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:

@@ -156,16 +156,36 @@ def _statements() -> list[str]:
                 AND coalesce((SELECT n FROM rollup_scratch), 0) = 0;
             DELETE FROM activity WHERE sid = new.sid AND messages <= 0 AND {nothing};
         END""",
-        f"""CREATE TRIGGER messages_rollup_ai AFTER INSERT ON messages
-            WHEN {_COUNTED.format(id="new.id")} BEGIN
-            INSERT INTO rollup_add SELECT {_facts("new")};
-        END""",
+        insert_trigger(),
         f"""CREATE TRIGGER messages_rollup_ad AFTER DELETE ON messages
             WHEN {_COUNTED.format(id="old.id")}
             AND EXISTS (SELECT 1 FROM sessions WHERE id = old.sid) BEGIN
             INSERT INTO rollup_remove SELECT {_facts("old")};
         END""",
     ]
+
+
+def insert_trigger(unclaimed: str | None = None) -> str:
+    """The AFTER INSERT trigger feeding ``rollup_add`` one row at a time; ``unclaimed`` is the
+    extra condition of migration 7 (sqlite/selfindex.py: a writer that feeds its batch itself)."""
+    when = _COUNTED.format(id="new.id")
+    if unclaimed is not None:
+        when = f"{unclaimed} AND {when}"
+    return f"""CREATE TRIGGER messages_rollup_ai AFTER INSERT ON messages
+            WHEN {when} BEGIN
+            INSERT INTO rollup_add SELECT {_facts("new")};
+        END"""
+
+
+def add_batch(conn: apsw.Connection, where: str, args: tuple[Any, ...]) -> None:
+    """Feed ``rollup_add`` the messages ``m`` matching ``where`` (a constant SQL condition with
+    placeholders), in id order — the order the insert trigger would have seen them — in one
+    statement (selfindex.index_batch)."""
+    conn.execute(
+        f"INSERT INTO rollup_add SELECT {_facts('m')} FROM messages m"
+        f" WHERE {where} AND {_COUNTED.format(id='m.id')} ORDER BY m.id",
+        args,
+    )
 
 
 def _one(cursor: apsw.Cursor) -> tuple[Any, ...]:
@@ -256,8 +276,10 @@ def activity(
 __all__ = [
     "BACKFILL_BATCH",
     "activity",
+    "add_batch",
     "backfill_step",
     "create",
     "forget_copied_tokens",
     "forget_session",
+    "insert_trigger",
 ]

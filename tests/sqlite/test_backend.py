@@ -14,7 +14,7 @@ import sessiondb
 from sessiondb.sqlite import schema
 from sessiondb.sqlite.backend import PURGE_BATCH
 from tests.conftest import in_ci
-from tests.helpers import engine_of
+from tests.helpers import downgrade_to_v6, engine_of
 
 
 def _left(store: sessiondb.Store) -> tuple[int, int]:
@@ -56,6 +56,7 @@ def _downgrade_to_v3(path: Path) -> None:
     """Make a file as sessiondb 0.1 (schema version 3) left it: no revision, no leases table,
     no usage rollup."""
     conn = apsw.Connection(str(path))
+    downgrade_to_v6(conn)
     conn.execute(
         "DROP TRIGGER messages_rollup_ai; DROP TRIGGER messages_rollup_ad;"
         " DROP VIEW rollup_add; DROP VIEW rollup_remove; DROP TABLE activity;"

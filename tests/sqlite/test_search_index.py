@@ -14,7 +14,7 @@ from hypothesis import strategies as hs
 
 import sessiondb
 from sessiondb.core.query import split_words
-from sessiondb.sqlite import fts, fts_v3, schema
+from sessiondb.sqlite import fts, fts_v3, schema, selfindex
 from tests.helpers import engine_of
 
 VOCAB = ["alpha", "beta", "gamma", "delta"]
@@ -93,6 +93,7 @@ def test_rows_deleted_or_reinserted_during_backfill_keep_the_index_sound(tmp_pat
         with engine.write() as conn:
             fts.create(conn)
             fts_v3.upgrade(conn)
+            selfindex.install_triggers(conn)
             assert fts.backfill_pending(conn)
             assert fts.backfill_batch(conn, 10) is False  # rows 1..10 indexed
         st.delete_session("b")  # rows 21..30 never indexed: delete must skip them
@@ -187,6 +188,7 @@ def test_backfill_builds_the_cjk_only_trigram_index(tmp_path: Path) -> None:
         with engine_of(st).write() as conn:
             fts.create(conn)
             fts_v3.upgrade(conn)
+            selfindex.install_triggers(conn)
         fts.backfill(engine_of(st), batch=7)
         assert _trigram_rows(st) == {1, 11, 21, 31}
         _check_index(st)

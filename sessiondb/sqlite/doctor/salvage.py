@@ -89,8 +89,10 @@ def is_message(v: Row) -> bool:
 
 def is_session(v: Row) -> bool:
     """The exact shape of a ``sessions`` row. Rows written since schema version 4 carry an 11th
-    value, the revision; a repaired store starts every session at revision 0 again."""
-    v = v[:10] if len(v) == 11 and isinstance(v[10], int) else v
+    value, the revision, and since version 7 a 12th, the index claim (always 0 once committed:
+    sqlite/selfindex.py); a repaired store starts every session at revision 0 again."""
+    if len(v) in (11, 12) and all(isinstance(x, int) for x in v[10:]):
+        v = v[:10]
     return (
         len(v) == 10
         and v[0] is None
