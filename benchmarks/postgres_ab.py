@@ -1,0 +1,139 @@
+"""Appends on PostgreSQL: this checkout against an older one (``--base``), SQLite beside both,
+alternated round by round in one run (docs/benchmarks.md, "PostgreSQL"; docs/postgres.md,
+"Round trips").
+
+Each round runs, for each checkout in turn (the order alternates between rounds): K writer
+processes appending single messages (benchmarks/postgres.py ``run_appends``) into their own
+sessions at K=1 and K=16 and into one shared session at K=16, on PostgreSQL (durability normal)
+and on SQLite (the peer, measured again in every round). It also counts the round trips of one
+append on each checkout (libpq's protocol trace, tests/postgres/trips.py).
+
+    git archive <commit> | tar -x -C /tmp/base
+    python -m benchmarks.postgres_ab --base /tmp/base [--rounds 3] [--appends 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import machine_facts, write_json
+
+HERE = Path(__file__).resolve().parent.parent
+CASES = ((1, False), (16, False), (16, True))
+
+# Run inside a checkout (PYTHONPATH): its sessiondb, its benchmarks.postgres.
+_CASE = """
+import json, sys, tempfile
+from pathlib import Path
+from benchmarks.postgres import drop_pg, new_pg_store, run_appends
+procs, n, shared, backend = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+if backend == "sqlite":
+    with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
+        print(json.dumps(run_appends(str(Path(tmp) / "s.db"), {}, procs, n, shared)))
+else:
+    url, name = new_pg_store()
+    try:
+        print(json.dumps(run_appends(url, {}, procs, n, shared)))
+    finally:
+        drop_pg(name)
+"""
+
+_TRIPS = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("trips", sys.argv[1])
+trips = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(trips)
+import sessiondb
+from benchmarks.postgres import drop_pg, new_pg_store
+url, name = new_pg_store()
+try:
+    with sessiondb.open(url) as s:
+        s.append("s", "user", "first")
+        with s.backend.connections.read() as conn:
+            pass
+        out = {
+            "append": trips.count(conn, lambda: s.append("s", "user", "x"))[0],
+            "keyed append": trips.count(conn, lambda: s.append("s", "user", "k", key="k"))[0],
+            "append to a new session": trips.count(conn, lambda: s.append("n", "user", "x"))[0],
+            "get_session": trips.count(conn, lambda: s.get_session("s"))[0],
+        }
+    print(json.dumps(out))
+finally:
+    drop_pg(name)
+"""
+
+
+def _run(checkout: Path, code: str, *args: str) -> Any:
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.postgres_ab", description=__doc__)
+    ap.add_argument("--base", required=True, type=Path, help="the older checkout")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--appends", type=int, default=200, help="per writer process")
+    args = ap.parse_args(argv)
+    checkouts = {"base": args.base.resolve(), "new": HERE}
+    trips_py = str(HERE / "tests" / "postgres" / "trips.py")
+    result: dict[str, Any] = {
+        "machine": machine_facts(),
+        "args": {"rounds": args.rounds, "appends": args.appends},
+        "round_trips": {k: _run(v, _TRIPS, trips_py) for k, v in checkouts.items()},
+        "rounds": [],
+    }
+    print(result["round_trips"], flush=True)
+    for r in range(args.rounds):
+        order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
+        row: dict[str, Any] = {}
+        for procs, shared in CASES:
+            case = f"K={procs} {'shared session' if shared else 'own sessions'}"
+            cell: dict[str, Any] = {}
+            for label in order:
+                for backend in ("sqlite", "postgresql"):
+                    cell[f"{label} {backend}"] = _run(
+                        checkouts[label],
+                        _CASE,
+                        str(procs),
+                        str(args.appends),
+                        "1" if shared else "0",
+                        backend,
+                    )
+            for label in order:
+                pg = cell[f"{label} postgresql"]["appends_per_s"]
+                cell[f"{label} ratio to sqlite"] = round(
+                    pg / cell[f"{label} sqlite"]["appends_per_s"], 3
+                )
+            cell["new/base postgresql"] = round(
+                cell["new postgresql"]["appends_per_s"] / cell["base postgresql"]["appends_per_s"],
+                3,
+            )
+            row[case] = cell
+            print(
+                r,
+                case,
+                {k: v["appends_per_s"] if isinstance(v, dict) else v for k, v in cell.items()},
+                flush=True,
+            )
+        result["rounds"].append(row)
+    print(write_json("postgres_round_trips", result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
