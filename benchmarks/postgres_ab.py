@@ -10,6 +10,10 @@ append on each checkout (libpq's protocol trace, tests/postgres/trips.py).
 
     git archive <commit> | tar -x -C /tmp/base
     python -m benchmarks.postgres_ab --base /tmp/base [--rounds 3] [--appends 200]
+
+``--search URL SQLITE_PATH``: instead, search latency on stores already holding the corpus of
+benchmarks/corpus.py (``--messages``; load them with benchmarks/postgres.py's ``_load``): the
+same queries on each checkout's PostgreSQL search and on SQLite, alternated round by round.
 """
 
 from __future__ import annotations
@@ -69,6 +73,49 @@ finally:
 """
 
 
+_SEARCH = """
+import json, sys, time
+import sessiondb
+from benchmarks.common import latency_summary
+from benchmarks.corpus import Corpus
+where, messages, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+corpus = Corpus(messages)
+store = sessiondb.open(where, readonly=True)
+qs = corpus.queries(n)
+for q in qs[:30]:
+    store.search(q.text, limit=20)
+lat, found, kinds = [], 0, {}
+for q in qs:
+    t0 = time.perf_counter()
+    hits = store.search(q.text, limit=20)
+    lat.append(time.perf_counter() - t0)
+    kinds.setdefault(q.kind, []).append(lat[-1])
+    found += any(h.message.session_id == q.session_id and h.message.seq == q.seq for h in hits)
+out = {**latency_summary(lat), "recall_at_20": round(found / len(qs), 4)}
+out["by_kind_p99_ms"] = {k: latency_summary(v)["p99_ms"] for k, v in kinds.items()}
+print(json.dumps(out))
+"""
+
+
+def search_rounds(
+    checkouts: dict[str, Path], url: str, sqlite: str, messages: int, queries: int, rounds: int
+) -> list[dict[str, Any]]:
+    out = []
+    for r in range(rounds):
+        order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
+        row: dict[str, Any] = {}
+        for label in order:
+            row[f"{label} postgresql"] = _run(
+                checkouts[label], _SEARCH, url, str(messages), str(queries)
+            )
+            row[f"{label} sqlite"] = _run(
+                checkouts[label], _SEARCH, sqlite, str(messages), str(queries)
+            )
+        print(r, {k: (v["p50_ms"], v["p99_ms"], v["max_ms"]) for k, v in row.items()}, flush=True)
+        out.append(row)
+    return out
+
+
 def _run(checkout: Path, code: str, *args: str) -> Any:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     done = subprocess.run(
@@ -88,8 +135,20 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--base", required=True, type=Path, help="the older checkout")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--appends", type=int, default=200, help="per writer process")
+    ap.add_argument("--search", nargs=2, metavar=("URL", "SQLITE_PATH"))
+    ap.add_argument("--messages", type=int, default=100_000)
+    ap.add_argument("--queries", type=int, default=300)
     args = ap.parse_args(argv)
     checkouts = {"base": args.base.resolve(), "new": HERE}
+    if args.search:
+        found = search_rounds(checkouts, *args.search, args.messages, args.queries, args.rounds)
+        payload = {
+            "machine": machine_facts(),
+            "args": {"messages": args.messages, "queries": args.queries, "rounds": args.rounds},
+            "rounds": found,
+        }
+        print(write_json("postgres_search_ab", payload))
+        return 0
     trips_py = str(HERE / "tests" / "postgres" / "trips.py")
     result: dict[str, Any] = {
         "machine": machine_facts(),
