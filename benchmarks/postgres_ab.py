@@ -11,6 +11,10 @@ append on each checkout (libpq's protocol trace, tests/postgres/trips.py).
     git archive <commit> | tar -x -C /tmp/base
     python -m benchmarks.postgres_ab --base /tmp/base [--rounds 3] [--appends 200]
 
+``--latency-ms X``: the PostgreSQL runs go through a proxy in this process that delays every
+chunk X ms each way (a server one network hop away: 2X per round trip; its threads forward each
+chunk at its arrival time + X, so pipelined bursts are not delayed twice).
+
 ``--search URL SQLITE_PATH``: instead, search latency on stores already holding the corpus of
 benchmarks/corpus.py (``--messages``; load them with benchmarks/postgres.py's ``_load``): the
 same queries on each checkout's PostgreSQL search and on SQLite, alternated round by round.
@@ -21,10 +25,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from benchmarks.common import machine_facts, write_json
 
@@ -41,7 +50,11 @@ if backend == "sqlite":
     with tempfile.TemporaryDirectory(prefix="bench-ab-") as tmp:
         print(json.dumps(run_appends(str(Path(tmp) / "s.db"), {}, procs, n, shared)))
 else:
+    import os
     url, name = new_pg_store()
+    via = os.environ.get("SESSIONDB_AB_VIA")  # the delay proxy's base URL
+    if via:
+        url = via + url[url.index("?"):]
     try:
         print(json.dumps(run_appends(url, {}, procs, n, shared)))
     finally:
@@ -116,8 +129,65 @@ def search_rounds(
     return out
 
 
-def _run(checkout: Path, code: str, *args: str) -> Any:
+class DelayProxy:
+    """TCP proxy adding ``delay`` seconds to every chunk, each way (module doc)."""
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        self.target, self.delay = (host, port), delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            # as libpq, the server and pgbouncer do: without it, Nagle holds a chunk back until
+            # the one before is acknowledged (a 40 ms delayed ACK between pipelined statements)
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for a, b in ((client, server), (server, client)):
+                q: queue.Queue[tuple[float, bytes]] = queue.Queue()
+                threading.Thread(target=self._read, args=(a, q), daemon=True).start()
+                threading.Thread(target=self._write, args=(b, q), daemon=True).start()
+
+    @staticmethod
+    def _read(src: socket.socket, q: queue.Queue[tuple[float, bytes]]) -> None:
+        try:
+            while data := src.recv(65536):
+                q.put((time.monotonic(), data))
+        except OSError:
+            pass
+        q.put((time.monotonic(), b""))
+
+    def _write(self, dst: socket.socket, q: queue.Queue[tuple[float, bytes]]) -> None:
+        try:
+            while True:
+                at, data = q.get()
+                wait = at + self.delay - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def url(self, url: str) -> str:
+        parts = urlsplit(url)
+        user = f"{parts.username}@" if parts.username else ""
+        netloc = f"{user}127.0.0.1:{self.port}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _run(checkout: Path, code: str, *args: str, via: str | None = None) -> Any:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
+    if via:
+        env["SESSIONDB_AB_VIA"] = via
     done = subprocess.run(
         [sys.executable, "-c", code, *args],
         cwd=checkout,
@@ -136,6 +206,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--appends", type=int, default=200, help="per writer process")
     ap.add_argument("--search", nargs=2, metavar=("URL", "SQLITE_PATH"))
+    ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=300)
     args = ap.parse_args(argv)
@@ -150,9 +221,18 @@ def main(argv: list[str]) -> int:
         print(write_json("postgres_search_ab", payload))
         return 0
     trips_py = str(HERE / "tests" / "postgres" / "trips.py")
+    via = None
+    if args.latency_ms > 0:
+        from benchmarks.postgres import BASE
+
+        target = urlsplit(BASE)
+        proxy = DelayProxy(
+            target.hostname or "127.0.0.1", target.port or 5432, args.latency_ms / 1000
+        )
+        via = proxy.url(BASE)
     result: dict[str, Any] = {
         "machine": machine_facts(),
-        "args": {"rounds": args.rounds, "appends": args.appends},
+        "args": {"rounds": args.rounds, "appends": args.appends, "latency_ms": args.latency_ms},
         "round_trips": {k: _run(v, _TRIPS, trips_py) for k, v in checkouts.items()},
         "rounds": [],
     }
@@ -172,6 +252,7 @@ def main(argv: list[str]) -> int:
                         str(args.appends),
                         "1" if shared else "0",
                         backend,
+                        via=via if backend == "postgresql" else None,
                     )
             for label in order:
                 pg = cell[f"{label} postgresql"]["appends_per_s"]
@@ -190,7 +271,8 @@ def main(argv: list[str]) -> int:
                 flush=True,
             )
         result["rounds"].append(row)
-    print(write_json("postgres_round_trips", result))
+    name = "postgres_round_trips" + (f"_latency{args.latency_ms:g}ms" if via else "")
+    print(write_json(name, result))
     return 0
 
 
