@@ -255,23 +255,27 @@ class Connections:
                 try:
                     conn.execute(begin)
                 except psycopg.Error as e:
-                    raise translate(e, self.where, conn) from None
+                    raise translate(e, self.where, conn, schema=self.schema) from None
             except psycopg.Error as e:
-                raise translate(e, self.where, conn) from None
+                raise translate(e, self.where, conn, schema=self.schema) from None
             try:
                 yield conn
             except BaseException as e:
                 self._rollback(conn)
                 if isinstance(e, psycopg.Error):
                     raise translate(
-                        e, self.where, conn, time.monotonic() - started if writing else None
+                        e,
+                        self.where,
+                        conn,
+                        time.monotonic() - started if writing else None,
+                        self.schema,
                     ) from None
                 raise
             try:
                 conn.execute("COMMIT")
             except psycopg.Error as e:
                 self._rollback(conn)
-                raise translate(e, self.where, conn) from None
+                raise translate(e, self.where, conn, schema=self.schema) from None
 
     @contextmanager
     def transaction(self, writing: bool) -> Iterator[Pipelined]:
@@ -286,7 +290,7 @@ class Connections:
                 tx.recover(e)  # broken while idle: nothing was sent
             except psycopg.Error as e:
                 tx.abort()
-                raise translate(e, self.where, tx.conn) from None
+                raise translate(e, self.where, tx.conn, schema=self.schema) from None
             try:
                 yield tx
             except BaseException as e:
@@ -390,7 +394,7 @@ class Pipelined:
 
     def translate(self, e: BaseException) -> Error:
         waited = time.monotonic() - self._started if self.writing else None
-        return translate(e, self.conns.where, self.conn, waited)
+        return translate(e, self.conns.where, self.conn, waited, self.conns.schema)
 
     def recover(self, error: psycopg.Error, *, committing: bool = False) -> None:
         """Begin again and replay, when ``error`` left nothing committed; else raise it
