@@ -11,9 +11,9 @@ append on each checkout (libpq's protocol trace, tests/postgres/trips.py).
     git archive <commit> | tar -x -C /tmp/base
     python -m benchmarks.postgres_ab --base /tmp/base [--rounds 3] [--appends 200]
 
-``--latency-ms X``: the PostgreSQL runs go through a proxy in this process that delays every
-chunk X ms each way (a server one network hop away: 2X per round trip; its threads forward each
-chunk at its arrival time + X, so pipelined bursts are not delayed twice).
+``--latency-ms X``: the PostgreSQL runs go through benchmarks/latency_proxy.py, which delays
+every chunk X ms each way (a server one network hop away: 2X per round trip; each chunk leaves
+at its arrival time + X, so pipelined bursts are not delayed twice).
 
 ``--search URL SQLITE_PATH``: instead, search latency on stores already holding the corpus of
 benchmarks/corpus.py (``--messages``; load them with benchmarks/postgres.py's ``_load``): the
@@ -25,12 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -129,61 +125,6 @@ def search_rounds(
     return out
 
 
-class DelayProxy:
-    """TCP proxy adding ``delay`` seconds to every chunk, each way (module doc)."""
-
-    def __init__(self, host: str, port: int, delay: float) -> None:
-        self.target, self.delay = (host, port), delay
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.target)
-            # as libpq, the server and pgbouncer do: without it, Nagle holds a chunk back until
-            # the one before is acknowledged (a 40 ms delayed ACK between pipelined statements)
-            for sock in (client, server):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for a, b in ((client, server), (server, client)):
-                q: queue.Queue[tuple[float, bytes]] = queue.Queue()
-                threading.Thread(target=self._read, args=(a, q), daemon=True).start()
-                threading.Thread(target=self._write, args=(b, q), daemon=True).start()
-
-    @staticmethod
-    def _read(src: socket.socket, q: queue.Queue[tuple[float, bytes]]) -> None:
-        try:
-            while data := src.recv(65536):
-                q.put((time.monotonic(), data))
-        except OSError:
-            pass
-        q.put((time.monotonic(), b""))
-
-    def _write(self, dst: socket.socket, q: queue.Queue[tuple[float, bytes]]) -> None:
-        try:
-            while True:
-                at, data = q.get()
-                wait = at + self.delay - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                if not data:
-                    dst.shutdown(socket.SHUT_WR)
-                    return
-                dst.sendall(data)
-        except OSError:
-            pass
-
-    def url(self, url: str) -> str:
-        parts = urlsplit(url)
-        user = f"{parts.username}@" if parts.username else ""
-        netloc = f"{user}127.0.0.1:{self.port}"
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def _run(checkout: Path, code: str, *args: str, via: str | None = None) -> Any:
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     if via:
@@ -223,13 +164,15 @@ def main(argv: list[str]) -> int:
     trips_py = str(HERE / "tests" / "postgres" / "trips.py")
     via = None
     if args.latency_ms > 0:
+        from benchmarks.latency_proxy import start
         from benchmarks.postgres import BASE
 
         target = urlsplit(BASE)
-        proxy = DelayProxy(
-            target.hostname or "127.0.0.1", target.port or 5432, args.latency_ms / 1000
+        port, _proxy = start(
+            (target.hostname or "127.0.0.1", target.port or 5432), args.latency_ms / 1000
         )
-        via = proxy.url(BASE)
+        user = f"{target.username}@" if target.username else ""
+        via = urlunsplit((target.scheme, f"{user}127.0.0.1:{port}", target.path, "", ""))
     result: dict[str, Any] = {
         "machine": machine_facts(),
         "args": {"rounds": args.rounds, "appends": args.appends, "latency_ms": args.latency_ms},
