@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
@@ -32,19 +32,23 @@ PURGE_BATCH = 2000
 
 
 class _Transaction:
-    """The context manager of ``PostgresBackend.read()`` / ``write()``."""
+    """The context manager of ``PostgresBackend.read()`` / ``write()``: a pipelined, restartable
+    transaction (connection.py ``Pipelined``) and its view (tx.py)."""
 
-    __slots__ = ("_cm", "_writing")
+    __slots__ = ("_cm", "_tx")
 
-    def __init__(self, cm: Any, writing: bool) -> None:
+    def __init__(self, cm: Any) -> None:
         self._cm = cm
-        self._writing = writing
+        self._tx: PostgresTx | None = None
 
     def __enter__(self) -> PostgresTx:
-        return PostgresTx(self._cm.__enter__(), self._writing)
+        self._tx = PostgresTx(self._cm.__enter__())
+        return self._tx
 
     def __exit__(self, *exc: Any) -> bool | None:
         result: bool | None = self._cm.__exit__(*exc)
+        if exc[0] is None and self._tx is not None:
+            self._tx.check()
         return result
 
 
@@ -59,7 +63,8 @@ def split_schema(url: str) -> tuple[str, str | None]:
         return url, None
     if len(schemas) > 1:
         raise InvalidInput("the URL names more than one schema=")
-    rest = urlencode([(k, v) for k, v in pairs if k != "schema"])
+    # %20, not +, for a space: libpq reads a URL's + as a plus (options=-c%20name%3Dvalue)
+    rest = urlencode([(k, v) for k, v in pairs if k != "schema"], quote_via=quote)
     return urlunsplit((*parts[:3], rest, parts.fragment)), schemas[0]
 
 
@@ -152,11 +157,11 @@ class PostgresBackend:
 
     def read(self) -> _Transaction:
         self._ensure_ready()
-        return _Transaction(self._conns.read(), False)
+        return _Transaction(self._conns.transaction(writing=False))
 
     def write(self) -> _Transaction:
         self._ensure_ready()
-        return _Transaction(self._conns.write(), True)
+        return _Transaction(self._conns.transaction(writing=True))
 
     def purge(self) -> None:
         with self._conns.read() as conn:

@@ -15,16 +15,26 @@
   the last ~0.6 s of acknowledged commits; a client crash loses nothing), "full" is ``on``.
 * A connection found broken when a transaction begins is replaced and the ``BEGIN`` sent again:
   nothing was sent yet, so that retry is always safe.
+* The contract's transactions (``backend.read()`` / ``write()``, :meth:`Connections.transaction`)
+  run in pipeline mode (:class:`Pipelined`): ``BEGIN`` and its settings travel with the first
+  statement, ``COMMIT`` with the last, so an append costs two round trips, not four
+  (docs/postgres.md, "Round trips"; tests/postgres/test_round_trips.py). The settings are one
+  ``SELECT set_config(…, true)`` — ``SET LOCAL`` by another name, as pipeline mode allows one
+  statement per query. When PostgreSQL rolls such a transaction back (a deadlock victim, a
+  serialization failure) or its connection breaks before ``COMMIT`` was sent, nothing of it was
+  committed: it is begun again and what it did replayed (tx.py), at most :data:`RESTARTS`
+  times. A connection lost once ``COMMIT`` was sent is ``ConnectionLost``, never retried.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -32,7 +42,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import ConnectionLost, Error, InvalidInput, ReadOnlyStore, StoreBusy
-from .errors import translate
+from .errors import RETRYABLE, translate
 
 APPLICATION_NAME = "sessiondb"
 #: Seconds a pooled connection may stay idle before the pool closes it (below the usual idle
@@ -40,6 +50,9 @@ APPLICATION_NAME = "sessiondb"
 POOL_MAX_IDLE = 60.0
 
 _READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+_WRITE_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+#: Times a contract transaction is begun again after PostgreSQL rolled it back (module doc).
+RESTARTS = 3
 
 
 #: What ``schema=`` accepts: a plain lower-case identifier (then quoted anyway).
@@ -66,6 +79,24 @@ def _write_begin(durability: str, write_timeout: float, schema: str | None) -> s
     )
 
 
+def _settings(
+    writing: bool, durability: str, write_timeout: float, schema: str | None
+) -> tuple[str, list[str]] | None:
+    """The transaction's settings as ONE statement (``set_config(…, true)`` is ``SET LOCAL``),
+    for pipeline mode; values from validated options only."""
+    pairs: list[tuple[str, str]] = []
+    if writing:
+        pairs.append(("synchronous_commit", "on" if durability == "full" else "off"))
+        pairs.append(("lock_timeout", str(max(1, int(write_timeout * 1000)))))
+    if schema is not None:
+        _search_path(schema)  # validates
+        pairs.append(("search_path", sql.Identifier(schema).as_string(None)))
+    if not pairs:
+        return None
+    calls = ", ".join("set_config(%s, %s, true)" for _ in pairs)
+    return f"SELECT {calls}", [x for pair in pairs for x in pair]
+
+
 class Connections:
     """Where transactions get their connection: direct (one per process and thread) or pooled."""
 
@@ -90,6 +121,8 @@ class Connections:
         # in transaction mode the next transaction may run on another server connection.
         self._write_begin = _write_begin(durability, write_timeout, schema)
         self._read_begin = _READ_BEGIN + _search_path(schema)
+        self.durability = durability
+        self._settings = {w: _settings(w, durability, write_timeout, schema) for w in (False, True)}
         self._connect_timeout = max(1, int(connect_timeout))
         self._local = threading.local()
         self._pool: Any = None
@@ -222,23 +255,64 @@ class Connections:
                 try:
                     conn.execute(begin)
                 except psycopg.Error as e:
-                    raise translate(e, self.where, conn) from None
+                    raise translate(e, self.where, conn, schema=self.schema) from None
             except psycopg.Error as e:
-                raise translate(e, self.where, conn) from None
+                raise translate(e, self.where, conn, schema=self.schema) from None
             try:
                 yield conn
             except BaseException as e:
                 self._rollback(conn)
                 if isinstance(e, psycopg.Error):
                     raise translate(
-                        e, self.where, conn, time.monotonic() - started if writing else None
+                        e,
+                        self.where,
+                        conn,
+                        time.monotonic() - started if writing else None,
+                        self.schema,
                     ) from None
                 raise
             try:
                 conn.execute("COMMIT")
             except psycopg.Error as e:
                 self._rollback(conn)
-                raise translate(e, self.where, conn) from None
+                raise translate(e, self.where, conn, schema=self.schema) from None
+
+    @contextmanager
+    def transaction(self, writing: bool) -> Iterator[Pipelined]:
+        """A contract transaction in pipeline mode (module doc), restartable by its user."""
+        if writing and self.readonly:
+            raise ReadOnlyStore(f"{self.where} was opened read-only: it cannot be written")
+        with self._connection() as conn:
+            tx = Pipelined(self, conn, writing)
+            try:
+                tx.begin()
+            except psycopg.OperationalError as e:
+                tx.recover(e)  # broken while idle: nothing was sent
+            except psycopg.Error as e:
+                tx.abort()
+                raise translate(e, self.where, tx.conn, schema=self.schema) from None
+            try:
+                yield tx
+            except BaseException as e:
+                tx.abort()
+                if isinstance(e, psycopg.Error):
+                    raise tx.translate(e) from None
+                raise
+            while True:
+                try:
+                    tx.commit()
+                    return
+                except psycopg.Error as e:
+                    tx.recover(e, committing=True)
+
+    def reconnect(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any] | None:
+        """A new direct connection in place of the broken ``conn``; None with a pool (the pool
+        checks connections before lending them: a broken one there is not ours to replace)."""
+        if self._pool_size:
+            return None
+        if getattr(self._local, "conn", None) is conn:
+            self._drop_direct()
+        return self._direct()
 
     @staticmethod
     def _rollback(conn: psycopg.Connection[Any]) -> None:
@@ -262,4 +336,95 @@ class Connections:
             self._pool = None
 
 
-__all__ = ["APPLICATION_NAME", "POOL_MAX_IDLE", "Connections"]
+class Diverged(Exception):
+    """A replayed call answered otherwise than the first time: no replay (tx.py)."""
+
+
+def _lost(error: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
+    """Whether ``error`` is the connection's end (the server closes it, or sends that it is
+    terminating it before closing: ``pg_terminate_backend``, a shutdown)."""
+    if conn.closed or conn.broken:
+        return True
+    state = error.sqlstate
+    if state is None:
+        return isinstance(error, psycopg.OperationalError)
+    return state.startswith("08") or state in ("57P01", "57P02")
+
+
+class Pipelined:
+    """One contract transaction on one connection in pipeline mode (module doc).
+
+    Statements whose results are not fetched are only queued: ``BEGIN`` and the settings go out
+    with the first statement fetched, and ``COMMIT`` with whatever is still queued. ``replay``
+    (set by tx.py) does again what the transaction did, on a new ``BEGIN``, after a failure that
+    left nothing committed (:meth:`recover`).
+    """
+
+    def __init__(self, conns: Connections, conn: psycopg.Connection[Any], writing: bool) -> None:
+        self.conns = conns
+        self.conn = conn
+        self.writing = writing
+        self.replay: Callable[[], None] | None = None
+        self.restarts = 0
+        self._pipeline: AbstractContextManager[psycopg.Pipeline] | None = None
+        self._started = time.monotonic()
+
+    def begin(self) -> None:
+        pipeline = self._pipeline = self.conn.pipeline()
+        pipeline.__enter__()
+        self.conn.execute(_WRITE_BEGIN if self.writing else _READ_BEGIN)
+        settings = self.conns._settings[self.writing]
+        if settings is not None:
+            self.conn.execute(settings[0], settings[1])
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+        self._end_pipeline()
+
+    def _end_pipeline(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.__exit__(None, None, None)  # Sync: sends what is queued, reads every result
+
+    def abort(self) -> None:
+        """Leave pipeline mode and roll back whatever is open (a broken connection: nothing)."""
+        with suppress(psycopg.Error):
+            self._end_pipeline()
+        Connections._rollback(self.conn)
+
+    def translate(self, e: BaseException) -> Error:
+        waited = time.monotonic() - self._started if self.writing else None
+        return translate(e, self.conns.where, self.conn, waited, self.conns.schema)
+
+    def recover(self, error: psycopg.Error, *, committing: bool = False) -> None:
+        """Begin again and replay, when ``error`` left nothing committed; else raise it
+        translated. Nothing was committed when PostgreSQL says it rolled the transaction back
+        (:data:`~.errors.RETRYABLE`), or when the connection broke before ``COMMIT`` was sent
+        (and a new one can be had): a lost reply to ``COMMIT`` is ``ConnectionLost``."""
+        while True:
+            lost = _lost(error, self.conn)
+            self.abort()
+            safe = isinstance(error, RETRYABLE) or (lost and not committing)
+            if not safe or self.restarts >= RESTARTS:
+                raise self.translate(error) from None
+            if lost:
+                fresh = self.conns.reconnect(self.conn)
+                if fresh is None:
+                    raise self.translate(error) from None
+                self.conn = fresh
+            self.restarts += 1
+            if not lost:  # a deadlock's other party goes on meanwhile: a short random pause
+                time.sleep(random.uniform(0.0, 0.01 * 2**self.restarts))
+            try:
+                self.begin()
+                if self.replay is not None:
+                    self.replay()
+                return
+            except Diverged:
+                self.abort()
+                raise self.translate(error) from None
+            except psycopg.Error as e:
+                error, committing = e, False
+
+
+__all__ = ["APPLICATION_NAME", "POOL_MAX_IDLE", "RESTARTS", "Connections", "Diverged", "Pipelined"]

@@ -31,21 +31,26 @@ _BUSY = (
 # Transient conflicts between transactions (bounded retry by the caller, else StoreBusy).
 RETRYABLE = (pe.SerializationFailure, pe.DeadlockDetected)
 
+# The oldest other transaction holding a lock on this store's tables (a row lock takes one on its
+# table: FOR UPDATE a RowShareLock), else the oldest holding a transaction id at all: a server
+# shared by several stores has long transactions that are not in this store's way.
 _BLOCKER_SQL = (
     "SELECT pid, application_name, host(client_addr), now() - xact_start"
-    " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-    " AND backend_xid IS NOT NULL ORDER BY xact_start LIMIT 1"
+    " FROM pg_stat_activity a WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    " AND backend_xid IS NOT NULL ORDER BY EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid"
+    " AND l.granted AND l.relation IN (SELECT to_regclass(coalesce(quote_ident(%(schema)s) || '.',"
+    " '') || t) FROM unnest(ARRAY['sessions', 'messages', 'leases']) t)) DESC, xact_start LIMIT 1"
 )
 
 
-def _blocker(conn: Any) -> tuple[int | None, str]:
+def _blocker(conn: Any, schema: str | None) -> tuple[int | None, str]:
     """Who most likely held us up: ``(pid, description)``; ``(None, "")`` when unknown."""
     if conn is None or conn.closed or conn.broken:
         return None, ""
     try:
         if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             conn.execute("ROLLBACK")
-        row = conn.execute(_BLOCKER_SQL).fetchone()
+        row = conn.execute(_BLOCKER_SQL, {"schema": schema}).fetchone()
     except psycopg.Error:
         return None, ""
     if row is None:
@@ -61,14 +66,21 @@ def _blocker(conn: Any) -> tuple[int | None, str]:
     return int(pid), who
 
 
-def translate(e: BaseException, where: str, conn: Any = None, waited: float | None = None) -> Error:
-    """The sessiondb error for the psycopg exception ``e`` (``where``: the store's location)."""
+def translate(
+    e: BaseException,
+    where: str,
+    conn: Any = None,
+    waited: float | None = None,
+    schema: str | None = None,
+) -> Error:
+    """The sessiondb error for the psycopg exception ``e`` (``where``: the store's location,
+    ``schema``: its schema, for naming who held it up)."""
     if isinstance(e, Error):
         return e
     if isinstance(e, pe.UniqueViolation) and _constraint(e) == "sessions_session_id_key":
         return SessionExists(_session_of(e))
     if isinstance(e, (*_BUSY, *RETRYABLE)):
-        pid, who = _blocker(conn)
+        pid, who = _blocker(conn, schema)
         hint = f"; most likely in the way: {who}" if who else ""
         return StoreBusy(
             f"{where}: PostgreSQL could not let this write in ({_first_line(e)}){hint}"

@@ -49,8 +49,16 @@ CANDIDATE_BUDGET = 1000  # as sessiondb/sqlite/search.py (rank.DF_SAMPLE)
 MAX_WEIGHTED_PHRASES = 32  # beyond: every phrase weighs the same (a pasted paragraph)
 #: Matches counted exactly per phrase for its document frequency (_stats).
 DF_EXACT = 1000
+#: A word ANALYZE puts in more than this many times DF_EXACT messages is not counted (_stats).
+DF_SURE = 4
 K1 = 1.2
 B = 0.75
+#: The most rows a newest-first walk reads looking for the candidates (_walk); the walk
+#: reads WALK_MARGIN times the rows its estimated density needs; the index's way fetching
+#: scattered rows is taken to cost RANDOM_READ times a walked row.
+WALK_ROWS = 20_000
+WALK_MARGIN = 1.25
+RANDOM_READ = 3.0
 #: Past this many rows (planner's estimate) the average length is sampled, not summed.
 EXACT_STATS_ROWS = 5_000
 STATS_SAMPLE_ROWS = 5_000
@@ -105,20 +113,42 @@ def _phrase(tokens: Sequence[str], prefix: bool = False) -> Phrase | None:
 
 
 def _literal_check(plan: _Plan, texts: list[str]) -> None:
-    """Every text must occur in the message, ASCII letters in any case (SQLite's LIKE)."""
+    """Every text must occur in the message, ASCII letters in any case (SQLite's LIKE).
+
+    As a regular expression that spells each ASCII letter both ways (``[aA]``): ``translate``
+    folding the content first cost ~0.5 ms per 1 KB message (523 ms for 1 000 rows, against
+    28 ms for the expression and 4 ms for ``strpos``: docs/postgres.md, "Search"). A text
+    without ASCII letters is matched as it is, with ``strpos``."""
     if not texts:
         return
-    folded = [t.translate(_ASCII_LOWER) for t in texts]
-    if len(folded) == 1:
-        plan.checks.append(
-            f"strpos(translate(m.content, '{_UPPER}', '{_UPPER.lower()}'), {plan.param(folded[0])})"
-            " > 0"
-        )
+    if len(texts) <= MAX_WEIGHTED_PHRASES:
+        for text in texts:
+            if any(c in _UPPER or c in _UPPER.lower() for c in text):
+                plan.checks.append(f"m.content ~ {plan.param(_ascii_any_case(text))}")
+            else:
+                plan.checks.append(f"strpos(m.content, {plan.param(text)}) > 0")
         return
+    # A pasted paragraph of punctuated words: one array parameter, not hundreds of conditions.
+    patterns = [_ascii_any_case(t) for t in texts]
     plan.checks.append(
-        f"NOT EXISTS (SELECT 1 FROM unnest({plan.param(folded)}::text[]) l(t) WHERE"
-        f" strpos(translate(m.content, '{_UPPER}', '{_UPPER.lower()}'), l.t) = 0)"
+        f"NOT EXISTS (SELECT 1 FROM unnest({plan.param(patterns)}::text[]) l(t) WHERE"
+        " m.content !~ l.t)"
     )
+
+
+def _ascii_any_case(text: str) -> str:
+    """A regular expression (PostgreSQL's) matching ``text`` with ASCII letters in any case.
+    ASCII punctuation is escaped (a backslash before a non-alphanumeric character is that
+    character); other characters stand for themselves — no metacharacter is outside ASCII."""
+    out = []
+    for c in text:
+        if c in _UPPER or c in _UPPER.lower():
+            out.append(f"[{c.lower()}{c.upper()}]")
+        elif c.isascii() and not c.isalnum():
+            out.append("\\" + c)
+        else:
+            out.append(c)
+    return "".join(out)
 
 
 def _like(text: str) -> str:
@@ -223,35 +253,54 @@ def _stats(
     rows, average = _size(conn, cache)
     if not phrases or len(phrases) > MAX_WEIGHTED_PHRASES:
         return rows, average or 1.0, [1.0] * len(phrases)
-    counts = ", ".join(
-        "(SELECT count(*) FROM (SELECT 1 FROM messages WHERE tsv @@ %s::tsquery LIMIT %s) x)"
-        for _ in phrases
-    )
-    args: list[Any] = []
-    for p in phrases:
-        args += [p.tsquery(), DF_EXACT + 1]
-    found = conn.execute(f"SELECT {counts}", args).fetchone()
-    assert found is not None
-    df = [float(x) for x in found]
-    if any(x > DF_EXACT for x in df):
-        common = _common_shares(conn)
-        for i, p in enumerate(phrases):
-            if df[i] > DF_EXACT and len(p.terms) == 1 and not p.prefix:
-                share = common.get(p.terms[0])
-                if share is not None:
-                    df[i] = max(df[i], share * rows)
-    return rows, average or 1.0, df
+    # A word ANALYZE saw in many times DF_EXACT messages would be counted only to learn that
+    # it is past DF_EXACT (up to 500 ms for three of them at 100 000 messages, counting
+    # through their long posting lists: docs/postgres.md, "Search"); its share is taken at once.
+    common = _common_shares(conn, cache)
+    df: list[float | None] = [None] * len(phrases)
+    for i, p in enumerate(phrases):
+        share = common.get(p.terms[0]) if len(p.terms) == 1 and not p.prefix else None
+        if share is not None and share * rows > DF_SURE * DF_EXACT:
+            df[i] = share * rows
+    todo = [i for i, d in enumerate(df) if d is None]
+    if todo:
+        counts = ", ".join(
+            "(SELECT count(*) FROM (SELECT 1 FROM messages WHERE tsv @@ %s::tsquery LIMIT %s) x)"
+            for _ in todo
+        )
+        args: list[Any] = []
+        for i in todo:
+            args += [phrases[i].tsquery(), DF_EXACT + 1]
+        found = conn.execute(f"SELECT {counts}", args).fetchone()
+        assert found is not None
+        for i, x in zip(todo, found, strict=True):
+            df[i] = float(x)
+    out = [float(d or 0.0) for d in df]
+    for i, p in enumerate(phrases):
+        if out[i] > DF_EXACT and len(p.terms) == 1 and not p.prefix:
+            share = common.get(p.terms[0])
+            if share is not None:
+                out[i] = max(out[i], share * rows)
+    return rows, average or 1.0, out
 
 
-def _common_shares(conn: psycopg.Connection[Any]) -> dict[str, float]:
-    """The share of messages holding each of the column's most common words (ANALYZE's)."""
+def _common_shares(
+    conn: psycopg.Connection[Any], cache: dict[str, tuple[float, Any]]
+) -> dict[str, float]:
+    """The share of messages holding each of the column's most common words (ANALYZE's),
+    kept for :data:`STATS_TTL` seconds."""
+    kept = cache.get("search.common")
+    if kept is not None and time.monotonic() - kept[0] < STATS_TTL:
+        return cast("dict[str, float]", kept[1])
     row = conn.execute(
         "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats"
         " WHERE schemaname = current_schema() AND tablename = 'messages' AND attname = 'tsv'"
     ).fetchone()
-    if row is None or row[0] is None or row[1] is None:
-        return {}
-    return {str(w): float(f) for w, f in zip(row[0], row[1], strict=False)}
+    shares: dict[str, float] = {}
+    if row is not None and row[0] is not None and row[1] is not None:
+        shares = {str(w): float(f) for w, f in zip(row[0], row[1], strict=False)}
+    cache["search.common"] = (time.monotonic(), shares)
+    return shares
 
 
 def _tf(phrase: Phrase, positions: dict[str, list[int]]) -> int:
@@ -348,6 +397,52 @@ def execute(conns: Connections, req: SearchRequest) -> list[tuple[Message, float
         return _run(conn, plan, req.need, conns.cache)
 
 
+def _density(df: Sequence[float], rows: float) -> float:
+    """The share of messages an AND of phrases matches, taking them as independent."""
+    share = 1.0
+    for d in df:
+        share *= min(1.0, max(d, 0.0) / max(rows, 1.0))
+    return share
+
+
+def _walk(
+    conn: psycopg.Connection[Any],
+    plan: _Plan,
+    fence: str,
+    budget: str,
+    density: float,
+    total: float,
+) -> list[int] | None:
+    """The candidates by a bounded newest-first walk, when the words are common enough that
+    the newest messages hold them (else None: the index's way).
+
+    AND-ed common words have long posting lists whose intersection is dense: the index's way
+    fetched and sorted tens of thousands of matches to keep the newest 1 000 (p99 244 ms at
+    100 000 messages; a parallel scan of the whole table in EXPLAIN: docs/postgres.md,
+    "Search"). Reading the newest rows in id order finds them after a few thousand rows. The
+    walk reads ``WALK_MARGIN * budget / density`` rows, taken only when that is at most
+    :data:`WALK_ROWS` and at most :data:`RANDOM_READ` times the rows the index's way would
+    fetch (its reads are scattered, the walk's are not); it is kept
+    only if it found the whole budget — then it holds exactly the newest matches, every newer
+    row having been read — else the index's way runs as before (the walk's cost is bounded).
+    An unbounded walk is the trap of docs/postgres.md, evidence 6 (10 s for rare words).
+    """
+    if density <= 0:
+        return None
+    walk = math.ceil(WALK_MARGIN * CANDIDATE_BUDGET / density)
+    if walk > min(WALK_ROWS, RANDOM_READ * density * total):
+        return None
+    found = [
+        int(r[0])
+        for r in conn.execute(
+            f"SELECT m.id FROM (SELECT id, tsv FROM messages ORDER BY id DESC"
+            f" LIMIT {plan.param(walk)}) m WHERE {fence} ORDER BY m.id DESC LIMIT {budget}",
+            plan.params,
+        ).fetchall()
+    ]
+    return found if len(found) == CANDIDATE_BUDGET else None
+
+
 def _run(
     conn: psycopg.Connection[Any],
     plan: _Plan,
@@ -357,28 +452,26 @@ def _run(
     fence = " AND ".join(plan.fence) or "true"
     checks = " AND ".join(plan.checks) or "true"
     idf: list[float] = []
+    df: list[float] = []
     rows = average = 1.0
-    dense = False
     if plan.phrases:
         rows, average, df = _stats(conn, plan.phrases, cache)
         idf = [
             max(1e-6, math.log((rows - d + 0.5) / (d + 0.5)))
             for d in (min(max(x, 0.0), rows) for x in df)
         ]
-        # One word in more than DF_EXACT messages and nothing else in the fence: its newest
-        # matches are dense, and walking the primary key backwards finds them at once (a word
-        # in 95 % of 10 000 messages: 40 ms through the bitmap and a sort). Never for a rarer
-        # word: that walk is the trap of docs/postgres.md, evidence 6 (10 s timeouts).
-        dense = len(plan.phrases) == 1 and len(plan.fence) == 1 and df[0] > DF_EXACT
-    order = "m.id DESC" if dense else "m.id + 0 DESC"  # + 0: the index cannot serve the order
     budget = plan.param(CANDIDATE_BUDGET)
-    candidates = [
-        int(r[0])
-        for r in conn.execute(
-            f"SELECT m.id FROM messages m WHERE {fence} ORDER BY {order} LIMIT {budget}",
-            plan.params,
-        ).fetchall()
-    ]
+    candidates = None
+    if len(plan.fence) == 1 and plan.phrases:
+        candidates = _walk(conn, plan, fence, budget, _density(df, rows), rows)
+    if candidates is None:  # + 0: the primary key cannot serve the order (evidence 6)
+        candidates = [
+            int(r[0])
+            for r in conn.execute(
+                f"SELECT m.id FROM messages m WHERE {fence} ORDER BY m.id + 0 DESC LIMIT {budget}",
+                plan.params,
+            ).fetchall()
+        ]
     if not candidates:
         return []
     wanted = _term_positions(plan)

@@ -12,21 +12,37 @@ Writers of one session exclude each other through its row: a write transaction l
 insert of the Store (sessiondb/core/store.py) see no concurrent writer of that session, as on
 SQLite. Two processes creating the same new session race on its unique id: the loser gets
 ``SessionExists``, which the Store's idempotent verbs answer by looking again.
+
+Round trips (docs/postgres.md, "Round trips"): the transaction runs in pipeline mode
+(connection.py), and the session row's lock also reads its counter, so the append statement
+needs no answer before ``COMMIT``: the seqs it will give are known (the row is ours), and the
+statement goes out with ``COMMIT`` — an unkeyed append is two round trips. Its ``RETURNING`` is
+checked once the commit's reply is in (:meth:`PostgresTx.check`).
+
+Restarts: every call of the contract is recorded with what it returned. When PostgreSQL rolls
+the transaction back (a deadlock victim, a serialization failure) or its connection breaks
+before ``COMMIT`` was sent, nothing was committed, and the transaction is begun again and the
+calls replayed (connection.py ``Pipelined.recover``). A replay is the same transaction only if
+every call returns what it returned before — the Store decided its next calls from those
+answers — so the first answer that differs ends it: the original error is raised
+(``StoreBusy``). tests/postgres/test_restart.py provokes a deadlock and a lost connection.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
 
 from ..core.query import is_no_space_char
 from ..core.terms import index_terms
-from ..errors import SessionExists
+from ..errors import Error, SessionExists
 from ..models import Message, Session
 from . import rollup
+from .connection import Diverged
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of
 from .text import encode
 
@@ -34,6 +50,27 @@ if TYPE_CHECKING:
     from ..core.append import Item
     from ..core.contract import SessionField, SessionRef
     from ..core.stats import ActivityRow
+    from .connection import Pipelined
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _recorded(method: _F) -> _F:
+    """A contract call of :class:`PostgresTx`: recorded for a replay, replayed on a restart."""
+
+    @functools.wraps(method)
+    def call(self: PostgresTx, *args: Any, **kwargs: Any) -> Any:
+        while True:
+            try:
+                out = method(self, *args, **kwargs)
+            except psycopg.Error as e:
+                self._tx.recover(e)  # raises unless begun again and replayed
+                continue
+            self._log.append((method, args, kwargs, out))
+            return out
+
+    return cast("_F", call)
+
 
 #: Columns ``update_session`` may set, by the contract's field names (never built from input).
 _SESSION_FIELDS: dict[str, str] = {
@@ -89,12 +126,38 @@ def _has_no_space(text: str) -> bool:
 class PostgresTx:
     """One transaction's view of the database (the contract's ``ReadTx`` / ``WriteTx``)."""
 
-    __slots__ = ("_lock", "conn")
+    __slots__ = ("_counts", "_lock", "_log", "_pending", "_tx")
 
-    def __init__(self, conn: psycopg.Connection[Any], writing: bool) -> None:
-        self.conn = conn
+    def __init__(self, tx: Pipelined) -> None:
+        self._tx = tx
         # Inside a write transaction the session row is locked on first sight: see module doc.
-        self._lock = " FOR UPDATE" if writing else ""
+        self._lock = " FOR UPDATE" if tx.writing else ""
+        #: Message counts of the sessions whose row this transaction holds (the next seqs).
+        self._counts: dict[int, int] = {}
+        #: Append statements sent without waiting: (cursor, first seq - 1, messages).
+        self._pending: list[tuple[psycopg.Cursor[Any], int, int]] = []
+        self._log: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]] = []
+        tx.replay = self._replay
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        return self._tx.conn
+
+    def _replay(self) -> None:
+        self._counts.clear()
+        self._pending.clear()
+        for method, args, kwargs, out in self._log:
+            if method(self, *args, **kwargs) != out:
+                raise Diverged(method.__name__)
+
+    def check(self) -> None:
+        """After the commit: the append statements sent without waiting gave the seqs
+        announced (the session rows were this transaction's: they must have)."""
+        for cursor, base, n in self._pending:
+            seqs = [int(r[0]) for r in cursor.fetchall()]
+            if seqs != list(range(base + 1, base + n + 1)):  # pragma: no cover - a bug
+                raise Error(f"internal error: the append gave seqs {seqs[:3]}…, not {base + 1}…")
+        self._pending.clear()
 
     def _one(self, query: str, args: Sequence[Any] = ()) -> Any:
         row = self.conn.execute(query, args).fetchone()
@@ -102,18 +165,27 @@ class PostgresTx:
 
     # -- reads ----------------------------------------------------------------------------------
 
+    @_recorded
     def session_ref(self, session_id: str) -> SessionRef | None:
-        found = self._one(
-            f"SELECT id FROM sessions WHERE session_id = %s{self._lock}", (session_id,)
-        )
-        return None if found is None else int(found)
+        # The lock reads the counter too: the append then needs no answer (module doc).
+        row = self.conn.execute(
+            f"SELECT id, message_count FROM sessions WHERE session_id = %s{self._lock}",
+            (session_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        if self._lock:
+            self._counts[int(row[0])] = int(row[1])
+        return int(row[0])
 
+    @_recorded
     def session(self, session_id: str) -> Session | None:
         row = self.conn.execute(
             f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = %s", (session_id,)
         ).fetchone()
         return None if row is None else session_of(row)
 
+    @_recorded
     def sessions(self, source: str | None, limit: int, offset: int) -> list[Session]:
         where, args = ("WHERE source = %s", [source]) if source is not None else ("", [])
         rows = self.conn.execute(
@@ -123,6 +195,7 @@ class PostgresTx:
         ).fetchall()
         return [session_of(r) for r in rows]
 
+    @_recorded
     def session_ids(self, after: str | None, limit: int) -> list[str]:
         # session_id is COLLATE "C": UTF-8 byte order, i.e. code point order, as SQLite's BINARY.
         rows = self.conn.execute(
@@ -131,6 +204,7 @@ class PostgresTx:
         ).fetchall()
         return [str(r[0]) for r in rows]
 
+    @_recorded
     def stale_sessions(
         self, cutoff: float, source: str | None, after: str | None, limit: int
     ) -> list[Session]:
@@ -142,6 +216,7 @@ class PostgresTx:
         ).fetchall()
         return [session_of(r) for r in rows]
 
+    @_recorded
     def message_bytes(self, session_id: str) -> int:
         # octet_length of a TOASTed value reads its stored size, not the value (a NUL kept out
         # of the text as a space has the same size: text.py).
@@ -154,6 +229,7 @@ class PostgresTx:
             )
         )
 
+    @_recorded
     def totals(self) -> tuple[int, int]:
         row = self.conn.execute(
             "SELECT count(*), coalesce(sum(message_count), 0) FROM sessions"
@@ -161,17 +237,20 @@ class PostgresTx:
         assert row is not None
         return int(row[0]), int(row[1])
 
+    @_recorded
     def session_count(self, source: str | None) -> int:
         if source is None:
             return int(self._one("SELECT count(*) FROM sessions"))
         return int(self._one("SELECT count(*) FROM sessions WHERE source = %s", (source,)))
 
+    @_recorded
     def message_count(self, session_id: str) -> int:
         found = self._one(
             f"SELECT message_count FROM sessions WHERE session_id = %s{self._lock}", (session_id,)
         )
         return 0 if found is None else int(found)
 
+    @_recorded
     def messages(
         self, session_id: str, after: int, limit: int, newest: bool = False
     ) -> list[Message]:
@@ -186,6 +265,7 @@ class PostgresTx:
             out.reverse()
         return out
 
+    @_recorded
     def messages_by_key(
         self, ref: SessionRef, session_id: str, keys: Sequence[str]
     ) -> dict[str, Message]:
@@ -196,6 +276,7 @@ class PostgresTx:
         ).fetchall()
         return {m.key: m for m in map(message_of, rows) if m.key is not None}
 
+    @_recorded
     def neighbours(
         self, hits: Sequence[Message], context: int
     ) -> list[tuple[list[Message], list[Message]]]:
@@ -213,6 +294,7 @@ class PostgresTx:
             (before if int(row[1]) < int(seq) else after).append(message_of(row))
         return out
 
+    @_recorded
     def activity(
         self,
         first_day: int | None,
@@ -224,6 +306,7 @@ class PostgresTx:
 
     # -- writes ---------------------------------------------------------------------------------
 
+    @_recorded
     def insert_session(
         self,
         session_id: str,
@@ -243,8 +326,10 @@ class PostgresTx:
         )
         if found is None:
             raise SessionExists(session_id)
+        self._counts[int(found)] = 0
         return int(found)
 
+    @_recorded
     def update_session(self, ref: SessionRef, changes: Mapping[SessionField, object]) -> None:
         sets = ", ".join(_SESSION_FIELDS[name] for name in changes)
         args: list[Any] = []
@@ -255,6 +340,7 @@ class PostgresTx:
                 args.append(value)
         self.conn.execute(f"UPDATE sessions SET {sets} WHERE id = %s", [*args, ref])
 
+    @_recorded
     def insert_messages(
         self, ref: SessionRef, session_id: str, items: Sequence[Item], now: float
     ) -> list[Message]:
@@ -276,7 +362,7 @@ class PostgresTx:
         # A response named by no id is "#<seq>": the statement knows the seq (rollup.py).
         found = [rollup.facts(0, at, item.meta) for item, at in zip(items, times, strict=True)]
         days, models, counts = rollup.counts(found)
-        seqs = self.conn.execute(
+        cursor = self.conn.execute(
             _APPEND,
             {
                 **cols,
@@ -290,8 +376,14 @@ class PostgresTx:
                 "latest": max(times),
                 "ref": ref,
             },
-        ).fetchall()
-        base = int(seqs[0][0]) - 1
+        )
+        known = self._counts.get(ref)
+        if known is None:  # a row not locked by this transaction: wait for the seqs
+            base = int(cursor.fetchall()[0][0]) - 1
+        else:  # the row is ours: the seqs are known, the statement goes out with COMMIT
+            base = known
+            self._pending.append((cursor, base, len(items)))
+        self._counts[ref] = base + len(items)
         found = [
             f if f.rid is None or f.shared else f._replace(rid=f"#{base + i + 1}")
             for i, f in enumerate(found)
@@ -304,6 +396,7 @@ class PostgresTx:
             out.append(Message(session_id, seq, item.role, item.content, item.key, meta, at))
         return out
 
+    @_recorded
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
         # The stored columns as they are (escaped content, search terms); the rollup counts the
         # copies as messages, their tokens staying the origin's (rollup.add_copies).
@@ -316,12 +409,14 @@ class PostgresTx:
             (target, source, upto),
         ).fetchall()
         rollup.add_copies(self.conn, target, [rollup.facts(*r) for r in rows])
+        self._counts[target] = upto
         self.conn.execute(
             "UPDATE sessions SET message_count = %s, updated_at = greatest(updated_at,"
             " coalesce((SELECT max(created_at) FROM messages WHERE sid = %s), 0)) WHERE id = %s",
             (upto, target, target),
         )
 
+    @_recorded
     def remove_newest(self, ref: SessionRef, session_id: str, now: float) -> Message | None:
         row = self.conn.execute(
             "DELETE FROM messages WHERE id ="
@@ -332,6 +427,7 @@ class PostgresTx:
         if row is None:
             return None
         removed = message_of(row)
+        self._counts.pop(ref, None)
         # The removed seq is the next append's: seqs stay gapless. revision tells tailing readers.
         self.conn.execute(
             "UPDATE sessions SET message_count = %s, revision = revision + 1, updated_at = %s"
@@ -341,6 +437,7 @@ class PostgresTx:
         rollup.remove(self.conn, ref, rollup.facts(removed.seq, removed.created_at, row[6]))
         return removed
 
+    @_recorded
     def clear(self, ref: SessionRef, now: float) -> int:
         # The session moves to a new row id: its messages, still under the old id, leave it at
         # once for every reader, and are purged in batches afterwards (like a deleted session's).
@@ -359,11 +456,13 @@ class PostgresTx:
         )
         return int(row[9])
 
+    @_recorded
     def delete_session(self, ref: SessionRef) -> None:
         self.conn.execute("DELETE FROM sessions WHERE id = %s", (ref,))
         self._forget(ref)
 
     def _forget(self, ref: SessionRef) -> None:
+        self._counts.pop(ref, None)
         rollup.forget_session(self.conn, ref)
         self.conn.execute(
             "INSERT INTO purge_queue (sid) VALUES (%s) ON CONFLICT DO NOTHING", (ref,)

@@ -8,6 +8,7 @@ import pytest
 import sessiondb
 from sessiondb import InvalidInput, QueryError
 from sessiondb.core.query import MAX_QUERY_CHARS
+from sessiondb.core.terms import MAX_INDEXED_WORDS
 
 DOCS = {
     "code": [
@@ -211,3 +212,20 @@ def test_long_punctuated_words_match_exactly(store: sessiondb.Store) -> None:
     assert where(st.search("/usr/local/hitor/barbar")) == [("s", 1)]
     assert where(st.search("https://example.com/docs/retry-policy.html")) == [("s", 33)]
     assert len(st.search("/usr/local/bin", limit=100)) == 30
+
+
+def test_the_searchable_prefix_is_the_same_rule_on_every_backend(store: sessiondb.Store) -> None:
+    """docs/search.md, "The searchable prefix": each word and phrase among a message's first
+    MAX_INDEXED_WORDS words is found on every backend; a message of more than 1 MiB of distinct
+    tokens (hashes in tool output) is stored whole and its first words are found."""
+    st = store
+    filler = " ".join(f"w{i}x" for i in range(MAX_INDEXED_WORDS - 3))
+    long = f"alpha {filler} last.word"  # "last" and "word" are words 16 382 and 16 383
+    st.append("s", "tool", long)
+    assert where(st.search("alpha")) == [("s", 1)]
+    assert where(st.search("last.word")) == [("s", 1)]
+    assert where(st.search(f'"w{MAX_INDEXED_WORDS - 4}x last"', mode="fts")) == [("s", 1)]
+    hashes = " ".join(f"{i:08x}{'deadbeef' * 3}" for i in range(40_000))  # 1.3 MB, all distinct
+    st.append("s", "tool", f"needle {hashes}")
+    assert where(st.search("needle")) == [("s", 2)]
+    assert st.messages("s")[1].content == f"needle {hashes}"

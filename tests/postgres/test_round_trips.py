@@ -1,0 +1,55 @@
+"""Round trips of the Store's verbs on PostgreSQL (docs/postgres.md, "Round trips"): BEGIN and its
+settings travel with the first statement, COMMIT with the last, and the append statement needs no
+answer before the COMMIT (the session row's lock read its counter). Counted from libpq's protocol
+trace (tests/postgres/trips.py), directly and through pgbouncer in transaction mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import sessiondb
+from tests import pg
+from tests.postgres import trips
+
+
+@pytest.fixture(params=["postgresql", "pgbouncer"])
+def store(request: pytest.FixtureRequest) -> Any:
+    with sessiondb.open(pg.new_url(via=request.param)) as s:
+        yield s
+
+
+def _trips(store: Any, action: Any) -> tuple[int, list[str]]:
+    with store.backend.connections.read() as conn:  # the thread's one direct connection
+        pass
+    return trips.count(conn, action)
+
+
+def test_an_append_is_two_round_trips(store: Any) -> None:
+    store.append("s", "user", "first")
+    n, lines = _trips(store, lambda: store.append("s", "assistant", "second"))
+    assert n == 2, "\n".join(lines)
+    assert store.messages("s")[-1].seq == 2
+    # the COMMIT went out with the append statement, before the transaction's one Sync
+    sent = [line.split("\t")[2].split()[0] for line in lines if line.startswith("F")]
+    assert sent.count("Sync") == 1
+    last = "\n".join(lines[max(i for i, x in enumerate(lines) if "INSERT INTO messages" in x) :])
+    assert "COMMIT" in last.split("Sync")[0]
+
+
+def test_a_batch_and_a_keyed_append(store: Any) -> None:
+    store.append("s", "user", "first")
+    items = [{"role": "user", "content": f"m{i}"} for i in range(5)]
+    assert _trips(store, lambda: store.append_many("s", items))[0] == 2
+    # a key is looked up first (one more round trip); a retry stores nothing
+    assert _trips(store, lambda: store.append("s", "user", "k", key="k1"))[0] == 3
+    assert _trips(store, lambda: store.append("s", "user", "k", key="k1"))[0] == 3
+    assert [m.seq for m in store.messages("s")] == list(range(1, 8))
+
+
+def test_a_new_session_and_a_read(store: Any) -> None:
+    # the lookup finds nothing, the session row is made (its id is needed), then the append
+    assert _trips(store, lambda: store.append("new", "user", "x"))[0] == 3
+    assert _trips(store, lambda: store.get_session("new"))[0] == 2
+    assert _trips(store, lambda: store.messages("new"))[0] == 2
