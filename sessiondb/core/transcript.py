@@ -162,6 +162,7 @@ class _Importer:
         #: claude_agent_sdk adapter's key) instead of two unrelated sessions
         self.resumed: dict[str, str] = {}
         self._record_sid: str | None = None  # the sessionId the previous record named
+        self._record_uuids: set[str] = set()  # the uuids of that session's records so far
 
     def header_line(self, header: Header) -> None:
         self.flush()
@@ -208,19 +209,30 @@ class _Importer:
 
     def _lineage(self, rec: Record, sid: str) -> None:
         """Note ``sid`` as resumed from the session the records before it named, when the
-        records of one file change their own ``sessionId`` (never with ``session_id=`` given,
-        nor for a subagent's records, kept apart by formats.py)."""
-        if self.session_id is not None or rec.session_id is None:
+        records of one transcript change their own ``sessionId`` and the first record of the
+        new one answers (``parentUuid``) a record of the earlier one. Never with
+        ``session_id=`` given, never in a sessiondb export (its headers carry each session's
+        meta: a backup restores exactly, tests/cli/test_stats_cli.py), nor for a subagent's
+        records, kept apart by formats.py."""
+        if self.session_id is not None or rec.session_id is None or self.headers:
             return
+        meta = rec.meta or {}
         before, self._record_sid = self._record_sid, rec.session_id
-        if (
-            before is not None
-            and before != sid
-            and ":agent-" not in sid
-            and ":agent-" not in before
-            and sid not in self.resumed
-        ):
-            self.resumed[sid] = before
+        if before != rec.session_id:
+            answered = meta.get("parentUuid") in self._record_uuids
+            self._record_uuids = set()
+            if (
+                answered
+                and before is not None
+                and before != sid
+                and ":agent-" not in sid
+                and ":agent-" not in before
+                and sid not in self.resumed
+            ):
+                self.resumed[sid] = before
+        uuid = meta.get("uuid")
+        if isinstance(uuid, str):
+            self._record_uuids.add(uuid)  # one session's records at a time: bounded by it
 
     def _ensure(self, sid: str, created_at: float | None) -> None:
         if sid in self.ensured:

@@ -188,6 +188,10 @@ def test_a_resumed_claude_code_transcript_keeps_its_lineage(store: Any, tmp_path
     assert store.get_session("cc-b").meta == {"resumed_from": "kept"}
     assert store.import_jsonl(resumed, session_id="one").imported == 4  # one session asked
     assert store.get_session("one").meta is None
+    # two transcripts in one file, the second answering nothing of the first: no lineage
+    joined = write_jsonl(tmp_path / "two.jsonl", [*first, rec("cc-c", "u9", None, "new", 4)])
+    assert store.import_jsonl(joined).imported == 1
+    assert store.get_session("cc-c").meta is None
 
 
 def _populate(store: Any) -> None:
