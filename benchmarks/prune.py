@@ -21,14 +21,20 @@ In one run, on the copy:
    over the file) timed on the full store.
 5. The append cost of incremental auto-vacuum: one process appending to a fresh file with and
    without it, alternately.
+6. With ``--trace``: a timeline of every live append, every prune transaction and every
+   checkpoint in any process, and the WAL's frames sampled every 5 ms (benchmarks/prune_trace.py),
+   summarised as where the slow appends' time went; the raw timeline goes to
+   benchmarks/work/prune/trace.json.
 
-    python -m benchmarks.prune [--quick] [--messages N] [--writers K] [--baseline S]
+    python -m benchmarks.prune [--quick] [--messages N] [--writers K] [--baseline S] [--trace]
+        [--no-alternatives]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -44,6 +50,7 @@ from typing import Any
 import apsw
 
 import sessiondb
+from benchmarks import prune_trace
 from benchmarks.common import WORK_DIR, latency_summary, machine_facts, role_for, turn, write_json
 from sessiondb.sqlite.engine import Engine
 
@@ -71,8 +78,11 @@ def build(path: Path, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def _writer(wid: int, path: str, interval: float, stop: Event, out: Any) -> None:
+def _writer(wid: int, path: str, interval: float, stop: Event, out: Any, trace: bool) -> None:
     try:
+        rec = prune_trace.Recorder().install() if trace else None
+        if rec is not None:
+            rec.label = "append"
         store = sessiondb.open(path)
         samples: list[tuple[float, float]] = []
         errors = 0
@@ -88,7 +98,14 @@ def _writer(wid: int, path: str, interval: float, stop: Event, out: Any) -> None
             i += 1
             stop.wait(interval)
         store.close()
-        out.put(("done", wid, {"samples": samples, "errors": errors, "appended": i - errors}))
+        events = rec.events if rec is not None else []
+        out.put(
+            (
+                "done",
+                wid,
+                {"samples": samples, "errors": errors, "appended": i - errors, "events": events},
+            )
+        )
     except BaseException:
         out.put(("failed", wid, traceback.format_exc()))
 
@@ -180,12 +197,12 @@ def _append_cost(folder: Path, n: int) -> dict[str, Any]:
     return summary
 
 
-def _run(path: Path, writers: int, interval: float, baseline: float) -> dict[str, Any]:
+def _run(path: Path, writers: int, interval: float, baseline: float, trace: bool) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_writer, args=(k, str(path), interval, stop, out))
+        ctx.Process(target=_writer, args=(k, str(path), interval, stop, out, trace))
         for k in range(writers)
     ]
     for p in procs:
@@ -194,6 +211,11 @@ def _run(path: Path, writers: int, interval: float, baseline: float) -> dict[str
         kind, wid, payload = out.get(timeout=120)
         if kind != "ready":
             raise RuntimeError(f"writer {wid}: {payload}")
+    sampler = None
+    if trace:
+        sampler = ctx.Process(target=prune_trace.sample, args=(str(path), stop, out))
+        sampler.start()
+    rec = prune_trace.Recorder().install() if trace else None
     t_base = time.monotonic()
     time.sleep(baseline)
     sizes: dict[str, int] = {"before": _size(path)}
@@ -206,22 +228,58 @@ def _run(path: Path, writers: int, interval: float, baseline: float) -> dict[str
                 marks["reclaim"] = time.monotonic()
                 sizes["after_removal"] = _size(path)
                 holds.phase = "vacuum"
+                if rec is not None:
+                    rec.label = "vacuum"
 
+        if rec is not None:
+            rec.label = "prune"
         t_prune = time.monotonic()
         report = store.prune(older_than=timedelta(days=30), progress=progress)
         t_end = time.monotonic()
+    if rec is not None:
+        rec.uninstall()
     sizes["after_space_back"] = _size(path)
     time.sleep(min(baseline, 3.0))  # the writers a moment after, too
     stop.set()
     results = []
-    for _ in procs:
+    wal_samples: list[tuple[float, ...]] = []
+    for _ in range(len(procs) + (sampler is not None)):
         kind, wid, payload = out.get(timeout=120)
-        if kind != "done":
+        if kind == "samples":
+            wal_samples = payload
+        elif kind != "done":
             raise RuntimeError(f"writer {wid}: {payload}")
-        results.append(payload)
-    for p in procs:
+        else:
+            results.append(payload)
+    for p in [*procs, *([sampler] if sampler is not None else [])]:
         p.join()
     samples = [s for r in results for s in r["samples"]]
+    traced: dict[str, Any] = {}
+    if rec is not None:
+        events = [e for r in results for e in r["events"]]
+        appends = [e for e in events if e[0] == "append"]
+        others = [e for e in events if e[0] != "append"] + rec.events
+        traced = {
+            "trace": {
+                "baseline_no_prune": prune_trace.explain(
+                    appends, others, wal_samples, (t_base, t_prune), TARGET_P99_MS / 1000
+                ),
+                "during_prune": prune_trace.explain(
+                    appends, others, wal_samples, (t_prune, t_end), TARGET_P99_MS / 1000
+                ),
+            }
+        }
+        raw = WORK_DIR / "prune" / "trace.json"
+        raw.write_text(
+            json.dumps(
+                {
+                    "window": [t_base, t_prune, t_end],
+                    "events": appends + others,
+                    "samples": wal_samples,
+                }
+            )
+        )
+        print(f"raw trace: {raw}", flush=True)
     return {
         "removed": {
             "sessions": len(report.sessions),
@@ -243,6 +301,7 @@ def _run(path: Path, writers: int, interval: float, baseline: float) -> dict[str
             "appended": sum(r["appended"] for r in results),
         },
         "prune_write_transactions": {k: latency_summary(v) for k, v in holds.by_phase.items()},
+        **traced,
     }
 
 
@@ -253,6 +312,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--writers", type=int, default=4)
     ap.add_argument("--writer-interval", type=float, default=0.01)
     ap.add_argument("--baseline", type=float, default=15.0, help="seconds of writers alone")
+    ap.add_argument(
+        "--trace", action="store_true", help="a timeline of appends, prune and checkpoints"
+    )
+    ap.add_argument(
+        "--no-alternatives", action="store_true", help="skip VACUUM INTO / compact / append cost"
+    )
     args = ap.parse_args(argv)
     n = 100_000 if args.quick else args.messages
     folder = WORK_DIR / "prune"
@@ -271,8 +336,8 @@ def main(argv: list[str]) -> int:
             Path(f"{partial}{suffix}").unlink(missing_ok=True)
         partial.rename(pristine)
         print(f"built in {built} s", flush=True)
-    work = folder / "run.db"
-    for leftover in folder.glob("run.db*"):
+    work = folder / f"run-{n}.db"
+    for leftover in folder.glob(f"run-{n}.db*"):
         leftover.unlink()
     shutil.copyfile(pristine, work)
     with sessiondb.open(work, readonly=True) as ro:
@@ -280,9 +345,12 @@ def main(argv: list[str]) -> int:
         split = ro.info()["space"]
         info_s = round(time.perf_counter() - t0, 2)
     print(f"store: {n:,} messages, {_size(work):,} bytes; split {split} ({info_s} s)", flush=True)
-    run = _run(work, args.writers, args.writer_interval, args.baseline)
-    alternatives = _alternatives(work)
-    cost = _append_cost(folder, 2000 if args.quick else 5000)
+    run = _run(work, args.writers, args.writer_interval, args.baseline, args.trace)
+    alternatives: dict[str, Any] = {}
+    cost: dict[str, Any] = {}
+    if not args.no_alternatives:
+        alternatives = _alternatives(work)
+        cost = _append_cost(folder, 2000 if args.quick else 5000)
     w = run["writers"]
     payload = {
         "benchmark": "prune",
@@ -308,9 +376,9 @@ def main(argv: list[str]) -> int:
         f"prune's write transactions: {run['prune_write_transactions']}\n"
         f"alternatives: {alternatives}\nappend cost: {cost}"
     )
-    name = "prune_quick" if args.quick else "prune"
+    name = ("prune_quick" if args.quick else "prune") + ("_trace" if args.trace else "")
     print(f"wrote {write_json(name, payload)}")
-    for leftover in folder.glob("run.db*"):
+    for leftover in folder.glob(f"run-{n}.db*"):
         leftover.unlink()
     return 0
 
