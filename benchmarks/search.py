@@ -286,7 +286,7 @@ def main(argv: list[str]) -> int:
         type=Path,
         default=None,
         help="sessiondb store to query: loaded from the corpus once if absent, reused after "
-        "(a 5 000 000-message load takes the better part of an hour here); load rates and the "
+        "(a 5 000 000-message load takes hours here); load rates and the "
         "peer are measured only when it is loaded in this run",
     )
     args = parser.parse_args(argv)
