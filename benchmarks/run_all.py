@@ -15,6 +15,7 @@ BENCHMARKS: list[str] = [
     "channel",
     "startup",
     "aio",
+    "group",
     "prune",
     "serve",
 ]

@@ -85,6 +85,7 @@ def open(
     location: str | os.PathLike[str] | None = None,
     *,
     readonly: bool = False,
+    group_commit: bool | None = None,
     **options: Any,
 ) -> Store:
     """Open the store at ``location``: a SQLite file path (created when missing, unless
@@ -98,10 +99,15 @@ def open(
     transactions on power loss, ``"full"`` syncs every commit; ``journal_mode="auto"`` picks WAL
     on local disks and the rollback journal on network and VM mounts; a write that cannot get in
     within ``write_timeout`` seconds (default 30) raises ``StoreBusy``.
+
+    ``group_commit``: whether appends made at the same moment by several threads (or async
+    tasks) of this process share one transaction, each returning once it is committed — on by
+    default on SQLite, off on PostgreSQL (docs/adr/0011-group-commit.md).
     """
     from .core.store import SessionStore
 
-    return SessionStore(open_backend(location, readonly=readonly, **options))
+    backend = open_backend(location, readonly=readonly, **options)
+    return SessionStore(backend, group_commit=group_commit)
 
 
 def open_backend(

@@ -20,9 +20,12 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ..core.contract import MISSING, Progress
+from ..core.store import SessionStore
+from ..core.writes import Group, Request, append_many_request, append_request
+from ..errors import Error
 from ..models import HealthReport, Hit, ImportReport, Message, PruneReport, Session, Stats
 from .lease import AsyncStoreLease
-from .workers import Workers, call_soon
+from .workers import Wakeups, Workers, call_soon
 
 if TYPE_CHECKING:
     from ..core.contract import Store
@@ -54,6 +57,7 @@ class AsyncSessionStore:
         self._workers = workers
         self._close_lock = threading.Lock()
         self._closed = False
+        self._wakeups: dict[object, Wakeups] = {}  # by event loop (its native token)
 
     # -- the store itself -----------------------------------------------------------------------
 
@@ -210,6 +214,11 @@ class AsyncSessionStore:
     ) -> Message:
         """Append one message. If the awaiting task is cancelled the append has either been
         stored whole or not at all; append again with the same ``key`` to find out which."""
+        if self._group() is not None and other_meta is None:
+            request = append_request(
+                session_id, role, content, key, meta, created_at, expect_last, session_meta
+            )
+            return (await self._grouped(request))[0]
         return await self._workers.run(
             self._store.append,
             session_id,
@@ -233,6 +242,10 @@ class AsyncSessionStore:
         other_meta: Mapping[str, Mapping[str, Any]] | None = None,
         replace: bool = False,
     ) -> list[Message]:
+        if self._group() is not None and other_meta is None and replace is False:
+            # (other_meta and replace commit in a transaction of their own: writes.commit)
+            request = append_many_request(session_id, items, expect_last, session_meta)
+            return [] if request is None else await self._grouped(request)
         return await self._workers.run(
             self._store.append_many,
             session_id,
@@ -242,6 +255,39 @@ class AsyncSessionStore:
             other_meta=other_meta,
             replace=replace,
         )
+
+    def _group(self) -> Group | None:
+        store = self._store
+        return store.group if isinstance(store, SessionStore) else None
+
+    async def _grouped(self, request: Request) -> list[Message]:
+        """An append through the sync store's group commit (core/group.py) without holding a
+        worker thread while it waits: the task queues its request and sleeps until the leader
+        publishes its outcome; a worker is asked to lead only when no leader is running. So 64
+        tasks share transactions although the store has 2 workers (ADR 0011)."""
+        group = self._group()
+        assert group is not None
+        if self._workers.closing:
+            raise Error(f"{self.location}: the store is closed; open it again to use it")
+        token, done = anyio.lowlevel.current_token(), anyio.Event()
+        wakeups = self._wakeups.get(token.native_token)
+        if wakeups is None:
+            if len(self._wakeups) > 8:  # loops come and go (tests): keep only recent ones
+                self._wakeups.clear()
+            wakeups = self._wakeups[token.native_token] = Wakeups(token)
+        ticket, led = group.enqueue(
+            request, len(request.items), notify=lambda: wakeups.set_soon(done)
+        )
+        try:
+            if not led:
+                self._workers.start(group.serve, ticket)
+            await done.wait()
+        except BaseException:
+            # Cancelled (or the store closing): a request no batch took is never written; one
+            # taken is committed whole or not at all — append again with its key to find out.
+            group.withdraw(ticket)
+            raise
+        return ticket.outcome()
 
     async def messages(
         self,

@@ -43,8 +43,16 @@ class Workers:
     def closing(self) -> bool:
         return self._closing
 
-    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """``fn(*args, **kwargs)`` in a worker thread; its result or exception, awaited."""
+    def start(self, fn: Callable[..., object], /, *args: Any) -> None:
+        """``fn(*args)`` in a worker thread, not awaited: the group commit's ``serve``, whose
+        outcome reaches the caller through its ticket (sessiondb/aio/store.py)."""
+        self._check()
+        with self._lock:
+            if self._closing:
+                raise Error(f"{self.where}: the store is closed; open it again to use it")
+            self._pool.submit(fn, *args)
+
+    def _check(self) -> None:
         if os.getpid() != self._pid:
             # A forked child has the pool's queue but none of its threads: a call would wait
             # forever. The sync store reopens its connections after fork (engine.py); an async
@@ -53,6 +61,10 @@ class Workers:
                 f"{self.where}: this async store was opened in process {self._pid}; open it "
                 "again in this process"
             )
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in a worker thread; its result or exception, awaited."""
+        self._check()
         token = current_token()
         done = anyio.Event()
         with self._lock:
@@ -81,6 +93,30 @@ class Workers:
             self._closing = True
 
 
+class Wakeups:
+    """Events of one event loop, set from other threads with one loop hop for many: a group
+    commit's leader publishes dozens of outcomes at once (core/group.py), and one
+    ``run_sync_soon`` per batch of them wakes every waiting task."""
+
+    def __init__(self, token: EventLoopToken) -> None:
+        self._token = token
+        self._lock = threading.Lock()
+        self._pending: list[anyio.Event] = []
+
+    def set_soon(self, event: anyio.Event) -> None:
+        with self._lock:
+            self._pending.append(event)
+            first = len(self._pending) == 1
+        if first:
+            call_soon(self._token, self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+        for event in events:
+            event.set()
+
+
 def call_soon(token: EventLoopToken, fn: Callable[..., object], *args: object) -> None:
     """Schedule ``fn(*args)`` in the event loop of ``token`` from any thread, without waiting
     (a worker never blocks on the loop); nothing happens if that loop has ended."""
@@ -88,4 +124,4 @@ def call_soon(token: EventLoopToken, fn: Callable[..., object], *args: object) -
         token.backend_class.run_sync_soon(fn, args, token.native_token)
 
 
-__all__ = ["Workers", "call_soon"]
+__all__ = ["Wakeups", "Workers", "call_soon"]

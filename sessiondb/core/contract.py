@@ -140,6 +140,12 @@ class WriteTx(ReadTx, Protocol):
         its ``created_at``, else ``now``); ``updated_at`` becomes the latest of itself and the
         items' times. Returns the stored messages in item order."""
 
+    def insert_batches(
+        self, batches: Sequence[tuple[SessionRef, str, Sequence[Item]]], now: float
+    ) -> list[list[Message]]:
+        """``insert_messages`` for several sessions at once (a group commit's fresh messages,
+        core/writes.py), as set-based as the backend can: the stored messages per batch."""
+
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
         """Copy the messages of ``source`` with seq 1..``upto`` into the empty session
         ``target`` — same seqs, roles, content, keys, meta and times — and make ``upto`` its
@@ -173,6 +179,15 @@ class Backend(Protocol):
 
     @property
     def readonly(self) -> bool: ...
+
+    @property
+    def write_timeout(self) -> float:
+        """Seconds a write waits to get in before ``StoreBusy``."""
+
+    @property
+    def group_writes(self) -> bool:
+        """Whether appends of several threads of this process should share one transaction by
+        default (core/group.py; docs/adr/0011-group-commit.md says which backends and why)."""
 
     def read(self) -> AbstractContextManager[ReadTx]: ...
 

@@ -19,7 +19,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import InvalidInput, ReadOnlyStore, SessionExists, SessionNotFound
 from ..models import HealthReport, Hit, ImportReport, Message, PruneReport, Session, Stats
-from . import append as ap
 from . import state, writes
 from . import validate as v
 from .contract import MISSING, Backend, SessionField, SessionRef, WriteTx
@@ -40,8 +39,11 @@ class SessionStore:
     Get one from :func:`sessiondb.open`; annotate with ``sessiondb.Store``.
     """
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, group_commit: bool | None = None) -> None:
+        """``group_commit``: see :func:`sessiondb.open` (docs/adr/0011-group-commit.md)."""
         self._backend = backend
+        #: The group commit's queue (None: appends commit one by one); sessiondb.aio uses it.
+        self.group = writes.combiner(backend, group_commit)
 
     # -- the store itself -----------------------------------------------------------------------
 
@@ -63,6 +65,8 @@ class SessionStore:
         return self._backend
 
     def close(self) -> None:
+        if self.group is not None:
+            self.group.close(self._backend.write_timeout)
         self._backend.close()
 
     def __enter__(self) -> SessionStore:
@@ -258,12 +262,10 @@ class SessionStore:
         ``other_meta`` (``{session_id: patch}``): other sessions' meta patched (made if missing)
         in the same transaction, on the same terms (state shared by sessions: an ADK app's).
         """
-        sid = v.session_id(session_id)
-        item = ap.Item.of(role, content, key, meta, created_at)
-        last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
-        patch = state.check(session_meta)
-        others = state.check_others(other_meta, sid)
-        return writes.append(self._backend, sid, [item], last, patch, others)[0]
+        request = writes.append_request(
+            session_id, role, content, key, meta, created_at, expect_last, session_meta, other_meta
+        )
+        return writes.commit(self._backend, self.group, request)[0]
 
     def append_many(
         self,
@@ -286,16 +288,11 @@ class SessionStore:
         ``replace=True``: the session is cleared and these appended in one transaction (seqs
         from 1): messages removed from its middle (docs/adr/0009-framework-primitives.md).
         """
-        sid = v.session_id(session_id)
-        prepared = ap.items_of(items)
-        last = None if expect_last is None else v.non_negative_int(expect_last, "expect_last")
-        patch = state.check(session_meta)
-        others = state.check_others(other_meta, sid)
-        replace = v.flag(replace, "replace")
-        if not prepared and not replace:
-            return []
-        stored = writes.append(self._backend, sid, prepared, last, patch, others, replace)
-        if replace:
+        request = writes.append_many_request(
+            session_id, items, expect_last, session_meta, other_meta, replace
+        )
+        stored = writes.commit(self._backend, self.group, request)
+        if request is not None and request.replace:
             self._backend.purge()  # the messages it replaced (as clear_session)
         return stored
 

@@ -150,6 +150,16 @@ class PostgresBackend:
         return self._readonly
 
     @property
+    def write_timeout(self) -> float:
+        return self._conns.write_timeout
+
+    @property
+    def group_writes(self) -> bool:
+        # Writers of different sessions commit side by side on the server: measured in
+        # docs/adr/0011-group-commit.md.
+        return False
+
+    @property
     def connections(self) -> Connections:
         """The connections (for PostgreSQL-specific tools and tests)."""
         self._ensure_ready()

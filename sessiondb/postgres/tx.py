@@ -340,6 +340,13 @@ class PostgresTx:
                 args.append(value)
         self.conn.execute(f"UPDATE sessions SET {sets} WHERE id = %s", [*args, ref])
 
+    def insert_batches(
+        self, batches: Sequence[tuple[SessionRef, str, Sequence[Item]]], now: float
+    ) -> list[list[Message]]:
+        # One statement per session: _APPEND allocates one session's seqs and writes its rollup
+        # (each insert_messages recorded on its own for a replay).
+        return [self.insert_messages(ref, sid, items, now) for ref, sid, items in batches]
+
     @_recorded
     def insert_messages(
         self, ref: SessionRef, session_id: str, items: Sequence[Item], now: float

@@ -26,7 +26,7 @@ import apsw
 
 from ..errors import Error, InvalidInput, StoreBusy, StoreNotFound, UnsupportedStorage
 from ..models import HealthReport, Message, Session
-from . import schema, selfindex
+from . import insert, schema
 from .engine import Engine
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, SESSION_COLUMNS_V3, message_of, session_of
 
@@ -56,15 +56,6 @@ _SESSION_FIELDS: dict[str, str] = {
     "created_at": "created_at = ?",
     "updated_at": "updated_at = ?",
 }
-_INSERT_MESSAGE = (
-    "INSERT INTO messages(sid, seq, role, content, key, meta, created_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-_ALLOCATE_SEQS = (
-    "UPDATE sessions SET message_count = message_count + ?, updated_at = max(updated_at, ?)"
-    " WHERE id = ? RETURNING message_count"
-)
-_CLAIM_SEQS = _ALLOCATE_SEQS.replace(" WHERE", f", {selfindex.CLAIM} = 1 WHERE")
 
 
 def _one(cursor: apsw.Cursor) -> tuple[Any, ...]:
@@ -243,34 +234,12 @@ class SQLiteTx:
     def insert_messages(
         self, ref: SessionRef, session_id: str, items: Sequence[Item], now: float
     ) -> list[Message]:
-        latest = now
-        if items[0].created_at is not None or len(items) > 1:
-            latest = max(now if i.created_at is None else i.created_at for i in items)
-        # A batch is indexed by this writer, set-based, under the session's claim (selfindex.py,
-        # docs/adr/0010); the insert triggers then skip its rows. One row keeps the triggers.
-        claim = len(items) >= selfindex.MIN_ROWS
-        last = int(
-            self.conn.execute(
-                _CLAIM_SEQS if claim else _ALLOCATE_SEQS, (len(items), latest, ref)
-            ).get
-        )
-        seq = last - len(items)
-        rows = []
-        out = []
-        for item in items:
-            seq += 1
-            at = now if item.created_at is None else item.created_at
-            rows.append((ref, seq, item.role, item.content, item.key, item.meta, at))
-            meta = None if item.meta is None else json.loads(item.meta)
-            out.append(Message(session_id, seq, item.role, item.content, item.key, meta, at))
-        if len(rows) == 1:
-            self.conn.execute(_INSERT_MESSAGE, rows[0])
-        else:
-            self.conn.executemany(_INSERT_MESSAGE, rows)
-        if claim:
-            selfindex.index_batch(self.conn, ref, last - len(items) + 1, last)
-            selfindex.release(self.conn, ref)
-        return out
+        return insert.insert_batches(self.conn, [(ref, session_id, items)], now)[0]
+
+    def insert_batches(
+        self, batches: Sequence[tuple[SessionRef, str, Sequence[Item]]], now: float
+    ) -> list[list[Message]]:
+        return insert.insert_batches(self.conn, batches, now)
 
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
         from .rollup import forget_copied_tokens
@@ -421,6 +390,16 @@ class SQLiteBackend:
     @property
     def readonly(self) -> bool:
         return self._engine.readonly
+
+    @property
+    def write_timeout(self) -> float:
+        return self._engine.write_timeout
+
+    @property
+    def group_writes(self) -> bool:
+        # One writer at a time per file: appends that queue behind each other gain by sharing a
+        # commit (docs/adr/0011-group-commit.md).
+        return True
 
     @property
     def engine(self) -> Engine:
