@@ -34,6 +34,12 @@ class Migration:
     apply: Callable[[psycopg.Connection[Any]], None]
 
 
+# Both GIN indexes update themselves in each insert: no pending list, so no flush of one lands
+# inside an unlucky append (docs/postgres.md, evidence 8 and "GIN maintenance";
+# benchmarks/pg_gin.py). Migrations 2 and 3 bring stores made before to it.
+GIN_STORAGE = "fastupdate = off"
+GIN_INDEXES = ("messages_search", "messages_cjk_trgm")
+
 _V1 = [
     """CREATE TABLE sessions (
         id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- never reused
@@ -71,7 +77,7 @@ _V1 = [
         UNIQUE (sid, seq)
     )""",
     "CREATE UNIQUE INDEX messages_by_key ON messages (sid, key) WHERE key IS NOT NULL",
-    "CREATE INDEX messages_search ON messages USING gin (tsv) WITH (fastupdate = off)",
+    f"CREATE INDEX messages_search ON messages USING gin (tsv) WITH ({GIN_STORAGE})",
     "CREATE INDEX messages_cjk ON messages (id) WHERE cjk",
     "CREATE INDEX messages_by_response ON messages (sid, rid) WHERE rid IS NOT NULL",
     "CREATE TABLE purge_queue (sid bigint PRIMARY KEY)",
@@ -110,12 +116,44 @@ def _v1(conn: psycopg.Connection[Any]) -> None:
         conn.execute(
             sql.SQL(
                 "CREATE INDEX messages_cjk_trgm ON messages USING gin (content {}.gin_trgm_ops)"
-                " WHERE cjk"
-            ).format(sql.Identifier(trgm))
+                " WITH ({}) WHERE cjk"
+            ).format(sql.Identifier(trgm), sql.SQL(GIN_STORAGE))
         )
 
 
-MIGRATIONS: list[Migration] = [Migration(1, "sessions, messages, search, leases, rollup", _v1)]
+def _gin_indexes(conn: psycopg.Connection[Any]) -> list[str]:
+    """The store's GIN indexes (no trigram one when pg_trgm was missing at its creation)."""
+    rows = conn.execute(
+        "SELECT n FROM unnest(%s::text[]) AS n WHERE to_regclass(n) IS NOT NULL",
+        (list(GIN_INDEXES),),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _v2(conn: psycopg.Connection[Any]) -> None:
+    """``fastupdate = off`` on a store made before it was the rule for both GIN indexes (the
+    trigram index had PostgreSQL's default, ``on``). ``ALTER INDEX … SET (fastupdate …)`` takes
+    an ACCESS EXCLUSIVE lock on the index, so appends wait for it: this transaction does only
+    the catalog change, and the pending entries are flushed by migration 3."""
+    for name in _gin_indexes(conn):
+        conn.execute(
+            sql.SQL("ALTER INDEX {} SET ({})").format(sql.Identifier(name), sql.SQL(GIN_STORAGE))
+        )
+
+
+def _v3(conn: psycopg.Connection[Any]) -> None:
+    """``ALTER INDEX`` does not flush what is already pending: ``gin_clean_pending_list`` moves
+    it into the index now, in the migration rather than in some later append, under the ROW
+    EXCLUSIVE lock appends take too (they go on meanwhile). A no-op on an empty pending list."""
+    for name in _gin_indexes(conn):
+        conn.execute("SELECT gin_clean_pending_list(to_regclass(%s))", (name,))
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "sessions, messages, search, leases, rollup", _v1),
+    Migration(2, "GIN indexes without a pending list (fastupdate = off)", _v2),
+    Migration(3, "GIN pending lists flushed", _v3),
+]
 LATEST = max(m.version for m in MIGRATIONS)
 
 _BOOTSTRAP = (
@@ -191,4 +229,12 @@ def migrate(conns: Connections) -> int:
     return found
 
 
-__all__ = ["LATEST", "MIGRATIONS", "current_version", "migrate", "trigram_schema"]
+__all__ = [
+    "GIN_INDEXES",
+    "GIN_STORAGE",
+    "LATEST",
+    "MIGRATIONS",
+    "current_version",
+    "migrate",
+    "trigram_schema",
+]
