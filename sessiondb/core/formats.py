@@ -31,6 +31,7 @@ edited line is a new message rather than a silent conflict.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import json
 import math
@@ -513,9 +514,7 @@ class LineParser:
             self.format = fmt
         try:
             parsed = fmt.parse(obj, raw.number, data)
-            if parsed is not None:
-                _check(parsed, len(data))
-            return parsed
+            return None if parsed is None else _check(parsed, len(data))
         except (LineError, InvalidInput) as exc:
             return BadLine(self.file, raw.number, str(exc))
 
@@ -535,15 +534,17 @@ def _finite(text: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
 
 
-def _check(parsed: Parsed, line_bytes: int) -> None:
+def _check(parsed: Parsed, line_bytes: int) -> Parsed:
     """The store's own rules, applied per line: a line the store would refuse is a bad line of
     its file, never an error that aborts the whole import (and ``strict`` finds it first). Meta
     is always valid (a JSON object whose numbers are finite, ``_finite``); only its size counts,
     measured when the line is big enough for the message to reach the limit (what a format
-    renders from a line is at most about twice the line)."""
+    renders from a line is at most about twice the line). Returns the record as the store would
+    hold it (its content cleaned): the importer appends it without validating it again
+    (transcript._item)."""
     if isinstance(parsed, Title):
         validate.optional_text(parsed.text, "title", validate.MAX_TITLE)
-        return
+        return parsed
     if isinstance(parsed, Header):
         validate.session_id(parsed.session_id)
         if parsed.source is not None:
@@ -552,7 +553,7 @@ def _check(parsed: Parsed, line_bytes: int) -> None:
         validate.optional_text(parsed.end_reason, "end_reason", validate.MAX_REASON)
         for name in ("created_at", "updated_at", "ended_at"):
             validate.optional_timestamp(getattr(parsed, name), name)
-        return
+        return parsed
     if parsed.session_id is not None:
         validate.session_id(parsed.session_id)
     validate.role(parsed.role)
@@ -561,8 +562,12 @@ def _check(parsed: Parsed, line_bytes: int) -> None:
         validate.message_size(content, validate.meta(parsed.meta))
     validate.key(parsed.key)
     validate.key(parsed.alt_key)
-    if parsed.created_at is not None:
-        validate.timestamp(parsed.created_at, "created_at")
+    created = parsed.created_at
+    if created is not None:
+        created = validate.timestamp(created, "created_at")
+    if content is parsed.content and created is parsed.created_at:
+        return parsed
+    return dataclasses.replace(parsed, content=content, created_at=created)
 
 
 __all__ = [

@@ -1,7 +1,9 @@
 """Transcript import, export and reconcile, written once over the public Store API.
 
 Nothing here touches a database directly: every backend (SQLite, PostgreSQL) gets the same
-behaviour by handing its store to these functions.
+behaviour by handing its store to these functions. Records read from a file were validated line
+by line (formats._check), so their items go to the append transaction (core/writes.py) without
+``append_many``'s second validation (``_Importer._append``).
 
 * **Import** streams a JSONL file line by line (at most one capped line in memory) and appends in
   batches of :data:`BATCH` messages, each one short write transaction, so a live agent's append
@@ -33,7 +35,8 @@ from ..errors import (
     StaleSession,
 )
 from ..models import BadLine, ImportReport, Message
-from . import validate
+from . import append as ap
+from . import validate, writes
 from .formats import (
     MAX_LINE_BYTES,
     Header,
@@ -126,11 +129,11 @@ def file_session_id(path: str | os.PathLike[str], first: Record) -> str:
     return f"{stem}-{line_digest(seed)[:8]}"
 
 
-def _item(rec: Record, key: str | None, meta: dict[str, Any] | None) -> dict[str, Any]:
-    item: dict[str, Any] = {"role": rec.role, "content": rec.content, "key": key, "meta": meta}
-    if rec.created_at is not None:
-        item["created_at"] = rec.created_at
-    return item
+def _item(rec: Record, key: str | None) -> ap.Item:
+    """The item of a record ``LineParser`` validated (formats._check applies the store's rules
+    to every line), so the importer's items skip ``append_many``'s validation: each rule runs
+    once per line. ``validate.meta`` makes the canonical meta text, as ``Item.of`` would."""
+    return ap.Item(rec.role, rec.content, key, validate.meta(rec.meta), rec.created_at)
 
 
 class _Importer:
@@ -138,7 +141,11 @@ class _Importer:
     titles say about sessions."""
 
     def __init__(self, store: Store, path: str, session_id: str | None, source: str) -> None:
+        from .store import SessionStore  # store.py imports this module lazily, too
+
         self.store = store
+        #: the write path of a SessionStore, to hand it items validated already (_append)
+        self.backend = store.backend if isinstance(store, SessionStore) else None
         self.path = path
         self.session_id = session_id
         self.source = source
@@ -169,6 +176,9 @@ class _Importer:
         self._finish_header()
         self.header = header
         self.headers[header.session_id] = header
+        # A header starts the next session of a sessiondb export: its records are not a resume
+        # of the records before it (tests/contract/test_backup.py, byte-identical round trip).
+        self._record_sid = None
         if self.session_id is None:
             self._ensure(header.session_id, header.created_at)  # a session without messages too
 
@@ -288,6 +298,19 @@ class _Importer:
             if found is not None and "resumed_from" not in (found.meta or {}):
                 self.store.update_session(sid, meta_patch={"resumed_from": parent})
 
+    def _append(self, sid: str, items: list[ap.Item], expect_last: int | None) -> list[Message]:
+        """``append_many(sid, items, expect_last=...)`` for items ``LineParser`` validated (and
+        the session id, ``add``): straight to the append transaction, each rule run once."""
+        if self.backend is not None:
+            return writes.append(self.backend, sid, items, expect_last, None)
+        # Another implementation of the Store contract (a wrapper): through its public verb.
+        dicts = [
+            {"role": i.role, "content": i.content, "key": i.key, "meta": validate.load_meta(i.meta)}
+            | ({} if i.created_at is None else {"created_at": i.created_at})
+            for i in items
+        ]
+        return self.store.append_many(sid, dicts, expect_last=expect_last)
+
     def flush(self) -> None:
         if not self.pending or self.pending_sid is None:
             return
@@ -304,9 +327,7 @@ class _Importer:
                 # Keyless lines placed by position are right only if nobody appended since
                 # `before` was read: two imports of one export at once stored each line twice
                 # (tests/contract/test_transcript.py::test_two_imports_of_one_export_at_once).
-                result = self.store.append_many(
-                    sid, items, expect_last=before if positional else None
-                )
+                result = self._append(sid, items, before if positional else None)
             except StaleSession:
                 continue  # the session moved: plan again from what it holds now
             except KeyConflict:
@@ -324,7 +345,7 @@ class _Importer:
 
     def _plan(
         self, sid: str, pending: list[tuple[int, Record]], before: int
-    ) -> tuple[list[int], list[Record], list[dict[str, Any]], bool, int]:
+    ) -> tuple[list[int], list[Record], list[ap.Item], bool, int]:
         """The lines to append given the session's last seq: (lines, their records, items,
         whether any item is placed by its position, duplicates skipped)."""
         # sessiondb export lines without a key are identified by their position (seq): a line
@@ -339,7 +360,7 @@ class _Importer:
             stored = {m.seq: m for m in self.store.messages(sid, after=lo - 1, limit=hi - lo + 1)}
         lines: list[int] = []
         records: list[Record] = []
-        items: list[dict[str, Any]] = []
+        items: list[ap.Item] = []
         positional, duplicates = False, 0
         next_seq = before + 1
         for line, rec in pending:
@@ -359,12 +380,12 @@ class _Importer:
                     positional = True
             lines.append(line)
             records.append(rec)
-            items.append(_item(rec, key, rec.meta))
+            items.append(_item(rec, key))
             next_seq += 1
         return lines, records, items, positional, duplicates
 
     def _one_by_one(
-        self, sid: str, lines: list[int], records: list[Record], items: list[dict[str, Any]]
+        self, sid: str, lines: list[int], records: list[Record], items: list[ap.Item]
     ) -> tuple[list[Message], int]:
         """A batch hit a key stored with other content: isolate the conflicting lines. Returns
         the messages appended or found, and how many lines were already stored differently.
@@ -377,7 +398,7 @@ class _Importer:
         kept = 0
         for line, rec, item in zip(lines, records, items, strict=True):
             try:
-                out.extend(self.store.append_many(sid, [item]))
+                out.extend(self._append(sid, [item], None))
             except KeyConflict as e:
                 if rec.derived_key:
                     kept += 1
@@ -507,7 +528,9 @@ def _plan_backfill(stored: list[Message], legacy: list[Record]) -> list[dict[str
             continue
         meta = dict(rec.meta or {})
         meta[BACKFILL_META] = {"after": anchor}
-        items.append(_item(rec, rec.key or rec.alt_key, meta))
+        # Meta grew: append_many validates these items whole (the message size included).
+        item = {"role": rec.role, "content": rec.content, "key": rec.key or rec.alt_key}
+        items.append({**item, "meta": meta, "created_at": rec.created_at})
     return items
 
 
