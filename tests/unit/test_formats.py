@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from sessiondb.core.formats import (
     Format,
     Header,
+    LineError,
     LineParser,
+    PlainFormat,
     Record,
     Title,
     formats,
@@ -368,3 +370,25 @@ def test_plain_content_round_trips(content: str, role: str) -> None:
         assert isinstance(out, BadLine)
     else:
         assert isinstance(out, Record) and out.content == content and out.role == role
+
+
+@settings(max_examples=300)
+@given(
+    role=st.one_of(st.text(max_size=8), st.integers(), st.none()),
+    content=st.one_of(st.text(max_size=40), st.none(), st.integers(), st.just([])),
+    line=st.integers(1, 10**6),
+)
+def test_plain_shortcut_is_the_general_path(role: Any, content: Any, line: int) -> None:
+    """PlainFormat.parse's shortcut for a line holding only role and content gives what
+    parse_general gives (or the same error)."""
+    obj = {"role": role, "content": content}
+    raw = json.dumps(obj).encode()
+    fmt = PlainFormat()
+
+    def run(f: Any) -> Any:
+        try:
+            return f(dict(obj), line, raw)
+        except LineError as e:
+            return ("error", str(e))
+
+    assert run(fmt.parse) == run(fmt.parse_general)
