@@ -354,9 +354,7 @@ class PlainFormat(Format):
         return "role" in obj or _responses_kind(obj) is not None
 
     def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Parsed | None:
-        if len(obj) == 2:
-            # Only role and text content (most chat lines): what the general path below makes
-            # of it — one text block, stored as its text, no meta — without building it.
+        if len(obj) == 2:  # role and text content only: parse_general's result, made directly
             role, content = obj.get("role"), obj.get("content")
             if isinstance(role, str) and role and isinstance(content, str):
                 key = f"jsonl:{line}:{line_digest(raw)}"
@@ -364,8 +362,7 @@ class PlainFormat(Format):
         return self.parse_general(obj, line, raw)
 
     def parse_general(self, obj: dict[str, Any], line: int, raw: bytes) -> Parsed | None:
-        """Any plain line (``parse`` without its shortcut; tests/unit/test_formats.py holds the
-        two equal)."""
+        """Any plain line (tests/unit/test_formats.py holds it equal to ``parse``'s shortcut)."""
         meta: dict[str, Any] = {k: v for k, v in obj.items() if k not in ("role", "content")}
         b = Builder()
         kind = _responses_kind(obj)
