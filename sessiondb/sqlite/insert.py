@@ -39,13 +39,14 @@ def insert_batches(
         made, last, claim = _allocate(conn, ref, sid, items, now, rows)
         out.append(made)
         if claim:
-            claimed.append((ref, last - len(items) + 1, last))
+            ascii_only = all(item.content.isascii() for item in items)  # O(1) per str
+            claimed.append((ref, last - len(items) + 1, last, ascii_only))
     if len(rows) == 1:
         conn.execute(_INSERT_MESSAGE, rows[0])
     else:
         conn.executemany(_INSERT_MESSAGE, rows)
-    for ref, first, last in claimed:
-        selfindex.index_batch(conn, ref, first, last)
+    for ref, first, last, ascii_only in claimed:
+        selfindex.index_batch(conn, ref, first, last, ascii_only)
         selfindex.release(conn, ref)
     return out
 

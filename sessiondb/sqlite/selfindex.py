@@ -98,9 +98,13 @@ _TRI = (
 )
 
 
-def index_batch(conn: apsw.Connection, ref: int, first: int, last: int) -> int:
+def index_batch(
+    conn: apsw.Connection, ref: int, first: int, last: int, ascii_only: bool = False
+) -> int:
     """Index messages ``first..last`` (seqs) of session ``ref``, inserted in this transaction
-    under the claim; returns the rows indexed. The caller then calls :func:`release`."""
+    under the claim; returns the rows indexed. The caller then calls :func:`release`.
+    ``ascii_only``: the caller knows every content is ASCII, which the trigram condition always
+    rejects (``fts.trigram_condition``: its first test), so its scan is skipped."""
     args = (ref, first, last)
     # The usage rollup first, through its views (one rule: rollup.py), in id order as its
     # trigger would see the rows; then the index.
@@ -109,10 +113,11 @@ def index_batch(conn: apsw.Connection, ref: int, first: int, last: int) -> int:
     indexed = conn.changes()
     # The trigram side holds only messages with CJK-like text (fts.py): most batches have none,
     # and then the trigram table is not even opened.
-    before = conn.total_changes()
-    conn.execute(_TRI_ROWS, args)
-    if conn.total_changes() != before:
-        conn.execute(_TRI, args)
+    if not ascii_only:
+        before = conn.total_changes()
+        conn.execute(_TRI_ROWS, args)
+        if conn.total_changes() != before:
+            conn.execute(_TRI, args)
     if last - first + 1 >= MERGE_ROWS:
         merge_step(conn, last - first + 1)
     return indexed
