@@ -56,11 +56,8 @@ if TYPE_CHECKING:
 #: docs/design.md):
 #: with the search index maintained in the same transaction a 500-message batch held the write
 #: lock 30 ms at the median and 113 ms at p99, and live writers' p99 rose to 84 ms; with 100 it
-#: stayed at 42 ms (benchmarks/mixed.py, docs/benchmarks.md). Since the store writes a batch's
-#: index set-based (ADR 0010) a row costs less and a batch a fixed ~0.9 ms besides: 250 rows
-#: take 23 us CPU per message against 28 for 100, and live writers' p99 beside an import is
-#: unchanged (docs/benchmarks.md, "Import path").
-BATCH = 250
+#: stayed at 42 ms (benchmarks/mixed.py, docs/benchmarks.md).
+BATCH = 100
 #: Meta field recording where a backfilled message belongs in conversation order: it follows the
 #: message whose seq is ``after`` (0: before everything).
 BACKFILL_META = "sessiondb_backfill"
