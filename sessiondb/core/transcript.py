@@ -56,7 +56,9 @@ if TYPE_CHECKING:
 #: docs/design.md):
 #: with the search index maintained in the same transaction a 500-message batch held the write
 #: lock 30 ms at the median and 113 ms at p99, and live writers' p99 rose to 84 ms; with 100 it
-#: stayed at 42 ms (benchmarks/mixed.py, docs/benchmarks.md).
+#: stayed at 42 ms (benchmarks/mixed.py, docs/benchmarks.md). With the index written set-based
+#: (ADR 0010) 250 cost 0.82x the CPU per message but live writers' p99 rose 1.46x (median of 5
+#: rounds, benchmarks/results/import_ab_batch250.json; docs/benchmarks.md, "Import path").
 BATCH = 100
 #: Meta field recording where a backfilled message belongs in conversation order: it follows the
 #: message whose seq is ``after`` (0: before everything).
