@@ -178,9 +178,6 @@ class _Importer:
         self._finish_header()
         self.header = header
         self.headers[header.session_id] = header
-        # A header starts the next session of a sessiondb export: its records are not a resume
-        # of the records before it (tests/contract/test_backup.py, byte-identical round trip).
-        self._record_sid = None
         if self.session_id is None:
             self._ensure(header.session_id, header.created_at)  # a session without messages too
 
