@@ -148,6 +148,7 @@ class _Importer:
         self.store = store
         #: the write path of a SessionStore, to hand it items validated already (_append)
         self.backend = store.backend if isinstance(store, SessionStore) else None
+        self.group = store.group if isinstance(store, SessionStore) else None
         self.path = path
         self.session_id = session_id
         self.source = source
@@ -300,8 +301,9 @@ class _Importer:
     def _append(self, sid: str, items: list[ap.Item], expect_last: int | None) -> list[Message]:
         """``append_many(sid, items, expect_last=...)`` for items ``LineParser`` validated (and
         the session id, ``add``): straight to the append transaction, each rule run once."""
-        if self.backend is not None:
-            return writes.append(self.backend, sid, items, expect_last, None)
+        if self.backend is not None:  # as append_many does with a request it validated
+            request = writes.Request(sid, items, expect_last, None)
+            return writes.commit(self.backend, self.group, request)
         # Another implementation of the Store contract (a wrapper): through its public verb.
         dicts = [
             {"role": i.role, "content": i.content, "key": i.key, "meta": validate.load_meta(i.meta)}

@@ -12,7 +12,7 @@ import pytest
 
 import sessiondb
 from sessiondb import InvalidInput, SessionNotFound
-from sessiondb.core import writes
+from sessiondb.core import transcript
 from sessiondb.core.export import export_jsonl
 from sessiondb.core.transcript import BATCH, file_session_id, import_jsonl
 from tests.conftest import new_location
@@ -109,13 +109,13 @@ def test_batches_are_bounded_and_progress_reported(
 ) -> None:
     f = write_jsonl(tmp_path / "t.jsonl", msgs(3 * BATCH + 7))
     sizes: list[int] = []
-    real = writes.append  # the importer's write path (transcript._append)
+    real = transcript._Importer._append  # every batch's one write
 
-    def spy(backend: Any, session_id: str, items: Any, *args: Any) -> Any:
+    def spy(self: Any, session_id: str, items: Any, expect_last: Any) -> Any:
         sizes.append(len(items))
-        return real(backend, session_id, items, *args)
+        return real(self, session_id, items, expect_last)
 
-    monkeypatch.setattr(writes, "append", spy)
+    monkeypatch.setattr(transcript._Importer, "_append", spy)
     seen: list[tuple[int, int]] = []
     r = import_jsonl(store, f, session_id="s", progress=lambda d, t: seen.append((d, t)))
     assert r.imported == 3 * BATCH + 7
