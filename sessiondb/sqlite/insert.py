@@ -1,6 +1,6 @@
 """The set-based insert of messages (``WriteTx.insert_messages`` / ``insert_batches``): seqs
-allocated from each session row, every session's rows in one statement, and each session's
-batch of several rows indexed set-based under its claim (selfindex.py, docs/adr/0010). A group
+allocated from each session row, every session's rows in one statement, indexed set-based
+by their rowid range under every session's claim (selfindex.py, docs/adr/0010). A group
 commit's transaction inserts the fresh messages of several sessions at once (core/writes.py,
 docs/adr/0011-group-commit.md)."""
 
@@ -26,28 +26,49 @@ _ALLOCATE_SEQS = (
     "UPDATE sessions SET message_count = message_count + ?, updated_at = max(updated_at, ?)"
     " WHERE id = ? RETURNING message_count"
 )
+_TOP = "SELECT max(id) FROM messages"
 _CLAIM_SEQS = _ALLOCATE_SEQS.replace(" WHERE", f", {selfindex.CLAIM} = 1 WHERE")
 
 
 def insert_batches(
     conn: apsw.Connection, batches: Sequence[tuple[int, str, Sequence[Item]]], now: float
 ) -> list[list[Message]]:
-    """Insert each ``(session row id, session id, items)`` batch; the stored messages per batch."""
+    """Insert each ``(session row id, session id, items)`` batch; the stored messages per batch.
+
+    Two rows or more, of one session or of many (a group commit's, one row per session), are
+    indexed set-based: every session is claimed, the rows go in with one statement and are
+    indexed by their rowid range with one ``INSERT … SELECT`` per index table (selfindex.py,
+    docs/adr/0010, "Groups"). A single row keeps the insert triggers."""
     rows: list[tuple[Any, ...]] = []
-    out, claimed = [], []
+    out, spans = [], []
+    claim = sum(len(items) for _, _, items in batches) >= selfindex.MIN_ROWS
     for ref, sid, items in batches:
-        made, last, claim = _allocate(conn, ref, sid, items, now, rows)
+        made, last = _allocate(conn, ref, sid, items, now, rows, claim)
         out.append(made)
-        if claim:
-            ascii_only = all(item.content.isascii() for item in items)  # O(1) per str
-            claimed.append((ref, last - len(items) + 1, last, ascii_only))
-    if len(rows) == 1:
+        spans.append((ref, last - len(items) + 1, last))
+    if not claim:
         conn.execute(_INSERT_MESSAGE, rows[0])
+        return out
+    # `messages.id` is an INTEGER PRIMARY KEY without AUTOINCREMENT, and _INSERT_MESSAGE gives
+    # none: SQLite makes each new row's rowid max(rowid) + 1 (https://sqlite.org/autoinc.html),
+    # and under the write lock no other writer adds rows, nor do the insert triggers add
+    # messages. So the rows of this statement are exactly top + 1 .. top + len(rows). Only when
+    # the table once held the largest rowid (2**63 - 1) does SQLite pick random free rowids;
+    # last_insert_rowid() then differs from top + len(rows), and each batch is indexed by its
+    # session and seqs instead (tests/sqlite/test_selfindex.py covers both).
+    top = conn.execute(_TOP).get
+    top = 0 if top is None else int(top)
+    conn.executemany(_INSERT_MESSAGE, rows)
+    ascii_only = all(row[3].isascii() for row in rows)  # content; O(1) per str
+    if conn.last_insert_rowid() == top + len(rows):
+        merge = sum(
+            n for _, first, last in spans if (n := last - first + 1) >= selfindex.MERGE_ROWS
+        )
+        selfindex.index_rows(conn, top + 1, top + len(rows), merge, ascii_only)
     else:
-        conn.executemany(_INSERT_MESSAGE, rows)
-    for ref, first, last, ascii_only in claimed:
-        selfindex.index_batch(conn, ref, first, last, ascii_only)
-        selfindex.release(conn, ref)
+        for ref, first, last in spans:
+            selfindex.index_batch(conn, ref, first, last, ascii_only)
+    selfindex.release_all(conn, [ref for ref, _, _ in spans])
     return out
 
 
@@ -58,15 +79,13 @@ def _allocate(
     items: Sequence[Item],
     now: float,
     rows: list[tuple[Any, ...]],
-) -> tuple[list[Message], int, bool]:
-    """Allocate the next seqs of a session for ``items`` and add their rows to ``rows``:
-    their messages, the last seq, and whether the session is claimed (selfindex.py)."""
+    claim: bool,
+) -> tuple[list[Message], int]:
+    """Allocate the next seqs of a session for ``items`` and add their rows to ``rows``,
+    claiming the session if ``claim`` (selfindex.py): their messages and the last seq."""
     latest = now
     if items[0].created_at is not None or len(items) > 1:
         latest = max(now if i.created_at is None else i.created_at for i in items)
-    # A batch is indexed by this writer, set-based, under the session's claim (selfindex.py,
-    # docs/adr/0010); the insert triggers then skip its rows. One row keeps the triggers.
-    claim = len(items) >= selfindex.MIN_ROWS
     last = int(
         conn.execute(_CLAIM_SEQS if claim else _ALLOCATE_SEQS, (len(items), latest, ref)).get
     )
@@ -78,7 +97,7 @@ def _allocate(
         rows.append((ref, seq, item.role, item.content, item.key, item.meta, at))
         meta = None if item.meta is None else json.loads(item.meta)
         out.append(Message(session_id, seq, item.role, item.content, item.key, meta, at))
-    return out, last, claim
+    return out, last
 
 
 __all__ = ["insert_batches"]

@@ -30,6 +30,8 @@ appends that follow do not pay for them (docs/benchmarks.md, "Search index writt
 
 from __future__ import annotations
 
+import json
+
 import apsw
 
 from . import fts, fts_v3, rollup
@@ -45,6 +47,8 @@ MERGE_PAGES_PER_ROW = 1
 
 _UNCLAIMED = f"(SELECT {CLAIM} FROM sessions WHERE id = new.sid) IS NOT 1"
 _BATCH = "m.sid = ? AND m.seq BETWEEN ? AND ?"
+#: The rows one insert statement added, by rowid (:func:`index_rows`).
+_RANGE = "m.id BETWEEN ? AND ?"
 
 
 def _trigger_statements() -> list[str]:
@@ -82,50 +86,91 @@ def upgrade(conn: apsw.Connection) -> None:
 
 
 _INDEXED_M = fts.INDEXED.format(row="m")
-_WORDS = (
-    f"INSERT INTO {fts.WORD_TABLE}(rowid, content)"
-    f" SELECT m.id, m.content FROM messages m WHERE {_BATCH} AND {_INDEXED_M} ORDER BY m.id"
-)
-_TRI_ROWS = (
-    f"INSERT INTO {fts.TRIGRAM_ROWS}(id) SELECT m.id FROM messages m"
-    f" WHERE {_BATCH} AND {fts.trigram_condition('m.content')} AND {_INDEXED_M}"
-)
-_TRI = (
-    f"INSERT INTO {fts.TRIGRAM_TABLE}(rowid, content)"
-    f" SELECT m.id, m.content || {fts_v3.SENTINEL} FROM messages m"
-    f" WHERE {_BATCH} AND EXISTS (SELECT 1 FROM {fts.TRIGRAM_ROWS} r WHERE r.id = m.id)"
-    " ORDER BY m.id"
-)
+
+
+def _statements(where: str) -> tuple[str, str, str]:
+    """The word, trigram-row and trigram inserts for the messages ``m`` matching ``where``."""
+    words = (
+        f"INSERT INTO {fts.WORD_TABLE}(rowid, content)"
+        f" SELECT m.id, m.content FROM messages m WHERE {where} AND {_INDEXED_M} ORDER BY m.id"
+    )
+    tri_rows = (
+        f"INSERT INTO {fts.TRIGRAM_ROWS}(id) SELECT m.id FROM messages m"
+        f" WHERE {where} AND {fts.trigram_condition('m.content')} AND {_INDEXED_M}"
+    )
+    tri = (
+        f"INSERT INTO {fts.TRIGRAM_TABLE}(rowid, content)"
+        f" SELECT m.id, m.content || {fts_v3.SENTINEL} FROM messages m"
+        f" WHERE {where} AND EXISTS (SELECT 1 FROM {fts.TRIGRAM_ROWS} r WHERE r.id = m.id)"
+        " ORDER BY m.id"
+    )
+    return words, tri_rows, tri
+
+
+_BY_BATCH = _statements(_BATCH)
+_BY_RANGE = _statements(_RANGE)
+
+
+def _index(
+    conn: apsw.Connection,
+    where: str,
+    statements: tuple[str, str, str],
+    args: tuple[int, ...],
+    rows: int,
+    ascii_only: bool,
+) -> int:
+    words, tri_rows, tri = statements
+    # The usage rollup first, through its views (one rule: rollup.py), in id order as its
+    # trigger would see the rows; then the index.
+    rollup.add_batch(conn, where, args)
+    conn.execute(words, args)
+    indexed = conn.changes()
+    # The trigram side holds only messages with CJK-like text (fts.py): most batches have none,
+    # and then the trigram table is not even opened.
+    # ``ascii_only``: the caller knows every content is ASCII, which the trigram condition always
+    # rejects (``fts.trigram_condition``: its first test), so its scan is skipped.
+    if not ascii_only:
+        before = conn.total_changes()
+        conn.execute(tri_rows, args)
+        if conn.total_changes() != before:
+            conn.execute(tri, args)
+    if rows >= MERGE_ROWS:
+        merge_step(conn, rows)
+    return indexed
 
 
 def index_batch(
     conn: apsw.Connection, ref: int, first: int, last: int, ascii_only: bool = False
 ) -> int:
     """Index messages ``first..last`` (seqs) of session ``ref``, inserted in this transaction
-    under the claim; returns the rows indexed. The caller then calls :func:`release`.
-    ``ascii_only``: the caller knows every content is ASCII, which the trigram condition always
-    rejects (``fts.trigram_condition``: its first test), so its scan is skipped."""
-    args = (ref, first, last)
-    # The usage rollup first, through its views (one rule: rollup.py), in id order as its
-    # trigger would see the rows; then the index.
-    rollup.add_batch(conn, _BATCH, args)
-    conn.execute(_WORDS, args)
-    indexed = conn.changes()
-    # The trigram side holds only messages with CJK-like text (fts.py): most batches have none,
-    # and then the trigram table is not even opened.
-    if not ascii_only:
-        before = conn.total_changes()
-        conn.execute(_TRI_ROWS, args)
-        if conn.total_changes() != before:
-            conn.execute(_TRI, args)
-    if last - first + 1 >= MERGE_ROWS:
-        merge_step(conn, last - first + 1)
-    return indexed
+    under the claim; returns the rows indexed. The caller then calls :func:`release`."""
+    return _index(conn, _BATCH, _BY_BATCH, (ref, first, last), last - first + 1, ascii_only)
+
+
+def index_rows(
+    conn: apsw.Connection, first_id: int, last_id: int, merge_rows: int, ascii_only: bool = False
+) -> int:
+    """Index messages ``first_id..last_id`` (rowids): the rows of one insert statement, of
+    every session of a group commit, each claimed (sqlite/insert.py; docs/adr/0010, "Groups").
+    Merge steps as for a batch of ``merge_rows`` rows (0: none). Returns the rows indexed; the
+    caller then calls :func:`release_all`. ``ascii_only`` as for :func:`index_batch`."""
+    return _index(conn, _RANGE, _BY_RANGE, (first_id, last_id), merge_rows, ascii_only)
 
 
 def release(conn: apsw.Connection, ref: int) -> None:
     """Clear the claim on session ``ref`` (before the transaction commits)."""
     conn.execute(f"UPDATE sessions SET {CLAIM} = 0 WHERE id = ?", (ref,))
+
+
+def release_all(conn: apsw.Connection, refs: list[int]) -> None:
+    """Clear the claim on every session of ``refs`` in one statement (before the commit)."""
+    if len(refs) == 1:
+        release(conn, refs[0])
+        return
+    conn.execute(
+        f"UPDATE sessions SET {CLAIM} = 0 WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(refs),),
+    )
 
 
 def merge_step(conn: apsw.Connection, rows: int) -> None:
@@ -142,8 +187,10 @@ __all__ = [
     "MERGE_ROWS",
     "MIN_ROWS",
     "index_batch",
+    "index_rows",
     "install_triggers",
     "merge_step",
     "release",
+    "release_all",
     "upgrade",
 ]

@@ -251,10 +251,10 @@ def test_a_failed_transaction_fails_its_whole_group_and_writes_nothing(
 
     real = insert._allocate  # seqs of one session, on the way to its insert
 
-    def failing(conn: Any, ref: int, sid: str, items: Any, now: float, rows: Any) -> Any:
+    def failing(conn: Any, ref: int, sid: str, items: Any, now: float, *rest: Any) -> Any:
         if sid == "poison":
             raise apsw.FullError("database or disk is full")
-        return real(conn, ref, sid, items, now, rows)
+        return real(conn, ref, sid, items, now, *rest)
 
     monkeypatch.setattr(insert, "_allocate", failing)
     with _store(db_path) as store:
@@ -421,3 +421,111 @@ def test_no_thread_starves(db_path: Path) -> None:
         assert min(done) > 0
         # Lenient for a loaded machine: the OS may keep one thread off the CPU for a while.
         assert min(done) >= max(done) / 4, done
+
+
+# The group's rows are indexed together (sqlite/insert.py, docs/adr/0010 "Groups"): one
+# INSERT … SELECT per index table over the rowid range of every session's rows, each claimed.
+
+
+@pytest.fixture
+def ranges(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """Every ``(first id, last id, rows indexed)`` of ``selfindex.index_rows`` in the test."""
+    from sessiondb.sqlite import selfindex
+
+    seen: list[tuple[int, int, int]] = []
+    real = selfindex.index_rows
+
+    def spy(conn: apsw.Connection, first: int, last: int, *rest: Any) -> int:
+        indexed = real(conn, first, last, *rest)
+        seen.append((first, last, indexed))
+        return indexed
+
+    monkeypatch.setattr(selfindex, "index_rows", spy)
+    return seen
+
+
+def test_a_group_of_single_rows_is_indexed_in_one_statement(
+    db_path: Path, groups: list[int], ranges: list[tuple[int, int, int]]
+) -> None:
+    from tests.sqlite.test_selfindex import check_index, found, message_rows, word_rows
+
+    with _store(db_path) as store:
+        n = 24  # one append per session: every session's batch is a single row
+        calls: list[Callable[[], Any]] = [lambda: store.append("x", "user", "leader")]
+        calls += [
+            (lambda i=i: store.append(f"s{i}", "user", f"grouped g{i} word")) for i in range(n)
+        ]
+        groups.clear()
+        ranges.clear()
+        out = _queue_group(store, calls)
+        assert groups == [1, n]
+        # The claim was used: the group's rows were indexed by one range, every one of them
+        # once (had a trigger indexed them too, the integrity-check below would fail; had the
+        # group fallen back to the triggers, index_rows would not have run).
+        with engine_of(store).read() as conn:
+            first, last = conn.execute(
+                "SELECT min(m.id), max(m.id) FROM messages m JOIN sessions s ON s.id = m.sid"
+                " WHERE s.session_id LIKE 's%'"
+            ).fetchone()
+        assert ranges == [(first, last, n)] and last - first + 1 == n
+        assert [m.seq for m in out.values()] == [1] * (n + 1)
+        check_index(store)
+        assert word_rows(store) == message_rows(store) == n + 1
+        assert found(store, "grouped") == sorted((f"s{i}", 1) for i in range(n))
+        for i in range(n):  # searchable when each append returned (and by its own words)
+            assert found(store, f"g{i}") == [(f"s{i}", 1)]
+
+
+def test_cjk_in_a_group(
+    db_path: Path, groups: list[int], ranges: list[tuple[int, int, int]]
+) -> None:
+    from tests.sqlite.test_selfindex import check_index, found
+
+    with _store(db_path) as store:
+        calls: list[Callable[[], Any]] = [lambda: store.append("x", "user", "leader")]
+        texts = [f"東京タワー{i}" if i % 3 == 0 else f"plain p{i}" for i in range(12)]
+        calls += [(lambda i=i: store.append(f"s{i}", "user", texts[i])) for i in range(12)]
+        calls.append(
+            lambda: store.append_many("s0", [{"role": "user", "content": "大阪城 two"}] * 2)
+        )
+        groups.clear()
+        ranges.clear()
+        _queue_group(store, calls)
+        assert groups == [1, 13] and len(ranges) == 1 and ranges[0][2] == 14
+        check_index(store)
+        assert found(store, "東京タワー") == [(f"s{i}", 1) for i in range(0, 12, 3)]
+        assert found(store, "大阪城") == [("s0", 2), ("s0", 3)]
+        assert found(store, "p4") == [("s4", 1)]
+
+
+def test_a_failed_group_leaves_no_claim_and_no_index_rows(
+    db_path: Path, groups: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessiondb.sqlite import selfindex
+    from tests.sqlite.test_selfindex import check_index, found, message_rows, word_rows
+
+    real = selfindex.index_rows
+    failed: list[int] = []
+
+    def index_then_fail(conn: apsw.Connection, first: int, last: int, *rest: Any) -> int:
+        real(conn, first, last, *rest)  # the rows indexed, every session still claimed
+        failed.append(last - first + 1)
+        raise apsw.FullError("database or disk is full")
+
+    with _store(db_path) as store:
+        monkeypatch.setattr(selfindex, "index_rows", index_then_fail)
+        calls: list[Callable[[], Any]] = [lambda: store.append("x", "user", "leader")]
+        calls += [(lambda i=i: store.append(f"s{i}", "user", f"doomed {i} 京都")) for i in range(6)]
+        groups.clear()
+        out = _queue_group(store, calls)
+        assert groups == [1, 6] and failed == [6]
+        assert all(isinstance(out[i], sessiondb.Error) for i in range(1, 7)), out
+        monkeypatch.setattr(selfindex, "index_rows", real)
+        check_index(store)  # no claim committed, both indexes equal to their content
+        assert word_rows(store) == message_rows(store) == 1
+        assert found(store, "doomed") == [] and found(store, "京都") == []
+        # The sessions are usable by the triggers' writers and by the next group alike.
+        store.append("s0", "user", "after")
+        store.append_many("s1", [{"role": "user", "content": "after 京都"}] * 2)
+        check_index(store)
+        assert found(store, "after") == [("s0", 1), ("s1", 1), ("s1", 2)]

@@ -12,6 +12,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -319,3 +320,36 @@ def test_batches_feed_the_usage_rollup_as_single_appends_do(tmp_path: Path) -> N
         one.pop_message("s")
         assert many.stats(since=0) == one.stats(since=0)
         check_index(many)
+
+
+def test_batches_after_the_largest_rowid_are_indexed_by_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches are indexed by the rowid range their statement filled (sqlite/insert.py): rowids
+    # are max(rowid) + 1 — except once the table has held the largest rowid, when SQLite picks
+    # random free ones; then each batch is indexed by its session and seqs instead.
+    ranged: list[int] = []
+    real = selfindex.index_rows
+
+    def spy(conn: apsw.Connection, first: int, last: int, *rest: Any) -> int:
+        ranged.append(last - first + 1)
+        return real(conn, first, last, *rest)
+
+    monkeypatch.setattr(selfindex, "index_rows", spy)
+    path = tmp_path / "s.db"
+    with sessiondb.open(path) as store:
+        store.append_many("s", [{"role": "user", "content": f"low {i}"} for i in range(3)])
+        assert ranged == [3]
+        conn = apsw.Connection(str(path))  # a raw-SQL writer: the triggers index its row
+        conn.execute(
+            "INSERT INTO messages(id, sid, seq, role, content, created_at)"
+            " SELECT 9223372036854775807, id, 4, 'user', 'top row', 1 FROM sessions"
+        )
+        conn.execute("UPDATE sessions SET message_count = 4")
+        conn.close()
+        store.append_many("s", [{"role": "user", "content": f"high {i} 東京"} for i in range(5)])
+        assert ranged == [3], "random rowids indexed as a range"
+        check_index(store)
+        assert found(store, "high") == [("s", s) for s in range(5, 10)]
+        assert found(store, "東京") == [("s", s) for s in range(5, 10)]
+        assert word_rows(store) == message_rows(store) == 9
