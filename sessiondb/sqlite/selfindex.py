@@ -7,6 +7,9 @@ the index has joined the transaction: 2 000 rows in one transaction wrote 6 115 
 against 37 pages with one ``INSERT … SELECT`` (issue 18). :func:`index_batch` writes the index
 rows of a whole batch with one ``INSERT … SELECT`` per index table, after the messages, in the
 same write transaction: "searchable when append returns" (ADR 0003) holds as before.
+A group commit's rows — one or a few per session, over many sessions — are indexed together by
+:func:`index_rows`, by the rowid range their insert statement filled (sqlite/insert.py says why
+that range is exactly theirs), every session of the group claimed (ADR 0010, "Groups").
 
 The usage rollup (:mod:`.rollup`, ADR 0007) is fed the same way under the same claim: its
 AFTER INSERT trigger ran once per row of the batch; :func:`index_batch` feeds the batch to the
