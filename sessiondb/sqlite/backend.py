@@ -26,7 +26,7 @@ import apsw
 
 from ..errors import Error, InvalidInput, StoreBusy, StoreNotFound, UnsupportedStorage
 from ..models import HealthReport, Message, Session
-from . import insert, schema
+from . import insert, prunemerge, schema
 from .engine import Engine
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, SESSION_COLUMNS_V3, message_of, session_of
 
@@ -419,6 +419,9 @@ class SQLiteBackend:
         engine = self._ensure_ready()
         with engine.read() as conn:
             pending = [int(r[0]) for r in conn.execute("SELECT sid FROM purge_queue")]
+        if pending:
+            with engine.write() as conn:
+                prunemerge.hold(conn)  # FTS5 merges out of every commit (prunemerge.py)
         batch = PURGE_FIRST
         for internal in pending:
             while True:
@@ -434,9 +437,11 @@ class SQLiteBackend:
                         break
                 took = max(time.perf_counter() - began, 1e-4)
                 engine.step_aside()
+                prunemerge.steps(engine)
                 batch = max(
                     PURGE_MIN, min(PURGE_BATCH, 2 * batch, int(batch * PURGE_SECONDS / took))
                 )
+        prunemerge.release(engine)
 
     def space(self) -> dict[str, int]:
         from . import space
