@@ -50,6 +50,7 @@ TRIGGERS = (
 # automerge=4 lets each commit do a bounded slice of incremental merge work; crisismerge is raised
 # so that a level reaching 16 segments does not trigger one large synchronous merge in some
 # unlucky writer's transaction; usermerge bounds the explicit 'merge' steps of `merge_step`.
+# A purge holds automerge at 0 while it runs and merges in steps itself (prunemerge.py).
 MERGE_SETTINGS: tuple[tuple[str, int], ...] = (
     ("automerge", 4),
     ("crisismerge", 64),
