@@ -437,9 +437,13 @@ class SessionDBSaver(BaseCheckpointSaver):  # type: ignore[misc]
         self._run(self._copy_thread(source_thread_id, target_thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Raises :class:`~sessiondb.StaleSession` when writers changed a namespace under it
+        ``_REWRITE_ATTEMPTS`` times in a row (every wait bounded): nothing was removed from
+        that namespace; call again."""
         self._run(self._delete_for_runs(run_ids))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Raises :class:`~sessiondb.StaleSession` like :meth:`delete_for_runs`."""
         self._run(self._prune(thread_ids, strategy))
 
     async def aget_tuple(self, config: Any) -> CheckpointTuple | None:
