@@ -6,7 +6,8 @@ Each round runs, for each checkout in turn (the order alternates between rounds)
 processes appending single messages (benchmarks/postgres.py ``run_appends``) into their own
 sessions at K=1 and K=16 and into one shared session at K=16, on PostgreSQL (durability normal)
 and on SQLite (the peer, measured again in every round). It also counts the round trips of one
-append on each checkout (libpq's protocol trace, tests/postgres/trips.py).
+append on each checkout (libpq's protocol trace, tests/postgres/trips.py) and the sends that
+carry them (the client socket's data segments, tests/postgres/sends.py).
 
     git archive <commit> | tar -x -C /tmp/base
     python -m benchmarks.postgres_ab --base /tmp/base [--rounds 3] [--appends 200]
@@ -59,9 +60,12 @@ else:
 
 _TRIPS = """
 import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("trips", sys.argv[1])
-trips = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(trips)
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+trips, sends = load("trips", sys.argv[1]), load("sends", sys.argv[2])
 import sessiondb
 from benchmarks.postgres import drop_pg, new_pg_store
 url, name = new_pg_store()
@@ -70,11 +74,20 @@ try:
         s.append("s", "user", "first")
         with s.backend.connections.read() as conn:
             pass
+        def both(action, times=10):
+            found = []
+            for _ in range(times):
+                n = sends.count(conn, lambda: found.append(trips.count(conn, action)[0]))
+                found[-1] = (found[-1], n)
+            trips_seen, sends_seen = sorted({t for t, _ in found}), sorted({n for _, n in found})
+            return {"round_trips": trips_seen, "sends": sends_seen}
+        items = [{"role": "user", "content": f"m{i}"} for i in range(5)]
         out = {
-            "append": trips.count(conn, lambda: s.append("s", "user", "x"))[0],
-            "keyed append": trips.count(conn, lambda: s.append("s", "user", "k", key="k"))[0],
-            "append to a new session": trips.count(conn, lambda: s.append("n", "user", "x"))[0],
-            "get_session": trips.count(conn, lambda: s.get_session("s"))[0],
+            "append": both(lambda: s.append("s", "user", "x")),
+            "keyed append": both(lambda: s.append("s", "user", "k", key="k")),
+            "append to a new session": both(lambda: s.append("n", "user", "x"), 1),
+            "append_many (5)": both(lambda: s.append_many("s", items)),
+            "get_session": both(lambda: s.get_session("s")),
         }
     print(json.dumps(out))
 finally:
@@ -150,6 +163,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--tag", default="", help="appended to the result file's name")
     args = ap.parse_args(argv)
     checkouts = {"base": args.base.resolve(), "new": HERE}
     if args.search:
@@ -162,6 +176,7 @@ def main(argv: list[str]) -> int:
         print(write_json("postgres_search_ab", payload))
         return 0
     trips_py = str(HERE / "tests" / "postgres" / "trips.py")
+    sends_py = str(HERE / "tests" / "postgres" / "sends.py")
     via = None
     if args.latency_ms > 0:
         from benchmarks.latency_proxy import start
@@ -176,7 +191,7 @@ def main(argv: list[str]) -> int:
     result: dict[str, Any] = {
         "machine": machine_facts(),
         "args": {"rounds": args.rounds, "appends": args.appends, "latency_ms": args.latency_ms},
-        "round_trips": {k: _run(v, _TRIPS, trips_py) for k, v in checkouts.items()},
+        "round_trips": {k: _run(v, _TRIPS, trips_py, sends_py) for k, v in checkouts.items()},
         "rounds": [],
     }
     print(result["round_trips"], flush=True)
@@ -214,7 +229,7 @@ def main(argv: list[str]) -> int:
                 flush=True,
             )
         result["rounds"].append(row)
-    name = "postgres_round_trips" + (f"_latency{args.latency_ms:g}ms" if via else "")
+    name = "postgres_round_trips" + (f"_latency{args.latency_ms:g}ms" if via else "") + args.tag
     print(write_json(name, result))
     return 0
 

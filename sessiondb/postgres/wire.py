@@ -128,12 +128,13 @@ class Rows:
 class Wire:
     """One transaction's statements in libpq's pipeline mode on ``conn`` (module doc)."""
 
-    __slots__ = ("_dumper", "_pg", "_queue", "_unflushed", "conn")
+    __slots__ = ("_dumper", "_encoding", "_pg", "_queue", "_unflushed", "conn")
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._pg = conn.pgconn
         self._dumper = Transformer.from_context(conn)
+        self._encoding = conn.info.encoding
         #: What the server owes an answer to, in order: statements, and None for a Sync.
         self._queue: deque[Rows | None] = deque()
         #: Statements written since the last Flush or Sync (the server has not been asked yet).
@@ -152,7 +153,7 @@ class Wire:
         else:
             dumped, types, formats = [], (), []
         self._pg.send_query_params(
-            text.encode(self.conn.info.encoding), dumped, types, formats, pq.Format.TEXT
+            text.encode(self._encoding), dumped, types, formats, pq.Format.TEXT
         )
         rows = Rows(self)
         self._queue.append(rows)
