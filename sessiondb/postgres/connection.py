@@ -357,9 +357,8 @@ class Pipelined:
 
     Statements whose results are not fetched are only queued (wire.py): ``BEGIN`` and the
     settings go out with the first statement fetched, in one send, and ``COMMIT`` with whatever
-    is still queued, in one more. ``replay``
-    (set by tx.py) does again what the transaction did, on a new ``BEGIN``, after a failure that
-    left nothing committed (:meth:`recover`).
+    is still queued, in one more. ``replay`` (set by tx.py) does again what the transaction did,
+    on a new ``BEGIN``, after a failure that left nothing committed (:meth:`recover`).
     """
 
     def __init__(self, conns: Connections, conn: psycopg.Connection[Any], writing: bool) -> None:
