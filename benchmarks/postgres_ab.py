@@ -6,7 +6,8 @@ Each round runs, for each checkout in turn (the order alternates between rounds)
 processes appending single messages (benchmarks/postgres.py ``run_appends``) into their own
 sessions at K=1 and K=16 and into one shared session at K=16, on PostgreSQL (durability normal)
 and on SQLite (the peer, measured again in every round). It also counts the round trips of one
-append on each checkout (libpq's protocol trace, tests/postgres/trips.py).
+append on each checkout (libpq's protocol trace, tests/postgres/trips.py) and the sends that
+carry them (the client socket's data segments, tests/postgres/sends.py).
 
     git archive <commit> | tar -x -C /tmp/base
     python -m benchmarks.postgres_ab --base /tmp/base [--rounds 3] [--appends 200]
@@ -59,9 +60,12 @@ else:
 
 _TRIPS = """
 import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("trips", sys.argv[1])
-trips = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(trips)
+def load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+trips, sends = load("trips", sys.argv[1]), load("sends", sys.argv[2])
 import sessiondb
 from benchmarks.postgres import drop_pg, new_pg_store
 url, name = new_pg_store()
@@ -70,12 +74,36 @@ try:
         s.append("s", "user", "first")
         with s.backend.connections.read() as conn:
             pass
+        def both(action, times=10):
+            found = []
+            for _ in range(times):
+                n = sends.count(conn, lambda: found.append(trips.count(conn, action)[0]))
+                found[-1] = (found[-1], n)
+            trips_seen, sends_seen = sorted({t for t, _ in found}), sorted({n for _, n in found})
+            return {"round_trips": trips_seen, "sends": sends_seen}
+        items = [{"role": "user", "content": f"m{i}"} for i in range(5)]
         out = {
-            "append": trips.count(conn, lambda: s.append("s", "user", "x"))[0],
-            "keyed append": trips.count(conn, lambda: s.append("s", "user", "k", key="k"))[0],
-            "append to a new session": trips.count(conn, lambda: s.append("n", "user", "x"))[0],
-            "get_session": trips.count(conn, lambda: s.get_session("s"))[0],
+            "append": both(lambda: s.append("s", "user", "x")),
+            "keyed append": both(lambda: s.append("s", "user", "k", key="k")),
+            "append to a new session": both(lambda: s.append("n", "user", "x"), 1),
+            "append_many (5)": both(lambda: s.append_many("s", items)),
+            "get_session": both(lambda: s.get_session("s")),
         }
+        # CPU per append on the loopback, this process and its server backend (/proc: the
+        # server runs on this machine; clock ticks): load-insensitive, unlike appends/s.
+        import os, time
+        def backend_cpu():
+            fields = open(f"/proc/{conn.info.backend_pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        n = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+        if n:
+            c0, b0 = time.process_time(), backend_cpu()
+            for i in range(n):
+                s.append("s", "user", f"cpu {i}")
+            out["cpu_us_per_append"] = {
+                "client": round((time.process_time() - c0) / n * 1e6, 1),
+                "server backend": round((backend_cpu() - b0) / n * 1e6, 1),
+            }
     print(json.dumps(out))
 finally:
     drop_pg(name)
@@ -141,6 +169,14 @@ def _run(checkout: Path, code: str, *args: str, via: str | None = None) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (/proc, clock ticks); 0 without one."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.postgres_ab", description=__doc__)
     ap.add_argument("--base", required=True, type=Path, help="the older checkout")
@@ -150,6 +186,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--tag", default="", help="appended to the result file's name")
+    ap.add_argument(
+        "--cpu-appends", type=int, default=0, help="also CPU per append, this many per round"
+    )
     args = ap.parse_args(argv)
     checkouts = {"base": args.base.resolve(), "new": HERE}
     if args.search:
@@ -162,7 +202,8 @@ def main(argv: list[str]) -> int:
         print(write_json("postgres_search_ab", payload))
         return 0
     trips_py = str(HERE / "tests" / "postgres" / "trips.py")
-    via = None
+    sends_py = str(HERE / "tests" / "postgres" / "sends.py")
+    via, proxy_pid = None, 0
     if args.latency_ms > 0:
         from benchmarks.latency_proxy import start
         from benchmarks.postgres import BASE
@@ -171,15 +212,29 @@ def main(argv: list[str]) -> int:
         port, _proxy = start(
             (target.hostname or "127.0.0.1", target.port or 5432), args.latency_ms / 1000
         )
+        proxy_pid = _proxy.pid or 0
         user = f"{target.username}@" if target.username else ""
         via = urlunsplit((target.scheme, f"{user}127.0.0.1:{port}", target.path, "", ""))
     result: dict[str, Any] = {
         "machine": machine_facts(),
         "args": {"rounds": args.rounds, "appends": args.appends, "latency_ms": args.latency_ms},
-        "round_trips": {k: _run(v, _TRIPS, trips_py) for k, v in checkouts.items()},
+        "round_trips": {k: _run(v, _TRIPS, trips_py, sends_py) for k, v in checkouts.items()},
         "rounds": [],
     }
     print(result["round_trips"], flush=True)
+    if args.cpu_appends:  # CPU per append on the loopback, checkouts alternated
+        result["args"]["cpu_appends"] = args.cpu_appends
+        result["cpu_rounds"] = []
+        for r in range(args.rounds):
+            order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
+            cpu = {
+                k: _run(checkouts[k], _TRIPS, trips_py, sends_py, str(args.cpu_appends))[
+                    "cpu_us_per_append"
+                ]
+                for k in order
+            }
+            print(r, "cpu us per append", cpu, flush=True)
+            result["cpu_rounds"].append(cpu)
     for r in range(args.rounds):
         order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
         row: dict[str, Any] = {}
@@ -188,7 +243,8 @@ def main(argv: list[str]) -> int:
             cell: dict[str, Any] = {}
             for label in order:
                 for backend in ("sqlite", "postgresql"):
-                    cell[f"{label} {backend}"] = _run(
+                    proxy_cpu = _cpu_seconds(proxy_pid)
+                    cell[f"{label} {backend}"] = got = _run(
                         checkouts[label],
                         _CASE,
                         str(procs),
@@ -197,6 +253,10 @@ def main(argv: list[str]) -> int:
                         backend,
                         via=via if backend == "postgresql" else None,
                     )
+                    if backend == "postgresql" and proxy_pid and got.get("n"):
+                        # the proxy's CPU per append: what each packet costs it
+                        spent = _cpu_seconds(proxy_pid) - proxy_cpu
+                        got["proxy_cpu_us_per_append"] = round(spent / got["n"] * 1e6, 1)
             for label in order:
                 pg = cell[f"{label} postgresql"]["appends_per_s"]
                 cell[f"{label} ratio to sqlite"] = round(
@@ -210,11 +270,16 @@ def main(argv: list[str]) -> int:
             print(
                 r,
                 case,
-                {k: v["appends_per_s"] if isinstance(v, dict) else v for k, v in cell.items()},
+                {
+                    k: (v["appends_per_s"], v.get("proxy_cpu_us_per_append"))
+                    if isinstance(v, dict)
+                    else v
+                    for k, v in cell.items()
+                },
                 flush=True,
             )
         result["rounds"].append(row)
-    name = "postgres_round_trips" + (f"_latency{args.latency_ms:g}ms" if via else "")
+    name = "postgres_round_trips" + (f"_latency{args.latency_ms:g}ms" if via else "") + args.tag
     print(write_json(name, result))
     return 0
 

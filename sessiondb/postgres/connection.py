@@ -34,7 +34,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -43,6 +43,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import ConnectionLost, Error, InvalidInput, ReadOnlyStore, StoreBusy
 from .errors import RETRYABLE, translate
+from .wire import Wire
 
 APPLICATION_NAME = "sessiondb"
 #: Seconds a pooled connection may stay idle before the pool closes it (below the usual idle
@@ -354,10 +355,10 @@ def _lost(error: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:
 class Pipelined:
     """One contract transaction on one connection in pipeline mode (module doc).
 
-    Statements whose results are not fetched are only queued: ``BEGIN`` and the settings go out
-    with the first statement fetched, and ``COMMIT`` with whatever is still queued. ``replay``
-    (set by tx.py) does again what the transaction did, on a new ``BEGIN``, after a failure that
-    left nothing committed (:meth:`recover`).
+    Statements whose results are not fetched are only queued (wire.py): ``BEGIN`` and the
+    settings go out with the first statement fetched, in one send, and ``COMMIT`` with whatever
+    is still queued, in one more. ``replay`` (set by tx.py) does again what the transaction did,
+    on a new ``BEGIN``, after a failure that left nothing committed (:meth:`recover`).
     """
 
     def __init__(self, conns: Connections, conn: psycopg.Connection[Any], writing: bool) -> None:
@@ -366,30 +367,27 @@ class Pipelined:
         self.writing = writing
         self.replay: Callable[[], None] | None = None
         self.restarts = 0
-        self._pipeline: AbstractContextManager[psycopg.Pipeline] | None = None
+        #: The statements' way to the server (wire.py), new at each ``begin``.
+        self.wire = Wire(conn)
         self._started = time.monotonic()
 
     def begin(self) -> None:
-        pipeline = self._pipeline = self.conn.pipeline()
-        pipeline.__enter__()
-        self.conn.execute(_WRITE_BEGIN if self.writing else _READ_BEGIN)
+        wire = self.wire = Wire(self.conn)
+        wire.enter()
+        wire.execute(_WRITE_BEGIN if self.writing else _READ_BEGIN)
         settings = self.conns._settings[self.writing]
         if settings is not None:
-            self.conn.execute(settings[0], settings[1])
+            wire.execute(settings[0], settings[1])
 
     def commit(self) -> None:
-        self.conn.execute("COMMIT")
-        self._end_pipeline()
-
-    def _end_pipeline(self) -> None:
-        pipeline, self._pipeline = self._pipeline, None
-        if pipeline is not None:
-            pipeline.__exit__(None, None, None)  # Sync: sends what is queued, reads every result
+        self.wire.commit()
 
     def abort(self) -> None:
         """Leave pipeline mode and roll back whatever is open (a broken connection: nothing)."""
-        with suppress(psycopg.Error):
-            self._end_pipeline()
+        try:
+            self.wire.close()
+        except psycopg.Error:
+            self.conn.close()  # failed while leaving pipeline mode: never lent again
         Connections._rollback(self.conn)
 
     def translate(self, e: BaseException) -> Error:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, NamedTuple
-
-import psycopg
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..core.usage import FIELDS
+
+if TYPE_CHECKING:
+    from .wire import Wire
 
 _DAY = 86400
 _COLS = ", ".join(FIELDS)
@@ -73,7 +74,7 @@ def counts(found: Sequence[Facts]) -> tuple[list[int], list[str], list[int]]:
     return [d for d, _ in by], [m for _, m in by], list(by.values())
 
 
-def add_usage(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) -> None:
+def add_usage(conn: Wire, sid: int, found: Sequence[Facts]) -> None:
     """Messages stored (already counted by the append statement): their usage added."""
     growth = ", ".join(f"greatest(0, %({f})s - coalesce(r.{f}, 0))" for f in FIELDS)
     add_up = ", ".join(f"{f} = activity.{f} + excluded.{f}" for f in FIELDS)
@@ -104,7 +105,7 @@ def add_usage(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) -
         )
 
 
-def remove(conn: psycopg.Connection[Any], sid: int, f: Facts) -> None:
+def remove(conn: Wire, sid: int, f: Facts) -> None:
     """A message removed while its session stays (``pop_message``), after its row is gone."""
     conn.execute(
         "UPDATE activity SET messages = messages - 1 WHERE sid = %s AND day = %s AND model = %s",
@@ -141,13 +142,13 @@ def remove(conn: psycopg.Connection[Any], sid: int, f: Facts) -> None:
     conn.execute(f"DELETE FROM activity WHERE sid = %s AND messages <= 0 AND {nothing}", (sid,))
 
 
-def forget_session(conn: psycopg.Connection[Any], sid: int) -> None:
+def forget_session(conn: Wire, sid: int) -> None:
     """A session deleted or cleared: its rows leave the rollup with it (same transaction)."""
     conn.execute("DELETE FROM activity WHERE sid = %s", (sid,))
     conn.execute("DELETE FROM responses WHERE sid = %s", (sid,))
 
 
-def add_copies(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) -> None:
+def add_copies(conn: Wire, sid: int, found: Sequence[Facts]) -> None:
     """A fork's copies (``copy_messages``): counted as its messages, without their tokens —
     spent once, by the session they came from, and counted there only
     (docs/adr/0009-framework-primitives.md); no response rows either, so a copy popped later
@@ -163,7 +164,7 @@ def add_copies(conn: psycopg.Connection[Any], sid: int, found: Sequence[Facts]) 
 
 
 def activity(
-    conn: psycopg.Connection[Any],
+    conn: Wire,
     first_day: int | None,
     last_day: int | None,
     source: str | None,

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from .connection import Connections
 from .errors import translate
+from .wire import Wire
 
 #: The search index of the messages (schema.py): GIN over the client-built tsvector, the CJK row
 #: index and, when pg_trgm is installed, its trigram index.
@@ -27,7 +28,7 @@ _SEARCH_INDEXES = ("messages_search", "messages_cjk", "messages_cjk_trgm")
 _PRUNED = ("messages", "sessions", "activity", "responses", "purge_queue")
 
 
-def split(conn: psycopg.Connection[Any]) -> dict[str, int]:
+def split(conn: psycopg.Connection[Any] | Wire) -> dict[str, int]:
     """Bytes by what they hold: messages (table, TOAST and plain indexes), the search index,
     and every other table of the store's schema."""
     rows = conn.execute(

@@ -45,6 +45,7 @@ from . import rollup
 from .connection import Diverged
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of
 from .text import encode
+from .wire import Rows, Wire
 
 if TYPE_CHECKING:
     from ..core.append import Item
@@ -135,13 +136,14 @@ class PostgresTx:
         #: Message counts of the sessions whose row this transaction holds (the next seqs).
         self._counts: dict[int, int] = {}
         #: Append statements sent without waiting: (cursor, first seq - 1, messages).
-        self._pending: list[tuple[psycopg.Cursor[Any], int, int]] = []
+        self._pending: list[tuple[Rows, int, int]] = []
         self._log: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]] = []
         tx.replay = self._replay
 
     @property
-    def conn(self) -> psycopg.Connection[Any]:
-        return self._tx.conn
+    def conn(self) -> Wire:
+        """Where statements go: the transaction's pipeline (wire.py), current after a restart."""
+        return self._tx.wire
 
     def _replay(self) -> None:
         self._counts.clear()

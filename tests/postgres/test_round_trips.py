@@ -1,7 +1,9 @@
 """Round trips of the Store's verbs on PostgreSQL (docs/postgres.md, "Round trips"): BEGIN and its
 settings travel with the first statement, COMMIT with the last, and the append statement needs no
 answer before the COMMIT (the session row's lock read its counter). Counted from libpq's protocol
-trace (tests/postgres/trips.py), directly and through pgbouncer in transaction mode."""
+trace (tests/postgres/trips.py), directly and through pgbouncer in transaction mode; and each round
+trip's messages leave in ONE send (sessiondb/postgres/wire.py), counted on the client's socket
+(tests/postgres/sends.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 
 import sessiondb
 from tests import pg
-from tests.postgres import trips
+from tests.postgres import sends, trips
 
 
 @pytest.fixture(params=["postgresql", "pgbouncer"])
@@ -53,3 +55,28 @@ def test_a_new_session_and_a_read(store: Any) -> None:
     assert _trips(store, lambda: store.append("new", "user", "x"))[0] == 3
     assert _trips(store, lambda: store.get_session("new"))[0] == 2
     assert _trips(store, lambda: store.messages("new"))[0] == 2
+
+
+@pytest.mark.skipif(not sends.supported(), reason="sends are counted from Linux's tcp_info")
+def test_one_send_per_round_trip(store: Any) -> None:
+    # psycopg's own pipeline wrote each statement as it was queued, and a Flush after its Sync:
+    # 8 sends for an append's 2 round trips (docs/benchmarks.md). wire.py sends BEGIN, its
+    # settings and the first statement read together, and the rest with COMMIT and the Sync.
+    store.append("s", "user", "first")
+    items = [{"role": "user", "content": f"m{i}"} for i in range(5)]
+    verbs = {
+        "append": (2, lambda: store.append("s", "assistant", "x")),
+        "append_many": (2, lambda: store.append_many("s", items)),
+        "keyed append": (3, lambda: store.append("s", "user", "k", key="k1")),
+        "keyed retry": (3, lambda: store.append("s", "user", "k", key="k1")),
+        "append to a new session": (3, lambda: store.append("new", "user", "x")),
+        "get_session": (2, lambda: store.get_session("s")),
+        "messages": (2, lambda: store.messages("s")),
+    }
+    with store.backend.connections.read() as conn:  # the thread's one direct connection
+        pass
+    traced: list[int] = []
+    for name, (expected, action) in verbs.items():
+        sent = sends.count(conn, lambda a=action: traced.append(trips.count(conn, a)[0]))
+        assert (traced[-1], sent) == (expected, expected), name
+    assert [m.seq for m in store.messages("s")] == list(range(1, 9))
