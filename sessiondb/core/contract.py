@@ -121,6 +121,11 @@ class ReadTx(Protocol):
 class WriteTx(ReadTx, Protocol):
     """One short write transaction (admission queued, all or nothing)."""
 
+    def session_refs(self, session_ids: Sequence[str]) -> dict[str, SessionRef]:
+        """``session_ref`` of each id, looked up in this order (a backend that locks the rows it
+        looks up locks them in it); ids with no session are left out. A group commit's
+        sessions (core/writes.py), in one statement where the backend can."""
+
     def insert_session(
         self,
         session_id: str,

@@ -229,8 +229,11 @@ class _Group:
         tx = self.tx
         # Session rows in one order (PostgreSQL locks each one it looks up: two groups locking
         # the same sessions in different orders could deadlock).
-        for sid in sorted({r.sid for r in self.requests}):
-            self.sessions[sid] = _Session(tx.session_ref(sid))
+        # One lookup for all of them (WriteTx.session_refs).
+        ids = sorted({r.sid for r in self.requests})
+        refs = tx.session_refs(ids)
+        for sid in ids:
+            self.sessions[sid] = _Session(refs.get(sid))
         planned: list[tuple[ap.Plan, int] | Exception] = []
         for r in self.requests:
             try:

@@ -180,6 +180,12 @@ class PostgresTx:
             self._counts[int(row[0])] = int(row[1])
         return int(row[0])
 
+    def session_refs(self, session_ids: Sequence[str]) -> dict[str, SessionRef]:
+        # One locking read per session, in the caller's order (two groups locking the same
+        # sessions in different orders could deadlock: core/writes.py); each one recorded.
+        refs = {sid: self.session_ref(sid) for sid in session_ids}
+        return {sid: ref for sid, ref in refs.items() if ref is not None}
+
     @_recorded
     def session(self, session_id: str) -> Session | None:
         row = self.conn.execute(

@@ -4,7 +4,7 @@ Every transaction goes through :class:`~sessiondb.sqlite.engine.Engine` (connect
 checkpoints, error translation). ``seq`` is allocated inside the write transaction from the
 session row — ``message_count`` is also the last seq — so it is gapless per session whatever
 the number of writers; :meth:`SQLiteTx.insert_messages` is the set-based batch insert (one seq
-allocation and one ``executemany`` per batch).
+allocation and a few multi-row inserts per batch, sqlite/insert.py).
 
 Removed messages (a deleted or cleared session) leave the session at once and are deleted
 afterwards in batches of :data:`PURGE_BATCH` rows, one short write transaction each
@@ -79,6 +79,18 @@ class SQLiteTx:
     def session_ref(self, session_id: str) -> SessionRef | None:
         row = self.conn.execute("SELECT id FROM sessions WHERE session_id = ?", (session_id,)).get
         return None if row is None else int(row)
+
+    def session_refs(self, session_ids: Sequence[str]) -> dict[str, SessionRef]:
+        if len(session_ids) == 1:
+            ref = self.session_ref(session_ids[0])
+            return {} if ref is None else {session_ids[0]: ref}
+        # The ids travel as one JSON array (strings round-trip exactly through SQLite's JSON).
+        rows = self.conn.execute(
+            "SELECT session_id, id FROM sessions"
+            " WHERE session_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(session_ids)),),
+        )
+        return {str(sid): int(ref) for sid, ref in rows}
 
     def session(self, session_id: str) -> Session | None:
         row = self.conn.execute(

@@ -62,6 +62,9 @@ def _tokens(r: str, f: str) -> str:
 
 
 _COUNTED = "(SELECT {id} > upto OR {id} <= done FROM rollup_state)"
+# A message counted on its (session, day, model) row: the rule of ``rollup_add_row`` (one
+# message, n = 1) and of add_batch's set-based upsert (n messages of one row at once).
+_COUNT_MESSAGES = "messages = messages + {n}"
 _SAME_RESPONSE = "r.sid = new.sid AND r.response_id = new.rid"
 # No alias on the target of an UPDATE or DELETE in a trigger: ALTER TABLE re-checks every
 # trigger and cannot resolve one (a DROP COLUMN failed on "no such column: r.sid").
@@ -122,10 +125,10 @@ def _statements() -> list[str]:
             SELECT 1, 0, coalesce(max(id), 0) FROM messages""",
         f"CREATE VIEW rollup_add({view}) AS SELECT {empty} WHERE 0",
         f"CREATE VIEW rollup_remove({view}) AS SELECT {empty} WHERE 0",
-        """CREATE TRIGGER rollup_add_row INSTEAD OF INSERT ON rollup_add BEGIN
+        f"""CREATE TRIGGER rollup_add_row INSTEAD OF INSERT ON rollup_add BEGIN
             INSERT INTO activity(sid, day, model, messages)
                 VALUES (new.sid, new.day, new.model, 1)
-                ON CONFLICT DO UPDATE SET messages = messages + 1;
+                ON CONFLICT DO UPDATE SET {_COUNT_MESSAGES.format(n="1")};
         END""",
         # Tokens in a trigger of their own: a message without usage runs none of this. The
         # response's growth goes to the activity row of its first message (read before the
@@ -178,12 +181,24 @@ def insert_trigger(unclaimed: str | None = None) -> str:
 
 
 def add_batch(conn: apsw.Connection, where: str, args: tuple[Any, ...]) -> None:
-    """Feed ``rollup_add`` the messages ``m`` matching ``where`` (a constant SQL condition with
-    placeholders), in id order — the order the insert trigger would have seen them — in one
-    statement (selfindex.index_batch)."""
+    """Count the messages ``m`` matching ``where`` (a constant SQL condition with placeholders)
+    in the rollup, as ``rollup_add`` would one row at a time (selfindex.index_batch): those with
+    usage through the view, in id order — the order the insert trigger would have seen them; the
+    usage rule stays written once, in its INSTEAD OF trigger — and the others, which only add
+    one message to their (session, day, model) row, with one upsert per such row (ADR 0007,
+    amendment: each row through the view ran the trigger program once per message)."""
+    counted = _COUNTED.format(id="m.id")
+    usage = f"coalesce({_has_usage('m')}, 0)"
     conn.execute(
         f"INSERT INTO rollup_add SELECT {_facts('m')} FROM messages m"
-        f" WHERE {where} AND {_COUNTED.format(id='m.id')} ORDER BY m.id",
+        f" WHERE {where} AND {counted} AND {usage} ORDER BY m.id",
+        args,
+    )
+    conn.execute(
+        f"INSERT INTO activity(sid, day, model, messages)"
+        f" SELECT m.sid, {_day('m')}, {_model('m')}, count(*) FROM messages m"
+        f" WHERE {where} AND {counted} AND NOT {usage} GROUP BY 1, 2, 3"
+        f" ON CONFLICT DO UPDATE SET {_COUNT_MESSAGES.format(n='excluded.messages')}",
         args,
     )
 

@@ -249,14 +249,14 @@ def test_a_failed_transaction_fails_its_whole_group_and_writes_nothing(
 ) -> None:
     from sessiondb.sqlite import insert
 
-    real = insert._allocate  # seqs of one session, on the way to its insert
+    real = insert._rows  # the rows of one session, after the seqs of all, before the insert
 
-    def failing(conn: Any, ref: int, sid: str, items: Any, now: float, *rest: Any) -> Any:
+    def failing(sid: str, *rest: Any) -> Any:
         if sid == "poison":
             raise apsw.FullError("database or disk is full")
-        return real(conn, ref, sid, items, now, *rest)
+        return real(sid, *rest)
 
-    monkeypatch.setattr(insert, "_allocate", failing)
+    monkeypatch.setattr(insert, "_rows", failing)
     with _store(db_path) as store:
         calls: list[Callable[[], Any]] = [lambda: store.append("x", "user", "leader")]
         calls += [(lambda i=i: store.append("s", "user", f"m{i}", key=f"k{i}")) for i in range(3)]
@@ -269,7 +269,7 @@ def test_a_failed_transaction_fails_its_whole_group_and_writes_nothing(
         assert all(isinstance(e, sessiondb.Error) for e in errors), errors
         assert store.count("s") == store.count("t") == store.count("poison") == 0
         # Nothing of the group was written: any retry is safe, keyless ones included.
-        monkeypatch.setattr(insert, "_allocate", real)
+        monkeypatch.setattr(insert, "_rows", real)
         for i in range(3):
             store.append("s", "user", f"m{i}", key=f"k{i}")
         store.append("t", "user", "keyless")
@@ -529,3 +529,34 @@ def test_a_failed_group_leaves_no_claim_and_no_index_rows(
         store.append_many("s1", [{"role": "user", "content": "after 京都"}] * 2)
         check_index(store)
         assert found(store, "after") == [("s0", 1), ("s1", 1), ("s1", 2)]
+
+
+def test_a_groups_sessions_are_looked_up_and_given_seqs_in_one_statement_each(
+    db_path: Path,
+) -> None:
+    """A group of 16 sessions' single rows: one SELECT finds every session and one UPDATE
+    gives them their seqs and claims them (sqlite/insert.py, CLAIM_SHAPES) — not a lookup and
+    an UPDATE per session."""
+    with _store(db_path) as store:
+        n = 16
+        for i in range(n):
+            store.append(f"s{i}", "user", "first")
+        with engine_of(store).write() as conn:  # this thread's connection: it leads the group
+            pass
+        seen: list[str] = []
+        conn.exec_trace = lambda _cursor, sql, _bindings: seen.append(sql) or True
+        try:
+            requests = [
+                writes.append_request(f"s{i}", "user", f"m{i}", None, None, None, None, None)
+                for i in range(n)
+            ]
+            out = writes.append_group(store._backend, requests)  # type: ignore[attr-defined]
+        finally:
+            conn.exec_trace = None
+        assert [m[0].seq for m in out if not isinstance(m, Exception)] == [2] * n
+        lookups = [s for s in seen if s.startswith("SELECT") and "session_id" in s]
+        seqs = [s for s in seen if s.startswith("UPDATE sessions SET message_count")]
+        assert (len(lookups), len(seqs)) == (1, 1), seen
+        for i in range(n):
+            assert [m.content for m in store.messages(f"s{i}")] == ["first", f"m{i}"]
+    assert_consistent(db_path)

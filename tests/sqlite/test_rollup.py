@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sessiondb
 from sessiondb.sqlite import rollup, schema
@@ -83,3 +85,73 @@ def test_writers_during_the_backfill_are_counted_once(
                 st.pop_message("s9")
         assert steps >= 10
         assert from_stats(st.stats()) == brute_force(st)
+
+
+# -- the set-based feed of a batch (selfindex.index_batch / index_rows -> rollup.add_batch) ------
+
+_BASE = 1_750_000_000.0
+_item = st.tuples(
+    st.integers(0, 2),  # day offset
+    st.sampled_from([None, "m1", "m2"]),  # model
+    st.sampled_from([None, "r1", "r2"]),  # response id
+    st.sampled_from(["none", "empty", "usage", "usage", "not-an-object"]),
+    st.integers(-3, 40),  # tokens
+)
+_batches = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.lists(_item, min_size=1, max_size=6)),
+    min_size=1,
+    max_size=8,
+)
+
+
+def _meta(model: str | None, rid: str | None, kind: str, n: int) -> dict[str, Any] | None:
+    meta: dict[str, Any] = {}
+    if model:
+        meta["model"] = model
+    if rid:
+        meta["response_id"] = rid
+    if kind == "usage":
+        meta["usage"] = {"input_tokens": n, "output_tokens": n * 2, "cache_read_tokens": "9"}
+    elif kind == "not-an-object":
+        meta["usage"] = [n]
+    elif kind == "empty":
+        meta["note"] = n
+    return meta or None
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(batches=_batches)
+def test_batches_and_groups_count_exactly(tmp_path_factory: Any, batches: Any) -> None:
+    """Batches (append_many: one session's rows, set-based) and groups (several sessions' rows in
+    one transaction, writes.append_group) with and without usage, mixed days, models and
+    responses: the rollup equals a count of the messages (tests/contract/test_stats.py)."""
+    from sessiondb.core import writes
+
+    path = tmp_path_factory.mktemp("rollup") / "s.db"
+    with sessiondb.open(path) as store:
+        backend = store._backend  # type: ignore[attr-defined]
+        grouped: list[writes.Request] = []
+        for n, (sid, items) in enumerate(batches):
+            rows = [
+                {
+                    "role": "assistant",
+                    "content": "m",
+                    "meta": _meta(model, rid, kind, k),
+                    "created_at": _BASE + day * 86400,
+                }
+                for day, model, rid, kind, k in items
+            ]
+            if n % 3 == 2:  # every third batch: one request of a group of several sessions
+                request = writes.append_many_request(sid, rows, None, None)
+                assert request is not None
+                grouped.append(request)
+                continue
+            store.append_many(sid, rows)
+        if grouped:
+            out = writes.append_group(backend, grouped)
+            assert not any(isinstance(x, Exception) for x in out), out
+        assert from_stats(store.stats()) == brute_force(store)

@@ -353,3 +353,19 @@ def test_batches_after_the_largest_rowid_are_indexed_by_session(
         assert found(store, "high") == [("s", s) for s in range(5, 10)]
         assert found(store, "東京") == [("s", s) for s in range(5, 10)]
         assert word_rows(store) == message_rows(store) == 9
+
+
+def test_a_large_batch_keeps_the_statement_cache(db_path: Path) -> None:
+    """apsw put an ``executemany``'s statement back into its 100-slot statement cache once per
+    row: a batch of 150 rows pushed every other statement out and the next transaction prepared
+    them all again (sqlite/insert.py, BULK_ROWS). The second batch prepares nothing."""
+    with sessiondb.open(db_path) as store:
+        batch = [{"role": "user", "content": f"word{i} common"} for i in range(150)]
+        store.append_many("s", batch)
+        with engine_of(store).write() as conn:  # the connection this thread writes with
+            pass
+        before = conn.cache_stats()["misses"]
+        store.append_many("s", batch)
+        assert conn.cache_stats()["misses"] == before
+        assert store.count("s") == 300
+        check_index(store)
