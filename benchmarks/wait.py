@@ -12,10 +12,12 @@
    listening connection: its bounded re-check alone), ``sqlite`` (PRAGMA data_version,
    sqlite/changes.py). Rounds of each system alternate.
 2. **Append throughput** on PostgreSQL: ``--writers`` processes append ``--appends`` messages
-   each, each to a session of its own, one idle listener connected. ``notify-after`` is what
+   each, one idle listener connected. ``notify-after`` is what
    sessiondb does (pg_notify queued behind COMMIT, same round trip); ``off`` sends none (the
    ceiling); ``notify-inside`` queues it before COMMIT (inside the transaction: what issue 16
-   measured at 0.30x). Variants alternate round by round.
+   measured at 0.30x). Variants alternate round by round; run once with a session per writer
+   and once with every writer on one shared session (its row lock is where a NOTIFY inside the
+   transaction hurts).
 
 Results: benchmarks/results/wait.json; docs/benchmarks.md, "Waiting for messages".
 """
@@ -146,20 +148,23 @@ def _variant(name: str) -> None:
         connection.Pipelined.commit = commit  # type: ignore[method-assign]
 
 
-def _writer(url: str, variant: str, worker: int, n: int, start: Any, results: Any) -> None:
+def _writer(
+    url: str, variant: str, worker: int, n: int, shared: bool, start: Any, results: Any
+) -> None:
     _variant(variant)
     store = sessiondb.open(url)
-    store.append(f"w{worker}", "user", "warm-up")
+    sid = "shared" if shared else f"w{worker}"
+    store.append(sid, "user", f"warm-up {worker}")
     cpu0 = time.process_time()
     start.wait()
     began = time.monotonic()
     for i in range(n):
-        store.append(f"w{worker}", "assistant", f"message {i} of worker {worker}")
+        store.append(sid, "assistant", f"message {i} of worker {worker}")
     results.put((time.monotonic() - began, time.process_time() - cpu0))
     store.close()
 
 
-def throughput_round(variant: str, writers: int, n: int) -> dict[str, float]:
+def throughput_round(variant: str, writers: int, n: int, shared: bool) -> dict[str, float]:
     url, schema = new_pg_store()
     import psycopg
 
@@ -173,7 +178,7 @@ def throughput_round(variant: str, writers: int, n: int) -> dict[str, float]:
             )
             start, results = ctx.Barrier(writers + 1), ctx.Queue()
             procs = [
-                ctx.Process(target=_writer, args=(url, variant, w, n, start, results))
+                ctx.Process(target=_writer, args=(url, variant, w, n, shared, start, results))
                 for w in range(writers)
             ]
             for p in procs:
@@ -184,7 +189,12 @@ def throughput_round(variant: str, writers: int, n: int) -> dict[str, float]:
             wall = time.monotonic() - began
             for p in procs:
                 p.join(60)
-            got = sum(1 for _ in idle.notifies(timeout=0))
+            got = 0  # every notification the listener gets (the queue drains as it reads)
+            while True:
+                more = sum(1 for _ in idle.notifies(timeout=1.0))
+                if not more:
+                    break
+                got += more
     finally:
         drop_pg(schema)
     total = writers * n
@@ -195,13 +205,13 @@ def throughput_round(variant: str, writers: int, n: int) -> dict[str, float]:
     }
 
 
-def throughput(writers: int, appends: int, rounds: int) -> dict[str, Any]:
+def throughput(writers: int, appends: int, rounds: int, shared: bool) -> dict[str, Any]:
     per: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     for r in range(rounds):
         for variant in VARIANTS if r % 2 == 0 else reversed(VARIANTS):
-            got = throughput_round(variant, writers, appends)
+            got = throughput_round(variant, writers, appends, shared)
             per[variant].append(got)
-            print(f"  throughput {variant} round {r}: {got['appends_per_s']:.0f}/s")
+            print(f"  throughput {variant} shared={shared} round {r}: {got['appends_per_s']:.0f}/s")
     out: dict[str, Any] = {}
     for variant, rows in per.items():
         rates = sorted(x["appends_per_s"] for x in rows)
@@ -234,7 +244,10 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     load_before = os.getloadavg()
     wake = wake_latency(args.wakes, args.rounds, args.spread)
-    tput = throughput(args.writers, args.appends, args.rounds)
+    tput = {
+        layout: throughput(args.writers, args.appends, args.rounds, layout == "one-shared-session")
+        for layout in ("own-session-each", "one-shared-session")
+    }
     payload = {
         "benchmark": "wait",
         "command": "python -m benchmarks.wait " + " ".join(argv),
@@ -248,8 +261,9 @@ def main(argv: list[str]) -> int:
     print(write_json("wait", payload))
     for s, v in wake.items():
         print(f"{s:10} wake {v['wake_latency']}  append {v['append_latency']}")
-    for variant in VARIANTS:
-        print(f"{variant:14} {tput[variant]}")
+    for layout, got in tput.items():
+        for variant in VARIANTS:
+            print(f"{layout:18} {variant:14} {got[variant]}")
     return 0
 
 

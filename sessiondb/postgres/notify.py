@@ -82,7 +82,9 @@ class Listening:
         self._channel = channel(conns.schema)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._opened: list[tuple[psycopg.Connection[Any], int]] = []
+        #: Every thread's connection, to close with the store, or once its thread has ended (a
+        #: thread pool's threads come and go: sessiondb.aio waits in anyio's).
+        self._opened: list[tuple[psycopg.Connection[Any], int, threading.Thread]] = []
 
     def _slot(self) -> _Slot:
         slot: _Slot | None = getattr(self._local, "slot", None)
@@ -114,9 +116,17 @@ class Listening:
             slot.failed_at = time.monotonic()
             return None
         slot.conn, slot.failed_at = conn, None
-        with self._lock:  # so that close() closes every thread's connection
-            self._opened = [(c, p) for c, p in self._opened if not c.closed]
-            self._opened.append((conn, os.getpid()))
+        pid, ended = os.getpid(), []
+        with self._lock:
+            for c, p, t in self._opened:
+                if p == pid and not t.is_alive():
+                    ended.append(c)
+            self._opened = [
+                (c, p, t) for c, p, t in self._opened if not c.closed and c not in ended
+            ]
+            self._opened.append((conn, pid, threading.current_thread()))
+        for c in ended:
+            c.close()
         return conn
 
     def drop(self) -> None:
@@ -128,8 +138,8 @@ class Listening:
 
     def close(self) -> None:
         with self._lock:
-            for conn, pid in self._opened:
-                if pid == os.getpid():
+            for conn, pid, _ in self._opened:
+                if pid == os.getpid():  # a forked child never closes its parent's
                     conn.close()
             self._opened = []
 

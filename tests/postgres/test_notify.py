@@ -5,6 +5,7 @@ sends none, and a waiter whose notification is lost is still woken by its bounde
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from typing import Any
 
@@ -124,3 +125,28 @@ def test_the_channel_name_fits_postgresql_and_is_the_schemas() -> None:
     assert notify.channel(None) == "sessiondb"
     assert notify.channel("s_0123") == "sessiondb_s_0123"
     assert len(notify.channel("a" * 63).encode()) == 63
+
+
+def test_a_thread_s_listening_connection_is_closed_once_the_thread_has_ended() -> None:
+    """Threads come and go (sessiondb.aio waits in anyio's pool): each one's LISTEN connection
+    is closed when a later thread opens its own, not kept until the store closes."""
+    direct, _ = _urls("postgresql")
+    schema = direct.rsplit("schema=", 1)[1]
+
+    def listening() -> int:
+        with psycopg.connect(pg.BASE_URL, autocommit=True) as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
+                (f'LISTEN "{notify.channel(schema)}"',),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    with sessiondb.open(direct) as s:
+        for _ in range(4):
+            t = threading.Thread(
+                target=s.wait_for_messages, args=("s",), kwargs={"after": 0, "timeout": 0.05}
+            )
+            t.start()
+            t.join(60)
+        assert listening() == 1  # the last thread's (ended, swept by the next thread's opening)
+    assert listening() == 0  # closed with the store
