@@ -15,7 +15,8 @@
    each, one idle listener connected. ``notify-after`` is what
    sessiondb does (pg_notify queued behind COMMIT, same round trip); ``off`` sends none (the
    ceiling); ``notify-inside`` queues it before COMMIT (inside the transaction: what issue 16
-   measured at 0.30x). Variants alternate round by round; run once with a session per writer
+   measured at 0.30x), with ``--durability`` normal (``synchronous_commit`` off) or full (on).
+   Variants alternate round by round; run once with a session per writer
    and once with every writer on one shared session (its row lock is where a NOTIFY inside the
    transaction hurts).
 
@@ -149,10 +150,17 @@ def _variant(name: str) -> None:
 
 
 def _writer(
-    url: str, variant: str, worker: int, n: int, shared: bool, start: Any, results: Any
+    url: str,
+    variant: str,
+    worker: int,
+    n: int,
+    shared: bool,
+    durability: str,
+    start: Any,
+    results: Any,
 ) -> None:
     _variant(variant)
-    store = sessiondb.open(url)
+    store = sessiondb.open(url, durability=durability)
     sid = "shared" if shared else f"w{worker}"
     store.append(sid, "user", f"warm-up {worker}")
     cpu0 = time.process_time()
@@ -164,7 +172,9 @@ def _writer(
     store.close()
 
 
-def throughput_round(variant: str, writers: int, n: int, shared: bool) -> dict[str, float]:
+def throughput_round(
+    variant: str, writers: int, n: int, shared: bool, durability: str
+) -> dict[str, float]:
     url, schema = new_pg_store()
     import psycopg
 
@@ -178,7 +188,10 @@ def throughput_round(variant: str, writers: int, n: int, shared: bool) -> dict[s
             )
             start, results = ctx.Barrier(writers + 1), ctx.Queue()
             procs = [
-                ctx.Process(target=_writer, args=(url, variant, w, n, shared, start, results))
+                ctx.Process(
+                    target=_writer,
+                    args=(url, variant, w, n, shared, durability, start, results),
+                )
                 for w in range(writers)
             ]
             for p in procs:
@@ -205,11 +218,13 @@ def throughput_round(variant: str, writers: int, n: int, shared: bool) -> dict[s
     }
 
 
-def throughput(writers: int, appends: int, rounds: int, shared: bool) -> dict[str, Any]:
+def throughput(
+    writers: int, appends: int, rounds: int, shared: bool, durability: str
+) -> dict[str, Any]:
     per: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
     for r in range(rounds):
         for variant in VARIANTS if r % 2 == 0 else reversed(VARIANTS):
-            got = throughput_round(variant, writers, appends, shared)
+            got = throughput_round(variant, writers, appends, shared, durability)
             per[variant].append(got)
             print(f"  throughput {variant} shared={shared} round {r}: {got['appends_per_s']:.0f}/s")
     out: dict[str, Any] = {}
@@ -241,11 +256,20 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--writers", type=int, default=4)
     ap.add_argument("--appends", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--durability", choices=("normal", "full"), default="normal")
+    ap.add_argument("--skip-wake", action="store_true", help="Only the append throughput.")
+    ap.add_argument("--out", default="wait", help="Result file name (benchmarks/results/).")
     args = ap.parse_args(argv)
     load_before = os.getloadavg()
-    wake = wake_latency(args.wakes, args.rounds, args.spread)
+    wake = {} if args.skip_wake else wake_latency(args.wakes, args.rounds, args.spread)
     tput = {
-        layout: throughput(args.writers, args.appends, args.rounds, layout == "one-shared-session")
+        layout: throughput(
+            args.writers,
+            args.appends,
+            args.rounds,
+            layout == "one-shared-session",
+            args.durability,
+        )
         for layout in ("own-session-each", "one-shared-session")
     }
     payload = {
@@ -258,7 +282,7 @@ def main(argv: list[str]) -> int:
         "wake_latency": wake,
         "append_throughput": tput,
     }
-    print(write_json("wait", payload))
+    print(write_json(args.out, payload))
     for s, v in wake.items():
         print(f"{s:10} wake {v['wake_latency']}  append {v['append_latency']}")
     for layout, got in tput.items():
