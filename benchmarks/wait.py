@@ -142,9 +142,8 @@ def _variant(name: str) -> None:
 
         def commit(self: Any) -> None:
             if self.after_commit is not None:
-                self.after_commit(self.conn)  # before COMMIT: inside the transaction
-            self.conn.execute("COMMIT")
-            self._end_pipeline()
+                self.after_commit(self.wire)  # before COMMIT: inside the transaction
+            self.wire.commit()
 
         connection.Pipelined.commit = commit  # type: ignore[method-assign]
 
