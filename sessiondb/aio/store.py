@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 _P = ParamSpec("_P")
 
+#: Seconds ``close`` gives the running waits (wait_for_messages) to notice their stop event.
+CLOSE_WAITS = 30.0
+
 
 def _in_caller_loop(progress: Callable[_P, None] | None) -> Callable[_P, None] | None:
     """A progress callback for a worker thread that runs ``progress`` in the calling task's
@@ -58,6 +61,9 @@ class AsyncSessionStore:
         self._close_lock = threading.Lock()
         self._closed = False
         self._wakeups: dict[object, Wakeups] = {}  # by event loop (its native token)
+        #: Stop events of the waits running (wait_for_messages), set when the store closes.
+        self._waits: set[threading.Event] = set()
+        self._waits_ended = threading.Condition(self._close_lock)
 
     # -- the store itself -----------------------------------------------------------------------
 
@@ -93,6 +99,11 @@ class AsyncSessionStore:
         with self._close_lock:  # a second close waits for the first, then finds it done
             if self._closed:
                 return
+            for stop in self._waits:
+                stop.set()
+            # Each wait notices its stop within one sleep step (core/wait.py): the store is
+            # closed under none of them (bounded all the same: a read stuck on a dead server).
+            self._waits_ended.wait_for(lambda: not self._waits, timeout=CLOSE_WAITS)
             self._workers.close()
             self._store.close()
             self._closed = True
@@ -325,6 +336,41 @@ class AsyncSessionStore:
 
     async def count(self, session_id: str | None = None) -> int:
         return await self._workers.run(self._store.count, session_id)
+
+    async def wait_for_messages(
+        self, session_id: str | None = None, *, after: int, timeout: float
+    ) -> bool:
+        """``Store.wait_for_messages``, awaited. The wait runs in a thread of its own, not in
+        one of the store's workers (it would hold one for up to ``timeout``); cancelling the task
+        returns at once and sets the wait's stop event, so its thread ends within one sleep
+        step (core/wait.py). Closing the store ends every wait (False)."""
+        from ..core.wait import check
+
+        sid, start, seconds = check(session_id, after, timeout)
+        stop = threading.Event()
+        with self._close_lock:
+            if self._closed or self._workers.closing:
+                raise Error(f"{self.location}: the store is closed; open it again to use it")
+            self._waits.add(stop)
+        try:
+            return await anyio.to_thread.run_sync(
+                self._wait_in_thread, sid, start, seconds, stop, abandon_on_cancel=True
+            )
+        finally:
+            stop.set()
+
+    def _wait_in_thread(
+        self, sid: str | None, after: int, timeout: float, stop: threading.Event
+    ) -> bool:
+        try:
+            if isinstance(self._store, SessionStore):
+                return self._store.wait_for_messages(sid, after=after, timeout=timeout, stop=stop)
+            # Another Store implementation: ends by its timeout (the caller returned already).
+            return self._store.wait_for_messages(sid, after=after, timeout=timeout)
+        finally:
+            with self._close_lock:
+                self._waits.discard(stop)
+                self._waits_ended.notify_all()
 
     # -- transcripts ----------------------------------------------------------------------------
 

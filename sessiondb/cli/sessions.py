@@ -11,8 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import InvalidInput, SessionNotFound
-from ..models import Session
-from .common import confirm_or_refuse, console, emit_json, get_store
+from ..models import Message, Session
+from .common import confirm_or_refuse, console, emit_json, get_store, to_jsonable
 from .render import clip, safe, size, stored, when
 
 
@@ -108,10 +108,22 @@ def _two_lines(s: Session) -> Text:
     "--after", type=click.IntRange(min=0), default=0, help="Only messages after this seq."
 )
 @click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Then keep printing new messages as they are appended, until Ctrl-C "
+    "(with --json: one JSON object per line).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
 @click.pass_context
 def show_cmd(
-    ctx: click.Context, session: str, after: int, limit: int | None, as_json: bool
+    ctx: click.Context,
+    session: str,
+    after: int,
+    limit: int | None,
+    follow: bool,
+    as_json: bool,
 ) -> None:
     """Print the transcript of SESSION."""
     store = get_store(ctx, readonly=True)
@@ -119,25 +131,52 @@ def show_cmd(
     if info is None:
         raise SessionNotFound(session)
     msgs = store.messages(session, after=after, limit=limit)
-    if as_json:
+    if as_json and not follow:
         emit_json({"session": info, "messages": msgs})
         return
-    head = stored(info.session_id, "bold")
-    if info.title:
-        head += Text(" — ") + stored(info.title, one_line=True)
-    n = info.message_count
-    head += Text(f"  ({safe(info.source, one_line=True)}, {n} message{'s' * (n != 1)})", "dim")
-    console.print(head)
+    if not as_json:
+        head = stored(info.session_id, "bold")
+        if info.title:
+            head += Text(" — ") + stored(info.title, one_line=True)
+        n = info.message_count
+        head += Text(f"  ({safe(info.source, one_line=True)}, {n} message{'s' * (n != 1)})", "dim")
+        console.print(head)
+    last = after
     for m in msgs:
-        console.print()
-        console.print(
-            Text.assemble(
-                (f"#{m.seq} ", "bold cyan"),
-                stored(m.role, "bold cyan", one_line=True),
-                (f" · {when(m.created_at, seconds=True)} UTC", "dim"),
-            )
+        _print_message(m, as_json)
+        last = m.seq
+    if not follow:
+        return
+    try:
+        while True:
+            # The newest removed (pop_message, clear_session): its seq comes again.
+            last = min(last, store.count(session))
+            store.wait_for_messages(session, after=last, timeout=FOLLOW_WAIT)
+            for m in store.messages(session, after=last):
+                _print_message(m, as_json)
+                last = m.seq
+    except KeyboardInterrupt:
+        return
+
+
+#: Seconds of one wait of ``show --follow`` (each wait is bounded; it waits again after).
+FOLLOW_WAIT = 30.0
+
+
+def _print_message(m: Message, as_json: bool) -> None:
+    if as_json:  # one JSON object per line, so `--follow --json` is a stream
+        sys.stdout.write(json.dumps(to_jsonable(m), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
+    console.print()
+    console.print(
+        Text.assemble(
+            (f"#{m.seq} ", "bold cyan"),
+            stored(m.role, "bold cyan", one_line=True),
+            (f" · {when(m.created_at, seconds=True)} UTC", "dim"),
         )
-        console.print(stored(m.content))
+    )
+    console.print(stored(m.content))
 
 
 @click.command("append")

@@ -189,6 +189,11 @@ class AsyncStore(Protocol):
 
     async def count(self, session_id: str | None = None) -> int: ...
 
+    async def wait_for_messages(
+        self, session_id: str | None = None, *, after: int, timeout: float
+    ) -> bool:
+        """``Store.wait_for_messages``, awaited; cancelling the task ends the wait."""
+
     # transcripts
     async def import_jsonl(
         self,

@@ -24,6 +24,7 @@ Nothing in ``sessiondb.core`` imports a database driver (tests/contract/test_lay
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date, datetime, timedelta
@@ -170,6 +171,23 @@ class WriteTx(ReadTx, Protocol):
         by ``Backend.purge``."""
 
 
+class Changes(Protocol):
+    """A backend's wake-up for ``wait_for_messages`` (core/wait.py): how a waiter learns,
+    without reading messages, that something may have committed. It may wake for nothing (the
+    waiter checks again); it must never sleep through a commit made after :meth:`arm`.
+    """
+
+    def arm(self) -> object:
+        """A token of the store's state now, taken BEFORE the waiter checks its condition."""
+
+    def sleep(self, token: object, seconds: float, stop: threading.Event | None) -> None:
+        """Return when something may have committed since ``token`` was taken, after at most
+        ``seconds``, or soon after ``stop`` is set."""
+
+    def done(self) -> None:
+        """The wait is over (keep or release what ``arm`` set up)."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Where a store keeps its data. One object per open store, shared by threads."""
@@ -220,6 +238,10 @@ class Backend(Protocol):
     def search(self, request: SearchRequest) -> list[tuple[Message, float]]:
         """The best ``request.need`` matches, best first, each with its score (higher is
         better); the core's rules for what matches are in docs/search.md."""
+
+    def changes(self, session_id: str | None) -> Changes:
+        """The wake-up of a wait for new messages of one session, or of any when None
+        (docs/adr/0017-wait-for-messages.md)."""
 
     def lease_slot(self, name: str) -> LeaseBackend:
         """Where the lease ``name`` is kept, for :class:`~sessiondb.core.lease.Lease`."""
@@ -356,6 +378,10 @@ class Store(Protocol):
 
     def count(self, session_id: str | None = None) -> int: ...
 
+    def wait_for_messages(
+        self, session_id: str | None = None, *, after: int, timeout: float
+    ) -> bool: ...
+
     # transcripts
     def import_jsonl(
         self,
@@ -440,6 +466,7 @@ class Store(Protocol):
 __all__ = [
     "MISSING",
     "Backend",
+    "Changes",
     "ReadTx",
     "SessionField",
     "SessionRef",

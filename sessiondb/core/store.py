@@ -9,6 +9,7 @@ rule 6): nothing holds a snapshot across the caller's code.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -399,6 +400,34 @@ class SessionStore:
         sid = None if session_id is None else v.session_id(session_id)
         with self._backend.read() as tx:
             return tx.totals()[1] if sid is None else tx.message_count(sid)
+
+    def wait_for_messages(
+        self,
+        session_id: str | None = None,
+        *,
+        after: int,
+        timeout: float,
+        stop: threading.Event | None = None,
+    ) -> bool:
+        """Wait until a session's last seq — or, with ``session_id=None``, the store's
+        ``count()`` — is no longer ``after``: True as soon as messages were appended (or
+        removed), False when ``timeout`` seconds (at most 3600) pass first.
+
+        Take ``after`` from what you read *before* reading the messages you have (the seq of
+        the last one; ``count()`` read first for the whole store): then no message committed
+        meanwhile is ever slept through. A wake-up costs no polling of the messages: SQLite
+        watches its ``data_version``, PostgreSQL listens for the ``NOTIFY`` each append sends
+        after its commit, re-checking on a bounded interval in case a notification is lost
+        (docs/adr/0017-wait-for-messages.md).
+
+        ``stop`` (not part of the contract; this implementation's): a ``threading.Event`` that
+        ends the wait early, False — how the viewer's shutdown and the async store's
+        cancellation end a wait running in a thread.
+        """
+        from . import wait
+
+        sid, start, seconds = wait.check(session_id, after, timeout)
+        return wait.wait_for_messages(self._backend, sid, start, seconds, stop)
 
     # -- transcripts (sessiondb.core.transcript, over this same contract) -------------------------
 

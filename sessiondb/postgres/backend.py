@@ -8,6 +8,7 @@ afterwards in batches of :data:`PURGE_BATCH` rows (``purge_queue``), like SQLite
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from ..core.lease import Holder
     from ..core.search import SearchRequest
     from .leases import StoreLease
+    from .notify import Listening, Notified
+
+_URL_SCHEMES = ("postgresql://", "postgres://")
 
 #: Rows deleted per write transaction when removed messages are purged (docs/design.md rule 5).
 PURGE_BATCH = 2000
@@ -89,6 +93,8 @@ class PostgresBackend:
         self._durability = durability
         self._ready = False
         self._version = 0
+        self._listening: Listening | None = None  # opened by the first wait (notify.py)
+        self._listening_lock = threading.Lock()
         try:
             if readonly:
                 self._ensure_ready()  # never creates: a missing store is StoreNotFound at once
@@ -110,6 +116,7 @@ class PostgresBackend:
         pool: int = 0,
         connect_timeout: float = 10.0,
         schema: str | None = None,
+        listen_url: str | None = None,
     ) -> PostgresBackend:
         if durability not in ("normal", "full"):
             raise InvalidInput(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -119,6 +126,13 @@ class PostgresBackend:
             raise InvalidInput(f"write_timeout must be positive, not {write_timeout!r}")
         if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
             raise InvalidInput(f"pool must be a number of connections >= 0, not {pool!r}")
+        if listen_url is not None and (
+            not isinstance(listen_url, str) or not listen_url.startswith(_URL_SCHEMES)
+        ):
+            raise InvalidInput(
+                "listen_url must be a postgresql:// URL straight to the server, "
+                f"not {listen_url!r:.80}"
+            )
         where = safe_location(url)
         url, in_url = split_schema(url)
         if in_url is not None:
@@ -135,6 +149,9 @@ class PostgresBackend:
             connect_timeout=connect_timeout,
             schema=schema,
         )
+        # Where waiters LISTEN (notify.py): the store's own URL unless it goes through a proxy
+        # that cannot carry LISTEN (pgbouncer in transaction mode).
+        conns.listen_conninfo = url if listen_url is None else split_schema(listen_url)[0]
         return cls(conns, readonly, durability)
 
     @property
@@ -212,6 +229,15 @@ class PostgresBackend:
         self._ensure_ready()
         return search.execute(self._conns, request)
 
+    def changes(self, session_id: str | None) -> Notified:
+        from .notify import Listening, Notified
+
+        self._ensure_ready()
+        with self._listening_lock:
+            if self._listening is None:
+                self._listening = Listening(self._conns)
+            return Notified(self._listening, session_id)
+
     def lease_slot(self, name: str) -> StoreLease:
         from .leases import StoreLease
 
@@ -244,6 +270,8 @@ class PostgresBackend:
         }
 
     def close(self) -> None:
+        if self._listening is not None:
+            self._listening.close()
         self._conns.close()
 
     def _ensure_ready(self) -> None:

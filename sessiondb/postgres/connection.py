@@ -52,6 +52,8 @@ POOL_MAX_IDLE = 60.0
 
 _READ_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 _WRITE_BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+#: What an engine without NOTIFY answers pg_notify (docs/scale-out.md): then none is sent again.
+_NO_NOTIFY = (psycopg.errors.UndefinedFunction, psycopg.errors.FeatureNotSupported)
 #: Times a contract transaction is begun again after PostgreSQL rolled it back (module doc).
 RESTARTS = 3
 
@@ -135,6 +137,10 @@ class Connections:
         self._pool_size = pool
         self._lock = threading.Lock()
         self._closed = False
+        #: Where waiters' LISTEN connections go (notify.py; ``listen_url``); whether commits
+        #: are followed by a NOTIFY (off once the server refuses pg_notify: docs/scale-out.md).
+        self.listen_conninfo = conninfo
+        self.notify = True
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -150,10 +156,11 @@ class Connections:
             kwargs["application_name"] = APPLICATION_NAME
         return kwargs
 
-    def connect(self) -> psycopg.Connection[Any]:
-        """A new direct connection (also for tools: migrations, health checks)."""
+    def connect(self, conninfo: str | None = None) -> psycopg.Connection[Any]:
+        """A new direct connection (also for tools: migrations, health checks), to the store's
+        URL or ``conninfo``."""
         try:
-            return psycopg.Connection.connect(self.conninfo, **self._kwargs())
+            return psycopg.Connection.connect(conninfo or self.conninfo, **self._kwargs())
         except psycopg.Error as e:
             err = translate(e, self.where)
             if isinstance(err, ConnectionLost):  # nothing was in flight: say what it is
@@ -366,6 +373,9 @@ class Pipelined:
         self.conn = conn
         self.writing = writing
         self.replay: Callable[[], None] | None = None
+        #: Queues statements right behind ``COMMIT``, in its pipeline (set by tx.py: the
+        #: notifications of notify.py); they run only if the commit succeeded.
+        self.after_commit: Callable[[Wire], None] | None = None
         self.restarts = 0
         #: The statements' way to the server (wire.py), new at each ``begin``.
         self.wire = Wire(conn)
@@ -380,7 +390,9 @@ class Pipelined:
             wire.execute(settings[0], settings[1])
 
     def commit(self) -> None:
-        self.wire.commit()
+        late = self.wire.commit(self.after_commit)
+        if isinstance(late, _NO_NOTIFY):
+            self.conns.notify = False  # an engine without pg_notify: waiters re-check
 
     def abort(self) -> None:
         """Leave pipeline mode and roll back whatever is open (a broken connection: nothing)."""

@@ -41,7 +41,7 @@ from ..core.query import is_no_space_char
 from ..core.terms import index_terms
 from ..errors import Error, SessionExists
 from ..models import Message, Session
-from . import rollup
+from . import notify, rollup
 from .connection import Diverged
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of
 from .text import encode
@@ -127,7 +127,7 @@ def _has_no_space(text: str) -> bool:
 class PostgresTx:
     """One transaction's view of the database (the contract's ``ReadTx`` / ``WriteTx``)."""
 
-    __slots__ = ("_counts", "_lock", "_log", "_pending", "_tx")
+    __slots__ = ("_changed", "_counts", "_lock", "_log", "_pending", "_tx")
 
     def __init__(self, tx: Pipelined) -> None:
         self._tx = tx
@@ -139,15 +139,25 @@ class PostgresTx:
         self._pending: list[tuple[Rows, int, int]] = []
         self._log: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]] = []
         tx.replay = self._replay
+        #: Sessions whose messages this transaction changed ("": any), notified after the
+        #: commit (notify.py; wait_for_messages).
+        self._changed: set[str] = set()
+        if tx.writing:
+            tx.after_commit = self._notify
 
     @property
     def conn(self) -> Wire:
         """Where statements go: the transaction's pipeline (wire.py), current after a restart."""
         return self._tx.wire
 
+    def _notify(self, conn: Wire) -> None:
+        if self._changed and self._tx.conns.notify:
+            notify.queue(conn, self._tx.conns.schema, self._changed)
+
     def _replay(self) -> None:
         self._counts.clear()
         self._pending.clear()
+        self._changed.clear()
         for method, args, kwargs, out in self._log:
             if method(self, *args, **kwargs) != out:
                 raise Diverged(method.__name__)
@@ -392,6 +402,7 @@ class PostgresTx:
                 "ref": ref,
             },
         )
+        self._changed.add(session_id)
         known = self._counts.get(ref)
         if known is None:  # a row not locked by this transaction: wait for the seqs
             base = int(cursor.fetchall()[0][0]) - 1
@@ -425,6 +436,7 @@ class PostgresTx:
         ).fetchall()
         rollup.add_copies(self.conn, target, [rollup.facts(*r) for r in rows])
         self._counts[target] = upto
+        self._changed.add("")  # the target's id is not at hand here: "any session"
         self.conn.execute(
             "UPDATE sessions SET message_count = %s, updated_at = greatest(updated_at,"
             " coalesce((SELECT max(created_at) FROM messages WHERE sid = %s), 0)) WHERE id = %s",
@@ -450,6 +462,7 @@ class PostgresTx:
             (removed.seq - 1, now, ref),
         )
         rollup.remove(self.conn, ref, rollup.facts(removed.seq, removed.created_at, row[6]))
+        self._changed.add(session_id)
         return removed
 
     @_recorded
@@ -469,11 +482,13 @@ class PostgresTx:
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s)",
             (*row[:6], now, *row[6:9], int(row[10]) + 1),
         )
+        self._changed.add(str(row[0]))
         return int(row[9])
 
     @_recorded
     def delete_session(self, ref: SessionRef) -> None:
         self.conn.execute("DELETE FROM sessions WHERE id = %s", (ref,))
+        self._changed.add("")
         self._forget(ref)
 
     def _forget(self, ref: SessionRef) -> None:

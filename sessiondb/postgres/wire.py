@@ -27,7 +27,7 @@ import functools
 import re
 import select
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -170,12 +170,25 @@ class Wire:
         while target._results is None:
             self._take()
 
-    def commit(self) -> None:
+    def commit(self, then: Callable[[Wire], None] | None = None) -> psycopg.Error | None:
         """``COMMIT`` and a Sync, sent with whatever is still buffered; every answer read, the
-        first error raised; then out of pipeline mode."""
-        self.execute("COMMIT")
-        self._sync()
+        first error raised; then out of pipeline mode.
+
+        ``then`` queues statements behind the ``COMMIT``, before the Sync (the NOTIFY of
+        notify.py): the server runs them only if the commit succeeded. An error of theirs after
+        a commit that succeeded is returned, not raised: the transaction is committed."""
+        committed = self.execute("COMMIT")
+        if then is not None:
+            then(self)
+        try:
+            self._sync()
+        except psycopg.Error as e:
+            if then is None or not _committed(committed):
+                raise
+            self.close()  # the rest of the answers read, out of pipeline mode
+            return e
         self._pg.exit_pipeline_mode()
+        return None
 
     def close(self) -> None:
         """Out of pipeline mode whatever happened: a Sync, every answer read and its errors
@@ -246,6 +259,17 @@ class Wire:
             raise psycopg.InternalError("the pipeline's answers are out of step")
         if raising:
             _raise_error(results, self.conn)
+
+
+def _committed(rows: Rows) -> bool:
+    """Whether ``COMMIT`` answered ``COMMIT`` (a transaction already failed answers
+    ``ROLLBACK``; one skipped after an error answers nothing of its own)."""
+    results = rows._results
+    return bool(
+        results
+        and results[0].status == pq.ExecStatus.COMMAND_OK
+        and results[0].command_status == b"COMMIT"
+    )
 
 
 def _raise_error(results: Sequence[pq.abc.PGresult], conn: psycopg.Connection[Any]) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ..core.lease import Holder
     from ..core.search import SearchRequest
     from ..core.stats import ActivityRow
+    from .changes import DataVersion
     from .leases import StoreLease
 
 #: Most rows deleted per write transaction when removed messages are purged. Deleting a
@@ -485,6 +486,11 @@ class SQLiteBackend:
                 f"index of version 3 — run `sessiondb --db {self.location} migrate` once"
             )
         return search.execute(engine, request)
+
+    def changes(self, session_id: str | None) -> DataVersion:
+        from .changes import DataVersion
+
+        return DataVersion(self._ensure_ready)
 
     def lease_slot(self, name: str) -> StoreLease:
         from .leases import StoreLease

@@ -1,0 +1,80 @@
+"""``wait_for_messages``: a bounded wait for new messages (core/wait.py), on every backend and
+API; a waiting process is woken by another process's append (docs/adr/0017-wait-for-messages.md).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+import sessiondb
+from sessiondb import InvalidInput
+from tests._workers_wait import listener, writer
+from tests.conftest import new_location
+
+#: A listener's timeout in the multi-process tests: far above any wake-up on a loaded machine,
+#: so a True returned in under half of it was a wake-up, not the end of the wait.
+LONG = 120.0
+
+
+def test_false_when_the_timeout_passes_with_nothing_new(store: sessiondb.Store) -> None:
+    store.append("s", "user", "one")
+    started = time.monotonic()
+    assert store.wait_for_messages("s", after=1, timeout=0.3) is False
+    assert time.monotonic() - started >= 0.3
+    assert store.wait_for_messages(None, after=1, timeout=0.2) is False
+    assert store.wait_for_messages("nobody", after=0, timeout=0.1) is False
+    assert store.wait_for_messages("s", after=1, timeout=0) is False
+
+
+def test_true_at_once_when_the_position_is_not_the_stores(store: sessiondb.Store) -> None:
+    store.append("s", "user", "one")
+    store.append("t", "user", "two")
+    started = time.monotonic()
+    assert store.wait_for_messages("s", after=0, timeout=LONG) is True
+    assert store.wait_for_messages(None, after=1, timeout=LONG) is True
+    store.pop_message("s")  # removed: the last seq is no longer the caller's either
+    assert store.wait_for_messages("s", after=1, timeout=LONG) is True
+    assert time.monotonic() - started < LONG / 2
+
+
+def test_arguments_are_checked(store: sessiondb.Store) -> None:
+    with pytest.raises(TypeError):
+        store.wait_for_messages("s", after=0)  # type: ignore[call-arg]  # timeout is mandatory
+    for bad in (-1, float("inf"), float("nan"), 3600.5, True, "1", None):
+        with pytest.raises(InvalidInput):
+            store.wait_for_messages("s", after=0, timeout=bad)  # type: ignore[arg-type]
+    for after in (-1, 1.5, None):
+        with pytest.raises(InvalidInput):
+            store.wait_for_messages("s", after=after, timeout=0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput):
+        store.wait_for_messages("bad\x00id", after=0, timeout=0)
+
+
+@pytest.mark.parametrize("session_id", ["s", None], ids=["session", "store"])
+def test_a_waiting_process_is_woken_by_another_process_append(
+    backend: str, tmp_path: Path, session_id: str | None
+) -> None:
+    location = new_location(backend, tmp_path)
+    with sessiondb.open(location) as s:
+        s.append("s", "user", "one")
+    ctx = multiprocessing.get_context("spawn")
+    asleep, results = ctx.Event(), ctx.Queue()
+    waiting = ctx.Process(target=listener, args=(location, session_id, 1, LONG, asleep, results))
+    waiting.start()
+    try:
+        assert asleep.wait(60), "the listener never went to sleep"
+        other = ctx.Process(target=writer, args=(location, "s", "two"))
+        other.start()
+        other.join(60)
+        assert other.exitcode == 0
+        got, waited, seen = results.get(timeout=LONG + 30)
+    finally:
+        waiting.join(30)
+        if waiting.is_alive():
+            waiting.kill()
+    assert (got, seen) == (True, 2)
+    assert waited < LONG / 2  # woken by the append, not by its timeout
