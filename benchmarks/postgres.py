@@ -344,6 +344,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--search-rounds", type=int, default=3)
     ap.add_argument("--data-dir", type=Path, default=Path("/work/data/sessiondb-bench"))
     ap.add_argument("--keep-data", action="store_true", help="keep the search stores")
+    ap.add_argument(
+        "--reuse", type=Path, help="search the stores a --keep-data run kept in DIR, no load"
+    )
+    ap.add_argument("--name", help="results file name (default postgres[_quick][_ONLY])")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--appends", type=int, default=200, help="per writer process")
     ap.add_argument("--procs", default="1,16,64")
@@ -369,7 +373,9 @@ def main(argv: list[str]) -> int:
             k: conn.execute(f"SHOW {k}").fetchone()[0]  # names from this list
             for k in SERVER_SETTINGS
         }
-    name = "postgres" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
+    name = args.name or (
+        "postgres" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
+    )
 
     def save(key: str) -> Callable[[dict[str, Any]], None]:
         return lambda partial: write_json(name, {**result, key: partial, "partial": True})
@@ -404,7 +410,13 @@ def main(argv: list[str]) -> int:
     if args.only != "appends":
         sizes = [int(n) for n in args.sizes.split(",")]
         result["search"] = search(
-            sizes, args.queries, args.search_rounds, args.data_dir, args.keep_data, save("search")
+            sizes,
+            args.queries,
+            args.search_rounds,
+            args.data_dir,
+            args.keep_data,
+            save("search"),
+            args.reuse,
         )
     print(write_json(name, result))
     return 0
