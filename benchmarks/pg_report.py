@@ -56,23 +56,31 @@ def _checks(rounds: list[dict[str, Any]], case: str, system: str) -> str:
 
 def appends(d: dict[str, Any]) -> str:
     summary, rounds = d["appends"]["summary"], d["appends"]["rounds"]
+    ceiling = any("throughput_vs_ceiling" in r for row in summary.values() for r in row.values())
+    extra = " × PG ceiling |" if ceiling else ""
     out = [
-        "| case | system | appends/s | p50 ms | p99 ms | × SQLite | × sessiondb on PG | checks |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| case | system | appends/s | p50 ms | p99 ms | × SQLite | × sessiondb on PG |"
+        + extra
+        + " checks |",
+        "|---|---|---:|---:|---:|---:|---:|" + ("---:|" if ceiling else "") + "---|",
     ]
     for case, row in summary.items():
         for system, r in row.items():
             if "rounds" not in r:
-                out.append(
-                    f"| {case} | {system} | – | – | – | – | – | {_checks(rounds, case, system)} |"
-                )
+                dashes = " – |" * (6 if ceiling else 5)
+                out.append(f"| {case} | {system} |{dashes} {_checks(rounds, case, system)} |")
                 continue
+            vs_ceiling = (
+                f" | {_spread(r['throughput_vs_ceiling'], '{:.2f}')}"
+                if ceiling and "throughput_vs_ceiling" in r
+                else (" | –" if ceiling else "")
+            )
             out.append(
                 f"| {case} | {system} | {_spread(r['appends_per_s'])}"
                 f" | {_spread(r['p50_ms'], '{:.1f}')} | {_spread(r['p99_ms'], '{:.0f}')}"
                 f" | {_spread(r['throughput_vs_sqlite'], '{:.2f}')}"
                 f" | {_spread(r['throughput_vs_postgresql'], '{:.2f}')}"
-                f" | {_checks(rounds, case, system)} |"
+                f"{vs_ceiling} | {_checks(rounds, case, system)} |"
             )
     return "\n".join(out)
 
