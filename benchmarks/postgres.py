@@ -411,6 +411,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--reuse", type=Path, help="search the stores a --keep-data run kept in DIR, no load"
     )
+    ap.add_argument(
+        "--load-procs",
+        default="1,1",
+        help="search: loader processes for PostgreSQL,SQLite (benchmarks/pg_search.py)",
+    )
     ap.add_argument("--name", help="results file name (default postgres[_quick][_ONLY])")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--appends", type=int, default=200, help="per writer process")
@@ -481,6 +486,7 @@ def main(argv: list[str]) -> int:
             args.keep_data,
             save("search"),
             args.reuse,
+            (int(args.load_procs.split(",")[0]), int(args.load_procs.split(",")[1])),
         )
     print(write_json(name, result))
     return 0
