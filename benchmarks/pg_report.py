@@ -120,7 +120,53 @@ def search(d: dict[str, Any]) -> str:
             f"| {int(size):,} | {', '.join(str(r['p50_ratio_pg_vs_sqlite']) for r in rows)}"
             f" | {', '.join(str(r['p99_ratio_pg_vs_sqlite']) for r in rows)} |"
         )
-    return "\n".join(out + ratios)
+    return "\n".join(out + ratios + _by_kind(d))
+
+
+def _by_kind(d: dict[str, Any]) -> list[str]:
+    """Per query kind (runs that record it): p50/p99 per store, median over rounds with the
+    range, recall@20, and how many of SQLite's top 20 PostgreSQL's top 20 held."""
+    out: list[str] = []
+    for size, s in d["search"].items():
+        rows = s["rounds"]
+        if not rows or "by_kind" not in rows[0]["sqlite"]:
+            continue
+        each = next(iter(rows[0]["sqlite"]["by_kind"].values()))["n"]
+        out += [
+            "",
+            f"{int(size):,} messages, per query kind ({each} queries each per round;"
+            " p99 of so few is close to the max):",
+            "",
+            "| kind | SQLite p50 ms | SQLite p99 ms | PG p50 ms | PG p99 ms | PG / SQLite p50"
+            " | recall@20 SQLite / PG |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for kind in rows[0]["postgresql"]["by_kind"]:
+            k = [{st: r[st]["by_kind"][kind] for st in ("sqlite", "postgresql")} for r in rows]
+            ratio = sorted(r["postgresql"]["p50_ms"] / r["sqlite"]["p50_ms"] for r in k)
+            rec = {
+                st: ", ".join(sorted({f"{r[st]['recall_at_20']:.2f}" for r in k}))
+                for st in ("sqlite", "postgresql")
+            }
+            out.append(
+                f"| {kind} | {_med(k, 'sqlite', 'p50_ms')} | {_med(k, 'sqlite', 'p99_ms')}"
+                f" | {_med(k, 'postgresql', 'p50_ms')} | {_med(k, 'postgresql', 'p99_ms')}"
+                f" | {statistics.median(ratio):.1f} ({ratio[0]:.1f}–{ratio[-1]:.1f})"
+                f" | {rec['sqlite']} / {rec['postgresql']} |"
+            )
+        agree = [r["agreement"] for r in rows if "agreement" in r]
+        if agree:
+            out += [
+                "",
+                "Agreement per round (same top 20 in the same order / mean share of SQLite's"
+                " top 20 in PostgreSQL's / lowest share): "
+                + "; ".join(
+                    f"{a['same_top20_in_order']}/{a['queries']}, "
+                    f"{a['sqlite_top20_found_by_pg_mean']:.3f}, {a['sqlite_top20_found_by_pg_min']}"
+                    for a in agree
+                ),
+            ]
+    return out
 
 
 def main(argv: list[str]) -> int:
