@@ -101,13 +101,19 @@ def search(d: dict[str, Any]) -> str:
         "| messages | PG / SQLite p50, each round | PG / SQLite p99, each round |",
         "|---:|---|---|",
     ]
-    for size, s in d["search"].items():
+    for s in d["search"].values():
+        size = s.get("messages_loaded", s["messages"])  # a load cut short: what was loaded
         rows = s["rounds"]
         pl = s["postgresql_load"]
+        sl = s["sqlite_load"]
+        procs = "" if "loaders" not in sl else f", {pl['loaders']} loaders"
         loads = {
-            "sqlite": f"{s['sqlite_load']['append_many_s']:.0f} (append_many)",
+            "sqlite": f"{sl['append_many_s']:.0f} (append_many"
+            + ("" if "loaders" not in sl else f", {sl['loaders']} loaders")
+            + ")",
             "postgresql": f"{pl['total_s']:.0f} (append_many {pl['append_many_s']:.0f}"
-            f" + GIN rebuild {pl['index_build_s']:.0f} + vacuum {pl['vacuum_analyze_s']:.0f})",
+            f"{procs} + GIN rebuild {pl['index_build_s']:.0f} + vacuum"
+            f" {pl['vacuum_analyze_s']:.0f})",
         }
         for store in ("sqlite", "postgresql"):
             recall = {r[store]["recall_at_20"] for r in rows}
@@ -127,7 +133,8 @@ def _by_kind(d: dict[str, Any]) -> list[str]:
     """Per query kind (runs that record it): p50/p99 per store, median over rounds with the
     range, recall@20, and how many of SQLite's top 20 PostgreSQL's top 20 held."""
     out: list[str] = []
-    for size, s in d["search"].items():
+    for s in d["search"].values():
+        size = s.get("messages_loaded", s["messages"])
         rows = s["rounds"]
         if not rows or "by_kind" not in rows[0]["sqlite"]:
             continue
