@@ -4,7 +4,12 @@ in one run (docs/postgres.md, docs/benchmarks.md).
 * **appends**: K writer processes (K = 1, 16, 64) each appending ``--appends`` single messages,
   into their own sessions and into one shared session; per-append latency p50/p99/max and total
   throughput, for SQLite (WAL, durability normal), sessiondb on PostgreSQL (durability normal =
-  ``synchronous_commit=off``, and full), optionally PostgreSQL without its search indexes
+  ``synchronous_commit=off``, and full), the PostgreSQL **ceiling** (each writer one bare psycopg
+  connection in autocommit, ``synchronous_commit=off``, sessiondb's schema, one statement per
+  append and so one transaction: the session row's counter raised and the row — content,
+  sessiondb's tsvector, its word count — inserted with the seq it yields, in one
+  ``WITH … UPDATE … RETURNING`` ``INSERT``; no session lookup, no key, no rollup, no pipeline,
+  prepared statements on), optionally PostgreSQL without its search indexes
   (``--without-indexes``: what GIN maintenance costs, docs/postgres.md evidence 8), and the
   anchors of benchmarks/pg_anchors.py on the same server: LangGraph ``PostgresSaver``, OpenAI
   Agents ``SQLAlchemySession``, ADK ``DatabaseSessionService``. Every system gets a fresh store
@@ -59,13 +64,65 @@ from benchmarks.pg_search import search
 __all__ = ["BASE", "drop_pg", "main", "new_pg_store", "run_appends"]
 
 TEXT = "retry the deploy with exponential backoff after the gateway timed out " * 4
-SQLITE, PG, PG_FULL, PG_BARE = (
+SQLITE, PG, PG_FULL, PG_BARE, PG_CEILING = (
     "sqlite",
     "postgresql",
     "postgresql durability=full",
     "postgresql without search indexes",
+    "ceiling: bare psycopg, one statement per append",
 )
-_PG_OPTIONS: dict[str, dict[str, Any]] = {PG: {}, PG_FULL: {"durability": "full"}, PG_BARE: {}}
+_PG_OPTIONS: dict[str, dict[str, Any]] = {
+    PG: {},
+    PG_FULL: {"durability": "full"},
+    PG_BARE: {},
+    PG_CEILING: {},
+}
+
+# The ceiling's append (module docstring): sessiondb's one-statement append cut to what every
+# append must do — the seq from the session row, the row and its search columns.
+_CEILING_APPEND = (
+    "WITH u AS (UPDATE sessions SET message_count = message_count + 1,"
+    " updated_at = greatest(updated_at, %(at)s) WHERE id = %(ref)s RETURNING message_count)"
+    " INSERT INTO messages (sid, seq, role, content, created_at, tsv, nterms, cjk)"
+    " SELECT %(ref)s, u.message_count, 'user', %(content)s, %(at)s, %(tsv)s::tsvector,"
+    " %(nterms)s, false FROM u RETURNING seq"
+)
+
+
+def _ceiling_write(
+    url: str, schema: str, worker: int, n: int, shared: bool, start: Any
+) -> tuple[list[float], dict[str, int]]:
+    import psycopg
+
+    from sessiondb.postgres.tx import tsvector_text
+
+    session = "shared" if shared else f"own-{worker}"
+    store = sessiondb.open(url)
+    store.append(session, "user", "warm-up")  # the session, made as for the other systems
+    store.close()
+    conn = psycopg.connect(BASE, autocommit=True)
+    assert schema.startswith("bench_") and schema[6:].isalnum()
+    conn.execute(f"SET search_path TO {schema}")  # a name made by new_schema, never input
+    conn.execute("SET synchronous_commit TO off")  # sessiondb's durability normal
+    row = conn.execute("SELECT id FROM sessions WHERE session_id = %s", (session,)).fetchone()
+    assert row is not None
+    ref = row[0]
+    t_end = start.wait()
+    lat = []
+    for i in range(n):
+        if time.perf_counter() > t_end:  # the case's time budget (Start)
+            break
+        t0 = time.perf_counter()
+        content = f"{worker}/{i} {TEXT}"
+        tsv, nterms = tsvector_text(content)
+        got = conn.execute(
+            _CEILING_APPEND,
+            {"ref": ref, "at": time.time(), "content": content, "tsv": tsv, "nterms": nterms},
+        ).fetchone()
+        lat.append(time.perf_counter() - t0)
+        assert got is not None
+    conn.close()
+    return lat, {}
 
 
 def _sessiondb_write(
@@ -99,6 +156,8 @@ def _writer(
     try:
         if system in pg_anchors.ANCHORS:
             res = pg_anchors.write(system, target, worker, n, shared, start)
+        elif system == PG_CEILING:
+            res = _ceiling_write(target, options["schema"], worker, n, shared, start)
         else:
             res = _sessiondb_write(target, options, worker, n, shared, start)
         out.put(res)
@@ -201,7 +260,10 @@ def run_case(
             }
     target, schema = _prepare(system, tmp, tag)
     try:
-        res = _run_writers(system, target, _PG_OPTIONS.get(system, {}), procs, n, shared, budget)
+        options = _PG_OPTIONS.get(system, {})
+        if system == PG_CEILING:
+            options = {"schema": schema}
+        res = _run_writers(system, target, options, procs, n, shared, budget)
         if schema is not None and "n" in res:
             res["stored"] = _stored(system, schema)
             # Every acknowledged append and warm-up, plus the anchor's own setup row.
@@ -302,14 +364,16 @@ def summarise(rounds: list[dict[str, Any]], systems: list[str]) -> dict[str, Any
             for key in ("appends_per_s", "p50_ms", "p99_ms", "max_ms"):
                 vals = sorted(v[key] for v in runs)
                 row[key] = {"median": statistics.median(vals), "min": vals[0], "max": vals[-1]}
-            for base in (SQLITE, PG):
+            for base, key in ((SQLITE, "sqlite"), (PG, "postgresql"), (PG_CEILING, "ceiling")):
+                if base not in systems:
+                    continue
                 ratios = sorted(
                     rd[case][system]["appends_per_s"] / rd[case][base]["appends_per_s"]
                     for rd in rounds
                     if "n" in rd[case][system] and "n" in rd[case].get(base, {})
                 )
                 if ratios:
-                    row[f"throughput_vs_{base}"] = {
+                    row[f"throughput_vs_{key}"] = {
                         "median": round(statistics.median(ratios), 3),
                         "min": round(ratios[0], 3),
                         "max": round(ratios[-1], 3),
@@ -344,6 +408,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--search-rounds", type=int, default=3)
     ap.add_argument("--data-dir", type=Path, default=Path("/work/data/sessiondb-bench"))
     ap.add_argument("--keep-data", action="store_true", help="keep the search stores")
+    ap.add_argument(
+        "--reuse", type=Path, help="search the stores a --keep-data run kept in DIR, no load"
+    )
+    ap.add_argument(
+        "--load-procs",
+        default="1,1",
+        help="search: loader processes for PostgreSQL,SQLite (benchmarks/pg_search.py)",
+    )
+    ap.add_argument("--name", help="results file name (default postgres[_quick][_ONLY])")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--appends", type=int, default=200, help="per writer process")
     ap.add_argument("--procs", default="1,16,64")
@@ -369,13 +442,15 @@ def main(argv: list[str]) -> int:
             k: conn.execute(f"SHOW {k}").fetchone()[0]  # names from this list
             for k in SERVER_SETTINGS
         }
-    name = "postgres" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
+    name = args.name or (
+        "postgres" + ("_quick" if args.quick else "") + (f"_{args.only}" if args.only else "")
+    )
 
     def save(key: str) -> Callable[[dict[str, Any]], None]:
         return lambda partial: write_json(name, {**result, key: partial, "partial": True})
 
     if args.only != "search":
-        systems = [SQLITE, PG, PG_FULL] + ([PG_BARE] if args.without_indexes else [])
+        systems = [SQLITE, PG, PG_FULL, PG_CEILING] + ([PG_BARE] if args.without_indexes else [])
         if not args.no_anchors:
             ok, missing = _anchors_available()
             systems += ok
@@ -404,7 +479,14 @@ def main(argv: list[str]) -> int:
     if args.only != "appends":
         sizes = [int(n) for n in args.sizes.split(",")]
         result["search"] = search(
-            sizes, args.queries, args.search_rounds, args.data_dir, args.keep_data, save("search")
+            sizes,
+            args.queries,
+            args.search_rounds,
+            args.data_dir,
+            args.keep_data,
+            save("search"),
+            args.reuse,
+            (int(args.load_procs.split(",")[0]), int(args.load_procs.split(",")[1])),
         )
     print(write_json(name, result))
     return 0

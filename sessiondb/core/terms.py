@@ -50,26 +50,56 @@ def index_terms(text: str) -> tuple[dict[str, list[int]], int]:
     out: dict[str, list[int]] = {}
     size = 0
     pos = 0
-    for run in _runs(text):
-        for term in fold_token(run):
-            if pos >= MAX_INDEXED_WORDS:
-                return out, pos
-            pos += 1
-            seen = out.get(term)
-            if seen is not None:
-                seen.append(pos)
-                continue
-            n = len(term.encode("utf-8"))
-            if n > MAX_WORD_BYTES or size + n > MAX_INDEXED_BYTES:
-                continue
-            size += n
-            out[term] = [pos]
+    for term in _terms(text):
+        if pos >= MAX_INDEXED_WORDS:
+            return out, pos
+        pos += 1
+        seen = out.get(term)
+        if seen is not None:
+            seen.append(pos)
+            continue
+        n = len(term.encode("utf-8"))
+        if n > MAX_WORD_BYTES or size + n > MAX_INDEXED_BYTES:
+            continue
+        size += n
+        out[term] = [pos]
     return out, pos
 
 
+def _terms(text: str) -> Iterator[str]:
+    """The folded terms of *text* in order, read lazily (a 16 MiB message stops being read once
+    its indexed prefix is complete)."""
+    if text.isascii():
+        # In ASCII text the runs are exactly the maximal runs of letters and digits (everything
+        # else is whitespace, punctuation or a control character), folded by lower() alone:
+        # the character-by-character cut was most of an append's CPU on PostgreSQL
+        # (benchmarks/pg_terms.py; tests/unit/test_terms.py).
+        for match in _ASCII_RUNS.finditer(text):
+            yield match.group().lower()
+        return
+    for run in _runs(text):
+        yield from _fold_run(run)
+
+
+_ASCII_RUNS = re.compile(r"[A-Za-z0-9]+")
+
+
 def _runs(text: str) -> Iterator[str]:
-    for piece in _PIECES.finditer(text):
-        yield from split_runs(piece.group())
+    for match in _PIECES.finditer(text):
+        piece = match.group()
+        # ASCII letters and digits only (most pieces of mixed text): one run, nothing to cut.
+        if piece.isascii() and piece.isalnum():
+            yield piece
+        else:
+            yield from split_runs(piece)
+
+
+def _fold_run(run: str) -> list[str]:
+    """:func:`fold_token`, with ASCII letters and digits folded by ``lower()`` alone (what
+    :func:`~sessiondb.core.highlight.fold` does for them)."""
+    if run.isascii() and run.isalnum():
+        return [run.lower()]
+    return fold_token(run)
 
 
 def query_terms(tokens: tuple[str, ...] | list[str]) -> list[str]:

@@ -1,0 +1,69 @@
+"""The index terms of a text (sessiondb.core.terms): the ASCII fast path gives exactly what the
+character-by-character rule gives (the cut of sessiondb.core.query, the fold of
+sessiondb.core.highlight), on text made to hit every edge of it."""
+
+from __future__ import annotations
+
+import random
+
+from benchmarks.corpus import Corpus
+from sessiondb.core.query import split_runs
+from sessiondb.core.terms import _PIECES, fold_token, index_terms
+
+
+def _reference(text: str) -> list[str]:
+    """Every term of *text* in order, by the rule alone: each piece cut by split_runs, each run
+    folded by fold_token."""
+    return [
+        term
+        for piece in _PIECES.finditer(text)
+        for run in split_runs(piece.group())
+        for term in fold_token(run)
+    ]
+
+
+def _positions(terms: list[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for pos, term in enumerate(terms, 1):
+        out.setdefault(term, []).append(pos)
+    return out
+
+
+# ASCII controls that are neither whitespace nor punctuation stay inside a piece; letters with
+# marks, ligatures, fullwidth and superscript digits, private use, CJK, ½ (folds into two runs).
+_ALPHABET = (
+    "abcXYZ019 \t\n.,:;-_/@+#'\"\\\x00\x01\x08\x0e\x1b\x7féÉçñ\u0301\u0308ßﬁＡ１²½\ue000東京的カ"
+)
+
+
+def test_random_text_gets_the_reference_terms() -> None:
+    rng = random.Random(16)
+    for _ in range(3000):
+        text = "".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 40)))
+        terms, n = index_terms(text)
+        want = _reference(text)
+        assert (terms, n) == (_positions(want), len(want)), repr(text)
+
+
+def test_random_ascii_text_gets_the_reference_terms() -> None:
+    ascii_only = "".join(ch for ch in _ALPHABET if ch.isascii())
+    rng = random.Random(17)
+    for _ in range(3000):
+        text = "".join(rng.choice(ascii_only) for _ in range(rng.randint(0, 40)))
+        terms, n = index_terms(text)
+        want = _reference(text)
+        assert (terms, n) == (_positions(want), len(want)), repr(text)
+
+
+def test_corpus_messages_get_the_reference_terms() -> None:
+    corpus = Corpus(2000)
+    for _, _, msgs in corpus.sessions():
+        for _, content in msgs:
+            want = _reference(content)
+            assert index_terms(content) == (_positions(want), len(want))
+
+
+def test_ascii_words_fold_to_lower_case() -> None:
+    terms, n = index_terms("Retry the DEPLOY, retry x86_64 A1b2")
+    assert terms == {"retry": [1, 4], "the": [2], "deploy": [3], "x86": [5], "64": [6], "a1b2": [7]}
+    assert n == 7
