@@ -68,6 +68,7 @@ def _table(samples: dict[str, list[float]]) -> dict[str, Any]:
 def run(store_path: Path, n_messages: int, n_queries: int) -> dict[str, Any]:
     corpus = Corpus(n_messages, seed=1)
     queries = corpus.queries(n_queries)
+    kinds = Counter(q.kind for q in queries)
     # Per plan and kind: wall and CPU (this thread's) milliseconds of sessiondb's search, and
     # of the same SQL replayed bare (the ceiling), both alternated query by query.
     measures = ("wall", "cpu", "ceiling_wall", "ceiling_cpu")
@@ -81,7 +82,9 @@ def run(store_path: Path, n_messages: int, n_queries: int) -> dict[str, Any]:
     with sessiondb.open(store_path) as store:
         conn = sqlite_engine(store).connection()
         for i, q in enumerate(queries):
-            order = list(PLANS) if i % 2 == 0 else list(PLANS)[::-1]
+            # Queries cycle through the kinds (corpus.py): alternate per round of kinds, so that
+            # each kind runs either plan first (the first warms the pages) equally often.
+            order = list(PLANS) if (i // len(kinds)) % 2 == 0 else list(PLANS)[::-1]
             got: dict[str, Any] = {}
             for plan in order:
                 _set(plan)
@@ -116,7 +119,6 @@ def run(store_path: Path, n_messages: int, n_queries: int) -> dict[str, Any]:
             "recall_unfiltered": round(recall[plan]["any"] / len(queries), 4),
             **{m: _table(lat[plan][m]) for m in measures},
         }
-    kinds = Counter(q.kind for q in queries)
     out["identical_results_by_kind"] = {k: f"{same[k]}/{kinds[k]}" for k in sorted(kinds)}
     out["differing_queries"] = differ
     out["load_average_1m"] = {"min": min(load), "max": max(load), "samples": load}
