@@ -53,11 +53,12 @@ MAX_WEIGHTED_PHRASES = 32
 # A two-character CJK word followed by more different characters than this is scanned for.
 MAX_PAIR_TERMS = 500
 NEWEST_FIRST = "0.0"  # the score of plans that cannot rank (substring scans): ties, by recency
-# A candidate row checked for the words left out of an AND (row joined, text searched) costs
-# about as much as FTS5 stepping over this many doclist entries (_checked_words); None: never.
-# Measured at 1 000 000 messages: 34-53 us per candidate against 0.03-0.09 us per entry
-# (docs/benchmarks.md, "Search: an AND's common words checked on the row").
-CHECKED_CANDIDATE_COST: float | None = 1000.0
+# A candidate row checked for the words left out of an AND (row joined, text searched, then
+# ranked from its text) costs about as much as FTS5 stepping over this many doclist entries
+# (_checked_words); None: never. Calibrated on the search benchmark's multi-word queries at
+# 1 000 000 messages: at 1 000 a third of the queries it changed ran up to 2.8x slower; at
+# 10 000 every one ran faster (docs/benchmarks.md, "An AND's common words checked on the row").
+CHECKED_CANDIDATE_COST: float | None = 10000.0
 _TRIGRAMS_PER_WORD = 12  # enough to be selective; LIKE re-checks the whole word anyway
 _COLS = "m.id, s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.created_at, m.sid"
 
