@@ -20,12 +20,16 @@ test_frequencies_stay_within_the_rows_after_deletes).
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, NamedTuple
 
 import apsw
 
+from . import termcheck
+
 FUNCTION = "sessiondb_rank"
+CHECKED = "sessiondb_rank_checked"  # some words checked on the row (_rank_checked)
 K1 = 1.2
 B = 0.75
 # Matches counted exactly per phrase; a phrase with more has its frequency extrapolated from the
@@ -34,19 +38,26 @@ B = 0.75
 DF_SAMPLE = 1000
 
 
+def _idf(rows: int, doc_freqs: tuple[Any, ...], phrases: int) -> tuple[float, ...]:
+    idf = []
+    for i in range(phrases):
+        df = float(doc_freqs[i]) if i < len(doc_freqs) else 1.0
+        if df < 0:  # an estimate, as the share of the rows that match
+            df = -df * rows
+        df = min(max(df, 0.0), float(rows))
+        idf.append(max(1e-6, math.log((rows - df + 0.5) / (df + 0.5))))
+    return tuple(idf)
+
+
+def _average(api: apsw.FTS5ExtensionApi) -> float:
+    rows = api.row_count
+    return (api.column_total_size(-1) / rows if rows else 1.0) or 1.0
+
+
 def _rank(api: apsw.FTS5ExtensionApi, *doc_freqs: Any) -> float:
     state = api.aux_data  # per query: computed on the first row
     if state is None:
-        rows = api.row_count
-        average = api.column_total_size(-1) / rows if rows else 1.0
-        idf = []
-        for i in range(api.phrase_count):
-            df = float(doc_freqs[i]) if i < len(doc_freqs) else 1.0
-            if df < 0:  # an estimate, as the share of the rows that match
-                df = -df * rows
-            df = min(max(df, 0.0), float(rows))
-            idf.append(max(1e-6, math.log((rows - df + 0.5) / (df + 0.5))))
-        state = api.aux_data = (tuple(idf), average or 1.0)
+        state = api.aux_data = (_idf(api.row_count, doc_freqs, api.phrase_count), _average(api))
     idf, average = state
     norm = K1 * (1 - B + B * api.column_size(-1) / average)
     score = 0.0
@@ -57,9 +68,69 @@ def _rank(api: apsw.FTS5ExtensionApi, *doc_freqs: Any) -> float:
     return -score  # FTS5's convention, as bm25(): lower is better
 
 
+class _Checked:
+    """Per-query state of ``sessiondb_rank_checked`` (computed on its first row)."""
+
+    def __init__(self, api: apsw.FTS5ExtensionApi, spec: str, doc_freqs: tuple[Any, ...]) -> None:
+        slots = json.loads(spec)
+        self.idf = _idf(api.row_count, doc_freqs, len(slots))
+        self.average = _average(api)
+        # Per query word, in the query's order: the index of its phrase in the MATCH, or the
+        # index of its token among the checked ones.
+        self.tokens = [t for t in slots if t is not None]
+        self.needles = termcheck.needles(self.tokens)
+        order: list[tuple[bool, int]] = []
+        matched = checked = 0
+        for t in slots:
+            if t is None:
+                order.append((False, matched))
+                matched += 1
+            else:
+                order.append((True, checked))
+                checked += 1
+        self.order = order
+        self.rowid: int | None = None
+        self.score: float | None = None
+
+
+def _rank_checked(api: apsw.FTS5ExtensionApi, *args: Any) -> float | None:
+    """``sessiondb_rank`` of a query some of whose words are checked on the row, not matched.
+
+    ``spec`` is a JSON list with one slot per query word, in the query's order: null for a word
+    that is a phrase of the MATCH (in the same relative order), or the lower-case token of a
+    word left out of the MATCH; ``doc_freqs`` has one frequency per slot. The result is None when
+    the row lacks a checked word — it is not a match — and otherwise exactly the ``sessiondb_rank``
+    of the query with every word in the MATCH: the same frequencies, term counts (counted as the
+    index counts them, termcheck.py) and order of summation. A row's result is kept, so that the
+    function called in a WHERE and in the result columns of one statement costs once.
+    """
+    state = api.aux_data
+    if not isinstance(state, _Checked):
+        state = api.aux_data = _Checked(api, str(args[0]), args[1:])
+    rowid = api.rowid
+    if rowid == state.rowid:
+        return state.score
+    state.rowid = rowid
+    state.score = None
+    found = termcheck.counts(api, api.column_text(0), state.needles)
+    if not all(found):
+        return None
+    norm = K1 * (1 - B + B * api.column_size(-1) / state.average)
+    score = 0.0
+    for (is_checked, i), weight in zip(state.order, state.idf, strict=True):
+        tf = found[i] if is_checked else len(api.phrase_column_offsets(i, 0))
+        if tf:
+            score += weight * tf * (K1 + 1) / (tf + norm)
+    state.score = result = -score
+    return result
+
+
 def register(conn: apsw.Connection) -> None:
-    """Make ``sessiondb_rank(table, df1, df2, ...)`` available on ``conn``."""
+    """Make ``sessiondb_rank(table, df1, df2, ...)``, ``sessiondb_rank_checked(table, spec,
+    df1, df2, ...)`` and termcheck's ``sessiondb_holds`` available on ``conn``."""
     conn.register_fts5_function(FUNCTION, _rank)
+    conn.register_fts5_function(CHECKED, _rank_checked)
+    termcheck.register(conn)
 
 
 # Rows of the index counted, in the id range of an estimate's DF_SAMPLE newest matches, to know
@@ -111,4 +182,4 @@ def doc_freq(conn: apsw.Connection, table: str, phrase: str, top_id: int) -> Fre
     return Freq(count * top_id / span, False, int(oldest), share)
 
 
-__all__ = ["DF_SAMPLE", "FUNCTION", "Freq", "doc_freq", "register"]
+__all__ = ["CHECKED", "DF_SAMPLE", "FUNCTION", "Freq", "doc_freq", "register"]

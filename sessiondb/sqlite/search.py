@@ -39,7 +39,7 @@ import apsw
 from ..core.query import Expr, Not, Or, Term, Word
 from ..core.search import SearchRequest
 from ..models import Message
-from . import fts, fts_v3, rank
+from . import fts, fts_v3, rank, termcheck
 from .engine import Engine
 from .rows import message_of
 
@@ -53,6 +53,12 @@ MAX_WEIGHTED_PHRASES = 32
 # A two-character CJK word followed by more different characters than this is scanned for.
 MAX_PAIR_TERMS = 500
 NEWEST_FIRST = "0.0"  # the score of plans that cannot rank (substring scans): ties, by recency
+# A candidate row checked for the words left out of an AND (row joined, text searched, then
+# ranked from its text) costs about as much as FTS5 stepping over this many doclist entries
+# (_checked_words); None: never. Calibrated on the search benchmark's multi-word queries at
+# 1 000 000 messages: at 1 000 a third of the queries it changed ran up to 2.8x slower; at
+# 10 000 every one ran faster (docs/benchmarks.md, "An AND's common words checked on the row").
+CHECKED_CANDIDATE_COST: float | None = 10000.0
 _TRIGRAMS_PER_WORD = 12  # enough to be selective; LIKE re-checks the whole word anyway
 _COLS = "m.id, s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.created_at, m.sid"
 
@@ -119,6 +125,19 @@ class _Plan:
     checks: list[str] = field(default_factory=list)
     few: bool = False  # known to have fewer than CANDIDATE_BUDGET candidates
     floor: int | None = None  # known id of the CANDIDATE_BUDGET-th newest candidate
+    split: _Split | None = None  # the AND with its common words checked on the row
+
+
+@dataclass
+class _Split:
+    """A word-index AND with its commonest words checked on each candidate row (_checked_words):
+    ``match`` the MATCH of the words kept, ``score`` the rank of the whole AND (None where the
+    row lacks a checked word), ``holds`` the check of an ASCII row's text, None for any other
+    (termcheck.py). Used where nothing else needs the row (_ranked_rows)."""
+
+    match: str
+    score: str
+    holds: str
 
 
 class _Freqs:
@@ -150,12 +169,12 @@ def _literal_phrase(word: Word, freqs: _Freqs) -> str:
     return _quote(" ".join(tokens))
 
 
-def _word_score(phrases: list[str], freqs: _Freqs, q: _Query, plan: _Plan) -> None:
+def _word_score(phrases: list[str], freqs: _Freqs, q: _Query, plan: _Plan) -> list[rank.Freq]:
     """Set the plan's score (sessiondb_rank over the word index) and what frequencies tell."""
     w = fts.WORD_TABLE
     if len(phrases) > MAX_WEIGHTED_PHRASES:
         plan.score = f"{rank.FUNCTION}({w})"  # a pasted paragraph: its words weigh the same
-        return
+        return []
     found = [freqs(p) for p in phrases]
     plan.score = (
         f"{rank.FUNCTION}({w}"
@@ -166,6 +185,39 @@ def _word_score(phrases: list[str], freqs: _Freqs, q: _Query, plan: _Plan) -> No
     plan.few = any(f.exact and f.rows < CANDIDATE_BUDGET for f in found)
     if len(found) == 1 and plan.source == w and CANDIDATE_BUDGET == rank.DF_SAMPLE:
         plan.floor = found[0].oldest  # the lookup walked the same newest candidates
+    return found
+
+
+def _checked_words(tokens: list[str | None], found: list[rank.Freq], rows: int) -> list[bool]:
+    """Which words of an AND to check on each candidate row instead of matching them.
+
+    FTS5 intersects an AND by stepping every phrase's doclist through the rowids between
+    matches, so a word found in most messages costs a step per message it is in, however few
+    the AND's matches (a run of four words with 12 matches in 43 ms at 417 000 messages, where
+    its two rarest words alone take 0.8 ms: docs/benchmarks.md). Checking a word on the row
+    costs CHECKED_CANDIDATE_COST steps per candidate instead. Words sorted rarest first, the
+    cheapest split keeps the k rarest in the MATCH (the rarest always; words termcheck cannot
+    count always) and checks the rest, the candidates estimated as independent shares of the
+    rows. ``tokens`` holds each word's checkable token, or None.
+    """
+    if CHECKED_CANDIDATE_COST is None or len(found) < 2 or not any(tokens) or rows <= 0:
+        return [False] * len(found)
+    order = sorted(range(len(found)), key=lambda i: (found[i].rows, i))
+    best_cost, best_k = float("inf"), len(order)
+    walked, candidates = 0.0, float(rows)
+    for k in range(1, len(order) + 1):
+        i = order[k - 1]
+        walked += found[i].rows
+        candidates *= min(1.0, found[i].rows / rows)
+        rest = [j for j in order[k:] if tokens[j] is not None]
+        forced = sum(found[j].rows for j in order[k:] if tokens[j] is None)
+        cost = walked + forced + (candidates * CHECKED_CANDIDATE_COST if rest else 0.0)
+        if cost < best_cost:
+            best_cost, best_k = cost, k
+    checked = [False] * len(found)
+    for j in order[best_k:]:
+        checked[j] = tokens[j] is not None
+    return checked
 
 
 def _plain_plan(conn: apsw.Connection, words: list[Word], q: _Query) -> _Plan | None:
@@ -213,7 +265,24 @@ def _plain_plan(conn: apsw.Connection, words: list[Word], q: _Query) -> _Plan | 
     if phrases:
         joined = f"{w} CROSS JOIN messages m ON m.id = {w}.rowid"
         plan = _Plan(w, f"{w}.rowid", joined, "", [word_match], checks)
-        _word_score(phrases, freqs, q, plan)
+        found = _word_score(phrases, freqs, q, plan)
+        tokens = [
+            x.text.lower() if not x.literal and termcheck.checkable(x.text) else None
+            for x in words
+            if x.tokens
+        ]
+        checked = _checked_words(tokens, found, freqs.top_id) if found else []
+        if any(checked):
+            kept = [p for p, c in zip(phrases, checked, strict=True) if not c]
+            spec = json.dumps([t if c else None for t, c in zip(tokens, checked, strict=True)])
+            needles = " ".join(t for t, c in zip(tokens, checked, strict=True) if c and t)
+            plan.split = _Split(
+                f"{w} MATCH " + q.param("kept", " ".join(kept)),
+                f"{rank.CHECKED}({w}, {q.param('checked', spec)}"
+                + "".join(f", :df{i}" for i in range(len(found)))
+                + ")",
+                f"{termcheck.HOLDS}(CAST(m.content AS BLOB), {q.param('needles', needles)})",
+            )
         return plan
     pair = next((x.text for x in words if x.no_space and len(x.text) == 2), None)
     terms = _trigrams_starting(conn, pair) if pair is not None else None
@@ -297,10 +366,18 @@ def _ranked_rows(conn: apsw.Connection, plan: _Plan, q: _Query, need: int) -> li
     limit = q.param("need", need)
     order = f"ORDER BY {plan.driver} DESC"
     if not plan.checks:
-        match = " AND ".join(plan.match)
+        source, match, score = plan.source, " AND ".join(plan.match), plan.score
+        if plan.split is not None and len(plan.match) == 1:  # no filter: the AND alone
+            # The text decides for an ASCII row (holds), the rank function for any other: it
+            # is None where a checked word is missing. Both need the row, so they run after
+            # the join, and the rank function once per row that gets that far (rank.py).
+            sp = plan.split
+            source = f"{plan.source} CROSS JOIN messages m ON m.id = {plan.driver}"
+            match = f"{sp.match} AND coalesce({sp.holds}, {sp.score} IS NOT NULL)"
+            score = sp.score
         return conn.execute(
             f"SELECT {_COLS}, r.score FROM (SELECT id, score FROM"
-            f" (SELECT {plan.driver} AS id, {plan.score} AS score FROM {plan.source}"
+            f" (SELECT {plan.driver} AS id, {score} AS score FROM {source}"
             f" WHERE {match} {order} LIMIT {window}) ORDER BY score, id DESC LIMIT {limit}) r"
             " CROSS JOIN messages m ON m.id = r.id CROSS JOIN sessions s ON s.id = m.sid"
             " ORDER BY r.score, r.id DESC",
