@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import sessiondb
@@ -99,6 +100,56 @@ def fork_while_a_thread_is_inside(path: str, journal_mode: str, kind: str) -> in
     _, status = os.waitpid(pid, 0)
     store.close()
     return os.waitstatus_to_exitcode(status)
+
+
+def fork_during_a_checkpoint(path: str) -> tuple[bool, int]:
+    """Fork while the background checkpointer is inside a checkpoint pass (held there 0.3 s);
+    the child appends. Returns whether the pass had ended when fork() returned, and the
+    child's exit status (0 when its append was stored)."""
+    import threading
+    import types
+
+    import apsw
+
+    from sessiondb.sqlite import checkpointer
+    from tests.helpers import engine_of
+
+    inside, done = threading.Event(), threading.Event()
+
+    class Held:
+        def __init__(self, conn: apsw.Connection) -> None:
+            self._conn = conn
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._conn, name)
+
+        def wal_checkpoint(self, **kw: object) -> object:
+            inside.set()
+            time.sleep(0.3)
+            try:
+                return self._conn.wal_checkpoint(**kw)
+            finally:
+                done.set()
+
+    fake = types.SimpleNamespace(**{n: getattr(apsw, n) for n in dir(apsw) if n.isupper()})
+    fake.Connection = lambda *a, **kw: Held(apsw.Connection(*a, **kw))
+    fake.BusyError, fake.Error = apsw.BusyError, apsw.Error
+    checkpointer.apsw = fake  # type: ignore[assignment]  # this spawned process only
+    store = sessiondb.open(path, write_timeout=20)
+    store.append("parent", "user", "before the fork")
+    engine_of(store)._checkpoint_soon()
+    inside.wait(30)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            store.append("child", "user", "written by the forked child")
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    ended = done.is_set()
+    _, status = os.waitpid(pid, 0)
+    store.close()
+    return ended, os.waitstatus_to_exitcode(status)
 
 
 def usage_worker(location: str, worker: int, n: int, barrier: object) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import apsw
 
+from .forkgate import FORK_GATE
+
 # At most one background pass per interval (seconds): a writer finishing a forced checkpoint
 # then rarely finds this one holding the checkpoint lock.
 CHECKPOINT_INTERVAL = 0.01
@@ -50,6 +52,12 @@ class Checkpointer:
                 self._event.clear()
                 if self._stopped:
                     return
+                # Inside the fork gate like every transaction (forkgate.py): a child forked in
+                # the middle of this pass would inherit the checkpoint's locks as held, in
+                # SQLite's in-process bookkeeping, for ever — and its writers would stall on
+                # them holding the write lock (tests/sqlite/test_concurrency.py::
+                # test_fork_waits_for_a_background_checkpoint).
+                FORK_GATE.enter()
                 try:
                     if conn is None:
                         conn = apsw.Connection(str(self._path))
@@ -65,6 +73,8 @@ class Checkpointer:
                     warnings.warn(
                         f"sessiondb: checkpoint of {self._path} failed: {e}", stacklevel=1
                     )
+                finally:
+                    FORK_GATE.leave()
                 # At most one pass per interval, so that a writer finishing a forced checkpoint
                 # rarely finds this one holding the checkpoint lock.
                 time.sleep(CHECKPOINT_INTERVAL)

@@ -333,3 +333,14 @@ def test_fork_while_another_thread_is_inside_a_transaction(
     assert status == 0
     with sessiondb.open(db_path) as store:
         assert [m.content for m in store.messages("child")] == ["written by the forked child"]
+
+
+def test_fork_waits_for_a_background_checkpoint(db_path: Path) -> None:
+    """A child forked in the middle of the background checkpointer's pass inherited its locks
+    as held (sqlite/checkpointer.py): now fork() waits for the pass, as for a transaction
+    (seen as a stalled child in tests/sqlite/test_group.py's fork test)."""
+    ended, status = SPAWN.Pool(1).apply(w.fork_during_a_checkpoint, (str(db_path),))
+    assert ended, "fork() returned while a checkpoint pass was running"
+    assert status == 0
+    with sessiondb.open(db_path) as store:
+        assert [m.content for m in store.messages("child")] == ["written by the forked child"]
