@@ -39,6 +39,7 @@ TRIGRAM_ROWS = "messages_tri_rows"  # ids of the messages in TRIGRAM_TABLE
 TRIGRAM_SOURCE = "messages_tri_src"  # view: TRIGRAM_TABLE's external content
 TRIGGERS = (
     "messages_search_ai",
+    "messages_search_ai_claimed",  # migration 8 (deferred.py)
     "messages_search_ai_tri",
     "messages_search_ad",
     "messages_search_ad_tri",
@@ -103,6 +104,30 @@ def _glob(expr: str) -> str:
     return trigram_condition(expr)
 
 
+# The tokenizers, written once: the search's scan of the rows not indexed yet builds its
+# in-memory indexes with the same ones (tail.py), so that it matches exactly what the index would.
+WORD_TOKENIZE = "unicode61 remove_diacritics 2"
+TRIGRAM_OPTIONS = "tokenize='trigram', detail=none, columnsize=0"
+
+
+def word_delete_trigger(old_indexed: str) -> str:
+    """The word index's AFTER DELETE trigger; fires when ``old_indexed`` (SQL) holds."""
+    w = WORD_TABLE
+    return f"""CREATE TRIGGER messages_search_ad AFTER DELETE ON messages WHEN {old_indexed} BEGIN
+            INSERT INTO {w}({w}, rowid, content) VALUES ('delete', old.id, old.content);
+        END"""
+
+
+def word_update_trigger(old_indexed: str) -> str:
+    """The word index's AFTER UPDATE OF content trigger; fires when ``old_indexed`` holds."""
+    w = WORD_TABLE
+    return f"""CREATE TRIGGER messages_search_au AFTER UPDATE OF content ON messages
+            WHEN {old_indexed} BEGIN
+            INSERT INTO {w}({w}, rowid, content) VALUES ('delete', old.id, old.content);
+            INSERT INTO {w}(rowid, content) VALUES (new.id, new.content);
+        END"""
+
+
 def schema_statements() -> list[str]:
     """Statements creating the index, its triggers and the backfill cursor (one transaction)."""
     old_indexed = INDEXED.format(row="old")
@@ -112,13 +137,13 @@ def schema_statements() -> list[str]:
     return [
         f"""CREATE VIRTUAL TABLE {w} USING fts5(
             content, content='messages', content_rowid='id',
-            tokenize='unicode61 remove_diacritics 2')""",
+            tokenize='{WORD_TOKENIZE}')""",
         f"CREATE TABLE {TRIGRAM_ROWS}(id INTEGER PRIMARY KEY)",
         f"""CREATE VIEW {TRIGRAM_SOURCE} AS SELECT r.id AS id, m.content AS content
             FROM {TRIGRAM_ROWS} r JOIN messages m ON m.id = r.id""",
         f"""CREATE VIRTUAL TABLE {t} USING fts5(
             content, content='{TRIGRAM_SOURCE}', content_rowid='id',
-            tokenize='trigram', detail=none, columnsize=0)""",
+            {TRIGRAM_OPTIONS})""",
         # One row while a backfill is pending: rows (done_id, end_id] are not indexed yet.
         """CREATE TABLE search_backfill(
             id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -136,9 +161,7 @@ def schema_statements() -> list[str]:
             INSERT INTO {TRIGRAM_ROWS}(id) VALUES (new.id);
             INSERT INTO {t}(rowid, content) VALUES (new.id, new.content);
         END""",
-        f"""CREATE TRIGGER messages_search_ad AFTER DELETE ON messages WHEN {old_indexed} BEGIN
-            INSERT INTO {w}({w}, rowid, content) VALUES ('delete', old.id, old.content);
-        END""",
+        word_delete_trigger(old_indexed),
         # Membership of the side table, not the pattern, decides: it is what was indexed.
         f"""CREATE TRIGGER messages_search_ad_tri AFTER DELETE ON messages WHEN {in_tri} BEGIN
             INSERT INTO {t}({t}, rowid, content) VALUES ('delete', old.id, old.content);
@@ -146,11 +169,7 @@ def schema_statements() -> list[str]:
         END""",
         # Update of an indexed row: remove the old text, add the new one. An edit may add or
         # remove the last CJK character, so the trigram side is decided on both texts.
-        f"""CREATE TRIGGER messages_search_au AFTER UPDATE OF content ON messages
-            WHEN {old_indexed} BEGIN
-            INSERT INTO {w}({w}, rowid, content) VALUES ('delete', old.id, old.content);
-            INSERT INTO {w}(rowid, content) VALUES (new.id, new.content);
-        END""",
+        word_update_trigger(old_indexed),
         f"""CREATE TRIGGER messages_search_au_tri AFTER UPDATE OF content ON messages
             WHEN {old_indexed} BEGIN
             INSERT INTO {t}({t}, rowid, content)

@@ -35,6 +35,23 @@ VOCAB = "messages_tri_vocab"
 TRIGGERS = ("messages_search_ai_tri", "messages_search_ad_tri", "messages_search_au_tri")
 
 
+def trigram_update_trigger(old_indexed: str) -> str:
+    """The trigram side's AFTER UPDATE OF content trigger; fires when ``old_indexed`` holds."""
+    t, rows = fts.TRIGRAM_TABLE, fts.TRIGRAM_ROWS
+    cjk = fts.trigram_condition
+    in_tri = f"EXISTS (SELECT 1 FROM {rows} WHERE id = old.id)"
+    return f"""CREATE TRIGGER messages_search_au_tri AFTER UPDATE OF content ON messages
+            WHEN {old_indexed} BEGIN
+            INSERT INTO {t}({t}, rowid, content)
+                SELECT 'delete', old.id, old.content || {SENTINEL} WHERE {in_tri};
+            DELETE FROM {rows} WHERE id = old.id;
+            DELETE FROM {PENDING} WHERE id = old.id;
+            INSERT INTO {rows}(id) SELECT new.id WHERE {cjk("new.content")};
+            INSERT INTO {t}(rowid, content)
+                SELECT new.id, new.content || {SENTINEL} WHERE {cjk("new.content")};
+        END"""
+
+
 def _statements() -> list[str]:
     t, rows, src = fts.TRIGRAM_TABLE, fts.TRIGRAM_ROWS, fts.TRIGRAM_SOURCE
     cjk = fts.trigram_condition
@@ -51,7 +68,7 @@ def _statements() -> list[str]:
             FROM {rows} r JOIN messages m ON m.id = r.id""",
         f"""CREATE VIRTUAL TABLE {t} USING fts5(
             content, content='{src}', content_rowid='id',
-            tokenize='trigram', detail=none, columnsize=0)""",
+            {fts.TRIGRAM_OPTIONS})""",
         f"CREATE VIRTUAL TABLE {VOCAB} USING fts5vocab({t}, 'row')",
         f"""CREATE TRIGGER messages_search_ai_tri AFTER INSERT ON messages
             WHEN {cjk("new.content")} AND {new_indexed} BEGIN
@@ -64,16 +81,7 @@ def _statements() -> list[str]:
             DELETE FROM {rows} WHERE id = old.id;
             DELETE FROM {PENDING} WHERE id = old.id;
         END""",
-        f"""CREATE TRIGGER messages_search_au_tri AFTER UPDATE OF content ON messages
-            WHEN {old_indexed} BEGIN
-            INSERT INTO {t}({t}, rowid, content)
-                SELECT 'delete', old.id, old.content || {SENTINEL} WHERE {in_tri};
-            DELETE FROM {rows} WHERE id = old.id;
-            DELETE FROM {PENDING} WHERE id = old.id;
-            INSERT INTO {rows}(id) SELECT new.id WHERE {cjk("new.content")};
-            INSERT INTO {t}(rowid, content)
-                SELECT new.id, new.content || {SENTINEL} WHERE {cjk("new.content")};
-        END""",
+        trigram_update_trigger(old_indexed),
         *(
             f"INSERT INTO {t}({t}, rank) VALUES ('{name}', {value})"
             for name, value in fts.MERGE_SETTINGS

@@ -1,6 +1,6 @@
 """The set-based insert of messages (``WriteTx.insert_messages`` / ``insert_batches``): seqs
-allocated from each session row, every session's rows in one statement, indexed set-based
-by their rowid range under every session's claim (selfindex.py, docs/adr/0010). A group
+allocated from each session row, every session's rows in one statement, their index rows left
+to the bounded backlog under every session's claim (deferred.py, docs/adr/0016). A group
 commit's transaction inserts the fresh messages of several sessions at once (core/writes.py,
 docs/adr/0011-group-commit.md)."""
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import apsw
 
 from ..models import Message
-from . import selfindex
+from . import deferred, rollup, selfindex
 
 if TYPE_CHECKING:
     from ..core.append import Item
@@ -26,12 +26,14 @@ _ALLOCATE_SEQS = (
     " WHERE id = ? RETURNING message_count"
 )
 _TOP = "SELECT max(id) FROM messages"
-_CLAIM_SEQS = _ALLOCATE_SEQS.replace(" WHERE", f", {selfindex.CLAIM} = 1 WHERE")
+_CLAIM_SEQS = _ALLOCATE_SEQS.replace(" WHERE", f", {selfindex.CLAIM} = {deferred.DEFERRING} WHERE")
+_RANGE = "m.id BETWEEN ? AND ?"
+_BATCH = "m.sid = ? AND m.seq BETWEEN ? AND ?"
 # Several sessions' seqs in one statement (a group commit's): each row of the VALUES is
 # (session row id, messages, latest time).
 _CLAIM_MANY = (
     "UPDATE sessions SET message_count = message_count + v.n,"
-    f" updated_at = max(updated_at, v.latest), {selfindex.CLAIM} = 1"
+    f" updated_at = max(updated_at, v.latest), {selfindex.CLAIM} = {deferred.DEFERRING}"
     " FROM (SELECT column1 AS ref, column2 AS n, column3 AS latest FROM (VALUES {rows})) AS v"
     " WHERE sessions.id = v.ref RETURNING sessions.id, sessions.message_count"
 )
@@ -88,42 +90,43 @@ def insert_batches(
 ) -> list[list[Message]]:
     """Insert each ``(session row id, session id, items)`` batch; the stored messages per batch.
 
-    Two rows or more, of one session or of many (a group commit's, one row per session), are
-    indexed set-based: every session is claimed, the rows go in with one statement and are
-    indexed by their rowid range with one ``INSERT … SELECT`` per index table (selfindex.py,
-    docs/adr/0010, "Groups"). A single row keeps the insert triggers. A group's sessions get
-    their seqs from ``UPDATE … FROM (VALUES …)`` statements (:data:`CLAIM_SHAPES`)."""
+    Every session is claimed as deferring (deferred.py, docs/adr/0016): the rows go in
+    (:func:`insert_rows`), the usage rollup is fed by their rowid range at once, and their index
+    rows are left to the backlog, which this writer indexes itself when its rows take the
+    backlog to its bound (one ``INSERT … SELECT`` per index table). A group's sessions get their
+    seqs from ``UPDATE … FROM (VALUES …)`` statements (:data:`CLAIM_SHAPES`)."""
     rows: list[tuple[Any, ...]] = []
     out, spans = [], []
-    claim = sum(len(items) for _, _, items in batches) >= selfindex.MIN_ROWS
-    lasts = _claim_many(conn, batches, now) if claim and len(batches) > 1 else None
+    lasts = _claim_many(conn, batches, now) if len(batches) > 1 else None
     for ref, sid, items in batches:
-        last = _allocate(conn, ref, items, now, claim) if lasts is None else lasts[ref]
+        last = _allocate(conn, ref, items, now, True) if lasts is None else lasts[ref]
         out.append(_rows(sid, ref, items, last, now, rows))
         spans.append((ref, last - len(items) + 1, last))
-    if not claim:
+    done, total = deferred.reserve(conn, [len(row[3]) for row in rows])
+    if len(rows) == 1:
         conn.execute(_INSERT_MESSAGE, rows[0])
-        return out
-    # `messages.id` is an INTEGER PRIMARY KEY without AUTOINCREMENT, and the inserts give none:
-    # SQLite makes each new row's rowid max(rowid) + 1 (https://sqlite.org/autoinc.html), and
-    # under the write lock no other writer adds rows, nor do the insert triggers add messages.
-    # So the rows of these statements (insert_rows: in order, one after the other) are exactly
-    # top + 1 .. top + len(rows). Only when
-    # the table once held the largest rowid (2**63 - 1) does SQLite pick random free rowids;
-    # last_insert_rowid() then differs from top + len(rows), and each batch is indexed by its
-    # session and seqs instead (tests/sqlite/test_selfindex.py covers both).
-    top = conn.execute(_TOP).get
-    top = 0 if top is None else int(top)
-    insert_rows(conn, rows)
+        last_id = first_id = conn.last_insert_rowid()
+    else:
+        # `messages.id` is an INTEGER PRIMARY KEY without AUTOINCREMENT, and the inserts give
+        # none: SQLite makes each new row's rowid max(rowid) + 1
+        # (https://sqlite.org/autoinc.html), and under the write lock no other writer adds
+        # rows, nor do the insert triggers add messages. So the rows of these statements
+        # (insert_rows: in order, one after the other) are exactly top + 1 .. top + len(rows).
+        # Only when the table once held the largest rowid (2**63 - 1) does SQLite pick random
+        # free rowids; last_insert_rowid() then differs from top + len(rows), and each batch is
+        # handled by its session and seqs instead (tests/sqlite/test_selfindex.py covers both).
+        top = conn.execute(_TOP).get
+        first_id = (0 if top is None else int(top)) + 1
+        insert_rows(conn, rows)
+        last_id = conn.last_insert_rowid()
     ascii_only = all(row[3].isascii() for row in rows)  # content; O(1) per str
-    if conn.last_insert_rowid() == top + len(rows):
-        merge = sum(
-            n for _, first, last in spans if (n := last - first + 1) >= selfindex.MERGE_ROWS
-        )
-        selfindex.index_rows(conn, top + 1, top + len(rows), merge, ascii_only)
+    if last_id - first_id + 1 == len(rows):
+        rollup.add_batch(conn, _RANGE, (first_id, last_id))
+        deferred.settle(conn, first_id, last_id, done, total, ascii_only)
     else:
         for ref, first, last in spans:
-            selfindex.index_batch(conn, ref, first, last, ascii_only)
+            rollup.add_batch(conn, _BATCH, (ref, first, last))
+        deferred.settle_scattered(conn, spans, done, ascii_only)
     selfindex.release_all(conn, [ref for ref, _, _ in spans])
     return out
 
@@ -139,7 +142,7 @@ def _allocate(
     conn: apsw.Connection, ref: int, items: Sequence[Item], now: float, claim: bool
 ) -> int:
     """Allocate the next seqs of session ``ref`` for ``items``, claiming it if ``claim``
-    (selfindex.py): the last seq."""
+    (deferred.py): the last seq."""
     sql = _CLAIM_SEQS if claim else _ALLOCATE_SEQS
     return int(conn.execute(sql, (len(items), _latest(items, now), ref)).get)
 

@@ -32,13 +32,22 @@ B = 0.75
 # id of its DF_SAMPLE-th newest match (matches spread over message ids about evenly). Counting
 # newest-first rowids costs ~0.4 us each: 1 000 is ~0.4 ms per phrase.
 DF_SAMPLE = 1000
+#: Prefix of the last argument that adds another table's rows and tokens to the corpus.
+CORPUS = "corpus:"
 
 
 def _rank(api: apsw.FTS5ExtensionApi, *doc_freqs: Any) -> float:
     state = api.aux_data  # per query: computed on the first row
     if state is None:
-        rows = api.row_count
-        average = api.column_total_size(-1) / rows if rows else 1.0
+        rows, size = api.row_count, api.column_total_size(-1)
+        if doc_freqs and isinstance(doc_freqs[-1], str):
+            # The rest of the corpus, in a table of its own: the deferred index's backlog for
+            # the index, the index for the backlog (search.py, docs/adr/0016), as
+            # CORPUS + "rows tokens" after the frequencies.
+            more_rows, more_size = doc_freqs[-1].removeprefix(CORPUS).split()
+            rows, size = rows + int(more_rows), size + int(more_size)
+            doc_freqs = doc_freqs[:-1]
+        average = size / rows if rows else 1.0
         idf = []
         for i in range(api.phrase_count):
             df = float(doc_freqs[i]) if i < len(doc_freqs) else 1.0
@@ -55,6 +64,30 @@ def _rank(api: apsw.FTS5ExtensionApi, *doc_freqs: Any) -> float:
         if tf:
             score += weight * tf * (K1 + 1) / (tf + norm)
     return -score  # FTS5's convention, as bm25(): lower is better
+
+
+def totals(conn: apsw.Connection, table: str) -> tuple[int, int]:
+    """Rows and tokens of FTS5 table ``table`` (one column), from its averages record (id 1 of
+    ``<table>_data``: the row count, then each column's token total, as SQLite varints)."""
+    blob = conn.execute(f"SELECT block FROM {table}_data WHERE id = 1").get
+    if not isinstance(blob, bytes) or not blob:
+        return 0, 0
+    rows, at = varint(blob, 0)
+    tokens, _ = varint(blob, at)
+    return rows, tokens
+
+
+def varint(data: bytes, at: int) -> tuple[int, int]:
+    """The SQLite varint at ``data[at:]`` and the offset after it (7 bits a byte, big-endian;
+    the ninth byte carries 8)."""
+    value = 0
+    for _ in range(8):
+        byte = data[at]
+        at += 1
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, at
+    return (value << 8) | data[at], at + 1
 
 
 def register(conn: apsw.Connection) -> None:
@@ -111,4 +144,4 @@ def doc_freq(conn: apsw.Connection, table: str, phrase: str, top_id: int) -> Fre
     return Freq(count * top_id / span, False, int(oldest), share)
 
 
-__all__ = ["DF_SAMPLE", "FUNCTION", "Freq", "doc_freq", "register"]
+__all__ = ["DF_SAMPLE", "FUNCTION", "Freq", "doc_freq", "register", "totals", "varint"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import apsw
 
 from ..errors import UnsupportedStorage
-from . import fts, fts_v3, rollup, selfindex
+from . import deferred, fts, fts_v3, rollup, selfindex
 from .engine import Engine
 
 
@@ -100,6 +100,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "usage rollup for stats", rollup.create, backfill=rollup.backfill_step),
     Migration(6, "lease fencing tokens", _v6_lease_fences),
     Migration(7, "search index written set-based by the store", selfindex.upgrade),
+    Migration(8, "search index of appends deferred to a bounded backlog", deferred.upgrade),
 ]
 
 LATEST = max(m.version for m in MIGRATIONS)

@@ -39,7 +39,7 @@ import apsw
 from ..core.query import Expr, Not, Or, Term, Word
 from ..core.search import SearchRequest
 from ..models import Message
-from . import fts, fts_v3, rank
+from . import deferred, rank, tail
 from .engine import Engine
 from .rows import message_of
 
@@ -124,15 +124,30 @@ class _Plan:
 class _Freqs:
     """Document frequencies of word-index phrases, looked up once per search (rank.doc_freq)."""
 
-    def __init__(self, conn: apsw.Connection) -> None:
+    def __init__(self, conn: apsw.Connection, table: str, other: _Other | None) -> None:
         self.conn = conn
+        self.table = table
+        self.other = other
         self.top_id = int(conn.execute("SELECT max(id) FROM messages").get or 0)
         self.seen: dict[str, rank.Freq] = {}
 
     def __call__(self, phrase: str) -> rank.Freq:
         if phrase not in self.seen:
-            self.seen[phrase] = rank.doc_freq(self.conn, fts.WORD_TABLE, phrase, self.top_id)
+            found = rank.doc_freq(self.conn, self.table, phrase, self.top_id)
+            if self.other is not None:  # frequencies over the whole corpus, counts
+                more = rank.doc_freq(self.conn, self.other.table, phrase, self.top_id)
+                found = rank.Freq(found.rows + more.rows, found.exact and more.exact, found.oldest)
+            self.seen[phrase] = found
         return self.seen[phrase]
+
+
+@dataclass(frozen=True)
+class _Other:
+    """The other part of the corpus when the deferred index has a backlog (tail.py): its word
+    table and (rows, tokens), so that both parts are ranked as one index would rank them."""
+
+    table: str
+    totals: tuple[int, int]
 
 
 def _literal_phrase(word: Word, freqs: _Freqs) -> str:
@@ -152,14 +167,20 @@ def _literal_phrase(word: Word, freqs: _Freqs) -> str:
 
 def _word_score(phrases: list[str], freqs: _Freqs, q: _Query, plan: _Plan) -> None:
     """Set the plan's score (sessiondb_rank over the word index) and what frequencies tell."""
-    w = fts.WORD_TABLE
+    w = freqs.table
+    corpus = ""
+    if freqs.other is not None:  # the deferred index's other part (rank.CORPUS)
+        rows, tokens = freqs.other.totals
+        corpus = ", " + q.param("corpus", f"{rank.CORPUS}{rows} {tokens}")
     if len(phrases) > MAX_WEIGHTED_PHRASES:
-        plan.score = f"{rank.FUNCTION}({w})"  # a pasted paragraph: its words weigh the same
+        # a pasted paragraph: its words weigh the same
+        plan.score = f"{rank.FUNCTION}({w}{corpus})"
         return
     found = [freqs(p) for p in phrases]
     plan.score = (
         f"{rank.FUNCTION}({w}"
         + "".join(", " + q.param(f"df{i}", f.rank_arg) for i, f in enumerate(found))
+        + corpus
         + ")"
     )
     # An AND matches at most what its rarest phrase matches: counted exactly, it bounds the scan.
@@ -168,9 +189,12 @@ def _word_score(phrases: list[str], freqs: _Freqs, q: _Query, plan: _Plan) -> No
         plan.floor = found[0].oldest  # the lookup walked the same newest candidates
 
 
-def _plain_plan(conn: apsw.Connection, words: list[Word], q: _Query) -> _Plan | None:
-    """The plan of a plain query (module docstring); None when nothing can match."""
-    freqs = _Freqs(conn)
+def _plain_plan(
+    conn: apsw.Connection, words: list[Word], q: _Query, tables: tail.Tables, other: _Other | None
+) -> _Plan | None:
+    """The plan of a plain query (module docstring) over ``tables``; None when nothing can
+    match."""
+    freqs = _Freqs(conn, tables.word, other)
     phrases = [
         _literal_phrase(w, freqs) if w.literal else _quote(w.text) for w in words if w.tokens
     ]
@@ -187,7 +211,7 @@ def _plain_plan(conn: apsw.Connection, words: list[Word], q: _Query) -> _Plan | 
             + q.param("likes", json.dumps([_like(t) for t in literals]))
             + ") j WHERE m.content NOT LIKE j.value ESCAPE '\\')"
         )
-    w, t = fts.WORD_TABLE, fts.TRIGRAM_TABLE
+    w, t = tables.word, tables.trigram
     word_match = f"{w} MATCH " + q.param("words", " ".join(phrases))
     # The trigram index holds only messages with CJK-like text; it drives for such words of >= 3
     # characters. Every other literal (foo.bar, x:y, C++) is found through the positional phrase
@@ -216,7 +240,7 @@ def _plain_plan(conn: apsw.Connection, words: list[Word], q: _Query) -> _Plan | 
         _word_score(phrases, freqs, q, plan)
         return plan
     pair = next((x.text for x in words if x.no_space and len(x.text) == 2), None)
-    terms = _trigrams_starting(conn, pair) if pair is not None else None
+    terms = _trigrams_starting(conn, pair, tables.vocab) if pair is not None else None
     if terms is not None:
         if not terms:
             return None  # no trigram starts with it: no message holds it
@@ -225,7 +249,7 @@ def _plain_plan(conn: apsw.Connection, words: list[Word], q: _Query) -> _Plan | 
         return _Plan(t, f"{t}.rowid", joined, NEWEST_FIRST, [tri_match], checks)
     if any(x.no_space for x in words):
         # 1 character CJK words, or a common or cased pair: scan the CJK messages newest first.
-        r = fts.TRIGRAM_ROWS
+        r = tables.trigram_rows
         return _Plan(
             f"{r} r",
             "r.id",
@@ -239,7 +263,7 @@ def _plain_plan(conn: apsw.Connection, words: list[Word], q: _Query) -> _Plan | 
     return None
 
 
-def _trigrams_starting(conn: apsw.Connection, pair: str) -> list[str] | None:
+def _trigrams_starting(conn: apsw.Connection, pair: str, vocab: str) -> list[str] | None:
     """Trigrams of the index that begin with a two-character word (fts_v3); None: scan instead.
 
     Every occurrence of the word starts one of them, since each indexed text ends with U+001F.
@@ -252,7 +276,7 @@ def _trigrams_starting(conn: apsw.Connection, pair: str) -> list[str] | None:
     terms = [
         str(r[0])
         for r in conn.execute(
-            f"SELECT term FROM {fts_v3.VOCAB} WHERE term >= ? AND term <= ? LIMIT ?",
+            f"SELECT term FROM {vocab} WHERE term >= ? AND term <= ? LIMIT ?",
             (pair, pair + chr(0x10FFFF), MAX_PAIR_TERMS + 1),
         )
     ]
@@ -284,8 +308,10 @@ def _filters(
         plan.checks.append(f"m.created_at < {q.param('until', float(until))}")
 
 
-def _ranked_rows(conn: apsw.Connection, plan: _Plan, q: _Query, need: int) -> list[Any]:
-    """The first ``need`` hits: the window ranked by score, then older matches newest first.
+def _ranked_rows(
+    conn: apsw.Connection, plan: _Plan, q: _Query, need: int
+) -> tuple[list[Any], list[Any]]:
+    """The first ``need`` hits: the window ranked by score, and older matches newest first.
 
     Without checks every candidate is a hit: the newest RANK_WINDOW candidates are ranked from
     the index alone and only the best ``need`` are joined to their rows. With checks each
@@ -305,7 +331,7 @@ def _ranked_rows(conn: apsw.Connection, plan: _Plan, q: _Query, need: int) -> li
             " CROSS JOIN messages m ON m.id = r.id CROSS JOIN sessions s ON s.id = m.sid"
             " ORDER BY r.score, r.id DESC",
             q.params,
-        ).fetchall()
+        ).fetchall(), []
 
     def select(extra: str) -> str:
         where = " AND ".join([*plan.match, *plan.checks, extra])
@@ -315,7 +341,7 @@ def _ranked_rows(conn: apsw.Connection, plan: _Plan, q: _Query, need: int) -> li
         )
 
     if plan.score == NEWEST_FIRST:  # nothing to rank: the newest matches are the answer
-        return conn.execute(f"{select('1')} {order} LIMIT {limit}", q.params).fetchall()
+        return conn.execute(f"{select('1')} {order} LIMIT {limit}", q.params).fetchall(), []
     floor: tuple[int] | None = None
     if plan.floor is not None:
         floor = (plan.floor,)
@@ -333,12 +359,13 @@ def _ranked_rows(conn: apsw.Connection, plan: _Plan, q: _Query, need: int) -> li
         f" LIMIT {limit}",
         q.params,
     ).fetchall()
+    older: list[Any] = []
     if floor is not None and len(rows) < need:
         rest = q.param("rest", need - len(rows))
-        rows += conn.execute(
+        older = conn.execute(
             f"{select(f'{plan.driver} <= {floor_id}')} {order} LIMIT {rest}", q.params
         ).fetchall()
-    return rows
+    return rows, older
 
 
 def _session_range(conn: apsw.Connection, session_id: str) -> tuple[int, int, int] | None:
@@ -371,31 +398,70 @@ def fts5_expression(expr: Expr) -> str:
     return out
 
 
-def execute(engine: Engine, req: SearchRequest) -> list[tuple[Message, float]]:
-    """The best ``req.need`` matches, best first, with scores (higher is better)."""
+def _plan(
+    conn: apsw.Connection,
+    req: SearchRequest,
+    q: _Query,
+    tables: tail.Tables,
+    other: _Other | None,
+) -> _Plan | None:
+    if req.expr is not None:
+        w = tables.word
+        return _Plan(
+            w,
+            f"{w}.rowid",
+            f"{w} CROSS JOIN messages m ON m.id = {w}.rowid",
+            f"bm25({w})",  # exact IDF: an FTS5 expression has no phrase list to estimate
+            [f"{w} MATCH " + q.param("words", fts5_expression(req.expr))],
+        )
+    return _plain_plan(conn, list(req.words), q, tables, other)
+
+
+def _hits(
+    conn: apsw.Connection,
+    req: SearchRequest,
+    tables: tail.Tables,
+    other: _Other | None,
+    session: tuple[int, int, int] | None,
+) -> tuple[list[Any], list[Any], bool]:
+    """The best hits of ``req`` through ``tables`` (ranked, and older ones: _ranked_rows); and
+    whether the plan read the messages themselves (a scan, which sees the backlog too)."""
     q = _Query()
+    plan = _plan(conn, req, q, tables, other)
+    if plan is None:
+        return [], [], False
+    _filters(plan, q, session, req.source, req.role, req.since, req.until)
+    return (*_ranked_rows(conn, plan, q, req.need), plan.driver == "m.id")
+
+
+def execute(engine: Engine, req: SearchRequest) -> list[tuple[Message, float]]:
+    """The best ``req.need`` matches, best first, with scores (higher is better).
+
+    Messages in the deferred index's backlog (deferred.py) are searched through in-memory
+    indexes of the backlog with the same plan (tail.py); ``sessiondb_rank`` gets the
+    frequencies and sizes of both parts, so that its scores are those of one index, and the
+    ranked windows are merged by score, then recency, the older matches newest first."""
     with engine.read() as conn:
         session = None
         if req.session_id is not None:
             session = _session_range(conn, req.session_id)
             if session is None:
                 return []
-        plan: _Plan | None
-        if req.expr is not None:
-            w = fts.WORD_TABLE
-            plan = _Plan(
-                w,
-                f"{w}.rowid",
-                f"{w} CROSS JOIN messages m ON m.id = {w}.rowid",
-                f"bm25({w})",  # exact IDF: an FTS5 expression has no phrase list to estimate
-                [f"{w} MATCH " + q.param("words", fts5_expression(req.expr))],
-            )
+        done = deferred.backlog(conn)
+        if done is None or not tail.load(conn, done):
+            rows, older, _ = _hits(conn, req, tail.INDEX, None, session)
+            rows += older
         else:
-            plan = _plain_plan(conn, list(req.words), q)
-        if plan is None:
-            return []
-        _filters(plan, q, session, req.source, req.role, req.since, req.until)
-        rows = _ranked_rows(conn, plan, q, req.need)
+            words, backlog = tail.INDEX.word, tail.BACKLOG.word
+            in_index = _Other(backlog, tail.totals(conn))
+            in_backlog = _Other(words, rank.totals(conn, words))
+            rows, older, scanned = _hits(conn, req, tail.INDEX, in_index, session)
+            if not scanned:  # a scan of the messages saw the backlog already
+                new, new_older, _ = _hits(conn, req, tail.BACKLOG, in_backlog, session)
+                # ranked windows merged by score, then recency; older matches newest first
+                rows = sorted([*rows, *new], key=lambda r: (float(r[9]), -int(r[0])))
+                older = new_older + older
+            rows = (rows + older)[: req.need]
     # bm25 is lower-is-better and 0.0 for unranked plans: negate, and never hand out -0.0.
     return [(_message(row), 0.0 - float(row[9])) for row in rows]
 

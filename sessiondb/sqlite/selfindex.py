@@ -91,41 +91,61 @@ def upgrade(conn: apsw.Connection) -> None:
 _INDEXED_M = fts.INDEXED.format(row="m")
 
 
-def _statements(where: str) -> tuple[str, str, str]:
-    """The word, trigram-row and trigram inserts for the messages ``m`` matching ``where``."""
+def statements(
+    where: str,
+    word: str = fts.WORD_TABLE,
+    trigram: str = fts.TRIGRAM_TABLE,
+    trigram_rows: str = fts.TRIGRAM_ROWS,
+) -> tuple[str, str, str]:
+    """The word, trigram-row and trigram inserts for the messages ``m`` matching ``where``:
+    the one rule of what a message puts in the index, also used by the deferred index's
+    catch-up (deferred.py) and by the search's in-memory index of its tail (tail.py), which
+    name their own tables."""
     words = (
-        f"INSERT INTO {fts.WORD_TABLE}(rowid, content)"
+        f"INSERT INTO {word}(rowid, content)"
         f" SELECT m.id, m.content FROM messages m WHERE {where} AND {_INDEXED_M} ORDER BY m.id"
     )
     tri_rows = (
-        f"INSERT INTO {fts.TRIGRAM_ROWS}(id) SELECT m.id FROM messages m"
+        f"INSERT INTO {trigram_rows}(id) SELECT m.id FROM messages m"
         f" WHERE {where} AND {fts.trigram_condition('m.content')} AND {_INDEXED_M}"
     )
     tri = (
-        f"INSERT INTO {fts.TRIGRAM_TABLE}(rowid, content)"
+        f"INSERT INTO {trigram}(rowid, content)"
         f" SELECT m.id, m.content || {fts_v3.SENTINEL} FROM messages m"
-        f" WHERE {where} AND EXISTS (SELECT 1 FROM {fts.TRIGRAM_ROWS} r WHERE r.id = m.id)"
+        f" WHERE {where} AND EXISTS (SELECT 1 FROM {trigram_rows} r WHERE r.id = m.id)"
         " ORDER BY m.id"
     )
     return words, tri_rows, tri
 
 
-_BY_BATCH = _statements(_BATCH)
-_BY_RANGE = _statements(_RANGE)
+_BY_BATCH = statements(_BATCH)
+_BY_RANGE = statements(_RANGE)
 
 
 def _index(
     conn: apsw.Connection,
     where: str,
-    statements: tuple[str, str, str],
+    stmts: tuple[str, str, str],
     args: tuple[int, ...],
     rows: int,
     ascii_only: bool,
 ) -> int:
-    words, tri_rows, tri = statements
     # The usage rollup first, through its views (one rule: rollup.py), in id order as its
     # trigger would see the rows; then the index.
     rollup.add_batch(conn, where, args)
+    return index_only(conn, stmts, args, rows, ascii_only)
+
+
+def index_only(
+    conn: apsw.Connection,
+    stmts: tuple[str, str, str],
+    args: tuple[int, ...],
+    rows: int,
+    ascii_only: bool,
+) -> int:
+    """Run ``statements`` (:func:`statements`) with ``args``, and merge steps for ``rows``
+    rows; no rollup feed. Returns the rows put in the word index."""
+    words, tri_rows, tri = stmts
     conn.execute(words, args)
     indexed = conn.changes()
     # The trigram side holds only messages with CJK-like text (fts.py): most batches have none,
@@ -190,10 +210,12 @@ __all__ = [
     "MERGE_ROWS",
     "MIN_ROWS",
     "index_batch",
+    "index_only",
     "index_rows",
     "install_triggers",
     "merge_step",
     "release",
     "release_all",
+    "statements",
     "upgrade",
 ]

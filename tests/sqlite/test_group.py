@@ -423,24 +423,27 @@ def test_no_thread_starves(db_path: Path) -> None:
         assert min(done) >= max(done) / 4, done
 
 
-# The group's rows are indexed together (sqlite/insert.py, docs/adr/0010 "Groups"): one
-# INSERT … SELECT per index table over the rowid range of every session's rows, each claimed.
+# The group's rows go in together (sqlite/insert.py, docs/adr/0010 "Groups"): one statement,
+# every session claimed, and their rowid range handed to the deferred index (deferred.py,
+# docs/adr/0016), which leaves it to the backlog or indexes the backlog with one INSERT …
+# SELECT per index table.
 
 
 @pytest.fixture
 def ranges(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
-    """Every ``(first id, last id, rows indexed)`` of ``selfindex.index_rows`` in the test."""
-    from sessiondb.sqlite import selfindex
+    """Every ``(first id, last id, rows)`` of two rows or more handed to ``deferred.settle``
+    in the test (the leader's single row is a range of its own)."""
+    from sessiondb.sqlite import deferred
 
     seen: list[tuple[int, int, int]] = []
-    real = selfindex.index_rows
+    real = deferred.settle
 
-    def spy(conn: apsw.Connection, first: int, last: int, *rest: Any) -> int:
-        indexed = real(conn, first, last, *rest)
-        seen.append((first, last, indexed))
-        return indexed
+    def spy(conn: apsw.Connection, first: int, last: int, *rest: Any) -> None:
+        real(conn, first, last, *rest)
+        if last > first:
+            seen.append((first, last, last - first + 1))
 
-    monkeypatch.setattr(selfindex, "index_rows", spy)
+    monkeypatch.setattr(deferred, "settle", spy)
     return seen
 
 
@@ -459,9 +462,9 @@ def test_a_group_of_single_rows_is_indexed_in_one_statement(
         ranges.clear()
         out = _queue_group(store, calls)
         assert groups == [1, n]
-        # The claim was used: the group's rows were indexed by one range, every one of them
-        # once (had a trigger indexed them too, the integrity-check below would fail; had the
-        # group fallen back to the triggers, index_rows would not have run).
+        # The claim was used: the group's rows were handled by one range, every one of them
+        # indexed once (had a trigger indexed them too, the integrity-check below would fail;
+        # had the group fallen back to the triggers, settle would not have run).
         with engine_of(store).read() as conn:
             first, last = conn.execute(
                 "SELECT min(m.id), max(m.id) FROM messages m JOIN sessions s ON s.id = m.sid"
@@ -501,26 +504,29 @@ def test_cjk_in_a_group(
 def test_a_failed_group_leaves_no_claim_and_no_index_rows(
     db_path: Path, groups: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sessiondb.sqlite import selfindex
+    from sessiondb.sqlite import deferred
     from tests.sqlite.test_selfindex import check_index, found, message_rows, word_rows
 
-    real = selfindex.index_rows
+    real = deferred.settle
     failed: list[int] = []
 
-    def index_then_fail(conn: apsw.Connection, first: int, last: int, *rest: Any) -> int:
-        real(conn, first, last, *rest)  # the rows indexed, every session still claimed
+    def index_then_fail(conn: apsw.Connection, first: int, last: int, *rest: Any) -> None:
+        real(conn, first, last, *rest)
+        if first == last:
+            return  # the leader's own append
+        deferred.catch_up(conn, rest[0])  # the backlog indexed, every session still claimed
         failed.append(last - first + 1)
         raise apsw.FullError("database or disk is full")
 
     with _store(db_path) as store:
-        monkeypatch.setattr(selfindex, "index_rows", index_then_fail)
+        monkeypatch.setattr(deferred, "settle", index_then_fail)
         calls: list[Callable[[], Any]] = [lambda: store.append("x", "user", "leader")]
         calls += [(lambda i=i: store.append(f"s{i}", "user", f"doomed {i} 京都")) for i in range(6)]
         groups.clear()
         out = _queue_group(store, calls)
         assert groups == [1, 6] and failed == [6]
         assert all(isinstance(out[i], sessiondb.Error) for i in range(1, 7)), out
-        monkeypatch.setattr(selfindex, "index_rows", real)
+        monkeypatch.setattr(deferred, "settle", real)
         check_index(store)  # no claim committed, both indexes equal to their content
         assert word_rows(store) == message_rows(store) == 1
         assert found(store, "doomed") == [] and found(store, "京都") == []

@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 import sessiondb
 from sessiondb.sqlite import rollup, schema
 from tests.contract.test_stats import brute_force, from_stats
-from tests.helpers import engine_of
+from tests.helpers import engine_of, legacy_appends
 
 
 def _fill_v4(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:4])
     monkeypatch.setattr(schema, "LATEST", 4)
+    legacy_appends(monkeypatch)  # a schema older than the deferred index
     with sessiondb.open(path) as st:
         for i in range(500):
             meta: dict[str, Any] = {"model": f"m{i % 3}", "response_id": f"r{i // 4}"}

@@ -14,8 +14,8 @@ from hypothesis import strategies as hs
 
 import sessiondb
 from sessiondb.core.query import split_words
-from sessiondb.sqlite import fts, fts_v3, schema, selfindex
-from tests.helpers import engine_of
+from sessiondb.sqlite import deferred, fts, fts_v3, schema, selfindex
+from tests.helpers import engine_of, legacy_appends
 
 VOCAB = ["alpha", "beta", "gamma", "delta"]
 
@@ -53,6 +53,7 @@ def test_migration_backfills_existing_messages_in_batches(
     path = tmp_path / "old.db"
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
     monkeypatch.setattr(schema, "LATEST", 1)
+    legacy_appends(monkeypatch)  # a schema older than the deferred index
     with sessiondb.open(path) as st:
         for i in range(1200):
             st.append(f"s{i % 7}", "user", f"legacy message {i} token{i}")
@@ -94,6 +95,7 @@ def test_rows_deleted_or_reinserted_during_backfill_keep_the_index_sound(tmp_pat
             fts.create(conn)
             fts_v3.upgrade(conn)
             selfindex.install_triggers(conn)
+            deferred.install(conn)
             assert fts.backfill_pending(conn)
             assert fts.backfill_batch(conn, 10) is False  # rows 1..10 indexed
         st.delete_session("b")  # rows 21..30 never indexed: delete must skip them
@@ -109,13 +111,17 @@ def test_rows_deleted_or_reinserted_during_backfill_keep_the_index_sound(tmp_pat
 
 
 def _trigram_rows(st: sessiondb.Store) -> set[int]:
-    with engine_of(st).read() as conn:
+    """The trigram index's rows once the deferred backlog is indexed (deferred.py)."""
+    with engine_of(st).write() as conn:
+        deferred.finish(conn)
         return {r[0] for r in conn.execute(f"SELECT id FROM {fts.TRIGRAM_ROWS}")}
 
 
 def _check_index(st: sessiondb.Store) -> None:
-    # rank=1 compares each index with its content (the trigram one: with the view's subset).
+    # rank=1 compares each index with its content (the trigram one: with the view's subset),
+    # once the deferred backlog is indexed (deferred.py).
     with engine_of(st).write() as conn:
+        deferred.finish(conn)
         for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
             conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
 
@@ -146,14 +152,16 @@ def test_trigram_condition_covers_every_no_space_character(tmp_path: Path) -> No
         assert chosen == []
 
 
+@pytest.mark.parametrize("indexed", [True, False])  # edits of indexed rows, of backlog rows
 def test_only_cjk_messages_enter_the_trigram_index_and_edits_keep_it_exact(
-    tmp_path: Path,
+    tmp_path: Path, indexed: bool
 ) -> None:
     with sessiondb.open(tmp_path / "t.db") as st:
         st.append("s", "user", "plain english text")  # id 1
         st.append("s", "user", "日本語のテキスト")  # id 2
         st.append("s", "user", "한국어 and 東京 mixed")  # id 3
-        assert _trigram_rows(st) == {2, 3}
+        if indexed:
+            assert _trigram_rows(st) == {2, 3}
         with engine_of(st).write() as conn:  # content edits: CJK removed from 2, added to 1
             conn.execute("UPDATE messages SET content = 'now english' WHERE id = 2")
             conn.execute("UPDATE messages SET content = '今は日本語だ' WHERE id = 1")
@@ -189,6 +197,7 @@ def test_backfill_builds_the_cjk_only_trigram_index(tmp_path: Path) -> None:
             fts.create(conn)
             fts_v3.upgrade(conn)
             selfindex.install_triggers(conn)
+            deferred.install(conn)
         fts.backfill(engine_of(st), batch=7)
         assert _trigram_rows(st) == {1, 11, 21, 31}
         _check_index(st)
@@ -208,10 +217,21 @@ def test_rank_equals_fts5_bm25_when_frequencies_are_exact(tmp_path: Path) -> Non
         "unrelated text",
     ]
     with sessiondb.open(tmp_path / "r.db") as st:
-        for text in texts:
+        for text in texts[:3]:
             st.append("s", "user", text)
-        for query in ("retry", "retry policy", "policy"):
+        with engine_of(st).write() as conn:
+            deferred.finish(conn)
+        for text in texts[3:]:  # left to the deferred backlog: searched through tail.py
+            st.append("s", "user", text)
+        queries = ("retry", "retry policy", "policy")
+        split = {query: {h.message.seq: h.score for h in st.search(query)} for query in queries}
+        with engine_of(st).write() as conn:
+            deferred.finish(conn)
+        for query in queries:
             ours = {h.message.seq: h.score for h in st.search(query)}
+            assert split[query].keys() == ours.keys()
+            for seq, score in split[query].items():  # index + backlog rank as one index
+                assert score == pytest.approx(ours[seq], rel=1e-9), (query, seq)
             match = " ".join(f'"{w}"' for w in query.split())
             with engine_of(st).read() as conn:
                 theirs = dict(
@@ -231,7 +251,8 @@ def test_frequency_estimate_beyond_the_exact_count(tmp_path: Path) -> None:
 
     with sessiondb.open(tmp_path / "f.db") as st:
         st.append_many("s", [{"role": "user", "content": f"word{i % 2} x"} for i in range(40)])
-        with engine_of(st).read() as conn:
+        with engine_of(st).write() as conn:
+            deferred.finish(conn)
             assert rank.doc_freq(conn, fts.WORD_TABLE, '"word0"', 40) == (20.0, True, None, None)
             old = rank.DF_SAMPLE
             rank.DF_SAMPLE = 5
@@ -359,8 +380,9 @@ def test_two_character_cjk_words_are_found_through_the_index(tmp_path: Path) -> 
         st.append("s", "user", "行き先は東京")  # seq 2: at the very end of the text
         st.append("s", "user", "東京")  # seq 3: the whole text
         st.append("s", "user", "京都")  # seq 4
-        with engine_of(st).read() as conn:
-            terms = search_module._trigrams_starting(conn, "東京")
+        with engine_of(st).write() as conn:
+            deferred.finish(conn)
+            terms = search_module._trigrams_starting(conn, "東京", fts_v3.VOCAB)
         assert terms is not None and sorted(terms) == ["東京\x1f", "東京で"]
         assert sorted(where(st.search("東京"))) == [("s", 1), ("s", 2), ("s", 3)]
         assert where(st.search("京都")) == [("s", 4)]
@@ -382,6 +404,7 @@ def test_migration_3_reindexes_the_cjk_messages(
     path = tmp_path / "old.db"
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:start])
     monkeypatch.setattr(schema, "LATEST", start)
+    legacy_appends(monkeypatch)  # a schema older than the deferred index
     with sessiondb.open(path) as st:
         for i in range(250):
             st.append(f"s{i % 3}", "user", f"{i} 行き先は東京" if i % 5 == 0 else f"row {i}")

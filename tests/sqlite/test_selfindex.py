@@ -18,7 +18,7 @@ import apsw
 import pytest
 
 import sessiondb
-from sessiondb.sqlite import fts, schema, selfindex
+from sessiondb.sqlite import deferred, fts, schema, selfindex
 from tests import _workers_crash as w
 from tests.helpers import downgrade_to_v6, engine_of
 
@@ -26,8 +26,10 @@ SPAWN = mp.get_context("spawn")
 
 
 def check_index(store: sessiondb.Store) -> None:
-    """Both indexes equal to their content (FTS5 integrity-check with rank=1), no claim left."""
+    """Both indexes equal to their content (FTS5 integrity-check with rank=1) once the
+    deferred backlog is indexed (deferred.py), no claim left."""
     with engine_of(store).write() as conn:
+        deferred.finish(conn)
         for table in (fts.WORD_TABLE, fts.TRIGRAM_TABLE):
             conn.execute(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
         claimed = conn.execute(f"SELECT count(*) FROM sessions WHERE {selfindex.CLAIM}").get
@@ -147,7 +149,7 @@ def test_a_schema_6_file_migrates_and_keeps_its_index(tmp_path: Path) -> None:
     conn.close()
     _raw_insert(path, "s", [f"written by schema 6 {i}" for i in range(10)])  # its triggers
     with sessiondb.open(path) as store:
-        assert store.info()["schema_version"] == schema.LATEST == 7
+        assert store.info()["schema_version"] == schema.LATEST == 8
         check_index(store)
         store.append_many("s", [{"role": "user", "content": f"after {i} 東京"} for i in range(30)])
         check_index(store)
@@ -156,7 +158,12 @@ def test_a_schema_6_file_migrates_and_keeps_its_index(tmp_path: Path) -> None:
         assert word_rows(store) == message_rows(store) == 70
 
 
-def test_only_large_batches_do_merge_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_the_writer_that_indexes_the_backlog_does_merge_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the deferred index (deferred.py) the rows indexed together are the backlog's: the
+    # writer whose rows take it to its bound indexes it and does the merge steps for it;
+    # appends that leave their rows to the backlog do none.
     calls: list[int] = []
     real = selfindex.merge_step
 
@@ -165,13 +172,16 @@ def test_only_large_batches_do_merge_steps(tmp_path: Path, monkeypatch: pytest.M
         real(conn, rows)
 
     monkeypatch.setattr(selfindex, "merge_step", spy)
+    assert deferred.ROWS_BOUND >= selfindex.MERGE_ROWS
     with sessiondb.open(tmp_path / "s.db") as store:
-        rows = selfindex.MERGE_ROWS
+        rows = deferred.ROWS_BOUND
         store.append_many("s", [{"role": "user", "content": f"row {i}"} for i in range(rows)])
         assert calls == [rows]
-        store.append_many("s", [{"role": "user", "content": "small"}] * (rows - 1))
+        store.append_many("s", [{"role": "user", "content": "small"}] * (rows - 2))
         store.append("s", "user", "one")
-        assert calls == [rows], "a small batch or an append paid for merge work"
+        assert calls == [rows], "an append that left its row to the backlog merged"
+        store.append("s", "user", "two")  # the backlog reaches its bound: indexed here
+        assert calls == [rows, rows]
         check_index(store)
 
 
@@ -325,17 +335,23 @@ def test_batches_feed_the_usage_rollup_as_single_appends_do(tmp_path: Path) -> N
 def test_batches_after_the_largest_rowid_are_indexed_by_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Batches are indexed by the rowid range their statement filled (sqlite/insert.py): rowids
-    # are max(rowid) + 1 — except once the table has held the largest rowid, when SQLite picks
-    # random free ones; then each batch is indexed by its session and seqs instead.
+    # Batches go to the backlog by the rowid range their statement filled (sqlite/insert.py):
+    # rowids are max(rowid) + 1 — except once the table has held the largest rowid, when
+    # SQLite picks random free ones; then each batch is handled by its session and seqs.
     ranged: list[int] = []
-    real = selfindex.index_rows
+    scattered: list[int] = []
+    real, real_scattered = deferred.settle, deferred.settle_scattered
 
-    def spy(conn: apsw.Connection, first: int, last: int, *rest: Any) -> int:
+    def spy(conn: apsw.Connection, first: int, last: int, *rest: Any) -> None:
         ranged.append(last - first + 1)
-        return real(conn, first, last, *rest)
+        real(conn, first, last, *rest)
 
-    monkeypatch.setattr(selfindex, "index_rows", spy)
+    def spy_scattered(conn: apsw.Connection, spans: Any, *rest: Any) -> None:
+        scattered.append(len(spans))
+        real_scattered(conn, spans, *rest)
+
+    monkeypatch.setattr(deferred, "settle", spy)
+    monkeypatch.setattr(deferred, "settle_scattered", spy_scattered)
     path = tmp_path / "s.db"
     with sessiondb.open(path) as store:
         store.append_many("s", [{"role": "user", "content": f"low {i}"} for i in range(3)])
@@ -348,7 +364,7 @@ def test_batches_after_the_largest_rowid_are_indexed_by_session(
         conn.execute("UPDATE sessions SET message_count = 4")
         conn.close()
         store.append_many("s", [{"role": "user", "content": f"high {i} 東京"} for i in range(5)])
-        assert ranged == [3], "random rowids indexed as a range"
+        assert ranged == [3] and scattered == [1], "random rowids indexed as a range"
         check_index(store)
         assert found(store, "high") == [("s", s) for s in range(5, 10)]
         assert found(store, "東京") == [("s", s) for s in range(5, 10)]

@@ -47,7 +47,7 @@ from ...errors import CorruptDatabase, Error, InvalidInput, StoreBusy, Unsupport
 from ...host.checks import describe_process, other_processes
 from ...host.paths import open_private
 from ...models import RepairResult
-from .. import fsdetect, fts, fts_v3, locks, schema
+from .. import deferred, fsdetect, fts, fts_v3, locks, schema, selfindex
 from ..admission import lock_path_for
 from ..bootcheck import MAGIC, boot_check
 from ..errors import translate
@@ -217,6 +217,7 @@ def _maintain(db: Path, mountinfo: str | None) -> RepairResult:
     try:
         conn.set_busy_timeout(10_000)
         actions += _finish_backfills(conn)
+        actions += _finish_deferred(conn)
         for t in fts_tables(conn):
             if t == fts.TRIGRAM_TABLE and not own_view:
                 actions.append(
@@ -282,6 +283,29 @@ def _finish_backfills(conn: apsw.Connection) -> list[str]:
             batches += 1
         actions.append(f"finished the pending CJK index backfill ({batches} batch(es))")
     return actions
+
+
+def _finish_deferred(conn: apsw.Connection) -> list[str]:
+    """Index the deferred index's backlog (sqlite/deferred.py) before the rebuilds: a rebuild
+    reads every message, and a backlog left above the cursor would be indexed again by the
+    next writer. A damaged index may refuse the catch-up; then the cursor is moved to the top
+    and the CJK rows of the backlog are given their trigram membership, which is what the
+    rebuilds that follow read."""
+    try:
+        with conn:
+            rows = deferred.finish(conn)
+    except apsw.Error:
+        with conn:
+            done = deferred.backlog(conn)
+            if done is None:
+                return []
+            conn.execute(selfindex.statements("m.id > ?")[1], (done,))
+            conn.execute(
+                f"UPDATE {deferred.CURSOR} SET done_id ="
+                " max(done_id, coalesce((SELECT max(id) FROM messages), 0)), bytes = 0"
+            )
+        return ["moved the deferred index's cursor to the top for the rebuild"]
+    return [f"indexed the deferred index's backlog ({rows} message(s))"] if rows else []
 
 
 # -- rebuild of a damaged store -----------------------------------------------------------------
