@@ -84,10 +84,9 @@ def legacy_appends(monkeypatch: Any) -> None:
         rows: list[Any] = []
         out = []
         for ref, sid, items in batches:
-            made, _ = insert._allocate(conn, ref, sid, items, now, rows)
-            out.append(made)
+            last = insert._allocate(conn, ref, items, now, False)  # no claim
+            out.append(insert._rows(sid, ref, items, last, now, rows))
         conn.executemany(insert._INSERT_MESSAGE, rows)
         return out
 
-    monkeypatch.setattr(insert, "_CLAIM_SEQS", insert._ALLOCATE_SEQS)
     monkeypatch.setattr(insert, "insert_batches", insert_batches)
