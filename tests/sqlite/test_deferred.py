@@ -228,7 +228,7 @@ def test_kill_9_during_catch_up_never_loses_or_doubles_an_index_row(tmp_path: Pa
         acked = [int(x) for x in _log(logs[i]) if x != "c"]
         p = SPAWN.Process(
             target=wd.slow_catch_up_appender,
-            args=(str(path), i, str(logs[i]), (acked[-1] + 1) if acked else 0, 0.05),
+            args=(str(path), i, str(logs[i]), (acked[-1] + 1) if acked else 0, 0.2),
         )
         p.start()
         return p
@@ -236,7 +236,8 @@ def test_kill_9_during_catch_up_never_loses_or_doubles_an_index_row(tmp_path: Pa
     procs = [start(i) for i in range(writers)]
     kills = in_catch_up = 0
     end = time.monotonic() + float(os.environ.get("SESSIONDB_CRASH_SECONDS", "12"))
-    while time.monotonic() < end:
+    # Past the time box, go on (up to 60 s more) until 3 kills have hit a catch-up.
+    while time.monotonic() < end or (in_catch_up < 3 and time.monotonic() < end + 60):
         victim = rng.randrange(writers)
         # Kill a writer that is appending (a spawned one takes a while to start): once it has
         # logged more since its start, at a random moment.
