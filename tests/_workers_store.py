@@ -67,6 +67,19 @@ def hold_sessiondb_write(path: str, ready: object) -> None:
         time.sleep(600)
 
 
+def _fork_a_child_that_appends(store: sessiondb.Store) -> int:
+    """Fork; the child appends one message to session "child" and exits 0 (1 if it failed).
+    Returns the child's pid (in the parent)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            store.append("child", "user", "written by the forked child")
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return pid
+
+
 def fork_while_a_thread_is_inside(path: str, journal_mode: str, kind: str) -> int:
     """Fork while another thread is inside a write (or read) transaction of the same store;
     the child appends. Returns the child's exit status: 0 when its append was stored."""
@@ -89,13 +102,7 @@ def fork_while_a_thread_is_inside(path: str, journal_mode: str, kind: str) -> in
     t.start()
     inside.wait(30)
     threading.Timer(0.3, go.set).start()  # the transaction ends while fork() waits for it
-    pid = os.fork()
-    if pid == 0:
-        try:
-            store.append("child", "user", "written by the forked child")
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
+    pid = _fork_a_child_that_appends(store)
     t.join(30)
     _, status = os.waitpid(pid, 0)
     store.close()
@@ -139,13 +146,7 @@ def fork_during_a_checkpoint(path: str) -> tuple[bool, int]:
     store.append("parent", "user", "before the fork")
     engine_of(store)._checkpoint_soon()
     inside.wait(30)
-    pid = os.fork()
-    if pid == 0:
-        try:
-            store.append("child", "user", "written by the forked child")
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
+    pid = _fork_a_child_that_appends(store)
     ended = done.is_set()
     _, status = os.waitpid(pid, 0)
     store.close()
