@@ -6,7 +6,7 @@ result. Reads of long sessions go page by page, each page its own short read (do
 rule 6): nothing holds a snapshot across the caller's code.
 
 Why this module is long: it is the public API's one implementation — 39 methods, each a
-few lines that delegate to the modules named above (writes, state, transcripts, prune, stats,
+few lines that delegate to other modules of this package (writes, state, prune, stats,
 wait); splitting the class would spread one interface over several files without moving any
 logic out of it.
 """
