@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from collections.abc import Callable
 from typing import Any
 
 import sessiondb
 from sessiondb.core.append import items_of
 from sessiondb.errors import KeyConflict
+
+#: A wait's timeout in these tests: a wake-up must come long before it.
+LONG = 120.0
 
 
 class _Announcing:
@@ -91,3 +96,37 @@ def writer_without_notify(location: str, session_id: str, content: str) -> None:
 
     notify.queue = lambda *args: None
     writer(location, session_id, content)
+
+
+def waited_until_woken(
+    location: str,
+    session_id: str | None,
+    write: Callable[[str, str, str], None] = writer,
+    write_location: str | None = None,
+    recheck: float | None = None,
+    listen_url: str | None = None,
+) -> float:
+    """A spawned :func:`listener` waits on ``location`` after one message; once it is asleep a
+    spawned ``write`` appends a second to session "s" (through ``write_location``, default the
+    same). Checks the wait returned True with both messages seen; returns the seconds it
+    waited."""
+    with sessiondb.open(location) as s:
+        s.append("s", "user", "one")
+    ctx = multiprocessing.get_context("spawn")
+    asleep, results = ctx.Event(), ctx.Queue()
+    args = (location, session_id, 1, LONG, asleep, results, recheck, listen_url)
+    waiting = ctx.Process(target=listener, args=args)
+    waiting.start()
+    try:
+        assert asleep.wait(60), "the listener never went to sleep"
+        other = ctx.Process(target=write, args=(write_location or location, "s", "two"))
+        other.start()
+        other.join(60)
+        assert other.exitcode == 0
+        got, waited, seen = results.get(timeout=LONG + 30)
+    finally:
+        waiting.join(30)
+        if waiting.is_alive():
+            waiting.kill()
+    assert (got, seen) == (True, 2)
+    return float(waited)

@@ -4,7 +4,6 @@ API; a waiting process is woken by another process's append (docs/adr/0017-wait-
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from pathlib import Path
 
@@ -12,12 +11,11 @@ import pytest
 
 import sessiondb
 from sessiondb import InvalidInput
-from tests._workers_wait import listener, writer
+from tests._workers_wait import LONG, waited_until_woken
 from tests.conftest import new_location
 
 #: A listener's timeout in the multi-process tests: far above any wake-up on a loaded machine,
 #: so a True returned in under half of it was a wake-up, not the end of the wait.
-LONG = 120.0
 
 
 def test_false_when_the_timeout_passes_with_nothing_new(store: sessiondb.Store) -> None:
@@ -58,23 +56,5 @@ def test_arguments_are_checked(store: sessiondb.Store) -> None:
 def test_a_waiting_process_is_woken_by_another_process_append(
     backend: str, tmp_path: Path, session_id: str | None
 ) -> None:
-    location = new_location(backend, tmp_path)
-    with sessiondb.open(location) as s:
-        s.append("s", "user", "one")
-    ctx = multiprocessing.get_context("spawn")
-    asleep, results = ctx.Event(), ctx.Queue()
-    waiting = ctx.Process(target=listener, args=(location, session_id, 1, LONG, asleep, results))
-    waiting.start()
-    try:
-        assert asleep.wait(60), "the listener never went to sleep"
-        other = ctx.Process(target=writer, args=(location, "s", "two"))
-        other.start()
-        other.join(60)
-        assert other.exitcode == 0
-        got, waited, seen = results.get(timeout=LONG + 30)
-    finally:
-        waiting.join(30)
-        if waiting.is_alive():
-            waiting.kill()
-    assert (got, seen) == (True, 2)
+    waited = waited_until_woken(new_location(backend, tmp_path), session_id)
     assert waited < LONG / 2  # woken by the append, not by its timeout

@@ -15,9 +15,13 @@ import pytest
 import sessiondb
 from sessiondb.postgres import notify
 from tests import pg
-from tests._workers_wait import failed_writes_then_one, listener, writer, writer_without_notify
-
-LONG = 120.0
+from tests._workers_wait import (
+    LONG,
+    failed_writes_then_one,
+    waited_until_woken,
+    writer,
+    writer_without_notify,
+)
 
 
 def _urls(via: str) -> tuple[str, str]:
@@ -27,43 +31,20 @@ def _urls(via: str) -> tuple[str, str]:
     return direct, pg.url_for(schema, pg.pgbouncer()) if via == "pgbouncer" else direct
 
 
-def _wait_woken(
-    url: str, write: Any, write_url: str, recheck: float | None, listen_url: str | None = None
-) -> float:
-    with sessiondb.open(url) as s:
-        s.append("s", "user", "one")
-    ctx = multiprocessing.get_context("spawn")
-    asleep, results = ctx.Event(), ctx.Queue()
-    args = (url, "s", 1, LONG, asleep, results, recheck, listen_url)
-    waiting = ctx.Process(target=listener, args=args)
-    waiting.start()
-    try:
-        assert asleep.wait(60), "the listener never went to sleep"
-        other = ctx.Process(target=write, args=(write_url, "s", "two"))
-        other.start()
-        other.join(60)
-        assert other.exitcode == 0
-        got, waited, seen = results.get(timeout=LONG + 30)
-    finally:
-        waiting.join(30)
-        if waiting.is_alive():
-            waiting.kill()
-    assert (got, seen) == (True, 2)
-    return float(waited)
-
-
 @pytest.mark.parametrize("via", ["postgresql", "pgbouncer"])
 def test_a_listener_is_woken_by_the_notify_of_another_process_append(via: str) -> None:
     """The listener's re-check is set far beyond its timeout: only the NOTIFY wakes it."""
     direct, write_url = _urls(via)
-    assert _wait_woken(direct, writer, write_url, recheck=10 * LONG) < LONG / 2
+    assert waited_until_woken(direct, "s", writer, write_url, recheck=10 * LONG) < LONG / 2
 
 
 def test_a_store_through_pgbouncer_listens_on_its_listen_url() -> None:
     """LISTEN cannot go through pgbouncer in transaction mode: ``listen_url`` sends it straight
     to the server, and the NOTIFY (re-check set beyond the timeout) wakes the waiter."""
     direct, bounced = _urls("pgbouncer")
-    assert _wait_woken(bounced, writer, bounced, 10 * LONG, listen_url=direct) < LONG / 2
+    assert (
+        waited_until_woken(bounced, "s", writer, bounced, 10 * LONG, listen_url=direct) < LONG / 2
+    )
 
 
 def test_listen_url_must_be_a_postgresql_url() -> None:
@@ -89,7 +70,7 @@ def test_a_notify_refused_after_the_commit_fails_nothing_and_is_not_sent_again(
 
 def test_a_listener_whose_notification_is_lost_is_woken_by_its_recheck() -> None:
     direct, _ = _urls("postgresql")
-    assert _wait_woken(direct, writer_without_notify, direct, recheck=None) < LONG / 2
+    assert waited_until_woken(direct, "s", writer_without_notify, direct, recheck=None) < LONG / 2
 
 
 @pytest.mark.parametrize("via", ["postgresql", "pgbouncer"])
