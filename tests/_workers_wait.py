@@ -94,7 +94,7 @@ def writer_without_notify(location: str, session_id: str, content: str) -> None:
     behind the commit."""
     from sessiondb.postgres import notify
 
-    notify.queue = lambda *args: None
+    notify.queue = lambda *args, **kwargs: None
     writer(location, session_id, content)
 
 

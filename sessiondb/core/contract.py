@@ -217,6 +217,17 @@ class Backend(Protocol):
     def write(self) -> AbstractContextManager[WriteTx]:
         """Raises ``ReadOnlyStore`` on a store opened read-only."""
 
+    def append_plain(
+        self, session_id: str, items: Sequence[Item], now: float
+    ) -> list[Message] | None:
+        """``items`` (no keys) stored at the end of session ``session_id`` — made when missing,
+        as the general path makes it (source "unknown", starting when its first message does) —
+        in one write transaction of its own that looks nothing up first, when the backend has
+        such a step: one round trip on PostgreSQL instead of two (docs/adr/0013, amendment 3).
+        Seqs, rollup and notification exactly as ``insert_messages``. None, having stored
+        nothing: the backend has no such step for these items; core/writes.py then takes the
+        general path."""
+
     def purge(self) -> None:
         """Finish removing detached messages (deleted or cleared sessions), in short batches."""
 

@@ -37,6 +37,13 @@ def append(
     """Store ``items`` (validated; at least one unless ``replace``) in session ``sid`` in one
     write transaction, with ``patch`` of its meta and ``others``' patches of other sessions'
     (core/state.py); ``replace``: after clearing the session, in the same transaction."""
+    # Nothing to read first (no keys, no expected seq, no patch): the backend's own one-step
+    # append, when it has one (ADR 0013, amendment 3); None: it has none, nothing was stored.
+    plain = expect_last is None and not patch and not others and not replace
+    if plain and items and all(i.key is None for i in items):
+        done = backend.append_plain(sid, items, time.time())
+        if done is not None:
+            return done
     for attempt in CREATION_RACE:
         try:
             with backend.write() as tx:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import ConnectionLost, Error, InvalidInput, ReadOnlyStore, StoreBusy
@@ -191,7 +192,9 @@ class Connections:
     def _direct(self) -> psycopg.Connection[Any]:
         local = self._local
         conn = getattr(local, "conn", None)
-        if conn is not None and (local.pid != os.getpid() or conn.closed or conn.broken):
+        if conn is not None and (
+            local.pid != os.getpid() or conn.closed or conn.broken or not _alive(conn)
+        ):
             if local.pid == os.getpid():
                 conn.close()
             conn = None  # a parent's connection is never used (nor closed) by a forked child
@@ -311,7 +314,9 @@ class Connections:
                     tx.commit()
                     return
                 except psycopg.Error as e:
-                    tx.recover(e, committing=True)
+                    # Sent with COMMIT, but refused before it (wire.py ``refused``): nothing
+                    # was committed, as when the connection breaks before COMMIT is sent.
+                    tx.recover(e, committing=not tx.wire.refused)
 
     def reconnect(self, conn: psycopg.Connection[Any]) -> psycopg.Connection[Any] | None:
         """A new direct connection in place of the broken ``conn``; None with a pool (the pool
@@ -346,6 +351,26 @@ class Connections:
 
 class Diverged(Exception):
     """A replayed call answered otherwise than the first time: no replay (tx.py)."""
+
+
+def _alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection still stands. A server that ends a connection
+    (``pg_terminate_backend``, ``idle_session_timeout``, a shutdown) sends its reason and closes
+    it, so the socket of an idle connection is readable only then (or for a notice): seen before
+    a transaction is sent, it is replaced with nothing sent. A plain append goes out with its
+    ``COMMIT`` in one send (backend.py ``append_plain``): found broken after that, its outcome
+    is unknown (``ConnectionLost``), so this check is what keeps an idle kill retryable.
+    tests/postgres/test_backend.py::test_a_terminated_idle_connection_is_replaced."""
+    pg = conn.pgconn
+    poller = select.poll()
+    poller.register(pg.socket, select.POLLIN)
+    if not poller.poll(0):
+        return True
+    try:
+        pg.consume_input()
+    except psycopg.OperationalError:
+        return False
+    return pg.status == pq.ConnStatus.OK
 
 
 def _lost(error: psycopg.Error, conn: psycopg.Connection[Any]) -> bool:

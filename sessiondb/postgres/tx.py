@@ -83,29 +83,70 @@ _SESSION_FIELDS: dict[str, str] = {
     "updated_at": "updated_at = %s",
 }
 
-# The append: one statement, one round trip (module docstring).
-_APPEND = (
-    "WITH u AS (UPDATE sessions SET message_count = message_count + %(n)s,"
-    " updated_at = greatest(updated_at, %(latest)s) WHERE id = %(ref)s"
-    " RETURNING message_count - %(n)s AS base),"
-    " ins AS (INSERT INTO messages (sid, seq, role, content, content_nul, key, meta,"
-    " created_at, tsv, nterms, cjk, rid)"
-    " SELECT %(ref)s, u.base + i.n, i.role, i.content,"
-    " CASE WHEN i.nul IS NULL THEN NULL ELSE string_to_array(i.nul, ',')::integer[] END,"
-    " i.key, i.meta, i.at, i.tsv::tsvector, i.nterms, i.cjk,"
-    " CASE WHEN i.usage THEN coalesce(i.rid, '#' || (u.base + i.n)) END"
-    " FROM u, unnest(%(role)s::text[], %(content)s::text[], %(nul)s::text[], %(key)s::text[],"
-    " %(meta)s::text[], %(at)s::float8[], %(tsv)s::text[], %(nterms)s::integer[],"
-    " %(cjk)s::boolean[], %(usage)s::boolean[], %(rid)s::text[])"
-    " WITH ORDINALITY AS i(role, content, nul, key, meta, at, tsv, nterms, cjk, usage, rid, n)"
-    " RETURNING seq),"
-    # The usage rollup's message counts ride along (rollup.py): no round trip of their own.
-    " a AS (INSERT INTO activity (sid, day, model, messages)"
-    " SELECT %(ref)s, d, m, c FROM unnest(%(a_day)s::integer[], %(a_model)s::text[],"
-    " %(a_count)s::bigint[]) AS a(d, m, c) ON CONFLICT (sid, day, model)"
-    " DO UPDATE SET messages = activity.messages + excluded.messages)"
-    " SELECT seq FROM ins ORDER BY seq"
-)
+
+def _append_sql(one: bool, by_session_id: bool) -> str:
+    """The append: one statement (module docstring). ``one``: a single message's values as
+    scalars — most appends are one message, and arrays cost the client their element-by-element
+    dumping and the server their parsing (one statement's server CPU 0.62-0.71x, the client's
+    0.57x: docs/postgres.md, "CPU per append"). ``by_session_id``: the plain append
+    (:meth:`PostgresTx.append_plain`), which has looked nothing up: the session row is found
+    by the session's id — or made, as the general path makes a session for its first message
+    (source "unknown", starting when that message does) — locked and raised in the statement,
+    which also answers the row's id."""
+    if by_session_id:
+        n, latest = ("1", "%(at)s") if one else ("%(n)s", "%(latest)s")
+        row = (
+            "INSERT INTO sessions (session_id, source, created_at, updated_at, message_count)"
+            f" VALUES (%(sid)s, 'unknown', %(born)s, {latest}, {n}) ON CONFLICT (session_id)"
+            f" DO UPDATE SET message_count = sessions.message_count + {n},"
+            f" updated_at = greatest(sessions.updated_at, {latest})"
+        )
+    else:
+        n, latest = ("1", "%(at)s") if one else ("%(n)s", "%(latest)s")
+        row = (
+            f"UPDATE sessions SET message_count = message_count + {n},"
+            f" updated_at = greatest(updated_at, {latest}) WHERE id = %(ref)s"
+        )
+    ref = "u.ref" if by_session_id else "%(ref)s"
+    if one:
+        seq = "u.base + 1"
+        values = (
+            " %(role)s, %(content)s, string_to_array(%(nul)s::text, ',')::integer[], %(key)s,"
+            " %(meta)s, %(at)s, %(tsv)s::tsvector, %(nterms)s, %(cjk)s,"
+            " CASE WHEN %(usage)s THEN coalesce(%(rid)s::text, '#' || (u.base + 1)) END FROM u"
+        )
+        counts = f"SELECT {ref}, %(a_day)s, %(a_model)s, 1 FROM u"
+    else:
+        seq = "u.base + i.n"
+        values = (
+            " i.role, i.content,"
+            " CASE WHEN i.nul IS NULL THEN NULL ELSE string_to_array(i.nul, ',')::integer[] END,"
+            " i.key, i.meta, i.at, i.tsv::tsvector, i.nterms, i.cjk,"
+            " CASE WHEN i.usage THEN coalesce(i.rid, '#' || (u.base + i.n)) END"
+            " FROM u, unnest(%(role)s::text[], %(content)s::text[], %(nul)s::text[],"
+            " %(key)s::text[], %(meta)s::text[], %(at)s::float8[], %(tsv)s::text[],"
+            " %(nterms)s::integer[], %(cjk)s::boolean[], %(usage)s::boolean[], %(rid)s::text[])"
+            " WITH ORDINALITY AS i(role, content, nul, key, meta, at, tsv, nterms, cjk, usage,"
+            " rid, n)"
+        )
+        counts = (
+            f"SELECT {ref}, d, m, c FROM u, unnest(%(a_day)s::integer[], %(a_model)s::text[],"
+            " %(a_count)s::bigint[]) AS a(d, m, c)"
+        )
+    return (
+        f"WITH u AS ({row} RETURNING id AS ref, message_count - {n} AS base),"
+        " ins AS (INSERT INTO messages (sid, seq, role, content, content_nul, key, meta,"
+        f" created_at, tsv, nterms, cjk, rid) SELECT {ref}, {seq},{values} RETURNING seq),"
+        # The usage rollup's message counts ride along (rollup.py): no round trip of their own.
+        f" a AS (INSERT INTO activity (sid, day, model, messages) {counts}"
+        " ON CONFLICT (sid, day, model) DO UPDATE SET messages = activity.messages"
+        " + excluded.messages)"
+        " SELECT seq FROM ins ORDER BY seq"
+    )
+
+
+#: The append statements by (one message, found by session id).
+_APPEND = {(one, by): _append_sql(one, by) for one in (False, True) for by in (False, True)}
 
 
 def tsvector_text(content: str) -> tuple[str, int]:
@@ -124,10 +165,21 @@ def _has_no_space(text: str) -> bool:
     return not text.isascii() and any(is_no_space_char(ch) for ch in text)
 
 
+def _messages(
+    session_id: str, items: Sequence[Item], times: Sequence[float], base: int
+) -> list[Message]:
+    """The stored messages, their seqs following ``base``."""
+    out = []
+    for i, (item, at) in enumerate(zip(items, times, strict=True)):
+        meta = None if item.meta is None else json.loads(item.meta)
+        out.append(Message(session_id, base + i + 1, item.role, item.content, item.key, meta, at))
+    return out
+
+
 class PostgresTx:
     """One transaction's view of the database (the contract's ``ReadTx`` / ``WriteTx``)."""
 
-    __slots__ = ("_changed", "_counts", "_lock", "_log", "_pending", "_tx")
+    __slots__ = ("_changed", "_counts", "_fast", "_lock", "_log", "_pending", "_tx")
 
     def __init__(self, tx: Pipelined) -> None:
         self._tx = tx
@@ -137,6 +189,8 @@ class PostgresTx:
         self._counts: dict[int, int] = {}
         #: Append statements sent without waiting: (cursor, first seq - 1, messages).
         self._pending: list[tuple[Rows, int, int]] = []
+        #: What append_plain sent: (cursor, session id, items, times), read after COMMIT.
+        self._fast: tuple[Rows, str, list[Item], list[float]] | None = None
         self._log: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]] = []
         tx.replay = self._replay
         #: Sessions whose messages this transaction changed ("": any), notified after the
@@ -157,6 +211,7 @@ class PostgresTx:
     def _replay(self) -> None:
         self._counts.clear()
         self._pending.clear()
+        self._fast = None
         self._changed.clear()
         for method, args, kwargs, out in self._log:
             if method(self, *args, **kwargs) != out:
@@ -370,38 +425,8 @@ class PostgresTx:
         self, ref: SessionRef, session_id: str, items: Sequence[Item], now: float
     ) -> list[Message]:
         times = [now if i.created_at is None else i.created_at for i in items]
-        cols: dict[str, list[Any]] = {
-            k: [] for k in ("role", "content", "nul", "key", "meta", "tsv", "nterms", "cjk")
-        }
-        for item in items:
-            stored, nul = encode(item.content)
-            tsv, n = tsvector_text(item.content)
-            cols["role"].append(item.role)
-            cols["content"].append(stored)
-            cols["nul"].append(None if nul is None else ",".join(map(str, nul)))
-            cols["key"].append(item.key)
-            cols["meta"].append(item.meta)
-            cols["tsv"].append(tsv)
-            cols["nterms"].append(n)
-            cols["cjk"].append(_has_no_space(item.content))
-        # A response named by no id is "#<seq>": the statement knows the seq (rollup.py).
         found = [rollup.facts(0, at, item.meta) for item, at in zip(items, times, strict=True)]
-        days, models, counts = rollup.counts(found)
-        cursor = self.conn.execute(
-            _APPEND,
-            {
-                **cols,
-                "a_day": days,
-                "a_model": models,
-                "a_count": counts,
-                "at": times,
-                "usage": [f.rid is not None for f in found],
-                "rid": [f.rid if f.shared else None for f in found],
-                "n": len(items),
-                "latest": max(times),
-                "ref": ref,
-            },
-        )
+        cursor = self._send_append(("ref", ref), items, times, found)
         self._changed.add(session_id)
         known = self._counts.get(ref)
         if known is None:  # a row not locked by this transaction: wait for the seqs
@@ -415,12 +440,91 @@ class PostgresTx:
             for i, f in enumerate(found)
         ]
         rollup.add_usage(self.conn, ref, found)
-        out = []
-        for i, (item, at) in enumerate(zip(items, times, strict=True)):
-            meta = None if item.meta is None else json.loads(item.meta)
-            seq = base + i + 1
-            out.append(Message(session_id, seq, item.role, item.content, item.key, meta, at))
-        return out
+        return _messages(session_id, items, times, base)
+
+    @_recorded
+    def append_plain(self, session_id: str, items: Sequence[Item], now: float) -> None:
+        """The backend's one-round-trip append (backend.py ``append_plain``): ``items`` (no
+        keys, no usage: its rollup needs the row's id before ``COMMIT``) at the end of session
+        ``session_id``, made if missing, by one statement sent with ``COMMIT``; the result is
+        read after the commit (:meth:`appended`)."""
+        times = [now if i.created_at is None else i.created_at for i in items]
+        found = [rollup.facts(0, at, item.meta) for item, at in zip(items, times, strict=True)]
+        born = now if items[0].created_at is None else items[0].created_at
+        cursor = self._send_append(("sid", session_id), items, times, found, born=born)
+        self._changed.add(session_id)
+        self._fast = (cursor, session_id, list(items), times)
+
+    def appended(self) -> list[Message]:
+        """After the commit: what :meth:`append_plain` stored."""
+        assert self._fast is not None
+        cursor, session_id, items, times = self._fast
+        seqs = [int(r[0]) for r in cursor.fetchall()]
+        if not seqs or seqs != list(range(seqs[0], seqs[0] + len(items))):  # pragma: no cover
+            raise Error(f"internal error: the append gave seqs {seqs[:3]}…")
+        return _messages(session_id, items, times, seqs[0] - 1)
+
+    def _send_append(
+        self,
+        row: tuple[str, Any],
+        items: Sequence[Item],
+        times: Sequence[float],
+        found: Sequence[rollup.Facts],
+        born: float | None = None,
+    ) -> Rows:
+        """Queue the append statement (:func:`_append_sql`) for the session ``row`` = ("ref",
+        its row id) or ("sid", its session id, made starting at ``born`` if missing)."""
+        args: dict[str, Any] = {row[0]: row[1]}
+        if born is not None:
+            args["born"] = born
+        if len(items) == 1:
+            item, f = items[0], found[0]
+            stored, nul = encode(item.content)
+            tsv, n = tsvector_text(item.content)
+            args.update(
+                role=item.role,
+                content=stored,
+                nul=None if nul is None else ",".join(map(str, nul)),
+                key=item.key,
+                meta=item.meta,
+                at=times[0],
+                tsv=tsv,
+                nterms=n,
+                cjk=_has_no_space(item.content),
+                # A response named by no id is "#<seq>": the statement knows the seq.
+                usage=f.rid is not None,
+                rid=f.rid if f.shared else None,
+                a_day=f.day,
+                a_model=f.model,
+            )
+        else:
+            cols: dict[str, list[Any]] = {
+                k: [] for k in ("role", "content", "nul", "key", "meta", "tsv", "nterms", "cjk")
+            }
+            for item in items:
+                stored, nul = encode(item.content)
+                tsv, n = tsvector_text(item.content)
+                cols["role"].append(item.role)
+                cols["content"].append(stored)
+                cols["nul"].append(None if nul is None else ",".join(map(str, nul)))
+                cols["key"].append(item.key)
+                cols["meta"].append(item.meta)
+                cols["tsv"].append(tsv)
+                cols["nterms"].append(n)
+                cols["cjk"].append(_has_no_space(item.content))
+            days, models, counts = rollup.counts(found)
+            args.update(
+                cols,
+                a_day=days,
+                a_model=models,
+                a_count=counts,
+                at=list(times),
+                usage=[f.rid is not None for f in found],
+                rid=[f.rid if f.shared else None for f in found],
+                n=len(items),
+                latest=max(times),
+            )
+        return self.conn.execute(_APPEND[len(items) == 1, row[0] == "sid"], args)
 
     @_recorded
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:

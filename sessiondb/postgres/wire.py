@@ -128,7 +128,16 @@ class Rows:
 class Wire:
     """One transaction's statements in libpq's pipeline mode on ``conn`` (module doc)."""
 
-    __slots__ = ("_dumper", "_encoding", "_pg", "_queue", "_unflushed", "conn")
+    __slots__ = (
+        "_commit",
+        "_dumper",
+        "_encoding",
+        "_pg",
+        "_queue",
+        "_unflushed",
+        "conn",
+        "refused",
+    )
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
@@ -139,6 +148,15 @@ class Wire:
         self._queue: deque[Rows | None] = deque()
         #: Statements written since the last Flush or Sync (the server has not been asked yet).
         self._unflushed = False
+        #: The transaction's ``COMMIT`` once queued (:meth:`commit`).
+        self._commit: Rows | None = None
+        #: The server answered a statement queued before ``COMMIT`` with an error, so it never
+        #: ran the ``COMMIT``: it answers in order, skips what follows an error up to the Sync,
+        #: and ends the session after a FATAL one (``pg_terminate_backend`` while the statement
+        #: waited). Nothing was committed then, even though ``COMMIT`` was sent: connection.py
+        #: may begin the transaction again. An error libpq made itself (the connection closed
+        #: with no answer) has no SQLSTATE and tells nothing: it does not count.
+        self.refused = False
 
     def enter(self) -> None:
         self._pg.enter_pipeline_mode()
@@ -177,7 +195,7 @@ class Wire:
         ``then`` queues statements behind the ``COMMIT``, before the Sync (the NOTIFY of
         notify.py): the server runs them only if the commit succeeded. An error of theirs after
         a commit that succeeded is returned, not raised: the transaction is committed."""
-        committed = self.execute("COMMIT")
+        committed = self._commit = self.execute("COMMIT")
         if then is not None:
             then(self)
         try:
@@ -258,6 +276,13 @@ class Wire:
         elif results[0].status != _SYNCED:  # pragma: no cover - a protocol bug
             raise psycopg.InternalError("the pipeline's answers are out of step")
         if raising:
+            if (
+                self._commit is not None
+                and self._commit._results is None
+                and item is not self._commit
+                and any(_server_error(r) for r in results)
+            ):
+                self.refused = True
             _raise_error(results, self.conn)
 
 
@@ -270,6 +295,11 @@ def _committed(rows: Rows) -> bool:
         and results[0].status == pq.ExecStatus.COMMAND_OK
         and results[0].command_status == b"COMMIT"
     )
+
+
+def _server_error(result: pq.abc.PGresult) -> bool:
+    """An error the server sent (it has a SQLSTATE), not one libpq made for a lost connection."""
+    return result.status == _FATAL and bool(result.error_field(pq.DiagnosticField.SQLSTATE))
 
 
 def _raise_error(results: Sequence[pq.abc.PGresult], conn: psycopg.Connection[Any]) -> None:

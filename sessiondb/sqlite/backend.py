@@ -414,6 +414,12 @@ class SQLiteBackend:
         # commit (docs/adr/0011-group-commit.md).
         return True
 
+    def append_plain(
+        self, session_id: str, items: Sequence[Item], now: float
+    ) -> list[Message] | None:
+        # One writer at a time: the general path's lookup costs no round trip here.
+        return None
+
     @property
     def engine(self) -> Engine:
         """The engine, schema in place (for the SQLite-specific tests and benchmarks)."""

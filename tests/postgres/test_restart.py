@@ -109,14 +109,15 @@ def test_a_connection_terminated_before_commit_is_replayed_once() -> None:
         assert [(m.seq, m.content) for m in store.messages("s")] == [(1, "one"), (2, "two")]
 
 
-def test_a_replay_that_would_differ_is_not_made() -> None:
-    """A restart replays only a transaction whose reads answer as before: here the session's
-    counter moved meanwhile (another writer committed), so the deadlock is reported."""
+def _counter_moved_during_deadlock(key: str | None) -> tuple[sessiondb.Store, dict[str, Any]]:
+    """The store's append of "two" deadlocked by an intruder that then commits its own seq 2
+    and moves the session's counter; returns the store (open) and the append's outcome."""
     schema = pg.new_schema()
     app = "diverge-" + secrets.token_hex(4)
     url = pg.url_for(schema) + f"&application_name={app}"
     url += f"&options=-c%20deadlock_timeout%3D{STORE_DEADLOCK_TIMEOUT}"
-    with sessiondb.open(url) as store, _raw(schema) as intruder:
+    store = sessiondb.open(url)
+    with _raw(schema) as intruder:
         store.append("s", "user", "one")
         ref = intruder.execute("SELECT id FROM sessions WHERE session_id = 's'").fetchone()[0]
         intruder.execute("BEGIN")
@@ -125,7 +126,7 @@ def test_a_replay_that_would_differ_is_not_made() -> None:
             " VALUES (%s, 2, 'user', 'intruder', 0, '', 0, false)",
             (ref,),
         )
-        t, out = _in_thread(lambda: store.append("s", "user", "two"))
+        t, out = _in_thread(lambda: store.append("s", "user", "two", key=key))
         _waiting(app)
         intruder.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (ref,))
         # the intruder commits its seq 2 and moves the counter: a replay would read another one
@@ -133,7 +134,30 @@ def test_a_replay_that_would_differ_is_not_made() -> None:
         intruder.execute("COMMIT")
         t.join(120)
         assert not t.is_alive()
+    return store, out
+
+
+def test_a_replay_that_would_differ_is_not_made() -> None:
+    """A restart replays only a transaction whose reads answer as before: here the session's
+    counter moved meanwhile (another writer committed), so the deadlock is reported. (A keyed
+    append: it reads the session and its keys before it writes.)"""
+    store, out = _counter_moved_during_deadlock(key="k2")
+    with store:
         assert isinstance(out.get("error"), sessiondb.StoreBusy), out
         assert "deadlock" in str(out["error"])
         assert [(m.seq, m.content) for m in store.messages("s")] == [(1, "one"), (2, "intruder")]
-        assert store.append("s", "user", "two").seq == 3  # the caller's own retry
+        assert store.append("s", "user", "two", key="k2").seq == 3  # the caller's own retry
+
+
+def test_a_plain_append_reads_nothing_and_is_replayed_after_the_counter_moved() -> None:
+    """A plain append (no key) is one statement that reads nothing before it writes (ADR 0013,
+    amendment 3): begun again after the deadlock, it takes the next seq — the same transaction."""
+    store, out = _counter_moved_during_deadlock(key=None)
+    with store:
+        assert "error" not in out, out.get("error")
+        assert out["value"].seq == 3
+        assert [(m.seq, m.content) for m in store.messages("s")] == [
+            (1, "one"),
+            (2, "intruder"),
+            (3, "two"),
+        ]
