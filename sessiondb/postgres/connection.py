@@ -142,6 +142,9 @@ class Connections:
         #: are followed by a NOTIFY (off once the server refuses pg_notify: docs/scale-out.md).
         self.listen_conninfo = conninfo
         self.notify = True
+        #: Whether a waiter was registered (notify.py ``listeners``) when this process's last
+        #: write looked; None before its first: then it notifies.
+        self.listeners: bool | None = None
 
     # -- connections ----------------------------------------------------------------------------
 

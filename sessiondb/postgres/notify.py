@@ -14,6 +14,16 @@ its own, from the validated ``schema=`` option); the payload, a parameter, is th
 (at most 256 characters, core/validate.py) or ``""`` for "any session" (more than
 :data:`MAX_SESSIONS` sessions in one transaction, or a change not tied to one id).
 
+Nobody waiting, nothing sent: a waiter's listening connection registers its backend's pid in the
+store's ``listeners`` table (and removes rows of backends that are gone); each write transaction
+learns whether the table holds a row, in a statement it runs anyway (the session row's lock, or
+the plain append), and a process sends notifications while the last thing it learned is "yes", or
+before it has learned anything. A ``pg_notify`` after the commit cost the server 70–100 µs of CPU
+per append (docs/benchmarks.md, "Waiting for messages"). So a writer that learned "no" just
+before a waiter registered sends nothing for that one write, and the waiter's re-check (below)
+wakes it within :data:`RECHECK`; a waiter that vanished leaves a row, and writers notify for
+nothing until the next waiter's registration clears it.
+
 Waiter side (:class:`Listening`): each (process, thread) opens, on its first wait, a direct
 autocommit connection of its own that runs ``LISTEN`` — never a pooled one, and it is not
 transaction state: pgbouncer in transaction mode cannot carry it. The waiter drains what arrived,
@@ -25,6 +35,7 @@ server restart), so the condition is checked again every :data:`RECHECK` seconds
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -50,6 +61,13 @@ RECONNECT_AFTER = 5.0
 STOP_STEP = 0.1
 
 _NOTIFY = "SELECT pg_notify(%s, s) FROM unnest(%s::text[]) AS s"
+
+
+def _listeners(schema: str | None) -> str:
+    """The store's table of listeners, named with its schema: the listening connection runs
+    outside the store's transactions, so without the transaction's ``search_path`` (the
+    validated ``schema=`` option, quoted)."""
+    return "listeners" if schema is None else f"{sql.Identifier(schema).as_string(None)}.listeners"
 
 
 def channel(schema: str | None) -> str:
@@ -80,6 +98,7 @@ class Listening:
     def __init__(self, conns: Connections) -> None:
         self._conns = conns
         self._channel = channel(conns.schema)
+        self._table = _listeners(conns.schema)
         self._local = threading.local()
         self._lock = threading.Lock()
         #: Every thread's connection, to close with the store, or once its thread has ended (a
@@ -115,6 +134,7 @@ class Listening:
             conn.close()
             slot.failed_at = time.monotonic()
             return None
+        self._register(conn)
         slot.conn, slot.failed_at = conn, None
         pid, ended = os.getpid(), []
         with self._lock:
@@ -126,21 +146,43 @@ class Listening:
             ]
             self._opened.append((conn, pid, threading.current_thread()))
         for c in ended:
-            c.close()
+            self._close(c)
         return conn
+
+    def _register(self, conn: psycopg.Connection[Any]) -> None:
+        """This connection's backend in the listeners (module doc), rows of backends that are
+        gone removed. Best effort: a role that may not write there leaves its waiters to the
+        writers' other listeners and to the re-check."""
+        try:
+            conn.execute(
+                f"DELETE FROM {self._table} WHERE pid NOT IN (SELECT pid FROM pg_stat_activity)"
+            )
+            conn.execute(
+                f"INSERT INTO {self._table} (pid, since)"
+                " VALUES (pg_backend_pid(), extract(epoch FROM clock_timestamp()))"
+                " ON CONFLICT (pid) DO UPDATE SET since = excluded.since"
+            )
+        except psycopg.Error:
+            pass
+
+    def _close(self, conn: psycopg.Connection[Any]) -> None:
+        if not (conn.closed or conn.broken):
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(f"DELETE FROM {self._table} WHERE pid = pg_backend_pid()")
+        conn.close()
 
     def drop(self) -> None:
         """This thread's connection broke: close it; the next wait opens another."""
         slot = self._slot()
         if slot.conn is not None:
-            slot.conn.close()
+            self._close(slot.conn)
         slot.conn, slot.failed_at = None, time.monotonic()
 
     def close(self) -> None:
         with self._lock:
             for conn, pid, _ in self._opened:
                 if pid == os.getpid():  # a forked child never closes its parent's
-                    conn.close()
+                    self._close(conn)
             self._opened = []
 
 

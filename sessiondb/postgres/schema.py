@@ -149,10 +149,19 @@ def _v3(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SELECT gin_clean_pending_list(to_regclass(%s))", (name,))
 
 
+def _v4(conn: psycopg.Connection[Any]) -> None:
+    """Who waits for notifications (notify.py): writers send none while nobody does."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS listeners"
+        " (pid integer PRIMARY KEY, since double precision NOT NULL)"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "sessions, messages, search, leases, rollup", _v1),
     Migration(2, "GIN indexes without a pending list (fastupdate = off)", _v2),
     Migration(3, "GIN pending lists flushed", _v3),
+    Migration(4, "listeners of notifications", _v4),
 ]
 LATEST = max(m.version for m in MIGRATIONS)
 

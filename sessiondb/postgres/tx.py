@@ -141,7 +141,8 @@ def _append_sql(one: bool, by_session_id: bool) -> str:
         f" a AS (INSERT INTO activity (sid, day, model, messages) {counts}"
         " ON CONFLICT (sid, day, model) DO UPDATE SET messages = activity.messages"
         " + excluded.messages)"
-        " SELECT seq FROM ins ORDER BY seq"
+        # Whether anyone waits for notifications (notify.py): the next commit sends one or not.
+        " SELECT seq, EXISTS (SELECT 1 FROM listeners) FROM ins ORDER BY seq"
     )
 
 
@@ -205,8 +206,9 @@ class PostgresTx:
         return self._tx.wire
 
     def _notify(self, conn: Wire) -> None:
-        if self._changed and self._tx.conns.notify:
-            notify.queue(conn, self._tx.conns.schema, self._changed)
+        conns = self._tx.conns
+        if self._changed and conns.notify and conns.listeners is not False:
+            notify.queue(conn, conns.schema, self._changed)
 
     def _replay(self) -> None:
         self._counts.clear()
@@ -221,9 +223,11 @@ class PostgresTx:
         """After the commit: the append statements sent without waiting gave the seqs
         announced (the session rows were this transaction's: they must have)."""
         for cursor, base, n in self._pending:
-            seqs = [int(r[0]) for r in cursor.fetchall()]
+            rows = cursor.fetchall()
+            seqs = [int(r[0]) for r in rows]
             if seqs != list(range(base + 1, base + n + 1)):  # pragma: no cover - a bug
                 raise Error(f"internal error: the append gave seqs {seqs[:3]}…, not {base + 1}…")
+            self._tx.conns.listeners = bool(rows[0][1])
         self._pending.clear()
 
     def _one(self, query: str, args: Sequence[Any] = ()) -> Any:
@@ -234,15 +238,18 @@ class PostgresTx:
 
     @_recorded
     def session_ref(self, session_id: str) -> SessionRef | None:
-        # The lock reads the counter too: the append then needs no answer (module doc).
+        # The lock reads the counter too: the append then needs no answer (module doc); and
+        # whether anyone waits for notifications (notify.py), for this transaction's commit.
+        listeners = ", EXISTS (SELECT 1 FROM listeners)" if self._lock else ""
         row = self.conn.execute(
-            f"SELECT id, message_count FROM sessions WHERE session_id = %s{self._lock}",
+            f"SELECT id, message_count{listeners} FROM sessions WHERE session_id = %s{self._lock}",
             (session_id,),
         ).fetchone()
         if row is None:
             return None
         if self._lock:
             self._counts[int(row[0])] = int(row[1])
+            self._tx.conns.listeners = bool(row[2])
         return int(row[0])
 
     def session_refs(self, session_ids: Sequence[str]) -> dict[str, SessionRef]:
@@ -459,9 +466,11 @@ class PostgresTx:
         """After the commit: what :meth:`append_plain` stored."""
         assert self._fast is not None
         cursor, session_id, items, times = self._fast
-        seqs = [int(r[0]) for r in cursor.fetchall()]
+        rows = cursor.fetchall()
+        seqs = [int(r[0]) for r in rows]
         if not seqs or seqs != list(range(seqs[0], seqs[0] + len(items))):  # pragma: no cover
             raise Error(f"internal error: the append gave seqs {seqs[:3]}…")
+        self._tx.conns.listeners = bool(rows[0][1])
         return _messages(session_id, items, times, seqs[0] - 1)
 
     def _send_append(

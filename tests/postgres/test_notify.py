@@ -1,6 +1,7 @@
 """PostgreSQL's wake-up for ``wait_for_messages`` (sessiondb/postgres/notify.py): each append
 sends a NOTIFY after its commit — also through pgbouncer in transaction mode — a rolled-back one
-sends none, and a waiter whose notification is lost is still woken by its bounded re-check."""
+sends none, none is sent while nobody listens, and a waiter whose notification is lost is still
+woken by its bounded re-check."""
 
 from __future__ import annotations
 
@@ -77,10 +78,7 @@ def test_a_listener_whose_notification_is_lost_is_woken_by_its_recheck() -> None
 def test_a_rolled_back_write_sends_no_notification(via: str) -> None:
     direct, write_url = _urls(via)
     schema = direct.rsplit("schema=", 1)[1]
-    with psycopg.connect(pg.BASE_URL, autocommit=True) as raw:
-        raw.execute(
-            psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(notify.channel(schema)))
-        )
+    with _raw_listener(schema, registered=True) as raw:
         with sessiondb.open(write_url) as s:
             s.append("bad", "user", "content", key="k1")
         assert _payloads_until(raw, "bad") == ["bad"]
@@ -92,6 +90,76 @@ def test_a_rolled_back_write_sends_no_notification(via: str) -> None:
         assert _payloads_until(raw, "good") == ["good"]
     with sessiondb.open(direct) as s:
         assert s.count("bad") == 1 and s.count("good") == 1
+
+
+def _raw_listener(schema: str, registered: bool) -> psycopg.Connection[Any]:
+    """A bare connection listening on the store's channel; ``registered``: in its listeners
+    table too, as sessiondb's own waiters are."""
+    sessiondb.open(pg.url_for(schema)).close()  # the store's tables made
+    raw = psycopg.connect(pg.BASE_URL, autocommit=True)
+    raw.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(notify.channel(schema))))
+    if registered:
+        _register(raw, schema)
+    return raw
+
+
+def _register(raw: psycopg.Connection[Any], schema: str) -> None:
+    raw.execute(
+        psycopg.sql.SQL("INSERT INTO {}.listeners VALUES (pg_backend_pid(), 0)").format(
+            psycopg.sql.Identifier(schema)
+        )
+    )
+
+
+def _listeners(schema: str) -> list[int]:
+    with psycopg.connect(pg.BASE_URL, autocommit=True) as admin:
+        rows = admin.execute(
+            psycopg.sql.SQL("SELECT pid FROM {}.listeners ORDER BY pid").format(
+                psycopg.sql.Identifier(schema)
+            )
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize("via", ["postgresql", "pgbouncer"])
+def test_no_notification_is_sent_while_nobody_listens(via: str) -> None:
+    """A process notifies until a write of its own finds no listener registered, then not —
+    plain appends and keyed ones alike — and again from its write after one registered (the
+    write that finds it still sends none: its waiter's re-check covers it, notify.py)."""
+    direct, write_url = _urls(via)
+    schema = direct.rsplit("schema=", 1)[1]
+    with _raw_listener(schema, registered=False) as raw, sessiondb.open(write_url) as s:
+        s.append("a1", "user", "first: nothing learned yet")
+        s.append("a2", "user", "plain: learned that nobody listens")
+        s.append("a2", "user", "keyed", key="k")
+        _register(raw, schema)
+        s.append("a3", "user", "learns that someone does")
+        s.append("a4", "user", "plain, notified")
+        s.append("a4", "user", "keyed, notified", key="k")
+        s.append("a5", "user", "last")
+        assert _payloads_until(raw, "a5") == ["a1", "a4", "a4", "a5"]
+
+
+def test_a_waiter_registers_while_it_listens_and_clears_the_rows_of_gone_ones() -> None:
+    direct, _ = _urls("postgresql")
+    schema = direct.rsplit("schema=", 1)[1]
+    sessiondb.open(direct).close()  # the store's tables made
+    with psycopg.connect(pg.BASE_URL, autocommit=True) as admin:
+        gone = admin.execute("SELECT max(pid) + 100000 FROM pg_stat_activity").fetchone()
+        assert gone is not None
+        admin.execute(
+            psycopg.sql.SQL("INSERT INTO {}.listeners VALUES (%s, 0)").format(
+                psycopg.sql.Identifier(schema)
+            ),
+            (gone[0],),
+        )
+    with sessiondb.open(direct) as s:
+        assert s.wait_for_messages("s", after=0, timeout=0.05) is False
+        conn = s.backend.connections  # type: ignore[attr-defined]
+        listening = s.backend._listening.connection()  # type: ignore[attr-defined]
+        assert conn is not None and listening is not None
+        assert _listeners(schema) == [listening.info.backend_pid]  # the gone one's row cleared
+    assert _listeners(schema) == []  # removed when the store closed
 
 
 def _payloads_until(conn: psycopg.Connection[Any], last: str) -> list[str]:
@@ -115,10 +183,12 @@ def test_a_thread_s_listening_connection_is_closed_once_the_thread_has_ended() -
     schema = direct.rsplit("schema=", 1)[1]
 
     def listening() -> int:
+        """Live backends listening on the store's channel (each registers: notify.py)."""
         with psycopg.connect(pg.BASE_URL, autocommit=True) as admin:
             row = admin.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
-                (f'LISTEN "{notify.channel(schema)}"',),
+                psycopg.sql.SQL(
+                    "SELECT count(*) FROM pg_stat_activity a JOIN {}.listeners l ON l.pid = a.pid"
+                ).format(psycopg.sql.Identifier(schema))
             ).fetchone()
         return int(row[0]) if row else 0
 
