@@ -199,7 +199,7 @@ def main(argv: list[str]) -> int:
             "args": {"messages": args.messages, "queries": args.queries, "rounds": args.rounds},
             "rounds": found,
         }
-        print(write_json("postgres_search_ab", payload))
+        print(write_json("postgres_search_ab" + args.tag, payload))
         return 0
     trips_py = str(HERE / "tests" / "postgres" / "trips.py")
     sends_py = str(HERE / "tests" / "postgres" / "sends.py")

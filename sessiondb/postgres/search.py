@@ -22,7 +22,8 @@ The plan of a search, in three short statements of one read transaction:
    its number of words. BM25 is computed here from those (k1 = 1.2, b = 0.75, document
    frequencies counted in the index, IDF floor 1e-6: SQLite's ``bm25()``, sessiondb/sqlite/
    rank.py), best first, ties newest first. If the budget was used up and fewer than ``need``
-   matched, older matches follow newest first, as on SQLite.
+   matched, older matches follow newest first, as on SQLite — looked for in growing windows of
+   ids (:func:`_older`), never by one statement that could sort every match of a word.
 3. **Rows**: the ``need`` messages chosen, with their sessions.
 """
 
@@ -58,6 +59,8 @@ B = 0.75
 #: scattered rows is taken to cost RANDOM_READ times a walked row.
 WALK_ROWS = 20_000
 WALK_MARGIN = 1.25
+#: Ids in the first window older matches are looked for in (_older); each next one is 4x wider.
+OLDER_WINDOW = 4096
 RANDOM_READ = 3.0
 #: Past this many rows (planner's estimate) the average length is sampled, not summed.
 EXACT_STATS_ROWS = 5_000
@@ -443,6 +446,43 @@ def _walk(
     return found if len(found) == CANDIDATE_BUDGET else None
 
 
+def _older(
+    conn: psycopg.Connection[Any],
+    plan: _Plan,
+    fence: str,
+    checks: str,
+    wanted: str,
+    floor: int,
+    rest: int,
+) -> list[tuple[Any, ...]]:
+    """The newest ``rest`` matches older than ``floor`` (the budget's oldest candidate), newest
+    first: when the budget is used up and fewer than ``need`` of its candidates pass the checks.
+
+    Window by window of ids below ``floor``, newest first — :data:`OLDER_WINDOW` ids, then 4x
+    wider each time — each window one statement with the fence and the checks, stopping once
+    ``rest`` are found: what one statement over every older row gives, bounded by the window.
+    One statement let the planner sort all of the word's matches to keep the newest few: a
+    literal word (``Lorver++``) rarer than its index word (``lorver``, in 38 % of the messages)
+    took 2.5 s at 1 000 000 messages (a parallel scan of the table, docs/benchmarks.md,
+    "1 000 000 messages"); a window of a common word holds the matches near the top, a rare
+    word's window is a bitmap of its few index entries. tests/postgres/test_search_plan.py."""
+    row = conn.execute("SELECT min(id) FROM messages").fetchone()
+    lowest = int(row[0]) if row and row[0] is not None else floor
+    out: list[tuple[Any, ...]] = []
+    width = OLDER_WINDOW
+    while len(out) < rest and floor > lowest:
+        low = max(floor - width, lowest)
+        out += conn.execute(
+            f"SELECT w.id, w.nterms, {wanted} FROM (SELECT m.id, m.nterms, m.tsv FROM messages m"
+            f" JOIN sessions s ON s.id = m.sid WHERE {fence} AND {checks}"
+            f" AND m.id < {plan.param(floor)} AND m.id >= {plan.param(low)}"
+            f" ORDER BY m.id DESC LIMIT {plan.param(rest - len(out))}) w ORDER BY w.id DESC",
+            plan.params,
+        ).fetchall()
+        floor, width = low, width * 4
+    return out
+
+
 def _run(
     conn: psycopg.Connection[Any],
     plan: _Plan,
@@ -494,14 +534,7 @@ def _run(
         scored = [(int(i), 0.0) for i, _, _ in matches]
     scored = scored[:need]
     if len(scored) < need and len(candidates) == CANDIDATE_BUDGET:
-        floor = plan.param(candidates[-1])
-        rest = plan.param(need - len(scored))
-        older = conn.execute(
-            f"SELECT w.id, w.nterms, {wanted} FROM (SELECT m.id, m.nterms, m.tsv FROM messages m"
-            f" JOIN sessions s ON s.id = m.sid WHERE {fence} AND {checks} AND m.id < {floor}"
-            f" ORDER BY m.id + 0 DESC LIMIT {rest}) w ORDER BY w.id DESC",
-            plan.params,
-        ).fetchall()
+        older = _older(conn, plan, fence, checks, wanted, candidates[-1], need - len(scored))
         if plan.phrases:
             scored += [
                 (int(i), _bm25(plan.phrases, idf, average, int(n), _positions(pos)))

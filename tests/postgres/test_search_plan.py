@@ -51,6 +51,43 @@ def test_the_walk_finds_the_newest_matches_the_index_finds(
     assert len(by_walk) == 50
 
 
+def test_older_matches_come_newest_first_window_by_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A punctuated word whose index word is common: the budget of candidates holds none of its
+    literal matches, so they are all older matches (search._older), looked for in growing
+    windows of ids — exactly every message holding it, newest first, and no more windows than
+    it takes to find ``need`` of them."""
+    with sessiondb.open(pg.new_url()) as store:
+        items = []
+        for i in range(3000):
+            literal = i % 97 == 5 and i < 2500  # none among the newest 500
+            items.append({"role": "user", "content": f"alpha{'++' if literal else ''} row {i}"})
+        store.append_many("s", items)
+        every = [i + 1 for i in range(2500) if i % 97 == 5][::-1]
+        windows: list[str] = []
+        real = search._older
+
+        def spy(conn: Any, *args: Any) -> Any:
+            class Counting:
+                def execute(self, query: str, params: Any = None) -> Any:
+                    if "m.id >= " in query:
+                        windows.append(query)
+                    return conn.execute(query, params)
+
+            return real(Counting(), *args)
+
+        monkeypatch.setattr(search, "CANDIDATE_BUDGET", 100)
+        monkeypatch.setattr(search, "OLDER_WINDOW", 50)
+        monkeypatch.setattr(search, "_older", spy)
+        assert _hits(store, "alpha++") == every[:50]  # all 26, newest first
+        # below id 2 901 (the budget's oldest): 50, 200, 800 ids, then the rest down to id 1
+        assert len(windows) == 4
+        windows.clear()
+        assert [h.message.seq for h in store.search("alpha++", limit=3)] == every[:3]
+        assert len(windows) == 3  # the newest match, 2 431, is in the third window
+
+
 def test_a_walk_that_falls_short_gives_way_to_the_index(
     common: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
