@@ -3,7 +3,11 @@ on PostgreSQL computes per message) against the rule applied character by charac
 piece cut by ``split_runs`` and every run folded by ``fold_token``, which is what index_terms did
 before its ASCII fast path — on the messages of benchmarks/corpus.py, in alternated rounds.
 
-    python -m benchmarks.pg_terms [--messages 20000] [--rounds 5]
+    python -m benchmarks.pg_terms [--messages 20000] [--rounds 5] [--eager]
+
+``--eager``: instead, index_terms as it is (ASCII text up to ``terms.EAGER_CHARS`` cut in one
+pass) against the same with every text read lazily, run by run (``EAGER_CHARS = 0``: how it
+read every text before).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Callable
 
 from benchmarks.common import machine_facts, write_json
 from benchmarks.corpus import Corpus
+from sessiondb.core import terms
 from sessiondb.core.query import split_runs
 from sessiondb.core.terms import _PIECES, fold_token, index_terms
 
@@ -32,6 +37,15 @@ def by_the_rule(text: str) -> tuple[dict[str, list[int]], int]:
     return out, pos
 
 
+def lazily(text: str) -> tuple[dict[str, list[int]], int]:
+    """index_terms with every text read run by run (``--eager``'s other side)."""
+    eager, terms.EAGER_CHARS = terms.EAGER_CHARS, 0
+    try:
+        return index_terms(text)
+    finally:
+        terms.EAGER_CHARS = eager
+
+
 def _cpu(fn: Callable[[str], object], texts: list[str]) -> float:
     t0 = time.process_time()
     for t in texts:
@@ -43,16 +57,18 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.pg_terms", description=__doc__)
     ap.add_argument("--messages", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--eager", action="store_true", help="eager vs lazy ASCII (docstring)")
     args = ap.parse_args(argv)
     texts = [c for _, _, msgs in Corpus(args.messages).sessions() for _, c in msgs]
-    assert all(index_terms(t) == by_the_rule(t) for t in texts[:2000])  # the same terms
+    other, other_fn = ("lazily", lazily) if args.eager else ("by_the_rule", by_the_rule)
+    assert all(index_terms(t) == other_fn(t) for t in texts[:2000])  # the same terms
     rounds = []
     for r in range(args.rounds):
-        order = [("index_terms", index_terms), ("by_the_rule", by_the_rule)]
+        order = [("index_terms", index_terms), (other, other_fn)]
         row = {}
         for name, fn in order if r % 2 == 0 else order[::-1]:
             row[name] = round(_cpu(fn, texts) / len(texts) * 1e6, 1)  # µs CPU per message
-        row["ratio"] = round(row["index_terms"] / row["by_the_rule"], 3)
+        row["ratio"] = round(row["index_terms"] / row[other], 3)
         print(f"round {r + 1}: µs CPU per message", row, flush=True)
         rounds.append(row)
     result = {
@@ -62,7 +78,7 @@ def main(argv: list[str]) -> int:
         "rounds": rounds,
         "median_ratio": statistics.median(r["ratio"] for r in rounds),
     }
-    print(write_json("pg_terms", result))
+    print(write_json("pg_terms_eager" if args.eager else "pg_terms", result))
     return 0
 
 

@@ -12,7 +12,7 @@ evidence 5)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .highlight import fold
 from .query import split_runs
@@ -66,22 +66,24 @@ def index_terms(text: str) -> tuple[dict[str, list[int]], int]:
     return out, pos
 
 
-def _terms(text: str) -> Iterator[str]:
-    """The folded terms of *text* in order, read lazily (a 16 MiB message stops being read once
-    its indexed prefix is complete)."""
+def _terms(text: str) -> Iterable[str]:
+    """The folded terms of *text* in order; read lazily past :data:`EAGER_CHARS` (a 16 MiB
+    message stops being read once its indexed prefix is complete)."""
     if text.isascii():
         # In ASCII text the runs are exactly the maximal runs of letters and digits (everything
         # else is whitespace, punctuation or a control character), folded by lower() alone:
         # the character-by-character cut was most of an append's CPU on PostgreSQL
-        # (benchmarks/pg_terms.py; tests/unit/test_terms.py).
-        for match in _ASCII_RUNS.finditer(text):
-            yield match.group().lower()
-        return
-    for run in _runs(text):
-        yield from _fold_run(run)
+        # (benchmarks/pg_terms.py; tests/unit/test_terms.py). Lowering first changes no run.
+        if len(text) <= EAGER_CHARS:  # all at once, in C: a message's usual size
+            return _ASCII_RUNS.findall(text.lower())
+        return (match.group().lower() for match in _ASCII_RUNS.finditer(text))
+    return (term for run in _runs(text) for term in _fold_run(run))
 
 
 _ASCII_RUNS = re.compile(r"[A-Za-z0-9]+")
+#: ASCII text up to this many characters is cut in one pass (its runs found at once); longer
+#: text lazily, run by run (benchmarks/pg_terms.py --eager measures the difference).
+EAGER_CHARS = 64 * 1024
 
 
 def _runs(text: str) -> Iterator[str]:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from benchmarks.corpus import Corpus
+from sessiondb.core import terms as terms_module
 from sessiondb.core.query import split_runs
 from sessiondb.core.terms import _PIECES, fold_token, index_terms
 
@@ -45,7 +48,12 @@ def test_random_text_gets_the_reference_terms() -> None:
         assert (terms, n) == (_positions(want), len(want)), repr(text)
 
 
-def test_random_ascii_text_gets_the_reference_terms() -> None:
+@pytest.mark.parametrize("eager", [terms_module.EAGER_CHARS, 0])
+def test_random_ascii_text_gets_the_reference_terms(
+    eager: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both ASCII paths: the whole text at once (up to EAGER_CHARS), and run by run."""
+    monkeypatch.setattr(terms_module, "EAGER_CHARS", eager)
     ascii_only = "".join(ch for ch in _ALPHABET if ch.isascii())
     rng = random.Random(17)
     for _ in range(3000):
@@ -53,6 +61,17 @@ def test_random_ascii_text_gets_the_reference_terms() -> None:
         terms, n = index_terms(text)
         want = _reference(text)
         assert (terms, n) == (_positions(want), len(want)), repr(text)
+
+
+def test_a_long_ascii_text_read_run_by_run_gives_its_indexed_prefix() -> None:
+    """Past EAGER_CHARS the runs are read one by one (and no further than the prefix): the
+    terms are the bounded prefix's."""
+    word = "lorem "
+    text = word * (4 * terms_module.MAX_INDEXED_WORDS)
+    assert len(text) > terms_module.EAGER_CHARS
+    terms, n = index_terms(text)
+    assert n == terms_module.MAX_INDEXED_WORDS
+    assert terms == {"lorem": list(range(1, terms_module.MAX_INDEXED_WORDS + 1))}
 
 
 def test_corpus_messages_get_the_reference_terms() -> None:
