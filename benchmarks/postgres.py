@@ -94,7 +94,7 @@ def _ceiling_write(
 ) -> tuple[list[float], dict[str, int]]:
     import psycopg
 
-    from sessiondb.postgres.tx import tsvector_text
+    from sessiondb.postgres.append import tsvector_text
 
     session = "shared" if shared else f"own-{worker}"
     store = sessiondb.open(url)

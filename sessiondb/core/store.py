@@ -1,14 +1,14 @@
 """The one Store: every public verb written once, over any backend (:mod:`.contract`).
 
-Each verb validates its arguments (:mod:`.validate`), plans what is pure (:mod:`.append`,
-:mod:`.search`), calls the backend's primitives inside one short transaction, and assembles the
-result. Reads of long sessions go page by page, each page its own short read (docs/design.md,
-rule 6): nothing holds a snapshot across the caller's code.
-
 Why this module is long: it is the public API's one implementation — 39 methods, each a
 few lines that delegate to other modules of this package (writes, state, prune, stats,
 wait); splitting the class would spread one interface over several files without moving any
 logic out of it.
+
+Each verb validates its arguments (:mod:`.validate`), plans what is pure (:mod:`.append`,
+:mod:`.search`), calls the backend's primitives inside one short transaction, and assembles the
+result. Reads of long sessions go page by page, each page its own short read (docs/design.md,
+rule 6): nothing holds a snapshot across the caller's code.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """One transaction of the PostgreSQL backend: the contract's ``ReadTx`` and ``WriteTx``.
 
-The append (:meth:`PostgresTx.insert_messages`) is ONE statement: the session row's counter is
-raised and the messages inserted with the seqs it yields (``WITH u AS (UPDATE sessions …
-RETURNING …) INSERT … SELECT … unnest(…) WITH ORDINALITY``). Measured (docs/postgres.md, evidence 2)
-at 2.6x the three-round-trip version on one shared session and 2.1x on 16 sessions; an advisory
-lock + ``max(seq)+1`` was 0.64x and SERIALIZABLE with retries 0.43x. Never ``ON CONFLICT DO
-NOTHING`` in it: the counter would advance without a row (a gap).
+The append (:meth:`PostgresTx.insert_messages`, :meth:`PostgresTx.append_plain`) is ONE
+statement, built in append.py.
 
 Writers of one session exclude each other through its row: a write transaction locks the row
 (``FOR UPDATE``) when it first looks the session up, so the key lookup, the append plan and the
@@ -14,10 +10,11 @@ SQLite. Two processes creating the same new session race on its unique id: the l
 ``SessionExists``, which the Store's idempotent verbs answer by looking again.
 
 Round trips (docs/postgres.md, "Round trips"): the transaction runs in pipeline mode
-(connection.py), and the session row's lock also reads its counter, so the append statement
-needs no answer before ``COMMIT``: the seqs it will give are known (the row is ours), and the
-statement goes out with ``COMMIT`` — an unkeyed append is two round trips. Its ``RETURNING`` is
-checked once the commit's reply is in (:meth:`PostgresTx.check`).
+(connection.py). A plain append (no key, no usage: :meth:`PostgresTx.append_plain`) is its
+statement alone, sent with ``BEGIN`` and ``COMMIT``: one round trip. Otherwise the session row's
+lock also reads its counter, so the append statement needs no answer before ``COMMIT``: the seqs
+it will give are known (the row is ours), and the statement goes out with ``COMMIT``. Its
+``RETURNING`` is checked once the commit's reply is in (:meth:`PostgresTx.check`).
 
 Restarts: every call of the contract is recorded with what it returned. When PostgreSQL rolls
 the transaction back (a deadlock victim, a serialization failure) or its connection breaks
@@ -31,17 +28,14 @@ answers — so the first answer that differs ends it: the original error is rais
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import psycopg
 
-from ..core.query import is_no_space_char
-from ..core.terms import index_terms
 from ..errors import Error, SessionExists
 from ..models import Message, Session
-from . import notify, rollup
+from . import append, notify, rollup
 from .connection import Diverged
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, message_of, session_of
 from .text import encode
@@ -82,99 +76,6 @@ _SESSION_FIELDS: dict[str, str] = {
     "created_at": "created_at = %s",
     "updated_at": "updated_at = %s",
 }
-
-
-def _append_sql(one: bool, by_session_id: bool) -> str:
-    """The append: one statement (module docstring). ``one``: a single message's values as
-    scalars — most appends are one message, and arrays cost the client their element-by-element
-    dumping and the server their parsing (one statement's server CPU 0.62-0.71x, the client's
-    0.57x: docs/postgres.md, "CPU per append"). ``by_session_id``: the plain append
-    (:meth:`PostgresTx.append_plain`), which has looked nothing up: the session row is found
-    by the session's id — or made, as the general path makes a session for its first message
-    (source "unknown", starting when that message does) — locked and raised in the statement,
-    which also answers the row's id."""
-    if by_session_id:
-        n, latest = ("1", "%(at)s") if one else ("%(n)s", "%(latest)s")
-        row = (
-            "INSERT INTO sessions (session_id, source, created_at, updated_at, message_count)"
-            f" VALUES (%(sid)s, 'unknown', %(born)s, {latest}, {n}) ON CONFLICT (session_id)"
-            f" DO UPDATE SET message_count = sessions.message_count + {n},"
-            f" updated_at = greatest(sessions.updated_at, {latest})"
-        )
-    else:
-        n, latest = ("1", "%(at)s") if one else ("%(n)s", "%(latest)s")
-        row = (
-            f"UPDATE sessions SET message_count = message_count + {n},"
-            f" updated_at = greatest(updated_at, {latest}) WHERE id = %(ref)s"
-        )
-    ref = "u.ref" if by_session_id else "%(ref)s"
-    if one:
-        seq = "u.base + 1"
-        values = (
-            " %(role)s, %(content)s, string_to_array(%(nul)s::text, ',')::integer[], %(key)s,"
-            " %(meta)s, %(at)s, %(tsv)s::tsvector, %(nterms)s, %(cjk)s,"
-            " CASE WHEN %(usage)s THEN coalesce(%(rid)s::text, '#' || (u.base + 1)) END FROM u"
-        )
-        counts = f"SELECT {ref}, %(a_day)s, %(a_model)s, 1 FROM u"
-    else:
-        seq = "u.base + i.n"
-        values = (
-            " i.role, i.content,"
-            " CASE WHEN i.nul IS NULL THEN NULL ELSE string_to_array(i.nul, ',')::integer[] END,"
-            " i.key, i.meta, i.at, i.tsv::tsvector, i.nterms, i.cjk,"
-            " CASE WHEN i.usage THEN coalesce(i.rid, '#' || (u.base + i.n)) END"
-            " FROM u, unnest(%(role)s::text[], %(content)s::text[], %(nul)s::text[],"
-            " %(key)s::text[], %(meta)s::text[], %(at)s::float8[], %(tsv)s::text[],"
-            " %(nterms)s::integer[], %(cjk)s::boolean[], %(usage)s::boolean[], %(rid)s::text[])"
-            " WITH ORDINALITY AS i(role, content, nul, key, meta, at, tsv, nterms, cjk, usage,"
-            " rid, n)"
-        )
-        counts = (
-            f"SELECT {ref}, d, m, c FROM u, unnest(%(a_day)s::integer[], %(a_model)s::text[],"
-            " %(a_count)s::bigint[]) AS a(d, m, c)"
-        )
-    return (
-        f"WITH u AS ({row} RETURNING id AS ref, message_count - {n} AS base),"
-        " ins AS (INSERT INTO messages (sid, seq, role, content, content_nul, key, meta,"
-        f" created_at, tsv, nterms, cjk, rid) SELECT {ref}, {seq},{values} RETURNING seq),"
-        # The usage rollup's message counts ride along (rollup.py): no round trip of their own.
-        f" a AS (INSERT INTO activity (sid, day, model, messages) {counts}"
-        " ON CONFLICT (sid, day, model) DO UPDATE SET messages = activity.messages"
-        " + excluded.messages)"
-        # Whether anyone waits for notifications (notify.py): the next commit sends one or not.
-        " SELECT seq, EXISTS (SELECT 1 FROM listeners) FROM ins ORDER BY seq"
-    )
-
-
-#: The append statements by (one message, found by session id).
-_APPEND = {(one, by): _append_sql(one, by) for one in (False, True) for by in (False, True)}
-
-
-def tsvector_text(content: str) -> tuple[str, int]:
-    """The tsvector literal of a message's indexed prefix (sessiondb.core.terms), and its
-    number of words. Terms hold only letters, digits and marks: nothing to escape but quotes,
-    doubled anyway."""
-    terms, n = index_terms(content)
-    parts = []
-    for term, positions in terms.items():
-        quoted = term.replace("'", "''").replace("\\", "\\\\")
-        parts.append(f"'{quoted}':{','.join(map(str, positions[:256]))}")
-    return " ".join(parts), n
-
-
-def _has_no_space(text: str) -> bool:
-    return not text.isascii() and any(is_no_space_char(ch) for ch in text)
-
-
-def _messages(
-    session_id: str, items: Sequence[Item], times: Sequence[float], base: int
-) -> list[Message]:
-    """The stored messages, their seqs following ``base``."""
-    out = []
-    for i, (item, at) in enumerate(zip(items, times, strict=True)):
-        meta = None if item.meta is None else json.loads(item.meta)
-        out.append(Message(session_id, base + i + 1, item.role, item.content, item.key, meta, at))
-    return out
 
 
 class PostgresTx:
@@ -447,7 +348,7 @@ class PostgresTx:
             for i, f in enumerate(found)
         ]
         rollup.add_usage(self.conn, ref, found)
-        return _messages(session_id, items, times, base)
+        return append.messages(session_id, items, times, base)
 
     @_recorded
     def append_plain(self, session_id: str, items: Sequence[Item], now: float) -> None:
@@ -471,7 +372,7 @@ class PostgresTx:
         if not seqs or seqs != list(range(seqs[0], seqs[0] + len(items))):  # pragma: no cover
             raise Error(f"internal error: the append gave seqs {seqs[:3]}…")
         self._tx.conns.listeners = bool(rows[0][1])
-        return _messages(session_id, items, times, seqs[0] - 1)
+        return append.messages(session_id, items, times, seqs[0] - 1)
 
     def _send_append(
         self,
@@ -481,59 +382,10 @@ class PostgresTx:
         found: Sequence[rollup.Facts],
         born: float | None = None,
     ) -> Rows:
-        """Queue the append statement (:func:`_append_sql`) for the session ``row`` = ("ref",
-        its row id) or ("sid", its session id, made starting at ``born`` if missing)."""
-        args: dict[str, Any] = {row[0]: row[1]}
-        if born is not None:
-            args["born"] = born
-        if len(items) == 1:
-            item, f = items[0], found[0]
-            stored, nul = encode(item.content)
-            tsv, n = tsvector_text(item.content)
-            args.update(
-                role=item.role,
-                content=stored,
-                nul=None if nul is None else ",".join(map(str, nul)),
-                key=item.key,
-                meta=item.meta,
-                at=times[0],
-                tsv=tsv,
-                nterms=n,
-                cjk=_has_no_space(item.content),
-                # A response named by no id is "#<seq>": the statement knows the seq.
-                usage=f.rid is not None,
-                rid=f.rid if f.shared else None,
-                a_day=f.day,
-                a_model=f.model,
-            )
-        else:
-            cols: dict[str, list[Any]] = {
-                k: [] for k in ("role", "content", "nul", "key", "meta", "tsv", "nterms", "cjk")
-            }
-            for item in items:
-                stored, nul = encode(item.content)
-                tsv, n = tsvector_text(item.content)
-                cols["role"].append(item.role)
-                cols["content"].append(stored)
-                cols["nul"].append(None if nul is None else ",".join(map(str, nul)))
-                cols["key"].append(item.key)
-                cols["meta"].append(item.meta)
-                cols["tsv"].append(tsv)
-                cols["nterms"].append(n)
-                cols["cjk"].append(_has_no_space(item.content))
-            days, models, counts = rollup.counts(found)
-            args.update(
-                cols,
-                a_day=days,
-                a_model=models,
-                a_count=counts,
-                at=list(times),
-                usage=[f.rid is not None for f in found],
-                rid=[f.rid if f.shared else None for f in found],
-                n=len(items),
-                latest=max(times),
-            )
-        return self.conn.execute(_APPEND[len(items) == 1, row[0] == "sid"], args)
+        """Queue the append statement (append.py) for the session ``row`` = ("ref", its row id)
+        or ("sid", its session id, made starting at ``born`` if missing)."""
+        query, args = append.statement(row, items, times, found, born)
+        return self.conn.execute(query, args)
 
     @_recorded
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
@@ -612,4 +464,4 @@ class PostgresTx:
         )
 
 
-__all__ = ["PostgresTx", "tsvector_text"]
+__all__ = ["PostgresTx"]

@@ -39,13 +39,17 @@ _ALPHABET = (
 )
 
 
-def test_random_text_gets_the_reference_terms() -> None:
-    rng = random.Random(16)
+def _random_texts_get_the_reference_terms(alphabet: str, seed: int) -> None:
+    rng = random.Random(seed)
     for _ in range(3000):
-        text = "".join(rng.choice(_ALPHABET) for _ in range(rng.randint(0, 40)))
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
         terms, n = index_terms(text)
         want = _reference(text)
         assert (terms, n) == (_positions(want), len(want)), repr(text)
+
+
+def test_random_text_gets_the_reference_terms() -> None:
+    _random_texts_get_the_reference_terms(_ALPHABET, 16)
 
 
 @pytest.mark.parametrize("eager", [terms_module.EAGER_CHARS, 0])
@@ -54,13 +58,7 @@ def test_random_ascii_text_gets_the_reference_terms(
 ) -> None:
     """Both ASCII paths: the whole text at once (up to EAGER_CHARS), and run by run."""
     monkeypatch.setattr(terms_module, "EAGER_CHARS", eager)
-    ascii_only = "".join(ch for ch in _ALPHABET if ch.isascii())
-    rng = random.Random(17)
-    for _ in range(3000):
-        text = "".join(rng.choice(ascii_only) for _ in range(rng.randint(0, 40)))
-        terms, n = index_terms(text)
-        want = _reference(text)
-        assert (terms, n) == (_positions(want), len(want)), repr(text)
+    _random_texts_get_the_reference_terms("".join(ch for ch in _ALPHABET if ch.isascii()), 17)
 
 
 def test_a_long_ascii_text_read_run_by_run_gives_its_indexed_prefix() -> None:
