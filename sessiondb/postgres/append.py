@@ -29,12 +29,11 @@ def _append_sql(one: bool, by_session_id: bool) -> str:
     scalars — most appends are one message, and arrays cost the client their element-by-element
     dumping and the server their parsing (docs/benchmarks.md, "The plain append in one
     statement"). ``by_session_id``: the plain append (tx.py ``PostgresTx.append_plain``), which
-    has looked nothing up: the session row is found
-    by the session's id — or made, as the general path makes a session for its first message
-    (source "unknown", starting when that message does) — locked and raised in the statement,
-    which also answers the row's id."""
+    has looked nothing up: the session row is found by the session's id — or made, as the
+    general path makes a session for its first message (source "unknown", starting when that
+    message does) — locked and raised in the statement, which also answers the row's id."""
+    n, latest = ("1", "%(at)s") if one else ("%(n)s", "%(latest)s")
     if by_session_id:
-        n, latest = ("1", "%(at)s") if one else ("%(n)s", "%(latest)s")
         row = (
             "INSERT INTO sessions (session_id, source, created_at, updated_at, message_count)"
             f" VALUES (%(sid)s, 'unknown', %(born)s, {latest}, {n}) ON CONFLICT (session_id)"
@@ -42,7 +41,6 @@ def _append_sql(one: bool, by_session_id: bool) -> str:
             f" updated_at = greatest(sessions.updated_at, {latest})"
         )
     else:
-        n, latest = ("1", "%(at)s") if one else ("%(n)s", "%(latest)s")
         row = (
             f"UPDATE sessions SET message_count = message_count + {n},"
             f" updated_at = greatest(updated_at, {latest}) WHERE id = %(ref)s"
@@ -122,14 +120,13 @@ def statement(
     items: Sequence[Item],
     times: Sequence[float],
     found: Sequence[rollup.Facts],
-    born: float | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The append statement for ``items`` (at ``times``, with their rollup ``found``) into the
-    session ``row`` = ("ref", its row id) or ("sid", its session id, made starting at ``born``
-    if missing), and its parameters."""
+    session ``row`` = ("ref", its row id) or ("sid", its session id, made starting when the
+    first item does if missing), and its parameters."""
     args: dict[str, Any] = {row[0]: row[1]}
-    if born is not None:
-        args["born"] = born
+    if row[0] == "sid":
+        args["born"] = times[0]
     if len(items) == 1:
         item, f = items[0], found[0]
         stored, nul = encode(item.content)

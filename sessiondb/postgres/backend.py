@@ -196,11 +196,13 @@ class PostgresBackend:
     ) -> list[Message] | None:
         # One round trip instead of two (docs/adr/0013, amendment 3): nothing looked up first;
         # the statement finds (or makes) the row by the session's id and goes out with COMMIT.
-        if any(rollup.facts(0, now, i.meta).rid is not None for i in items):
+        times = [now if i.created_at is None else i.created_at for i in items]
+        found = [rollup.facts(0, at, i.meta) for i, at in zip(items, times, strict=True)]
+        if any(f.rid is not None for f in found):
             return None  # usage: its rollup statement needs the row's id before COMMIT
         cm = self.write()
         with cm as tx:
-            tx.append_plain(session_id, items, now)
+            tx.append_plain(session_id, items, times, found)
         return tx.appended()
 
     def purge(self) -> None:

@@ -351,17 +351,21 @@ class PostgresTx:
         return append.messages(session_id, items, times, base)
 
     @_recorded
-    def append_plain(self, session_id: str, items: Sequence[Item], now: float) -> None:
-        """The backend's one-round-trip append (backend.py ``append_plain``): ``items`` (no
-        keys, no usage: its rollup needs the row's id before ``COMMIT``) at the end of session
-        ``session_id``, made if missing, by one statement sent with ``COMMIT``; the result is
-        read after the commit (:meth:`appended`)."""
-        times = [now if i.created_at is None else i.created_at for i in items]
-        found = [rollup.facts(0, at, item.meta) for item, at in zip(items, times, strict=True)]
-        born = now if items[0].created_at is None else items[0].created_at
-        cursor = self._send_append(("sid", session_id), items, times, found, born=born)
+    def append_plain(
+        self,
+        session_id: str,
+        items: Sequence[Item],
+        times: Sequence[float],
+        found: Sequence[rollup.Facts],
+    ) -> None:
+        """The backend's one-round-trip append (backend.py ``append_plain``): ``items`` at
+        ``times`` (no keys; their rollup ``found``, no usage: its statement needs the row's id
+        before ``COMMIT``) at the end of session ``session_id``, made if missing (starting when
+        the first item does), by one statement sent with ``COMMIT``; the result is read after
+        the commit (:meth:`appended`)."""
+        cursor = self._send_append(("sid", session_id), items, times, found)
         self._changed.add(session_id)
-        self._fast = (cursor, session_id, list(items), times)
+        self._fast = (cursor, session_id, list(items), list(times))
 
     def appended(self) -> list[Message]:
         """After the commit: what :meth:`append_plain` stored."""
@@ -380,11 +384,10 @@ class PostgresTx:
         items: Sequence[Item],
         times: Sequence[float],
         found: Sequence[rollup.Facts],
-        born: float | None = None,
     ) -> Rows:
         """Queue the append statement (append.py) for the session ``row`` = ("ref", its row id)
-        or ("sid", its session id, made starting at ``born`` if missing)."""
-        query, args = append.statement(row, items, times, found, born)
+        or ("sid", its session id: made if missing)."""
+        query, args = append.statement(row, items, times, found)
         return self.conn.execute(query, args)
 
     @_recorded
