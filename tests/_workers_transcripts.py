@@ -45,3 +45,26 @@ def reconcile_until(db: str, legacy: str, done: object, start: object) -> int:
             calls += 1
         store.transcript("s", legacy_jsonl=legacy)
     return calls + 1
+
+
+def bulk_import(db: str, path: str, ready: str | None = None) -> int:
+    """A bulk import of ``path`` (``ready``: a file created once the store is open)."""
+    with sessiondb.open(db) as store:
+        store.count()
+        if ready is not None:
+            open(ready, "w").close()
+        return store.import_jsonl(path, bulk=True).imported
+
+
+def live_appender(db: str, start: object, stop: object, result: object) -> None:
+    """Append messages one by one until ``stop`` is set, each searched for right after its
+    append returns; puts ``(appended, not found)`` on ``result``."""
+    start.wait(30)  # type: ignore[attr-defined]
+    appended = missing = 0
+    with sessiondb.open(db) as store:
+        while not stop.is_set() or appended < 20:  # type: ignore[attr-defined]
+            store.append("live", "user", f"liveword{appended} beside a bulk import")
+            if not store.search(f"liveword{appended}", session_id="live", limit=5):
+                missing += 1
+            appended += 1
+    result.put((appended, missing))  # type: ignore[attr-defined]

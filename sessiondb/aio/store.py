@@ -382,6 +382,7 @@ class AsyncSessionStore:
         source: str = "import",
         strict: bool = False,
         progress: Progress | None = None,
+        bulk: bool = False,
     ) -> ImportReport:
         """Import a JSONL transcript (idempotent). ``progress`` is called in the caller's event
         loop, never in a worker thread, and every call comes before this one returns."""
@@ -392,6 +393,7 @@ class AsyncSessionStore:
             source=source,
             strict=strict,
             progress=_in_caller_loop(progress),
+            bulk=bulk,
         )
 
     async def export_jsonl(

@@ -45,6 +45,12 @@ def _files(paths: tuple[str, ...]) -> list[Path]:
 @click.option("--session", "session_id", help="Import everything into this session.")
 @click.option("--source", default="import", show_default=True, help="Source of new sessions.")
 @click.option("--strict", is_flag=True, help="Any bad line in any file: import nothing.")
+@click.option(
+    "--bulk",
+    is_flag=True,
+    help="A large import into a store nobody else is writing: the search index is built "
+    "after loading each file (faster; the messages become searchable when it is done).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
 @click.pass_context
 def import_cmd(
@@ -53,6 +59,7 @@ def import_cmd(
     session_id: str | None,
     source: str,
     strict: bool,
+    bulk: bool,
     as_json: bool,
 ) -> None:
     """Import JSONL transcripts (files, or folders of *.jsonl).
@@ -89,8 +96,20 @@ def import_cmd(
             def step(done: int, _total: int, base: int = base) -> None:
                 bar.update(task, completed=base + done)
 
-            reports[str(f)] = store.import_jsonl(
-                f, session_id=session_id, source=source, strict=strict, progress=step
+            def indexing(done: int, total: int, name: str = f.name) -> None:
+                bar.update(
+                    task, description=f"indexing {escape(name)} {done * 100 // max(total, 1)}%"
+                )
+
+            reports[str(f)] = tr.import_jsonl(
+                store,
+                f,
+                session_id=session_id,
+                source=source,
+                strict=strict,
+                progress=step,
+                bulk=bulk,
+                index_progress=indexing,
             )
             done_before += f.stat().st_size
     bad = [b for r in reports.values() for b in r.bad_lines]

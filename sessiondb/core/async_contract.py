@@ -203,6 +203,7 @@ class AsyncStore(Protocol):
         source: str = "import",
         strict: bool = False,
         progress: Progress | None = None,
+        bulk: bool = False,
     ) -> ImportReport: ...
 
     async def export_jsonl(

@@ -217,6 +217,16 @@ class Backend(Protocol):
     def write(self) -> AbstractContextManager[WriteTx]:
         """Raises ``ReadOnlyStore`` on a store opened read-only."""
 
+    def write_deferred(self) -> AbstractContextManager[WriteTx]:
+        """A write transaction of a bulk import (``import_jsonl(bulk=True)``): the messages it
+        inserts may stay out of the search index until :meth:`finish_index` — a backend that
+        indexes every row as it is written returns an ordinary ``write()``
+        (docs/adr/0015-bulk-import.md)."""
+
+    def finish_index(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Index every message a deferred write left unindexed, in short write transactions,
+        ``progress(done, total)`` after each; the messages (ids) it covered, 0 when none."""
+
     def append_plain(
         self, session_id: str, items: Sequence[Item], now: float
     ) -> list[Message] | None:
@@ -402,6 +412,7 @@ class Store(Protocol):
         source: str = "import",
         strict: bool = False,
         progress: Progress | None = None,
+        bulk: bool = False,
     ) -> ImportReport: ...
 
     def export_jsonl(

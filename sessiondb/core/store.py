@@ -444,12 +444,21 @@ class SessionStore:
         source: str = "import",
         strict: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        bulk: bool = False,
     ) -> ImportReport:
-        """Import a JSONL transcript; idempotent (see :mod:`sessiondb.core.transcript`)."""
+        """Import a JSONL transcript; idempotent (see :mod:`sessiondb.core.transcript`).
+        ``bulk=True``: a large import into a store nobody else is writing, its search index
+        built after loading (docs/adr/0015-bulk-import.md)."""
         from . import transcript
 
         return transcript.import_jsonl(
-            self, path, session_id=session_id, source=source, strict=strict, progress=progress
+            self,
+            path,
+            session_id=session_id,
+            source=source,
+            strict=strict,
+            progress=progress,
+            bulk=bulk,
         )
 
     def export_jsonl(self, session_id: str | None, dest: str | os.PathLike[str] | IO[bytes]) -> int:

@@ -19,13 +19,14 @@ by line (formats._check), so their items go to the append transaction (core/writ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     Error,
@@ -36,17 +37,16 @@ from ..errors import (
 )
 from ..models import BadLine, ImportReport, Message
 from . import append as ap
-from . import validate, writes
+from . import reader, validate, writes
 from .formats import (
     MAX_LINE_BYTES,
     Header,
-    LineParser,
     Parsed,
     Record,
     Title,
-    iter_raw_lines,
     line_digest,
 )
+from .reader import open_file, read_lines
 
 if TYPE_CHECKING:
     from .contract import Store
@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 #: (ADR 0010) 250 cost 0.82x the CPU per message but live writers' p99 rose 1.46x (median of 5
 #: rounds, benchmarks/results/import_ab_batch250.json; docs/benchmarks.md, "Import path").
 BATCH = 100
+#: Messages per write transaction of a bulk import (``bulk=True``), whose search index is built
+#: after loading (docs/adr/0015-bulk-import.md): nobody else is expected to write meanwhile, so
+#: the transaction may be long; measured in docs/benchmarks.md, "Bulk import".
+BULK_BATCH = 2000
 #: Meta field recording where a backfilled message belongs in conversation order: it follows the
 #: message whose seq is ``after`` (0: before everything).
 BACKFILL_META = "sessiondb_backfill"
@@ -75,40 +79,13 @@ Progress = Callable[[int, int], None]
 # -- reading ----------------------------------------------------------------------------------
 
 
-def _open(path: str | os.PathLike[str]) -> IO[bytes]:
-    p = Path(os.fspath(path))
-    try:
-        return p.open("rb")
-    except IsADirectoryError:
-        raise InvalidInput(f"{p} is a folder; give a .jsonl file") from None
-    except OSError as e:
-        raise InvalidInput(f"cannot read {p}: {e.strerror or e}") from None
-
-
-def _read(
-    path: str | os.PathLike[str], *, max_bytes: int, stop_at: int | None = None
-) -> Iterator[tuple[int, int, Parsed | BadLine]]:
-    """Yield ``(line, end offset, record | header | title | bad line)`` for every non-blank
-    line that is not skipped bookkeeping."""
-    parser = LineParser(os.fspath(path), max_bytes=max_bytes)
-    f = _open(path)
-    with f:
-        try:
-            for raw in iter_raw_lines(f, max_bytes=max_bytes, stop_at=stop_at):
-                parsed = parser.parse(raw)
-                if parsed is not None:
-                    yield raw.number, raw.end, parsed
-        except OSError as e:
-            raise Error(f"reading {os.fspath(path)} failed: {e.strerror or e}") from None
-
-
 def validate_jsonl(
     path: str | os.PathLike[str], *, max_line_bytes: int = MAX_LINE_BYTES
 ) -> tuple[list[BadLine], int]:
     """Every bad line of a file, and the byte offset validated up to (the size read)."""
     bad: list[BadLine] = []
     end = 0
-    for _, offset, parsed in _read(path, max_bytes=max_line_bytes):
+    for _, offset, parsed in read_lines(path, max_bytes=max_line_bytes):
         end = offset
         if isinstance(parsed, BadLine):
             bad.append(parsed)
@@ -142,10 +119,14 @@ class _Importer:
     """Groups records into per-session batches and appends them; restores what headers and
     titles say about sessions."""
 
-    def __init__(self, store: Store, path: str, session_id: str | None, source: str) -> None:
+    def __init__(
+        self, store: Store, path: str, session_id: str | None, source: str, bulk: bool = False
+    ) -> None:
         from .store import SessionStore  # store.py imports this module lazily, too
 
         self.store = store
+        self.bulk = bulk
+        self.batch = BULK_BATCH if bulk else BATCH
         #: the write path of a SessionStore, to hand it items validated already (_append)
         self.backend = store.backend if isinstance(store, SessionStore) else None
         self.group = store.group if isinstance(store, SessionStore) else None
@@ -214,7 +195,7 @@ class _Importer:
             if summary is not None:
                 self.session_titles[sid] = summary
         self.pending.append((line, rec))
-        if len(self.pending) >= BATCH:
+        if len(self.pending) >= self.batch:
             self.flush()
 
     def _lineage(self, rec: Record, sid: str) -> None:
@@ -301,6 +282,8 @@ class _Importer:
     def _append(self, sid: str, items: list[ap.Item], expect_last: int | None) -> list[Message]:
         """``append_many(sid, items, expect_last=...)`` for items ``LineParser`` validated (and
         the session id, ``add``): straight to the append transaction, each rule run once."""
+        if self.backend is not None and self.bulk:  # its own transaction, index deferred
+            return writes.append(self.backend, sid, items, expect_last, None, deferred=True)
         if self.backend is not None:  # as append_many does with a request it validated
             request = writes.Request(sid, items, expect_last, None)
             return writes.commit(self.backend, self.group, request)
@@ -417,6 +400,8 @@ def import_jsonl(
     strict: bool = False,
     progress: Progress | None = None,
     max_line_bytes: int = MAX_LINE_BYTES,
+    bulk: bool = False,
+    index_progress: Progress | None = None,
 ) -> ImportReport:
     """Import one JSONL transcript; idempotent (importing twice adds nothing).
 
@@ -424,6 +409,13 @@ def import_jsonl(
     ``sessionId``, a sessiondb export's ``session_id``), else to a session named after the file
     (:func:`file_session_id`). Bad lines are skipped and reported; with ``strict=True`` any bad
     line raises ``InvalidInput`` before anything is written.
+
+    ``bulk=True``: a large import into a store nobody else is writing. Batches of
+    :data:`BULK_BATCH` messages, whose search index the store may build after loading, set-based
+    (``Backend.write_deferred`` / ``finish_index``; ``index_progress(done, total)`` in message
+    ids while it does); every message is searchable when this returns, as in a plain import.
+    Others may still write meanwhile: their messages are indexed as always, and a batch the
+    store cannot defer is indexed at once (docs/adr/0015-bulk-import.md).
     """
     name = os.fspath(path)
     if session_id is not None:
@@ -439,11 +431,46 @@ def import_jsonl(
                 f"{name}: {len(bad)} bad line(s), nothing was imported — {shown}{more}. "
                 "Fix them, or import without --strict to skip them"
             )
-    with _open(path) as f:
+    with open_file(path) as f:
         total = os.fstat(f.fileno()).st_size
-    importer = _Importer(store, name, session_id, source)
+    importer = _Importer(store, name, session_id, source, bulk)
+    try:
+        _load(importer, path, max_line_bytes, stop_at, total, progress)
+    except Exception:
+        if importer.bulk and importer.backend is not None:
+            # What was loaded is committed: searchable before the error goes up.
+            with contextlib.suppress(Error):
+                importer.backend.finish_index(index_progress)
+        raise
+    if importer.bulk and importer.backend is not None:
+        importer.backend.finish_index(index_progress)
+    return ImportReport(importer.imported, importer.duplicates, tuple(importer.bad))
+
+
+def _load(
+    importer: _Importer,
+    path: str | os.PathLike[str],
+    max_line_bytes: int,
+    stop_at: int | None,
+    total: int,
+    progress: Progress | None,
+) -> None:
+    if importer.bulk:  # parsed in a child process while this one stores (core/reader.py)
+        lines = reader.parsed_lines(os.fspath(path), max_bytes=max_line_bytes, stop_at=stop_at)
+    else:
+        lines = read_lines(path, max_bytes=max_line_bytes, stop_at=stop_at)
+    with contextlib.closing(lines):  # an error while storing ends the reader at once
+        _store(importer, lines, total, progress)
+
+
+def _store(
+    importer: _Importer,
+    lines: Generator[tuple[int, int, Parsed | BadLine], None, None],
+    total: int,
+    progress: Progress | None,
+) -> None:
     done = 0
-    for line, end, parsed in _read(path, max_bytes=max_line_bytes, stop_at=stop_at):
+    for line, end, parsed in lines:
         done = end
         if isinstance(parsed, BadLine):
             importer.bad.append(parsed)
@@ -459,7 +486,6 @@ def import_jsonl(
     importer.finish()
     if progress is not None:
         progress(done, total)
-    return ImportReport(importer.imported, importer.duplicates, tuple(importer.bad))
 
 
 # -- reconcile --------------------------------------------------------------------------------
@@ -554,7 +580,7 @@ def transcript(
         return history_order(store.messages(session_id))
     legacy = [
         parsed
-        for _, _, parsed in _read(legacy_jsonl, max_bytes=max_line_bytes)
+        for _, _, parsed in read_lines(legacy_jsonl, max_bytes=max_line_bytes)
         if isinstance(parsed, Record)
     ]
     for attempt in range(_RECONCILE_TRIES):

@@ -65,6 +65,8 @@ def _identifier(value: object, field: str, limit: int) -> str:
         raise InvalidInput(f"{field} must not be empty")
     if len(value) > limit:
         raise InvalidInput(f"{field} is {len(value)} characters; the limit is {limit}")
+    if value.isascii() and value.isprintable():  # no control character, no surrogate
+        return value
     if _CONTROL.search(value):
         raise InvalidInput(f"{field} must not contain NUL or control characters: {value!r}")
     if _SURROGATE.search(value):

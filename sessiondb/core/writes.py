@@ -33,10 +33,13 @@ def append(
     patch: Mapping[str, Any] | None,
     others: Sequence[tuple[str, Mapping[str, Any]]] = (),
     replace: bool = False,
+    deferred: bool = False,
 ) -> list[Message]:
     """Store ``items`` (validated; at least one unless ``replace``) in session ``sid`` in one
     write transaction, with ``patch`` of its meta and ``others``' patches of other sessions'
-    (core/state.py); ``replace``: after clearing the session, in the same transaction."""
+    (core/state.py); ``replace``: after clearing the session, in the same transaction.
+    ``deferred``: a bulk import's batch, its search index possibly left to
+    ``Backend.finish_index`` (``Backend.write_deferred``, docs/adr/0015-bulk-import.md)."""
     # Nothing to read first (no keys, no expected seq, no patch): the backend's own one-step
     # append, when it has one (ADR 0013, amendment 3); None: it has none, nothing was stored.
     plain = expect_last is None and not patch and not others and not replace
@@ -46,7 +49,7 @@ def append(
             return done
     for attempt in CREATION_RACE:
         try:
-            with backend.write() as tx:
+            with backend.write_deferred() if deferred else backend.write() as tx:
                 return _append(tx, sid, items, expect_last, patch, others, replace)
         except SessionExists:
             if attempt == CREATION_RACE[-1]:

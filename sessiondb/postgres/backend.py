@@ -191,6 +191,14 @@ class PostgresBackend:
         self._ensure_ready()
         return _Transaction(self._conns.transaction(writing=True))
 
+    def write_deferred(self) -> _Transaction:
+        # Each message's tsvector is built by the client and its GIN entry written with the row
+        # (docs/postgres.md "Search"): there is nothing to leave for later (docs/adr/0015).
+        return self.write()
+
+    def finish_index(self, progress: Callable[[int, int], None] | None = None) -> int:
+        return 0
+
     def append_plain(
         self, session_id: str, items: Sequence[Item], now: float
     ) -> list[Message] | None:

@@ -26,7 +26,7 @@ import apsw
 
 from ..errors import Error, InvalidInput, StoreBusy, StoreNotFound, UnsupportedStorage
 from ..models import HealthReport, Message, Session
-from . import insert, prunemerge, schema
+from . import deferred, insert, prunemerge, schema
 from .engine import Engine
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, SESSION_COLUMNS_V3, message_of, session_of
 
@@ -69,11 +69,14 @@ def _one(cursor: apsw.Cursor) -> tuple[Any, ...]:
 class SQLiteTx:
     """One transaction's view of the file (the contract's ``ReadTx`` / ``WriteTx``)."""
 
-    __slots__ = ("_cols", "conn")
+    __slots__ = ("_cols", "conn", "defer")
 
-    def __init__(self, conn: apsw.Connection, session_columns: str) -> None:
+    def __init__(self, conn: apsw.Connection, session_columns: str, defer: bool = False) -> None:
         self.conn = conn
         self._cols = session_columns
+        #: a bulk import's transaction (``write_deferred``): inserts may leave their search
+        #: index to the backfill window (docs/adr/0015-bulk-import.md)
+        self.defer = defer
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -247,12 +250,12 @@ class SQLiteTx:
     def insert_messages(
         self, ref: SessionRef, session_id: str, items: Sequence[Item], now: float
     ) -> list[Message]:
-        return insert.insert_batches(self.conn, [(ref, session_id, items)], now)[0]
+        return insert.insert_batches(self.conn, [(ref, session_id, items)], now, self.defer)[0]
 
     def insert_batches(
         self, batches: Sequence[tuple[SessionRef, str, Sequence[Item]]], now: float
     ) -> list[list[Message]]:
-        return insert.insert_batches(self.conn, batches, now)
+        return insert.insert_batches(self.conn, batches, now, self.defer)
 
     def copy_messages(self, source: SessionRef, target: SessionRef, upto: int) -> None:
         from .rollup import forget_copied_tokens
@@ -323,14 +326,17 @@ class _WriteTx:
     """The context manager of ``SQLiteBackend.write()``: the engine's write transaction, seen
     as a :class:`SQLiteTx`."""
 
-    __slots__ = ("_cm", "_cols")
+    __slots__ = ("_cm", "_cols", "_defer")
 
-    def __init__(self, cm: AbstractContextManager[apsw.Connection], cols: str) -> None:
+    def __init__(
+        self, cm: AbstractContextManager[apsw.Connection], cols: str, defer: bool = False
+    ) -> None:
         self._cm = cm
         self._cols = cols
+        self._defer = defer  # a bulk import's transaction (``write_deferred``)
 
     def __enter__(self) -> SQLiteTx:
-        return SQLiteTx(self._cm.__enter__(), self._cols)
+        return SQLiteTx(self._cm.__enter__(), self._cols, self._defer)
 
     def __exit__(
         self,
@@ -433,6 +439,14 @@ class SQLiteBackend:
     def write(self) -> _WriteTx:
         # A class, not a second @contextmanager generator: this is on every append's path.
         return _WriteTx(self._ensure_ready().write(), self._session_columns)
+
+    def write_deferred(self) -> _WriteTx:
+        # Rows of one insert statement leave their search index to the backfill window, when
+        # it can take them (sqlite/fts.py ``defer``; docs/adr/0015-bulk-import.md).
+        return _WriteTx(self._ensure_ready().write(), self._session_columns, defer=True)
+
+    def finish_index(self, progress: Callable[[int, int], None] | None = None) -> int:
+        return deferred.finish(self._ensure_ready(), progress)
 
     def purge(self) -> None:
         engine = self._ensure_ready()

@@ -195,6 +195,35 @@ def backfill_pending(conn: apsw.Connection) -> bool:
     return conn.execute("SELECT 1 FROM search_backfill").fetchone() is not None
 
 
+def defer(conn: apsw.Connection, first: int, last: int) -> bool:
+    """Leave messages ``first..last`` (rowids: the rows a bulk import's statement just
+    inserted, their insert triggers held off by the claim) to the backfill instead of indexing
+    them now (docs/adr/0015-bulk-import.md). The pending window ``(done_id, end_id]`` is one
+    range, so it can only grow at its end: True when it was opened here or ended just before
+    ``first``; False, nothing changed, when rows another writer added (indexed by it) lie
+    between — the caller then indexes these rows itself."""
+    row = conn.execute("SELECT end_id FROM search_backfill").fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO search_backfill(id, done_id, end_id) VALUES (1, ?, ?)", (first - 1, last)
+        )
+        return True
+    if int(row[0]) != first - 1:
+        return False
+    conn.execute("UPDATE search_backfill SET end_id = ?", (last,))
+    return True
+
+
+def backfill_size(conn: apsw.Connection) -> int:
+    """Messages still waiting for the backfill (0 when none)."""
+    row = conn.execute("SELECT done_id, end_id FROM search_backfill").fetchone()
+    if row is None:
+        return 0
+    return int(
+        conn.execute("SELECT count(*) FROM messages WHERE id > ? AND id <= ?", tuple(row)).get
+    )
+
+
 def backfill_batch(conn: apsw.Connection, batch: int = BACKFILL_BATCH) -> bool:
     """Index the next ``batch`` unindexed rows; return True when the backfill is complete.
 
@@ -301,8 +330,10 @@ __all__ = [
     "backfill",
     "backfill_batch",
     "backfill_pending",
+    "backfill_size",
     "backfill_step",
     "create",
+    "defer",
     "drop",
     "index_bytes",
     "merge_step",

@@ -84,7 +84,10 @@ def insert_rows(conn: apsw.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
 
 
 def insert_batches(
-    conn: apsw.Connection, batches: Sequence[tuple[int, str, Sequence[Item]]], now: float
+    conn: apsw.Connection,
+    batches: Sequence[tuple[int, str, Sequence[Item]]],
+    now: float,
+    defer: bool = False,
 ) -> list[list[Message]]:
     """Insert each ``(session row id, session id, items)`` batch; the stored messages per batch.
 
@@ -92,7 +95,9 @@ def insert_batches(
     indexed set-based: every session is claimed, the rows go in with one statement and are
     indexed by their rowid range with one ``INSERT … SELECT`` per index table (selfindex.py,
     docs/adr/0010, "Groups"). A single row keeps the insert triggers. A group's sessions get
-    their seqs from ``UPDATE … FROM (VALUES …)`` statements (:data:`CLAIM_SHAPES`)."""
+    their seqs from ``UPDATE … FROM (VALUES …)`` statements (:data:`CLAIM_SHAPES`).
+    ``defer``: a bulk import's transaction — rows of one statement are left to the search
+    index's backfill window where it can take them (selfindex.defer_rows, docs/adr/0015)."""
     rows: list[tuple[Any, ...]] = []
     out, spans = [], []
     claim = sum(len(items) for _, _, items in batches) >= selfindex.MIN_ROWS
@@ -116,14 +121,14 @@ def insert_batches(
     top = 0 if top is None else int(top)
     insert_rows(conn, rows)
     ascii_only = all(row[3].isascii() for row in rows)  # content; O(1) per str
-    if conn.last_insert_rowid() == top + len(rows):
+    if conn.last_insert_rowid() != top + len(rows):
+        for ref, first, last in spans:
+            selfindex.index_batch(conn, ref, first, last, ascii_only)
+    elif not (defer and selfindex.defer_rows(conn, top + 1, top + len(rows))):
         merge = sum(
             n for _, first, last in spans if (n := last - first + 1) >= selfindex.MERGE_ROWS
         )
         selfindex.index_rows(conn, top + 1, top + len(rows), merge, ascii_only)
-    else:
-        for ref, first, last in spans:
-            selfindex.index_batch(conn, ref, first, last, ascii_only)
     selfindex.release_all(conn, [ref for ref, _, _ in spans])
     return out
 

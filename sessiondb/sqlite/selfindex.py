@@ -160,6 +160,17 @@ def index_rows(
     return _index(conn, _RANGE, _BY_RANGE, (first_id, last_id), merge_rows, ascii_only)
 
 
+def defer_rows(conn: apsw.Connection, first_id: int, last_id: int) -> bool:
+    """A bulk import's rows ``first_id..last_id`` (one insert statement's, claimed): the usage
+    rollup fed now, the search index left to the backfill window (:func:`fts.defer`,
+    docs/adr/0015-bulk-import.md). False, nothing done, when the window cannot take them: the
+    caller indexes them with :func:`index_rows`."""
+    if not fts.defer(conn, first_id, last_id):
+        return False
+    rollup.add_batch(conn, _RANGE, (first_id, last_id))
+    return True
+
+
 def release(conn: apsw.Connection, ref: int) -> None:
     """Clear the claim on session ``ref`` (before the transaction commits)."""
     conn.execute(f"UPDATE sessions SET {CLAIM} = 0 WHERE id = ?", (ref,))
@@ -189,6 +200,7 @@ __all__ = [
     "CLAIM",
     "MERGE_ROWS",
     "MIN_ROWS",
+    "defer_rows",
     "index_batch",
     "index_rows",
     "install_triggers",

@@ -49,6 +49,18 @@ def test_import_folder_strict_and_json(tmp_path: Path) -> None:
     assert code == 2 and "no such file" in out
 
 
+def test_bulk_import_json(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    f = tmp_path / "a.jsonl"
+    f.write_text("".join(line("user", f"bulk{i}") for i in range(30)))
+    code, out = run(db, "import", "--bulk", "--json", str(f))
+    assert code == 0 and json.loads(out)["imported"] == 30
+    with sessiondb.open(db) as s:
+        assert [h.message.seq for h in s.search("bulk17")] == [18]
+    code, out = run(db, "import", "--bulk", str(f))
+    assert code == 0 and "0 imported, 30 already stored" in out
+
+
 def test_export_all_sessions_round_trips(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     with sessiondb.open(db) as s:

@@ -125,6 +125,27 @@ def test_batches_are_bounded_and_progress_reported(
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+def test_a_bulk_import_is_searchable_when_it_returns_and_idempotent(
+    store: Any, tmp_path: Path
+) -> None:
+    # docs/adr/0015-bulk-import.md: batches of BULK_BATCH, the index built after loading where
+    # the backend defers it, every message searchable when the call returns.
+    n = transcript.BULK_BATCH + 5
+    objs = [{"role": "user", "content": f"bulkword{i} 東京都"} for i in range(n)]
+    f = write_jsonl(tmp_path / "t.jsonl", objs)
+    done: list[tuple[int, int]] = []
+    r = store.import_jsonl(f, bulk=True, progress=lambda d, t: done.append((d, t)))
+    assert (r.imported, r.duplicates) == (n, 0)
+    assert done[-1] == (os.path.getsize(f), os.path.getsize(f))
+    for i in (0, n // 2, n - 1):
+        hits = store.search(f"bulkword{i}")
+        assert [h.message.seq for h in hits] == [i + 1]
+    assert len(store.search("東京都", limit=10_000)) == n
+    again = store.import_jsonl(f, bulk=True)
+    assert (again.imported, again.duplicates) == (0, n)
+    assert store.count() == n
+
+
 def test_session_override_and_missing_file(store: Any, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="cannot read"):
         store.import_jsonl(tmp_path / "nope.jsonl")

@@ -1,0 +1,151 @@
+"""A transcript's lines read and parsed (:func:`read_lines`) — in a child process, beside the import
+that stores them, for bulk imports (:func:`parsed_lines`; docs/adr/0015-bulk-import.md).
+
+Reading, decoding, parsing and checking a line costs about as much Python time as storing it
+(docs/benchmarks.md, "Bulk import"), and one Python process runs one of them at a time (the GIL).
+:func:`parsed_lines` forks a reader that runs the same :func:`read_lines` and sends its
+results in chunks of :data:`CHUNK` lines through a pipe, messages flattened to tuples (a tenth
+of a pickled dataclass's cost to load), while the importing process stores the chunk before.
+
+* The reader is forked, not spawned: it inherits the formats registered in this process
+  (``formats.register_format``) and imports nothing again. sessiondb's fork gate
+  (sqlite/forkgate.py) keeps the fork out of any transaction of this process's other threads;
+  the reader touches no store and leaves with ``os._exit``.
+* Bounded: one chunk being read, what the pipe holds (:data:`PIPE_BYTES`) and one being
+  stored.
+* Whatever ends the reader — an error reading the file, kill -9 — the importer raises an error
+  after storing the chunks it received; whatever ends the importer, the reader's next send fails
+  (the pipe is closed) and it exits.
+* Where ``fork`` is not available the lines are parsed in this process, as a plain import does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing
+import operator
+import os
+from collections.abc import Generator
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import Error, InvalidInput
+from ..models import BadLine
+from .formats import LineParser, Parsed, Record, iter_raw_lines, record_of
+
+#: Lines per message through the pipe (~230 KB of typical chat lines).
+CHUNK = 1000
+#: Bytes the pipe may hold: a few chunks.
+PIPE_BYTES = 1 << 20
+#: Seconds to wait for the reader to leave once its last chunk arrived.
+JOIN_SECONDS = 10.0
+
+_FIELDS = operator.attrgetter(*Record.__dataclass_fields__)
+
+
+def open_file(path: str | os.PathLike[str]) -> IO[bytes]:
+    p = Path(os.fspath(path))
+    try:
+        return p.open("rb")
+    except IsADirectoryError:
+        raise InvalidInput(f"{p} is a folder; give a .jsonl file") from None
+    except OSError as e:
+        raise InvalidInput(f"cannot read {p}: {e.strerror or e}") from None
+
+
+def read_lines(
+    path: str | os.PathLike[str], *, max_bytes: int, stop_at: int | None = None
+) -> Generator[tuple[int, int, Parsed | BadLine], None, None]:
+    """Yield ``(line, end offset, record | header | title | bad line)`` for every non-blank
+    line that is not skipped bookkeeping."""
+    parser = LineParser(os.fspath(path), max_bytes=max_bytes)
+    f = open_file(path)
+    with f:
+        try:
+            for raw in iter_raw_lines(f, max_bytes=max_bytes, stop_at=stop_at):
+                parsed = parser.parse(raw)
+                if parsed is not None:
+                    yield raw.number, raw.end, parsed
+        except OSError as e:
+            raise Error(f"reading {os.fspath(path)} failed: {e.strerror or e}") from None
+
+
+def _flat(item: tuple[int, int, Parsed | BadLine]) -> tuple[Any, ...]:
+    line, end, parsed = item
+    if type(parsed) is Record:
+        return (line, end, *_FIELDS(parsed))
+    return (line, end, parsed)  # headers, titles, bad lines: rare, pickled whole
+
+
+def _reader(receive: Any, send: Any, path: str, max_bytes: int, stop_at: int | None) -> None:
+    # The fork copied the importer's end of the pipe too: closed, so that once the importer is
+    # gone nobody reads, and a send fails instead of waiting for ever.
+    receive.close()
+    status = 0
+    try:
+        chunk: list[tuple[Any, ...]] = []
+        for item in read_lines(path, max_bytes=max_bytes, stop_at=stop_at):
+            chunk.append(_flat(item))
+            if len(chunk) >= CHUNK:
+                send.send(chunk)
+                chunk = []
+        send.send(chunk)
+        send.send(None)
+    except (BrokenPipeError, ConnectionResetError):
+        status = 1  # the importer is gone
+    except BaseException as e:  # reported to the importer, which raises it
+        try:
+            send.send(("error", str(e) or type(e).__name__))
+        except OSError:
+            status = 1
+    finally:
+        send.close()
+    os._exit(status)
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe hold several chunks (Linux: up to ``fs.pipe-max-size``, 1 MiB by default),
+    so that the reader parses ahead while the importer stores instead of waiting for each read."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def parsed_lines(
+    path: str, *, max_bytes: int, stop_at: int | None
+) -> Generator[tuple[int, int, Parsed | BadLine], None, None]:
+    """What :func:`read_lines` yields, read and parsed by a forked reader."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        yield from read_lines(path, max_bytes=max_bytes, stop_at=stop_at)
+        return
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    _widen(send.fileno())
+    args = (receive, send, path, max_bytes, stop_at)
+    proc = ctx.Process(target=_reader, args=args, name="sessiondb-reader", daemon=True)
+    proc.start()
+    send.close()
+    try:
+        while True:
+            try:
+                chunk = receive.recv()
+            except EOFError:
+                raise Error(f"reading {path} stopped: the reader process ended") from None
+            if chunk is None:
+                break
+            if isinstance(chunk, tuple):
+                raise Error(f"reading {path} failed: {chunk[1]}")
+            for values in chunk:
+                if len(values) == 3:
+                    yield values
+                else:
+                    yield values[0], values[1], record_of(values[2:])
+    finally:
+        receive.close()
+        proc.join(JOIN_SECONDS)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(JOIN_SECONDS)
+
+
+__all__ = ["CHUNK", "open_file", "parsed_lines", "read_lines"]
