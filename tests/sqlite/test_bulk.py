@@ -20,6 +20,8 @@ import pytest
 
 import sessiondb
 from sessiondb.sqlite import deferred
+from sessiondb.sqlite.doctor import checks as doctor
+from sessiondb.sqlite.doctor import repair
 from tests import _workers_transcripts as w
 from tests.helpers import engine_of
 from tests.sqlite.test_selfindex import check_index, found, message_rows, word_rows
@@ -103,6 +105,27 @@ def test_the_loaded_rows_wait_in_the_window_until_the_index_is_built(
         assert window(store) is None
         assert len(found(store, "n1234")) == 1
         check_index(store)
+
+
+def test_the_doctor_names_messages_waiting_for_the_index_and_repair_indexes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = transcript(tmp_path / "t.jsonl", 3000)
+    db = tmp_path / "s.db"
+    with sessiondb.open(db) as store:
+        monkeypatch.setattr(deferred, "finish", lambda engine, progress=None: 0)
+        store.import_jsonl(src, bulk=True)  # as if killed before its index was built
+    monkeypatch.undo()
+    fts_check = next(c for c in doctor.diagnose(db).checks if c.name == "fts")
+    assert fts_check.status == "warn" and "3000 message(s) wait to be indexed" in fts_check.detail
+    assert _pending(db)
+    result = repair.repair(db)
+    assert any("backfill" in a for a in result.actions)
+    assert not _pending(db)
+    assert next(c for c in doctor.diagnose(db).checks if c.name == "fts").status == "ok"
+    with sessiondb.open(db) as store:
+        check_index(store)
+        assert len(found(store, "n2999")) == 1
 
 
 def test_writes_between_deferred_batches_are_indexed_once(
