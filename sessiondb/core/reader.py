@@ -7,26 +7,29 @@ Reading, decoding, parsing and checking a line costs about as much Python time a
 results in chunks of :data:`CHUNK` lines through a pipe, messages flattened to tuples (a tenth
 of a pickled dataclass's cost to load), while the importing process stores the chunk before.
 
-* The reader is forked, not spawned: it inherits the formats registered in this process
-  (``formats.register_format``) and imports nothing again. sessiondb's fork gate
-  (sqlite/forkgate.py) keeps the fork out of any transaction of this process's other threads;
-  the reader touches no store and leaves with ``os._exit``.
+* The reader is forked (``os.fork``), not spawned: it inherits the formats registered in this
+  process (``formats.register_format``) and imports nothing again; and not through
+  ``multiprocessing.Process``, which refuses to start one from a daemonic process (a pool's
+  worker). sessiondb's fork gate (sqlite/forkgate.py) keeps the fork out of any transaction of
+  this process's other threads; the reader touches no store and leaves with ``os._exit``.
 * Bounded: one chunk being read, what the pipe holds (:data:`PIPE_BYTES`) and one being
   stored.
 * Whatever ends the reader — an error reading the file, kill -9 — the importer raises an error
   after storing the chunks it received; whatever ends the importer, the reader's next send fails
   (the pipe is closed) and it exits.
-* Where ``fork`` is not available the lines are parsed in this process, as a plain import does.
+* Where this process cannot fork, the lines are parsed in it, as a plain import does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import multiprocessing
 import operator
 import os
+import signal
+import time
 from collections.abc import Generator
+from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import IO, Any
 
@@ -78,11 +81,8 @@ def _flat(item: tuple[int, int, Parsed | BadLine]) -> tuple[Any, ...]:
     return (line, end, parsed)  # headers, titles, bad lines: rare, pickled whole
 
 
-def _reader(receive: Any, send: Any, path: str, max_bytes: int, stop_at: int | None) -> None:
-    # The fork copied the importer's end of the pipe too: closed, so that once the importer is
-    # gone nobody reads, and a send fails instead of waiting for ever.
-    receive.close()
-    status = 0
+def _reader(send: Connection, path: str, max_bytes: int, stop_at: int | None) -> int:
+    """The forked reader's work; its exit status."""
     try:
         chunk: list[tuple[Any, ...]] = []
         for item in read_lines(path, max_bytes=max_bytes, stop_at=stop_at):
@@ -92,16 +92,13 @@ def _reader(receive: Any, send: Any, path: str, max_bytes: int, stop_at: int | N
                 chunk = []
         send.send(chunk)
         send.send(None)
-    except (BrokenPipeError, ConnectionResetError):
-        status = 1  # the importer is gone
+        return 0
+    except OSError:
+        return 1  # the importer is gone (the pipe's other end is closed)
     except BaseException as e:  # reported to the importer, which raises it
-        try:
+        with contextlib.suppress(OSError):
             send.send(("error", str(e) or type(e).__name__))
-        except OSError:
-            status = 1
-    finally:
-        send.close()
-    os._exit(status)
+        return 1
 
 
 def _widen(fd: int) -> None:
@@ -111,20 +108,56 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
+def _fork(path: str, max_bytes: int, stop_at: int | None) -> tuple[int, Connection] | None:
+    """Fork the reader: its pid and the importer's end of the pipe; None where this process
+    cannot fork (no ``os.fork``, or the kernel refused one)."""
+    if not hasattr(os, "fork"):
+        return None
+    receive, send = Pipe(duplex=False)
+    _widen(send.fileno())
+    try:
+        pid = os.fork()
+    except OSError:
+        receive.close()
+        send.close()
+        return None
+    if pid == 0:  # the reader
+        status = 1
+        try:
+            # The fork copied the importer's end of the pipe too: closed, so that once the
+            # importer is gone nobody reads, and a send fails instead of waiting for ever.
+            receive.close()
+            status = _reader(send, path, max_bytes, stop_at)
+        finally:
+            os._exit(status)  # no atexit, no finalizer of the importer's objects
+    send.close()
+    return pid, receive
+
+
+def _reap(pid: int) -> None:
+    """Wait for the reader (it leaves once its pipe is closed); kill it past JOIN_SECONDS."""
+    deadline = time.monotonic() + JOIN_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG) == (0, 0):
+                time.sleep(0.005)
+                continue
+        return
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
 def parsed_lines(
     path: str, *, max_bytes: int, stop_at: int | None
 ) -> Generator[tuple[int, int, Parsed | BadLine], None, None]:
-    """What :func:`read_lines` yields, read and parsed by a forked reader."""
-    if "fork" not in multiprocessing.get_all_start_methods():
+    """What :func:`read_lines` yields, read and parsed by a forked reader (in this process
+    where it cannot fork)."""
+    forked = _fork(path, max_bytes, stop_at)
+    if forked is None:
         yield from read_lines(path, max_bytes=max_bytes, stop_at=stop_at)
         return
-    ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    _widen(send.fileno())
-    args = (receive, send, path, max_bytes, stop_at)
-    proc = ctx.Process(target=_reader, args=args, name="sessiondb-reader", daemon=True)
-    proc.start()
-    send.close()
+    pid, receive = forked
     try:
         while True:
             try:
@@ -142,10 +175,7 @@ def parsed_lines(
                     yield values[0], values[1], record_of(values[2:])
     finally:
         receive.close()
-        proc.join(JOIN_SECONDS)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(JOIN_SECONDS)
+        _reap(pid)
 
 
 __all__ = ["CHUNK", "open_file", "parsed_lines", "read_lines"]

@@ -176,6 +176,24 @@ def test_a_bulk_import_beside_a_live_writer(tmp_path: Path) -> None:
         assert store.count("live") == appended
 
 
+def test_two_bulk_imports_at_once_share_the_window(tmp_path: Path) -> None:
+    # Each extends the window the other opened when their batches are adjacent; either may
+    # index the other's rows; both return with every message of both searchable, once.
+    db = str(tmp_path / "s.db")
+    sessiondb.open(db).close()
+    files = [transcript(tmp_path / f"t{i}.jsonl", 20_000, seed=i, sessions=2) for i in (1, 2)]
+    for i, f in enumerate(files):  # distinct session ids per file
+        f.write_text(f.read_text().replace('"session_id": "s', f'"session_id": "f{i}-s'))
+    with SPAWN.Pool(2) as pool:
+        counts = pool.starmap(w.bulk_import, [(db, str(f)) for f in files])
+    assert counts == [20_000, 20_000]
+    with sessiondb.open(db) as store:
+        assert window(store) is None
+        check_index(store)
+        assert word_rows(store) == message_rows(store) == 40_000
+        assert len(found(store, "n19999")) == 2
+
+
 def _children(pid: int) -> set[int]:
     """The live child processes of ``pid`` (a bulk import's forked reader, core/reader.py)."""
     try:

@@ -412,7 +412,7 @@ def check_fts(conn: apsw.Connection, path: Path) -> Check:
         except apsw.Error as e:
             rows = [f"{t}: {e}"]
         problems += [shown(r, 300) for r in rows if r != "ok"]
-    data = {"tables": tables, "problems": problems}
+    data: dict[str, object] = {"tables": tables, "problems": problems}
     if problems:
         return Check(
             "fts",
