@@ -55,10 +55,12 @@ MAX_PAIR_TERMS = 500
 NEWEST_FIRST = "0.0"  # the score of plans that cannot rank (substring scans): ties, by recency
 # A candidate row checked for the words left out of an AND (row joined, text searched, then
 # ranked from its text) costs about as much as FTS5 stepping over this many doclist entries
-# (_checked_words); None: never. Calibrated on the search benchmark's multi-word queries at
-# 1 000 000 messages: at 1 000 a third of the queries it changed ran up to 2.8x slower; at
-# 10 000 every one ran faster (docs/benchmarks.md, "An AND's common words checked on the row").
-CHECKED_CANDIDATE_COST: float | None = 10000.0
+# (_checked_words); None: never. Calibrated on the search benchmark's multi-word queries: at
+# 1 000 000 messages on a loaded machine 1 000 made a third of the queries it changed up to 2.8x
+# slower and 10 000 made every one faster; re-measured on a quiet machine at 1 000 000 and
+# 5 000 000 messages, 3 000 beat both (runs' p99 16-17 vs 23-24 ms, and 29 vs 39-42 ms), same
+# results (docs/benchmarks.md, "An AND's common words checked on the row", "5 000 000 messages").
+CHECKED_CANDIDATE_COST: float | None = 3000.0
 _TRIGRAMS_PER_WORD = 12  # enough to be selective; LIKE re-checks the whole word anyway
 _COLS = "m.id, s.session_id, m.seq, m.role, m.content, m.key, m.meta, m.created_at, m.sid"
 
