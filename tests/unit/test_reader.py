@@ -16,8 +16,8 @@ import pytest
 import sessiondb
 from sessiondb import Error
 from sessiondb.core import formats, reader, transcript
-from sessiondb.core.formats import Format, Header, Record
 from sessiondb.core.reader import parsed_lines, read_lines
+from tests.unit.test_formats import _Csvish
 
 MAX = formats.MAX_LINE_BYTES
 
@@ -69,18 +69,8 @@ def test_the_reader_yields_what_the_importer_would_parse(tmp_path: Path, make: A
     )
 
 
-class _Speaker(Format):
-    name = "test-reader-speaker"
-
-    def sniff(self, obj: dict[str, Any]) -> bool:
-        return "speaker" in obj
-
-    def parse(self, obj: dict[str, Any], line: int, raw: bytes) -> Record | Header | None:
-        return Record(str(obj["speaker"]), str(obj.get("said", "")), f"t:{line}", None, None)
-
-
 def test_the_reader_knows_the_formats_registered_in_this_process(tmp_path: Path) -> None:
-    formats.register_format(_Speaker())
+    formats.register_format(_Csvish())  # tests/unit/test_formats.py
     try:
         src = tmp_path / "t.jsonl"
         src.write_text(
@@ -91,7 +81,7 @@ def test_the_reader_knows_the_formats_registered_in_this_process(tmp_path: Path)
             assert report.imported == 3 and not report.bad_lines
             assert [m.role for m in store.messages("s")] == ["bob"] * 3
     finally:
-        formats._FORMATS[:] = [f for f in formats._FORMATS if f.name != _Speaker.name]
+        formats._FORMATS[:] = [f for f in formats._FORMATS if f.name != _Csvish.name]
 
 
 def test_a_reader_that_dies_is_an_error_and_the_batches_stored_stay_searchable(
