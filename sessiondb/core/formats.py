@@ -35,10 +35,9 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import Any
 
 from ..errors import InvalidInput
 from ..models import BadLine
@@ -49,8 +48,6 @@ from .blocks import BLOCKS, Builder
 #: Longer lines are bad lines, skipped without ever being held in memory whole (a 64 MiB line
 #: must not blow the importer's memory bound).
 MAX_LINE_BYTES = validate.MAX_MESSAGE_BYTES
-
-_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -458,39 +455,6 @@ def formats() -> tuple[Format, ...]:
     return tuple(_FORMATS)
 
 
-def iter_raw_lines(
-    f: IO[bytes], *, max_bytes: int = MAX_LINE_BYTES, stop_at: int | None = None
-) -> Iterator[RawLine]:
-    """Yield physical lines of a binary file with at most ``max_bytes`` held per line.
-
-    ``stop_at`` ends reading at a byte offset (used to import exactly what strict mode validated
-    even if the file grows meanwhile). A final line without a newline is still yielded.
-    """
-    number = 0
-    offset = f.tell()
-    while stop_at is None or offset < stop_at:
-        limit = max_bytes + 1
-        if stop_at is not None:
-            limit = min(limit, stop_at - offset)
-        data = f.readline(limit)
-        if not data:
-            return
-        number += 1
-        offset += len(data)
-        if len(data) > max_bytes and not data.endswith(b"\n"):
-            # Oversize: skip to the end of the line chunk by chunk, never holding it whole.
-            while stop_at is None or offset < stop_at:
-                chunk = f.readline(_CHUNK if stop_at is None else min(_CHUNK, stop_at - offset))
-                if not chunk:
-                    break
-                offset += len(chunk)
-                if chunk.endswith(b"\n"):
-                    break
-            yield RawLine(number, None, offset)
-            continue
-        yield RawLine(number, data, offset)
-
-
 class LineParser:
     """Parses the lines of one file, recognising its format from the first classifiable line."""
 
@@ -605,7 +569,6 @@ __all__ = [
     "SessiondbFormat",
     "Title",
     "formats",
-    "iter_raw_lines",
     "line_digest",
     "parse_time",
     "record_of",

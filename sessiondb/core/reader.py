@@ -28,15 +28,17 @@ import operator
 import os
 import signal
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import IO, Any
 
 from ..errors import Error, InvalidInput
 from ..models import BadLine
-from .formats import LineParser, Parsed, Record, iter_raw_lines, record_of
+from .formats import MAX_LINE_BYTES, LineParser, Parsed, RawLine, Record, record_of
 
+#: Bytes read at a time while an oversize line is skipped.
+_CHUNK = 1024 * 1024
 #: Lines per message through the pipe (~230 KB of typical chat lines).
 CHUNK = 1000
 #: Bytes the pipe may hold: a few chunks.
@@ -45,6 +47,39 @@ PIPE_BYTES = 1 << 20
 JOIN_SECONDS = 10.0
 
 _FIELDS = operator.attrgetter(*Record.__dataclass_fields__)
+
+
+def iter_raw_lines(
+    f: IO[bytes], *, max_bytes: int = MAX_LINE_BYTES, stop_at: int | None = None
+) -> Iterator[RawLine]:
+    """Yield physical lines of a binary file with at most ``max_bytes`` held per line.
+
+    ``stop_at`` ends reading at a byte offset (used to import exactly what strict mode validated
+    even if the file grows meanwhile). A final line without a newline is still yielded.
+    """
+    number = 0
+    offset = f.tell()
+    while stop_at is None or offset < stop_at:
+        limit = max_bytes + 1
+        if stop_at is not None:
+            limit = min(limit, stop_at - offset)
+        data = f.readline(limit)
+        if not data:
+            return
+        number += 1
+        offset += len(data)
+        if len(data) > max_bytes and not data.endswith(b"\n"):
+            # Oversize: skip to the end of the line chunk by chunk, never holding it whole.
+            while stop_at is None or offset < stop_at:
+                chunk = f.readline(_CHUNK if stop_at is None else min(_CHUNK, stop_at - offset))
+                if not chunk:
+                    break
+                offset += len(chunk)
+                if chunk.endswith(b"\n"):
+                    break
+            yield RawLine(number, None, offset)
+            continue
+        yield RawLine(number, data, offset)
 
 
 def open_file(path: str | os.PathLike[str]) -> IO[bytes]:
@@ -178,4 +213,4 @@ def parsed_lines(
         _reap(pid)
 
 
-__all__ = ["CHUNK", "open_file", "parsed_lines", "read_lines"]
+__all__ = ["CHUNK", "iter_raw_lines", "open_file", "parsed_lines", "read_lines"]

@@ -475,9 +475,9 @@ class SessionStore:
         self, session_id: str, *, legacy_jsonl: str | os.PathLike[str] | None = None
     ) -> list[Message]:
         """Complete history; backfills what ``legacy_jsonl`` holds and the store lacks."""
-        from . import transcript
+        from . import reconcile
 
-        return transcript.transcript(self, session_id, legacy_jsonl=legacy_jsonl)
+        return reconcile.transcript(self, session_id, legacy_jsonl=legacy_jsonl)
 
     # -- search ---------------------------------------------------------------------------------
 

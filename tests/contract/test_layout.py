@@ -19,7 +19,8 @@ def _loaded_after(statement: str) -> set[str]:
 
 def test_the_core_loads_no_driver() -> None:
     loaded = _loaded_after(
-        "import sessiondb.core.store, sessiondb.core.transcript, sessiondb.core.export,"
+        "import sessiondb.core.store, sessiondb.core.transcript, sessiondb.core.reconcile,"
+        " sessiondb.core.reader, sessiondb.core.export,"
         " sessiondb.core.search,"
         " sessiondb.core.lease, sessiondb.core.contract"
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import sessiondb
-from sessiondb.core.transcript import BACKFILL_META
+from sessiondb.core.reconcile import BACKFILL_META
 from tests._workers_transcripts import reconcile
 
 
@@ -145,7 +145,7 @@ class _AgentInTheWindow:
 
 
 def test_a_backfill_never_adds_what_the_store_gained_meanwhile(store: Any, tmp_path: Path) -> None:
-    from sessiondb.core.transcript import transcript
+    from sessiondb.core.reconcile import transcript
 
     full = conv(5)
     seed(store, full[:3])

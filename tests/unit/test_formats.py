@@ -19,10 +19,10 @@ from sessiondb.core.formats import (
     Record,
     Title,
     formats,
-    iter_raw_lines,
     parse_time,
     register_format,
 )
+from sessiondb.core.reader import iter_raw_lines
 from sessiondb.models import BadLine
 
 
