@@ -24,9 +24,9 @@ from collections.abc import Callable
 from . import fts, selfindex
 from .engine import Engine
 
-#: Rows indexed per write transaction: 2.8–3.1 µs a row at 10 000–20 000, 3.7–4.1 at 5 000
-#: (more, smaller segments to merge); a live writer waits at most one chunk (~30 ms) behind it
-#: (docs/benchmarks.md, "Bulk import").
+#: Rows indexed per write transaction: 3.1–3.4 µs a row at 10 000–20 000, 3.7–4.1 at 5 000
+#: (more, smaller segments to merge; 100 000-line imports); a live writer waits at most one
+#: chunk (~40 ms at 1 000 000 messages) behind it (docs/benchmarks.md, "Bulk import").
 CHUNK = 10_000
 
 

@@ -440,13 +440,7 @@ def _waiting_for_index(conn: apsw.Connection) -> int:
     is_table = conn.execute(
         "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'search_backfill'"
     ).fetchone()
-    if is_table is None:
-        return 0
-    window = conn.execute("SELECT done_id, end_id FROM search_backfill").fetchone()
-    if window is None:
-        return 0
-    count = "SELECT count(*) FROM messages WHERE id > ? AND id <= ?"
-    return int(conn.execute(count, tuple(window)).get)
+    return 0 if is_table is None else fts.backfill_size(conn)
 
 
 def check_write_lock(path: Path, watch: float) -> Check:
