@@ -38,7 +38,7 @@ from ..models import BadLine
 from .formats import MAX_LINE_BYTES, LineParser, Parsed, RawLine, Record, record_of
 
 #: Bytes read at a time while an oversize line is skipped.
-_CHUNK = 1024 * 1024
+_SKIP_BYTES = 1024 * 1024
 #: Lines per message through the pipe (~230 KB of typical chat lines).
 CHUNK = 1000
 #: Bytes the pipe may hold: a few chunks.
@@ -71,7 +71,8 @@ def iter_raw_lines(
         if len(data) > max_bytes and not data.endswith(b"\n"):
             # Oversize: skip to the end of the line chunk by chunk, never holding it whole.
             while stop_at is None or offset < stop_at:
-                chunk = f.readline(_CHUNK if stop_at is None else min(_CHUNK, stop_at - offset))
+                size = _SKIP_BYTES if stop_at is None else min(_SKIP_BYTES, stop_at - offset)
+                chunk = f.readline(size)
                 if not chunk:
                     break
                 offset += len(chunk)

@@ -427,16 +427,16 @@ def import_jsonl(
     with open_file(path) as f:
         total = os.fstat(f.fileno()).st_size
     importer = _Importer(store, name, session_id, source, bulk)
+    backend = importer.backend if bulk else None  # whose index may wait for finish_index
     try:
         _load(importer, path, max_line_bytes, stop_at, total, progress)
     except Exception:
-        if importer.bulk and importer.backend is not None:
-            # What was loaded is committed: searchable before the error goes up.
+        if backend is not None:  # what was loaded is committed: searchable before the error
             with contextlib.suppress(Error):
-                importer.backend.finish_index(index_progress)
+                backend.finish_index(index_progress)
         raise
-    if importer.bulk and importer.backend is not None:
-        importer.backend.finish_index(index_progress)
+    if backend is not None:
+        backend.finish_index(index_progress)
     return ImportReport(importer.imported, importer.duplicates, tuple(importer.bad))
 
 
