@@ -46,6 +46,39 @@ class Message:
         return blocks_of(self.content, self.meta)
 
 
+_set = object.__setattr__
+
+
+def new_message(
+    session_id: str,
+    seq: int,
+    role: str,
+    content: str,
+    key: str | None,
+    meta: dict[str, Any] | None,
+    created_at: float,
+) -> Message:
+    """``Message(...)`` of values the store read or wrote, built the way unpickling builds a
+    dataclass: its ``__dict__`` set at once, not one frozen ``__setattr__`` per field (half the
+    time: 0.59–0.85 against 1.07–1.73 µs here; every message the store inserts or reads is built
+    here). Equal, hash and repr as ``Message(...)``: tests/unit/test_models.py."""
+    message = object.__new__(Message)
+    _set(
+        message,
+        "__dict__",
+        {
+            "session_id": session_id,
+            "seq": seq,
+            "role": role,
+            "content": content,
+            "key": key,
+            "meta": meta,
+            "created_at": created_at,
+        },
+    )
+    return message
+
+
 @dataclass(frozen=True)
 class Hit:
     message: Message

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import KeyConflict, SessionExists, SessionNotFound, StaleSession
-from ..models import Message
+from ..models import Message, new_message
 from . import append as ap
 from . import state
 from . import validate as v
@@ -303,7 +303,7 @@ class _Group:
         item = s.fresh[index]
         at = self.now if item.created_at is None else item.created_at
         seq = self._last(sid, s) - len(s.fresh) + index + 1
-        return Message(sid, seq, item.role, item.content, item.key, v.load_meta(item.meta), at)
+        return new_message(sid, seq, item.role, item.content, item.key, v.load_meta(item.meta), at)
 
     def _write(self) -> dict[str, list[Message]]:
         tx = self.tx

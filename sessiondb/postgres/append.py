@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.query import is_no_space_char
 from ..core.terms import index_terms
-from ..models import Message
+from ..models import Message, new_message
 from . import rollup
 from .text import encode
 
@@ -111,7 +111,8 @@ def messages(
     out = []
     for i, (item, at) in enumerate(zip(items, times, strict=True)):
         meta = None if item.meta is None else json.loads(item.meta)
-        out.append(Message(session_id, base + i + 1, item.role, item.content, item.key, meta, at))
+        seq = base + i + 1
+        out.append(new_message(session_id, seq, item.role, item.content, item.key, meta, at))
     return out
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core import validate as v
-from ..models import Message, Session
+from ..models import Message, Session, new_message
 from .text import decode
 
 SESSION_COLUMNS = (
@@ -37,15 +37,7 @@ def session_of(row: Sequence[Any]) -> Session:
 def message_of(row: Sequence[Any]) -> Message:
     content = decode(row[3], row[4])
     assert content is not None
-    return Message(
-        session_id=row[0],
-        seq=int(row[1]),
-        role=row[2],
-        content=content,
-        key=row[5],
-        meta=v.load_meta(row[6]),
-        created_at=row[7],
-    )
+    return new_message(row[0], int(row[1]), row[2], content, row[5], v.load_meta(row[6]), row[7])
 
 
 __all__ = ["MESSAGE_COLUMNS", "SESSION_COLUMNS", "message_of", "session_of"]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from ..models import Message
+from ..models import Message, new_message
 from . import selfindex
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def _rows(
         at = now if item.created_at is None else item.created_at
         rows.append((ref, seq, item.role, item.content, item.key, item.meta, at))
         meta = None if item.meta is None else json.loads(item.meta)
-        out.append(Message(session_id, seq, item.role, item.content, item.key, meta, at))
+        out.append(new_message(session_id, seq, item.role, item.content, item.key, meta, at))
     return out
 
 

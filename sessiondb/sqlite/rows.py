@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core import validate as v
-from ..models import Message, Session
+from ..models import Message, Session, new_message
 
 SESSION_COLUMNS = (
     "session_id, source, title, meta, created_at, updated_at, ended_at, end_reason,"
@@ -33,15 +33,7 @@ def session_of(row: Sequence[Any]) -> Session:
 
 
 def message_of(row: Sequence[Any]) -> Message:
-    return Message(
-        session_id=row[0],
-        seq=row[1],
-        role=row[2],
-        content=row[3],
-        key=row[4],
-        meta=v.load_meta(row[5]),
-        created_at=row[6],
-    )
+    return new_message(row[0], row[1], row[2], row[3], row[4], v.load_meta(row[5]), row[6])
 
 
 __all__ = [
