@@ -1,5 +1,6 @@
 """A transcript's lines read and parsed (:func:`read_lines`) — in a child process, beside the import
-that stores them, for bulk imports (:func:`parsed_lines`; docs/adr/0015-bulk-import.md).
+that stores them, for bulk imports and plain imports of files of :data:`FORK_BYTES` or more
+(:func:`parsed_lines`; docs/adr/0015-bulk-import.md, amendment 1).
 
 Reading, decoding, parsing and checking a line costs about as much Python time as storing it
 (docs/benchmarks.md, "Bulk import"), and one Python process runs one of them at a time (the GIL).
@@ -43,6 +44,10 @@ _SKIP_BYTES = 1024 * 1024
 CHUNK = 1000
 #: Bytes the pipe may hold: a few chunks.
 PIPE_BYTES = 1 << 20
+#: A plain import parses in a reader from this file size on (a bulk import always does): below
+#: it the fork and the pipe cost more than the parsing they move (docs/benchmarks.md, "Bulk
+#: import").
+FORK_BYTES = 1 << 20
 #: Seconds to wait for the reader to leave once its last chunk arrived.
 JOIN_SECONDS = 10.0
 
@@ -214,4 +219,4 @@ def parsed_lines(
         _reap(pid)
 
 
-__all__ = ["CHUNK", "iter_raw_lines", "open_file", "parsed_lines", "read_lines"]
+__all__ = ["CHUNK", "FORK_BYTES", "iter_raw_lines", "open_file", "parsed_lines", "read_lines"]

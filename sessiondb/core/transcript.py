@@ -448,7 +448,10 @@ def _load(
     total: int,
     progress: Progress | None,
 ) -> None:
-    if importer.bulk:  # parsed in a child process while this one stores (core/reader.py)
+    # Parsed in a child process while this one stores (core/reader.py): a bulk import, and a
+    # plain import of a file large enough to repay the fork (reader.FORK_BYTES).
+    size = total if stop_at is None else min(total, stop_at)
+    if importer.bulk or size >= reader.FORK_BYTES:
         lines = reader.parsed_lines(os.fspath(path), max_bytes=max_line_bytes, stop_at=stop_at)
     else:
         lines = read_lines(path, max_bytes=max_line_bytes, stop_at=stop_at)

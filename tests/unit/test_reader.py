@@ -84,6 +84,32 @@ def test_the_reader_knows_the_formats_registered_in_this_process(tmp_path: Path)
         formats._FORMATS[:] = [f for f in formats._FORMATS if f.name != _Csvish.name]
 
 
+def test_a_plain_import_of_a_large_file_parses_in_the_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # From reader.FORK_BYTES on, a plain import too parses in a forked reader, and stores
+    # exactly what it stores parsing in-process (messages, keys, meta, bad lines).
+    src = mixed(tmp_path / "t.jsonl")
+    forks: list[str] = []
+    real = reader._fork
+
+    def counted(path: str, *args: Any) -> Any:
+        forks.append(path)
+        return real(path, *args)
+
+    monkeypatch.setattr(reader, "_fork", counted)
+    got = []
+    for name, fork_bytes in [("a", src.stat().st_size), ("b", src.stat().st_size + 1)]:
+        monkeypatch.setattr(reader, "FORK_BYTES", fork_bytes)
+        with sessiondb.open(tmp_path / f"{name}.db") as store:
+            report = store.import_jsonl(src, session_id="s")
+            stored = [(m.seq, m.role, m.content, m.key, m.meta) for m in store.messages("s")]
+            got.append((report, stored))
+        assert forks == [str(src)]  # forked at FORK_BYTES, not below it
+    assert got[0] == got[1]
+    assert got[0][0].imported > 2500 and got[0][0].bad_lines
+
+
 def test_a_reader_that_dies_is_an_error_and_the_batches_stored_stay_searchable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
