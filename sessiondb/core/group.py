@@ -34,6 +34,8 @@ that is not there.
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import os
 import threading
 import time
@@ -63,12 +65,35 @@ HANDOFF_AFTER = 1
 _QUEUED, _TAKEN, _DONE = 0, 1, 2
 
 
+class _Gate:
+    """What ``threading.Event`` with ``wait`` then ``clear`` does for one waiting thread, on a
+    bare lock: :meth:`open` releases it, :meth:`wait` takes it back (or times out). An Event is a
+    Condition, a lock and a new lock per wait, all in Python, and every append creates, waits on
+    and sets one: the combiner's CPU per append 29–40 µs with Events, 22–30 with gates
+    (benchmarks/group_floor.py; docs/benchmarks.md, "Group commit")."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+
+    def open(self) -> None:
+        """Let the waiter through (once; opening an open gate does nothing)."""
+        with contextlib.suppress(RuntimeError):  # already open
+            self._lock.release()
+
+    def wait(self, timeout: float) -> None:
+        """Wait until opened, at most ``timeout`` seconds; passing closes it again."""
+        self._lock.acquire(timeout=timeout)
+
+
 class Ticket(Generic[Req, Res]):
     """One request's place in the queue and, once published, its outcome."""
 
     __slots__ = (
         "_error",
-        "_event",
+        "_gate",
         "_result",
         "_size",
         "lead",
@@ -84,7 +109,7 @@ class Ticket(Generic[Req, Res]):
         self.state = _QUEUED
         self.lead = False  # told to lead the next batch (handoff)
         self.waiting = False  # a thread is blocked in serve() on this ticket
-        self._event = threading.Event()
+        self._gate = _Gate()
         self._result: Res | None = None
         self._error: BaseException | None = None
         self._size = size
@@ -102,7 +127,7 @@ class Ticket(Generic[Req, Res]):
     def _publish(self, result: Res | None, error: BaseException | None) -> None:
         self._result, self._error = result, error
         self.state = _DONE
-        self._event.set()
+        self._gate.open()
         if self.notify is not None:
             self.notify()
 
@@ -190,11 +215,9 @@ class Combiner(Generic[Req, Res]):
                     return
                 self._lock.release()
                 try:
-                    ticket._event.wait(max(0.001, left) if ticket.state == _QUEUED else 1.0)
+                    ticket._gate.wait(max(0.001, left) if ticket.state == _QUEUED else 1.0)
                 finally:
                     self._lock.acquire()
-                if ticket.state != _DONE:
-                    ticket._event.clear()
         self._lead(ticket)
 
     # -- the leader -------------------------------------------------------------------------------
@@ -234,7 +257,7 @@ class Combiner(Generic[Req, Res]):
                     front = self._queue[0]
                     if front.waiting and extra >= HANDOFF_AFTER:
                         front.lead = True
-                        front._event.set()
+                        front._gate.open()
                         stop = True
                     extra += 1
             for t, out in zip(batch, outcomes, strict=True):
@@ -267,7 +290,7 @@ class Combiner(Generic[Req, Res]):
                 self._idle.notify_all()
                 if self._queue and self._queue[0].waiting:
                     self._queue[0].lead = True
-                    self._queue[0]._event.set()
+                    self._queue[0]._gate.open()
             raise
 
     # -- lifecycle --------------------------------------------------------------------------------
