@@ -29,6 +29,7 @@ import operator
 import os
 import signal
 import time
+import warnings
 from collections.abc import Generator, Iterator
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
@@ -50,6 +51,9 @@ PIPE_BYTES = 1 << 20
 FORK_BYTES = 1 << 20
 #: Seconds to wait for the reader to leave once its last chunk arrived.
 JOIN_SECONDS = 10.0
+
+#: Python 3.12+'s warning of ``os.fork`` in a multi-threaded process (:func:`_fork`).
+_FORK_WARNING = r".*multi-threaded, use of fork\(\) may lead to deadlocks"
 
 _FIELDS = operator.attrgetter(*Record.__dataclass_fields__)
 
@@ -157,7 +161,13 @@ def _fork(path: str, max_bytes: int, stop_at: int | None) -> tuple[int, Connecti
     receive, send = Pipe(duplex=False)
     _widen(send.fileno())
     try:
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns of fork() in a process with threads (the store's checkpointer,
+            # an application's own): a child may find a lock held for ever. The reader takes
+            # none that way: it parses with modules already imported, touches no store (the
+            # fork gate keeps SQLite's own state whole) and leaves by os._exit (ADR 15).
+            warnings.filterwarnings("ignore", _FORK_WARNING, DeprecationWarning)
+            pid = os.fork()
     except OSError:
         receive.close()
         send.close()
