@@ -465,15 +465,18 @@ class SQLiteBackend:
                         " (SELECT id FROM messages WHERE sid = ? LIMIT ?)",
                         (internal, batch),
                     )
-                    if conn.changes() == 0:
+                    removed = conn.changes()
+                    if removed == 0:
                         conn.execute("DELETE FROM purge_queue WHERE sid = ?", (internal,))
                         break
                 took = max(time.perf_counter() - began, 1e-4)
                 engine.step_aside()
-                prunemerge.steps(engine)
+                prunemerge.steps(engine, prunemerge.budget(removed))
                 batch = max(
                     PURGE_MIN, min(PURGE_BATCH, 2 * batch, int(batch * PURGE_SECONDS / took))
                 )
+        if pending:
+            prunemerge.steps(engine)  # what the batches' budgets left, bounded (prunemerge.py)
         prunemerge.release(engine)
 
     def space(self) -> dict[str, int]:

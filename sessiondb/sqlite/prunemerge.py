@@ -13,7 +13,11 @@ So while messages are queued for purging:
 * :func:`steps` does the merge work instead, in ``('merge', N)`` steps of :data:`STEP_PAGES`
   pages, each in its own short write transaction with the engine's step-aside between them,
   until a step finds nothing to merge (FTS5 merges only at a level of ``usermerge`` segments,
-  so this is the same work automerge would do, in bounded slices).
+  so this is the same work automerge would do, in bounded slices) — after a purge batch at most
+  :func:`budget` steps, once at the end of the purge at most :data:`MAX_STEPS`. Live writers
+  beside the purge add a segment per commit that automerge no longer merges: without the budget
+  each batch chased them to MAX_STEPS, and removing 2 000 messages beside three non-stop
+  writers took 117 s, 131 s of it in merge steps (tests/contract/test_prune_live.py).
 * :func:`release` puts ``automerge`` back, in a write transaction that first checks that no
   session is queued for purging any more (another process's purge may still be running: it
   releases when it empties the queue).
@@ -37,6 +41,12 @@ from .engine import Engine
 STEP_PAGES = 64
 #: At most this many merge steps per :func:`steps` call, so a purge always gets on.
 MAX_STEPS = 400
+#: Merge steps allowed after a purge batch: one per this many messages it removed …
+ROWS_PER_STEP = 4
+#: … and at least this many. The 1 000 000-message prune benchmark took about one step per 27
+#: messages removed (docs/benchmarks.md, "FTS5 merges out of commits during a purge"), and its
+#: 2 000-message batches get MAX_STEPS, as before.
+MIN_STEPS = 8
 
 _TABLES = (fts.WORD_TABLE, fts.TRIGRAM_TABLE)
 AUTOMERGE = dict(fts.MERGE_SETTINGS)["automerge"]
@@ -71,6 +81,11 @@ def hold(conn: apsw.Connection) -> None:
     """Turn automerge off, in the caller's write transaction (a purge's first)."""
     if _indexed(conn) and automerge(conn) != [0, 0]:
         _set(conn, 0)
+
+
+def budget(removed: int) -> int:
+    """Merge steps allowed after a purge batch that removed ``removed`` messages."""
+    return min(MAX_STEPS, max(MIN_STEPS, removed // ROWS_PER_STEP))
 
 
 def steps(engine: Engine, max_steps: int = MAX_STEPS) -> int:
@@ -108,4 +123,15 @@ def release(engine: Engine) -> bool:
     return False
 
 
-__all__ = ["AUTOMERGE", "MAX_STEPS", "STEP_PAGES", "automerge", "hold", "release", "steps"]
+__all__ = [
+    "AUTOMERGE",
+    "MAX_STEPS",
+    "MIN_STEPS",
+    "ROWS_PER_STEP",
+    "STEP_PAGES",
+    "automerge",
+    "budget",
+    "hold",
+    "release",
+    "steps",
+]
