@@ -97,6 +97,28 @@ def _kill_at(path: Path, where: str) -> None:
     assert p.exitcode == -signal.SIGKILL
 
 
+def test_merge_steps_after_a_batch_are_bounded_by_what_it_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Live writers' segments never stop coming while automerge is held: a batch may not chase
+    # them to MAX_STEPS (ADR 6 amendment 3). Each 30-message session here is one batch.
+    path = tmp_path / "s.db"
+    _fill(path, sessions=5)
+    allowed: list[int] = []
+    real = prunemerge.steps
+
+    def spy(engine: object, max_steps: int = prunemerge.MAX_STEPS) -> int:
+        allowed.append(max_steps)
+        return real(engine, max_steps)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prunemerge, "steps", spy)
+    with sessiondb.open(path) as store:
+        assert len(store.prune(older_than=timedelta(days=30)).sessions) == 5
+    assert allowed == [prunemerge.budget(30)] * 5 + [prunemerge.MAX_STEPS]
+    assert prunemerge.budget(30) == prunemerge.MIN_STEPS < prunemerge.MAX_STEPS
+    assert prunemerge.budget(2000) == prunemerge.MAX_STEPS  # a large batch: as before
+
+
 def test_killed_mid_purge_the_next_open_finishes_and_puts_automerge_back(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     _fill(path)
