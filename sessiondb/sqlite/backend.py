@@ -7,15 +7,14 @@ the number of writers; :meth:`SQLiteTx.insert_messages` is the set-based batch i
 allocation and a few multi-row inserts per batch, sqlite/insert.py).
 
 Removed messages (a deleted or cleared session) leave the session at once and are deleted
-afterwards in batches of :data:`PURGE_BATCH` rows, one short write transaction each
-(``purge_queue``; docs/design.md rule 5): a crash mid-way is finished by the next open.
+afterwards in short write transactions by sqlite/purge.py (``purge_queue``; docs/design.md
+rule 5): a crash mid-way is finished by the next open.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
@@ -26,8 +25,9 @@ import apsw
 
 from ..errors import Error, InvalidInput, StoreBusy, StoreNotFound, UnsupportedStorage
 from ..models import HealthReport, Message, Session
-from . import deferred, insert, prunemerge, schema
+from . import deferred, insert, purge, schema
 from .engine import Engine
+from .purge import PURGE_BATCH
 from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, SESSION_COLUMNS_V3, message_of, session_of
 
 if TYPE_CHECKING:
@@ -39,15 +39,6 @@ if TYPE_CHECKING:
     from .changes import DataVersion
     from .leases import StoreLease
 
-#: Most rows deleted per write transaction when removed messages are purged. Deleting a
-#: message also deletes its words from the search index: 44 µs a row for 0.2–2 kB messages here,
-#: so 2000 rows held the write lock for 88 ms, past the 50 ms p99 a live writer is promised
-#: (docs/benchmarks.md, "Retention (prune)"). The batch adapts so that one takes about
-#: PURGE_SECONDS, starting at PURGE_FIRST rows.
-PURGE_BATCH = 2000
-PURGE_FIRST = 200
-PURGE_MIN = 16
-PURGE_SECONDS = 0.010
 #: Columns ``update_session`` may set, by the contract's field names (never built from input).
 _SESSION_FIELDS: dict[str, str] = {
     "title": "title = ?",
@@ -449,35 +440,7 @@ class SQLiteBackend:
         return deferred.finish(self._ensure_ready(), progress)
 
     def purge(self) -> None:
-        engine = self._ensure_ready()
-        with engine.read() as conn:
-            pending = [int(r[0]) for r in conn.execute("SELECT sid FROM purge_queue")]
-        if pending:
-            with engine.write() as conn:
-                prunemerge.hold(conn)  # FTS5 merges out of every commit (prunemerge.py)
-        batch = PURGE_FIRST
-        for internal in pending:
-            while True:
-                with engine.write() as conn:
-                    began = time.perf_counter()
-                    conn.execute(
-                        "DELETE FROM messages WHERE id IN"
-                        " (SELECT id FROM messages WHERE sid = ? LIMIT ?)",
-                        (internal, batch),
-                    )
-                    removed = conn.changes()
-                    if removed == 0:
-                        conn.execute("DELETE FROM purge_queue WHERE sid = ?", (internal,))
-                        break
-                took = max(time.perf_counter() - began, 1e-4)
-                engine.step_aside()
-                prunemerge.steps(engine, prunemerge.budget(removed))
-                batch = max(
-                    PURGE_MIN, min(PURGE_BATCH, 2 * batch, int(batch * PURGE_SECONDS / took))
-                )
-        if pending:
-            prunemerge.steps(engine)  # what the batches' budgets left, bounded (prunemerge.py)
-        prunemerge.release(engine)
+        purge.run(self._ensure_ready())
 
     def space(self) -> dict[str, int]:
         from . import space

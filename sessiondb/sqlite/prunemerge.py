@@ -24,7 +24,7 @@ So while messages are queued for purging:
 
 The rule a crash cannot break: ``automerge`` differs from its setting only while
 ``purge_queue`` holds a row, or until the next purge. A purge killed with ``kill -9`` leaves
-its rows queued; the next read-write open runs ``purge()`` (backend.py), which finishes them
+its rows queued; the next read-write open runs ``purge()`` (purge.py), which finishes them
 and then releases; a kill after the queue emptied is released by the next open's ``purge()``,
 which always ends with :func:`release` (one read of the config when nothing is held).
 Tests: tests/sqlite/test_prune_merge.py.
