@@ -30,6 +30,7 @@ from .workers import Wakeups, Workers, call_soon
 if TYPE_CHECKING:
     from ..core.contract import Store
     from ..core.lease import Holder
+    from ..core.wait import Args
 
 
 _P = ParamSpec("_P")
@@ -338,7 +339,12 @@ class AsyncSessionStore:
         return await self._workers.run(self._store.count, session_id)
 
     async def wait_for_messages(
-        self, session_id: str | None = None, *, after: int, timeout: float
+        self,
+        session_id: str | None = None,
+        *,
+        after: int,
+        timeout: float,
+        revision: int | None = None,
     ) -> bool:
         """``Store.wait_for_messages``, awaited. The wait runs in a thread of its own, not in
         one of the store's workers (it would hold one for up to ``timeout``); cancelling the task
@@ -346,7 +352,7 @@ class AsyncSessionStore:
         step (core/wait.py). Closing the store ends every wait (False)."""
         from ..core.wait import check
 
-        sid, start, seconds = check(session_id, after, timeout)
+        args = check(session_id, after, timeout, revision)
         stop = threading.Event()
         with self._close_lock:
             if self._closed or self._workers.closing:
@@ -354,19 +360,22 @@ class AsyncSessionStore:
             self._waits.add(stop)
         try:
             return await anyio.to_thread.run_sync(
-                self._wait_in_thread, sid, start, seconds, stop, abandon_on_cancel=True
+                self._wait_in_thread, args, stop, abandon_on_cancel=True
             )
         finally:
             stop.set()
 
-    def _wait_in_thread(
-        self, sid: str | None, after: int, timeout: float, stop: threading.Event
-    ) -> bool:
+    def _wait_in_thread(self, args: Args, stop: threading.Event) -> bool:
+        sid, after, timeout, revision = args
         try:
             if isinstance(self._store, SessionStore):
-                return self._store.wait_for_messages(sid, after=after, timeout=timeout, stop=stop)
+                return self._store.wait_for_messages(
+                    sid, after=after, timeout=timeout, revision=revision, stop=stop
+                )
             # Another Store implementation: ends by its timeout (the caller returned already).
-            return self._store.wait_for_messages(sid, after=after, timeout=timeout)
+            return self._store.wait_for_messages(
+                sid, after=after, timeout=timeout, revision=revision
+            )
         finally:
             with self._close_lock:
                 self._waits.discard(stop)

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..core.contract import Store
 from ..errors import InvalidInput, SessionNotFound
 from ..models import Message, Session
 from .common import confirm_or_refuse, console, emit_json, get_store, to_jsonable
@@ -141,26 +142,52 @@ def show_cmd(
         n = info.message_count
         head += Text(f"  ({safe(info.source, one_line=True)}, {n} message{'s' * (n != 1)})", "dim")
         console.print(head)
-    last = after
     for m in msgs:
         _print_message(m, as_json)
-        last = m.seq
     if not follow:
         return
     try:
-        while True:
-            # The newest removed (pop_message, clear_session): its seq comes again.
-            last = min(last, store.count(session))
-            store.wait_for_messages(session, after=last, timeout=FOLLOW_WAIT)
-            for m in store.messages(session, after=last):
-                _print_message(m, as_json)
-                last = m.seq
+        _follow(store, session, msgs, after, info.revision, as_json)
     except KeyboardInterrupt:
         return
 
 
 #: Seconds of one wait of ``show --follow`` (each wait is bounded; it waits again after).
 FOLLOW_WAIT = 30.0
+#: After a removal, how many messages before the last one printed are read again to find
+#: those replaced (a popped seq is the next append's).
+FOLLOW_REREAD = 100
+
+
+def _follow(
+    store: Store, session: str, shown: list[Message], after: int, revision: int, as_json: bool
+) -> None:
+    """Print each message appended after ``shown`` as it comes. The wait watches the session's
+    revision too, so a removal followed by an append that takes the removed seq again is seen
+    (docs/design.md, "Removing messages"): the recent messages are then read again and those
+    that differ from what was printed are printed, under their seq."""
+    printed = {m.seq: m for m in shown[-FOLLOW_REREAD:]}
+    last = shown[-1].seq if shown else after
+    while True:
+        store.wait_for_messages(session, after=last, revision=revision, timeout=FOLLOW_WAIT)
+        s = store.get_session(session)
+        now = 0 if s is None else s.revision  # a deleted session reads as revision 0 (wait.py)
+        if now == revision:
+            batch = store.messages(session, after=last)
+        else:
+            count = 0 if s is None else s.message_count
+            batch = store.messages(session, after=max(0, min(last, count) - FOLLOW_REREAD))
+        check = store.get_session(session)
+        if (0 if check is None else check.revision) != now:
+            continue  # another removal while reading: read again
+        revision = now
+        for m in batch:
+            if printed.get(m.seq) != m:
+                _print_message(m, as_json)
+                printed[m.seq] = m
+        last = batch[-1].seq if batch else min(last, 0 if s is None else s.message_count)
+        for seq in [q for q in printed if q <= last - FOLLOW_REREAD or q > last]:
+            del printed[seq]
 
 
 def _print_message(m: Message, as_json: bool) -> None:

@@ -190,7 +190,12 @@ class AsyncStore(Protocol):
     async def count(self, session_id: str | None = None) -> int: ...
 
     async def wait_for_messages(
-        self, session_id: str | None = None, *, after: int, timeout: float
+        self,
+        session_id: str | None = None,
+        *,
+        after: int,
+        timeout: float,
+        revision: int | None = None,
     ) -> bool:
         """``Store.wait_for_messages``, awaited; cancelling the task ends the wait."""
 

@@ -400,7 +400,12 @@ class Store(Protocol):
     def count(self, session_id: str | None = None) -> int: ...
 
     def wait_for_messages(
-        self, session_id: str | None = None, *, after: int, timeout: float
+        self,
+        session_id: str | None = None,
+        *,
+        after: int,
+        timeout: float,
+        revision: int | None = None,
     ) -> bool: ...
 
     # transcripts

@@ -412,6 +412,7 @@ class SessionStore:
         *,
         after: int,
         timeout: float,
+        revision: int | None = None,
         stop: threading.Event | None = None,
     ) -> bool:
         """Wait until a session's last seq — or, with ``session_id=None``, the store's
@@ -425,14 +426,19 @@ class SessionStore:
         after its commit, re-checking on a bounded interval in case a notification is lost
         (docs/adr/0017-wait-for-messages.md).
 
+        ``revision``: the session's ``revision`` read with the messages you have (a tailing
+        reader's). The wait then also returns when it changed — a ``pop_message`` and an append
+        that leave the same last seq are seen too (docs/design.md, "Removing messages").
+
         ``stop`` (not part of the contract; this implementation's): a ``threading.Event`` that
         ends the wait early, False — how the viewer's shutdown and the async store's
         cancellation end a wait running in a thread.
         """
         from . import wait
 
-        sid, start, seconds = wait.check(session_id, after, timeout)
-        return wait.wait_for_messages(self._backend, sid, start, seconds, stop)
+        return wait.wait_for_messages(
+            self._backend, wait.check(session_id, after, timeout, revision), stop
+        )
 
     # -- transcripts (sessiondb.core.transcript, over this same contract) -------------------------
 

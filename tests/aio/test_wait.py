@@ -53,6 +53,19 @@ async def test_an_awaited_wait_is_woken_by_another_process_append(
         assert await store.count("s") == 2
 
 
+async def test_an_awaited_wait_sees_a_removal_through_the_revision(tmp_path: Path) -> None:
+    async with sessiondb.aio.open(tmp_path / "s.db", workers=1) as store:
+        await store.append("s", "user", "one")
+        before = await store.get_session("s")
+        assert before is not None
+        await store.pop_message("s")
+        await store.append("s", "user", "two")  # seq 1 again
+        assert await store.wait_for_messages("s", after=1, timeout=0.2) is False
+        assert await store.wait_for_messages("s", after=1, revision=before.revision, timeout=LONG)
+        with pytest.raises(sessiondb.InvalidInput):
+            await store.wait_for_messages(None, after=0, revision=0, timeout=0)
+
+
 async def test_a_cancelled_wait_returns_at_once_and_close_does_not_wait_for_its_timeout(
     tmp_path: Path,
 ) -> None:

@@ -39,6 +39,28 @@ def test_true_at_once_when_the_position_is_not_the_stores(store: sessiondb.Store
     assert time.monotonic() - started < LONG / 2
 
 
+def test_with_the_revision_a_removal_and_an_append_that_restore_the_last_seq_are_seen(
+    store: sessiondb.Store,
+) -> None:
+    store.append("s", "user", "one")
+    store.append("s", "user", "two")
+    before = store.get_session("s")
+    assert before is not None
+    store.pop_message("s")
+    store.append("s", "user", "three")  # seq 2 again: the last seq alone cannot tell
+    assert store.wait_for_messages("s", after=2, timeout=0.2) is False
+    started = time.monotonic()
+    assert store.wait_for_messages("s", after=2, revision=before.revision, timeout=LONG) is True
+    assert time.monotonic() - started < LONG / 2
+    now = store.get_session("s")
+    assert now is not None and now.revision != before.revision
+    assert store.wait_for_messages("s", after=2, revision=now.revision, timeout=0.2) is False
+    assert store.wait_for_messages("s", after=1, revision=now.revision, timeout=LONG) is True
+    # A session that does not exist reads as revision 0 with no messages.
+    assert store.wait_for_messages("nobody", after=0, revision=0, timeout=0.1) is False
+    assert store.wait_for_messages("nobody", after=0, revision=1, timeout=LONG) is True
+
+
 def test_arguments_are_checked(store: sessiondb.Store) -> None:
     with pytest.raises(TypeError):
         store.wait_for_messages("s", after=0)  # type: ignore[call-arg]  # timeout is mandatory
@@ -50,6 +72,11 @@ def test_arguments_are_checked(store: sessiondb.Store) -> None:
             store.wait_for_messages("s", after=after, timeout=0)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput):
         store.wait_for_messages("bad\x00id", after=0, timeout=0)
+    for revision in (-1, 1.5, "2", True):
+        with pytest.raises(InvalidInput):
+            store.wait_for_messages("s", after=0, timeout=0, revision=revision)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="session_id"):
+        store.wait_for_messages(None, after=0, timeout=0, revision=0)
 
 
 @pytest.mark.parametrize("session_id", ["s", None], ids=["session", "store"])
