@@ -227,3 +227,33 @@ def shared_state_worker(location: str, worker: int, n: int, barrier: object) -> 
         sid = "shared" if i % 2 else f"own-{worker}"
         store.append(sid, "user", f"{worker}:{i}", other_meta={"app/": patch, "user/": patch})
     store.close()
+
+
+def stride_writer(
+    path: str, worker: int, n: int, stride: int, barrier: object, out: object
+) -> None:
+    """Append n messages with the checkpointer replaced by a counter (nothing is checkpointed,
+    so the WAL only grows); put (the WAL's frame count after each commit, those that woke the
+    checkpointer) on ``out``."""
+    from sessiondb.sqlite import engine
+
+    engine.CHECKPOINT_STRIDE = stride
+    engine.CHECKPOINT_PAGES = 0
+    engine.CHECKPOINT_INTERVAL = 0.0
+    engine.CHECKPOINT_FORCE_PAGES = 10**9
+    commits: list[int] = []
+    woke: list[int] = []
+    hook = engine.Engine._wal_hook
+
+    def counting_hook(self: engine.Engine, conn: object, dbname: str, pages: int) -> int:
+        commits.append(pages)
+        return hook(self, conn, dbname, pages)  # type: ignore[arg-type]
+
+    engine.Engine._wal_hook = counting_hook  # type: ignore[method-assign]
+    engine.Engine._checkpoint_soon = lambda self: woke.append(commits[-1])  # type: ignore[method-assign]
+    store = sessiondb.open(path)
+    barrier.wait()  # type: ignore[attr-defined]
+    for i in range(n):
+        store.append(f"w{worker}", "user", f"writer {worker} message {i} " + "words " * (i % 50))
+    out.put((commits, woke))  # type: ignore[attr-defined]
+    store.close()

@@ -57,6 +57,13 @@ JOURNAL_MODES = ("auto", "wal", "delete", "truncate", "persist")
 
 # WAL pages (4 KiB each) after which the background thread runs a PASSIVE checkpoint.
 CHECKPOINT_PAGES = 1000
+# Past CHECKPOINT_PAGES, the commit whose frames cross a multiple of this many WAL frames wakes
+# its process's checkpointer: one pass per stride of the file's WAL, however many processes
+# write it. Waking on every commit past the threshold (at most once per CHECKPOINT_INTERVAL
+# per process) ran up to K passes per interval with K writer processes, each re-copying the
+# same hot pages: 214-220 µs of CPU per append at K=16 against 164-172 with 16x the interval
+# (docs/benchmarks.md, "Checkpoint passes per stride of the WAL").
+CHECKPOINT_STRIDE = 512
 # WAL pages after which the committing writer finishes the checkpoint itself before it lets the
 # next writer in. Under sustained writes a background checkpoint never catches up with the end of
 # the WAL, and SQLite restarts the WAL only when a writer begins with every frame copied back: the
@@ -500,10 +507,17 @@ class Engine:
 
     def _wal_hook(self, conn: apsw.Connection, dbname: str, pages: int) -> int:
         self._wal_pages = pages
+        # The frames this commit wrote: the pager's count of pages written, reset at each commit
+        # (0.13 µs). Too high at worst (a checkpoint's writes on this connection): a spare wake.
+        written = conn.status(apsw.SQLITE_DBSTATUS_CACHE_WRITE, True)[0]
         # Wake the background thread at most once per interval: waking it on every commit past
         # the threshold cost each append an Event.set and a GIL hand-off (measured: 93 µs per
-        # append against the bare loop's 29 µs, profile in docs/benchmarks.md).
-        if pages >= CHECKPOINT_PAGES:
+        # append against the bare loop's 29 µs, profile in docs/benchmarks.md). And only for the
+        # commit that crossed a stride of the WAL (CHECKPOINT_STRIDE).
+        if (
+            pages >= CHECKPOINT_PAGES
+            and pages // CHECKPOINT_STRIDE != (pages - written) // CHECKPOINT_STRIDE
+        ):
             now = time.monotonic()
             if now >= self._next_wake:
                 self._next_wake = now + CHECKPOINT_INTERVAL
