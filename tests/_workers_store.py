@@ -257,3 +257,36 @@ def stride_writer(
         store.append(f"w{worker}", "user", f"writer {worker} message {i} " + "words " * (i % 50))
     out.put((commits, woke))  # type: ignore[attr-defined]
     store.close()
+
+
+def flag_holder(lock_path: str, ready: object, done: object) -> None:
+    """Hold the waiting flag (host/flock.py, "Barging") as a waiter of another process does."""
+    import fcntl
+
+    from sessiondb.host.flock import _WAITING, QueuedLock
+
+    lock = QueuedLock(Path(lock_path), barge_limit=1)
+    fcntl.lockf(lock._fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, _WAITING)
+    ready.set()  # type: ignore[attr-defined]
+    done.wait(60)  # type: ignore[attr-defined]
+    lock.close()
+
+
+def flag_watcher(lock_path: str, hold: float, out: object) -> None:
+    """Hold the lock ``hold`` seconds, noting when another process's waiter is first seen
+    waiting; release, then look again once that waiter had its turn."""
+    from sessiondb.host.flock import QueuedLock
+
+    lock = QueuedLock(Path(lock_path), barge_limit=1)
+    assert lock.acquire(10.0)
+    out.put("holding")  # type: ignore[attr-defined]
+    started = time.monotonic()
+    seen = None
+    while time.monotonic() - started < hold:
+        if seen is None and lock._others_waiting():
+            seen = time.monotonic() - started
+        time.sleep(0.002)
+    lock.release()
+    time.sleep(0.5)  # the waiter got its turn and released
+    out.put((seen, lock._others_waiting()))  # type: ignore[attr-defined]
+    lock.close()

@@ -19,6 +19,10 @@ At the head of the queue the writer asks SQLite for the write lock *without* wai
 process outside the queue holds it, it leaves the queue and waits in SQLite's busy handler with
 its own deadline (engine.write). The lock file is opened without following a symlink and must be
 a regular file.
+
+A writer that releases the lock and wants it again may take it at once only ``BARGE_LIMIT`` times
+in a row while a writer of another process has waited past its patience (host/flock.py,
+"Barging"; docs/adr/0001-flock-admission-queue.md, amendment 1).
 """
 
 from __future__ import annotations
@@ -34,8 +38,18 @@ def lock_path_for(db_path: str | os.PathLike[str]) -> Path:
     return Path(os.fspath(db_path) + ".lock")
 
 
-AdmissionLock = QueuedLock
-"""One (process, thread)'s handle on the admission queue of one database."""
+#: Turns a writer may take in a row right after releasing, while another process waits
+#: (host/flock.py, "Barging"; docs/benchmarks.md, "Bounded barging").
+BARGE_LIMIT = 4
+
+
+class AdmissionLock(QueuedLock):
+    """One (process, thread)'s handle on the admission queue of one database."""
+
+    __slots__ = ()
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, barge_limit=BARGE_LIMIT)
 
 
 __all__ = ["AdmissionLock", "lock_path_for"]

@@ -373,7 +373,7 @@ class Engine:
         conn, lock = slot.conn, slot.lock
         start = time.monotonic()
         deadline = start + self.write_timeout
-        if lock is not None and not lock.try_acquire() and not lock.acquire(self.write_timeout):
+        if lock is not None and not lock.acquire(self.write_timeout):
             # The queue did not move within write_timeout (a writer frozen in its transaction):
             # this handle is spent, the next write queues on a new one (admission.py).
             slot.lock = AdmissionLock(self.lock_path)
