@@ -52,6 +52,8 @@ FORK_BYTES = 1 << 20
 #: Seconds to wait for the reader to leave once its last chunk arrived.
 JOIN_SECONDS = 10.0
 
+#: The reader's niceness (``os.nice``): live writers beside an import preempt its parsing.
+READER_NICE = 10
 #: Python 3.12+'s warning of ``os.fork`` in a multi-threaded process (:func:`_fork`).
 _FORK_WARNING = r".*multi-threaded, use of fork\(\) may lead to deadlocks"
 
@@ -178,6 +180,10 @@ def _fork(path: str, max_bytes: int, stop_at: int | None) -> tuple[int, Connecti
             # The fork copied the importer's end of the pipe too: closed, so that once the
             # importer is gone nobody reads, and a send fails instead of waiting for ever.
             receive.close()
+            # Below the store's writers in the CPU's queue: live writers beside a plain import
+            # go first, the importer (which waits for it) takes what is left.
+            with contextlib.suppress(OSError):
+                os.nice(READER_NICE)
             status = _reader(send, path, max_bytes, stop_at)
         finally:
             os._exit(status)  # no atexit, no finalizer of the importer's objects

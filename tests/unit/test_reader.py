@@ -195,3 +195,25 @@ def test_the_reader_leaves_when_the_importer_stops_reading(tmp_path: Path) -> No
     lines.close()  # the importer gave up (an error while storing): the reader is ended
     assert not ours & set(children.read_text().split()), "the reader outlived the import"
     assert time.monotonic() - began < reader.JOIN_SECONDS, "the reader had to be killed"
+
+
+def test_the_reader_runs_below_the_stores_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forked at READER_NICE: live writers beside an import preempt its parsing."""
+
+    def report_niceness(send: Any, *args: object) -> int:
+        send.send(os.nice(0))
+        return 0
+
+    monkeypatch.setattr(reader, "_reader", report_niceness)  # the child runs this copy
+    path = tmp_path / "t.jsonl"
+    path.write_text("{}\n")
+    forked = reader._fork(str(path), 1024, None)
+    assert forked is not None
+    pid, receive = forked
+    try:
+        assert receive.recv() == min(19, os.nice(0) + reader.READER_NICE)
+    finally:
+        receive.close()
+        reader._reap(pid)
