@@ -235,10 +235,10 @@ def stride_writer(
     """Append n messages with the checkpointer replaced by a counter (nothing is checkpointed,
     so the WAL only grows); put (the WAL's frame count after each commit, those that woke the
     checkpointer) on ``out``."""
-    from sessiondb.sqlite import engine
+    from sessiondb.sqlite import checkpointer, engine
 
-    engine.CHECKPOINT_STRIDE = stride
-    engine.CHECKPOINT_PAGES = 0
+    checkpointer.CHECKPOINT_STRIDE = stride
+    checkpointer.CHECKPOINT_PAGES = 0
     engine.CHECKPOINT_INTERVAL = 0.0
     engine.CHECKPOINT_FORCE_PAGES = 10**9
     commits: list[int] = []

@@ -19,6 +19,24 @@ from .forkgate import FORK_GATE
 CHECKPOINT_INTERVAL = 0.01
 # How long close() waits for a checkpoint pass in progress (PASSIVE: it never waits on a lock).
 STOP_TIMEOUT = 10.0
+# WAL pages (4 KiB each) after which the background thread runs a PASSIVE checkpoint.
+CHECKPOINT_PAGES = 1000
+# Past CHECKPOINT_PAGES, the commit whose frames cross a multiple of this many WAL frames wakes
+# its process's checkpointer: one pass per stride of the file's WAL, however many processes
+# write it. Waking on every commit past the threshold (at most once per CHECKPOINT_INTERVAL
+# per process) ran up to K passes per interval with K writer processes, each re-copying the
+# same hot pages: 214-220 µs of CPU per append at K=16 against 164-172 with 16x the interval
+# (docs/benchmarks.md, "Checkpoint passes per stride of the WAL"; ADR 2 amendment 1).
+CHECKPOINT_STRIDE = 512
+
+
+def wake_due(pages: int, written: int) -> bool:
+    """Whether the commit that brought the WAL to ``pages`` frames, ``written`` of them its own,
+    wakes its process's background pass: past CHECKPOINT_PAGES, when it crossed a stride."""
+    return (
+        pages >= CHECKPOINT_PAGES
+        and pages // CHECKPOINT_STRIDE != (pages - written) // CHECKPOINT_STRIDE
+    )
 
 
 class Checkpointer:
@@ -84,4 +102,11 @@ class Checkpointer:
                     conn.close()
 
 
-__all__ = ["CHECKPOINT_INTERVAL", "STOP_TIMEOUT", "Checkpointer"]
+__all__ = [
+    "CHECKPOINT_INTERVAL",
+    "CHECKPOINT_PAGES",
+    "CHECKPOINT_STRIDE",
+    "STOP_TIMEOUT",
+    "Checkpointer",
+    "wake_due",
+]

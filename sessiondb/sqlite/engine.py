@@ -48,22 +48,13 @@ from ..host.paths import ensure_private_dir
 from ..host.procinfo import command_line, process_state
 from . import bootcheck, fsdetect, locks, rank
 from .admission import AdmissionLock, lock_path_for
-from .checkpointer import CHECKPOINT_INTERVAL, Checkpointer
+from .checkpointer import CHECKPOINT_INTERVAL, CHECKPOINT_PAGES, Checkpointer, wake_due
 from .errors import translate
 from .forkgate import FORK_GATE
 
 Durability = Literal["normal", "full"]
 JOURNAL_MODES = ("auto", "wal", "delete", "truncate", "persist")
 
-# WAL pages (4 KiB each) after which the background thread runs a PASSIVE checkpoint.
-CHECKPOINT_PAGES = 1000
-# Past CHECKPOINT_PAGES, the commit whose frames cross a multiple of this many WAL frames wakes
-# its process's checkpointer: one pass per stride of the file's WAL, however many processes
-# write it. Waking on every commit past the threshold (at most once per CHECKPOINT_INTERVAL
-# per process) ran up to K passes per interval with K writer processes, each re-copying the
-# same hot pages: 214-220 µs of CPU per append at K=16 against 164-172 with 16x the interval
-# (docs/benchmarks.md, "Checkpoint passes per stride of the WAL").
-CHECKPOINT_STRIDE = 512
 # WAL pages after which the committing writer finishes the checkpoint itself before it lets the
 # next writer in. Under sustained writes a background checkpoint never catches up with the end of
 # the WAL, and SQLite restarts the WAL only when a writer begins with every frame copied back: the
@@ -513,11 +504,8 @@ class Engine:
         # Wake the background thread at most once per interval: waking it on every commit past
         # the threshold cost each append an Event.set and a GIL hand-off (measured: 93 µs per
         # append against the bare loop's 29 µs, profile in docs/benchmarks.md). And only for the
-        # commit that crossed a stride of the WAL (CHECKPOINT_STRIDE).
-        if (
-            pages >= CHECKPOINT_PAGES
-            and pages // CHECKPOINT_STRIDE != (pages - written) // CHECKPOINT_STRIDE
-        ):
+        # commit that crossed a stride of the WAL (checkpointer.wake_due).
+        if wake_due(pages, written):
             now = time.monotonic()
             if now >= self._next_wake:
                 self._next_wake = now + CHECKPOINT_INTERVAL

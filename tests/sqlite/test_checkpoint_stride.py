@@ -1,5 +1,5 @@
 """One background checkpoint pass per stride of the WAL, however many processes write it
-(sqlite/engine.py ``CHECKPOINT_STRIDE``; docs/benchmarks.md, "Checkpoint passes per stride of
+(sqlite/checkpointer.py ``wake_due``; docs/benchmarks.md, "Checkpoint passes per stride of
 the WAL"): the commit whose frames cross a multiple of the stride wakes its process's
 checkpointer, not every commit past the threshold in every process."""
 
