@@ -31,16 +31,21 @@ def _line(pipe: subprocess.Popen[bytes], seconds: float = 60.0) -> dict[str, obj
     return dict(json.loads(line))
 
 
-def test_show_follow_prints_what_another_process_appends(db_path: Path) -> None:
-    with sessiondb.open(db_path) as store:
-        store.append("s", "user", "first")
-    pipe = subprocess.Popen(
+def _follower(db_path: Path) -> subprocess.Popen[bytes]:
+    """``sessiondb show s --follow --json`` in a process of its own, its output unbuffered."""
+    return subprocess.Popen(
         [sys.executable, "-m", "sessiondb.cli", "--db", str(db_path), "show", "s", "-f", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         bufsize=0,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+def test_show_follow_prints_what_another_process_appends(db_path: Path) -> None:
+    with sessiondb.open(db_path) as store:
+        store.append("s", "user", "first")
+    pipe = _follower(db_path)
     try:
         assert _line(pipe)["content"] == "first"
         with sessiondb.open(db_path) as store:  # this test's process: another one
@@ -68,13 +73,7 @@ def test_show_follow_prints_a_popped_seq_taken_again_while_it_was_not_looking(
     with sessiondb.open(db_path) as store:
         store.append("s", "user", "first")
         store.append("s", "assistant", "second")
-    pipe = subprocess.Popen(
-        [sys.executable, "-m", "sessiondb.cli", "--db", str(db_path), "show", "s", "-f", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        bufsize=0,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    pipe = _follower(db_path)
     try:
         assert [_line(pipe)["content"] for _ in range(2)] == ["first", "second"]
         for change in ("pop", "clear"):
