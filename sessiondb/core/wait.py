@@ -10,7 +10,7 @@ between one wait and the next.
 A tailing reader also passes the session's ``revision`` it read with its messages: a removal
 (``pop_message``, ``clear_session``) and an append that restore the same last seq between two
 checks change nothing else it could see (docs/design.md, "Removing messages"), so the wait also
-returns when the revision is no longer the caller's (ADR 17, amendment 1).
+returns when the revision is no longer the caller's (ADR 17, amendment 2).
 
 No lost wake-up: each round first *arms* the backend's wake-up (:class:`~.contract.Changes`:
 SQLite's ``data_version`` read, PostgreSQL's ``LISTEN`` connection drained), then checks the

@@ -24,8 +24,9 @@ over seconds (docs/benchmarks.md, "Bounded barging"). With a limit, after that m
 row the handle checks whether another process is waiting and, if one is, goes through the queue
 like everyone else. Waiters say so with a shared POSIX lock on byte 1 of the lock file while they
 wait (POSIX locks and flocks are independent on Linux); the check is a non-blocking exclusive
-request on that byte. A hint only: a flag lost (another descriptor of the file closed in that
-process drops its POSIX locks) or missed only lets a handle barge once more.
+request on that byte. A hint only: a flag lost (POSIX locks are the process's: another
+descriptor of the file closed there, or another thread's check, drops it) or missed only lets a
+handle barge once more.
 """
 
 from __future__ import annotations
