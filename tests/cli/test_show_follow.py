@@ -3,6 +3,7 @@ they come (over ``wait_for_messages``); Ctrl-C ends it cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import sessiondb
@@ -31,22 +33,35 @@ def _line(pipe: subprocess.Popen[bytes], seconds: float = 60.0) -> dict[str, obj
     return dict(json.loads(line))
 
 
-def _follower(db_path: Path) -> subprocess.Popen[bytes]:
-    """``sessiondb show s --follow --json`` in a process of its own, its output unbuffered."""
-    return subprocess.Popen(
+@contextlib.contextmanager
+def _following(db_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``sessiondb show s --follow --json`` in a process of its own, its output unbuffered;
+    ended by Ctrl-C (SIGINT) with exit status 0 when the test's block ends normally."""
+    pipe = subprocess.Popen(
         [sys.executable, "-m", "sessiondb.cli", "--db", str(db_path), "show", "s", "-f", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         bufsize=0,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+    try:
+        yield pipe
+        pipe.send_signal(signal.SIGINT)
+        assert pipe.wait(60) == 0
+    finally:
+        if pipe.poll() is None:
+            pipe.kill()
+            pipe.wait()
+
+
+def _seq_content(m: dict[str, object]) -> tuple[object, object]:
+    return m["seq"], m["content"]
 
 
 def test_show_follow_prints_what_another_process_appends(db_path: Path) -> None:
     with sessiondb.open(db_path) as store:
         store.append("s", "user", "first")
-    pipe = _follower(db_path)
-    try:
+    with _following(db_path) as pipe:
         assert _line(pipe)["content"] == "first"
         with sessiondb.open(db_path) as store:  # this test's process: another one
             store.append("s", "assistant", "second \x1b[31m")
@@ -55,13 +70,7 @@ def test_show_follow_prints_what_another_process_appends(db_path: Path) -> None:
         got = [_line(pipe)]
         if got[0]["content"] != "third":  # the follower may or may not have seen "second"
             got.append(_line(pipe))
-        assert [(m["seq"], m["content"]) for m in got][-1] == (2, "third")
-        pipe.send_signal(signal.SIGINT)
-        assert pipe.wait(60) == 0
-    finally:
-        if pipe.poll() is None:
-            pipe.kill()
-            pipe.wait()
+        assert _seq_content(got[-1]) == (2, "third")
 
 
 def test_show_follow_prints_a_popped_seq_taken_again_while_it_was_not_looking(
@@ -73,33 +82,25 @@ def test_show_follow_prints_a_popped_seq_taken_again_while_it_was_not_looking(
     with sessiondb.open(db_path) as store:
         store.append("s", "user", "first")
         store.append("s", "assistant", "second")
-    pipe = _follower(db_path)
-    try:
+    with _following(db_path) as pipe:
         assert [_line(pipe)["content"] for _ in range(2)] == ["first", "second"]
-        for change in ("pop", "clear"):
-            pipe.send_signal(signal.SIGSTOP)
-            try:
-                with sessiondb.open(db_path) as store:
-                    if change == "pop":
-                        store.pop_message("s")
-                        store.append("s", "assistant", "third")
-                    else:
-                        store.clear_session("s")
-                        store.append("s", "user", "fresh")
-                        store.append("s", "user", "again")
-            finally:
-                pipe.send_signal(signal.SIGCONT)
-            if change == "pop":
-                assert (lambda m: (m["seq"], m["content"]))(_line(pipe)) == (2, "third")
-            else:
-                got = [_line(pipe) for _ in range(2)]
-                assert [(m["seq"], m["content"]) for m in got] == [(1, "fresh"), (2, "again")]
+        pipe.send_signal(signal.SIGSTOP)
+        try:
+            with sessiondb.open(db_path) as store:
+                store.pop_message("s")
+                store.append("s", "assistant", "third")
+        finally:
+            pipe.send_signal(signal.SIGCONT)
+        assert _seq_content(_line(pipe)) == (2, "third")
+        pipe.send_signal(signal.SIGSTOP)
+        try:
+            with sessiondb.open(db_path) as store:
+                store.clear_session("s")
+                store.append("s", "user", "fresh")
+                store.append("s", "user", "again")
+        finally:
+            pipe.send_signal(signal.SIGCONT)
+        assert [_seq_content(_line(pipe)) for _ in range(2)] == [(1, "fresh"), (2, "again")]
         with sessiondb.open(db_path) as store:  # and it goes on following
             store.append("s", "user", "later")
-        assert (lambda m: (m["seq"], m["content"]))(_line(pipe)) == (3, "later")
-        pipe.send_signal(signal.SIGINT)
-        assert pipe.wait(60) == 0
-    finally:
-        if pipe.poll() is None:
-            pipe.kill()
-            pipe.wait()
+        assert _seq_content(_line(pipe)) == (3, "later")
