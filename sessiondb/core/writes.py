@@ -176,8 +176,9 @@ def combiner(backend: Backend, group_commit: bool | None) -> Group | None:
     grouped = backend.group_writes if group_commit is None else bool(group_commit)
     if not grouped or backend.readonly:
         return None
+    run = backend.combined_group_run()
     return Combiner(
-        lambda requests: append_group(backend, requests),
+        run if run is not None else (lambda requests: append_group(backend, requests)),
         patience=backend.write_timeout,
         where=backend.location,
     )

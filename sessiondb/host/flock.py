@@ -89,6 +89,10 @@ class QueuedLock:
         """True once a wait timed out: this handle must not be used again."""
         return self._spent
 
+    def fileno(self) -> int:
+        """The lock file's descriptor (its identity: ``os.fstat``)."""
+        return self._fd
+
     def try_acquire(self) -> bool:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,11 +110,7 @@ class QueuedLock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             self._streak = 0
             return True
-        recent = time.monotonic() - self._released < RECENT
-        if not recent:
-            self._streak = 0
-        if self._may_barge() and self.try_acquire():
-            self._streak += recent
+        if self.try_turn():
             return True
         if self._helper is None:
             self._helper = threading.Thread(
@@ -132,6 +132,16 @@ class QueuedLock:
         if got:
             self._streak = 0
         return got
+
+    def try_turn(self) -> bool:
+        """Take the lock if it is free and barging is allowed ("Barging"), without waiting."""
+        recent = time.monotonic() - self._released < RECENT
+        if not recent:
+            self._streak = 0
+        if self._may_barge() and self.try_acquire():
+            self._streak += recent
+            return True
+        return False
 
     def _wait_for_grant(self, timeout: float) -> bool:
         if self._got.wait(max(0.0, timeout)):

@@ -153,6 +153,19 @@ class Engine:
     def connection(self) -> apsw.Connection:
         return self._slot().conn
 
+    def slot(self) -> _Slot:
+        """This (process, thread)'s connection and admission handle."""
+        return self._slot()
+
+    def queue_for_turn(self) -> None:
+        """Wait in the admission queue until this thread holds the lock (it releases it):
+        ``StoreBusy`` past ``write_timeout``, as :meth:`write`."""
+        slot = self._slot()
+        start = time.monotonic()
+        if slot.lock is not None and not slot.lock.acquire(self.write_timeout):
+            slot.lock = AdmissionLock(self.lock_path)  # this handle is spent (admission.py)
+            raise self._busy(start, None)
+
     def _slot(self) -> _Slot:
         slot = self._local.slot
         if slot is not None and slot.pid == os.getpid():
@@ -353,8 +366,10 @@ class Engine:
             FORK_GATE.leave()
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[apsw.Connection]:
-        """Queued admission, then ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error)."""
+    def write(self, held: bool = False) -> Iterator[apsw.Connection]:
+        """Queued admission, then ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error).
+        ``held``: the caller holds this thread's admission lock and releases it (the head of
+        cross-process combining, combine.py)."""
         if self.readonly:
             raise ReadOnlyStore(
                 f"{self.path}: this store was opened read-only; open it without readonly=True "
@@ -364,7 +379,9 @@ class Engine:
         conn, lock = slot.conn, slot.lock
         start = time.monotonic()
         deadline = start + self.write_timeout
-        if lock is not None and not lock.acquire(self.write_timeout):
+        if held:
+            lock = None
+        elif lock is not None and not lock.acquire(self.write_timeout):
             # The queue did not move within write_timeout (a writer frozen in its transaction):
             # this handle is spent, the next write queues on a new one (admission.py).
             slot.lock = AdmissionLock(self.lock_path)
