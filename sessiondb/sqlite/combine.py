@@ -334,8 +334,39 @@ def append_group_in(tx: SQLiteTx, requests: list[Request]) -> list[Outcome]:
 # -- the wire: requests and answers as JSON, validated on arrival ---------------------------------
 
 
+_PREFIX = [secrets.token_hex(8), 0]
+_SIMPLE = struct.Struct("<16sHH")
+_FRESH = struct.Struct("<qd")
+
+
+def _token() -> str:
+    _PREFIX[1] += 1
+    return "%s%016x" % (_PREFIX[0], _PREFIX[1])
+
+
 def _encode_requests(requests: list[Request]) -> tuple[bytes, list[str]]:
-    tokens = [secrets.token_hex(16) for _ in requests]
+    if len(requests) == 1:
+        r = requests[0]
+        if (
+            len(r.items) == 1
+            and r.expect_last is None
+            and not r.patch
+            and r.items[0].key is None
+            and r.items[0].meta is None
+            and r.items[0].created_at is None
+        ):
+            t = _token()
+            it = r.items[0]
+            sid, role = r.sid.encode(), it.role.encode()
+            return (
+                b"S"
+                + _SIMPLE.pack(bytes.fromhex(t), len(sid), len(role))
+                + sid
+                + role
+                + it.content.encode(),
+                [t],
+            )
+    tokens = [_token() for _ in requests]
     wire = [
         [
             t,
@@ -346,7 +377,7 @@ def _encode_requests(requests: list[Request]) -> tuple[bytes, list[str]]:
         ]
         for t, r in zip(tokens, requests, strict=True)
     ]
-    return json.dumps(wire, ensure_ascii=False, separators=(",", ":")).encode(), tokens
+    return b"J" + json.dumps(wire, ensure_ascii=False, separators=(",", ":")).encode(), tokens
 
 
 def _decode_requests(data: bytes) -> tuple[list[Request], list[str]]:
@@ -354,7 +385,17 @@ def _decode_requests(data: bytes) -> tuple[list[Request], list[str]]:
     ValueError, TypeError, InvalidInput, KeyError or IndexError on anything else."""
     if len(data) > MAX_MESSAGE:
         raise ValueError("too large")
-    wire = json.loads(data)
+    if data[:1] == b"S":
+        raw, ls, lr = _SIMPLE.unpack_from(data, 1)
+        at = 1 + _SIMPLE.size
+        sid = data[at : at + ls].decode()
+        role = data[at + ls : at + ls + lr].decode()
+        content = data[at + ls + lr :].decode()
+        item = ap.Item.of(role, content, None, None, None)
+        return [Request(v.session_id(sid), [item], None, None)], [raw.hex()]
+    if data[:1] != b"J":
+        raise ValueError("unknown request")
+    wire = json.loads(data[1:])
     if not isinstance(wire, list) or not wire:
         raise ValueError("not a list of requests")
     requests, tokens = [], []
@@ -390,6 +431,10 @@ def _decode_requests(data: bytes) -> tuple[list[Request], list[str]]:
 
 
 def _encode_answer(outcomes: Sequence[Outcome]) -> bytes:
+    if len(outcomes) == 1:
+        o = outcomes[0]
+        if not isinstance(o, BaseException) and len(o) == 1:
+            return b"F" + _FRESH.pack(o[0].seq, o[0].created_at)
     wire: list[Any] = []
     for o in outcomes:
         if isinstance(o, BaseException):
@@ -407,6 +452,12 @@ def _encode_answer(outcomes: Sequence[Outcome]) -> bytes:
 def _decode_answer(data: bytes, requests: list[Request]) -> list[Outcome]:
     """The head's answer, one outcome per request; a malformed one is an unknown outcome."""
     try:
+        if data[:1] == b"F" and len(requests) == 1 and len(requests[0].items) == 1:
+            seq, at = _FRESH.unpack_from(data, 1)
+            r, it = requests[0], requests[0].items[0]
+            return [
+                [new_message(r.sid, seq, it.role, it.content, it.key, v.load_meta(it.meta), at)]
+            ]
         wire = json.loads(data)
         if not isinstance(wire, list) or len(wire) != len(requests):
             raise ValueError("not one outcome per request")
