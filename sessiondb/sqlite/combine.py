@@ -61,6 +61,8 @@ MAX_MESSAGE = 60 * 1024
 #: Requests one head takes from other processes per transaction, and transactions per tenure.
 MAX_REMOTE = 128
 MAX_ROUNDS = int(os.environ.get("XROUNDS", "32"))
+RETRY_FOR = float(os.environ.get("XRETRY", "0.05"))
+RETRY_SLEEP = float(os.environ.get("XSLEEP", "0.0002"))
 LINGER = float(os.environ.get("XLINGER", "0"))
 #: Seconds an ack row is kept when its head died before deleting it: a waiter that got no
 #: answer looks its token up well within this (its write_timeout); one that would look later
@@ -104,20 +106,29 @@ class Combine:
         body, tokens = _encode_requests(requests)
         if len(body) > MAX_MESSAGE:
             return self._lead(requests, acquired=False)
-        try:
-            answer = self._hand_over(address, body, requests, engine.write_timeout)
-        except _Unknown as e:
-            if e.stopped:
-                raise Error(
-                    f"{engine.path}: pid {e.pid}, which took this append to commit it with its"
-                    f" own, did not answer within {engine.write_timeout:.1f} s (stopped?):"
-                    " whether it was stored is unknown — append with a key to retry safely"
-                ) from None
-            # It ended after taking them: its ack row says what it committed (module docstring).
-            return self._lead(requests, acquired=False, tokens=tokens)
-        if answer is not None:
-            return answer
-        return self._lead(requests, acquired=False)
+        # Refused (no head between two tenures) or answered "R": nothing was written; try
+        # again for up to RETRY_FOR seconds — taking the lock when it is free — before queueing.
+        until = time.monotonic() + RETRY_FOR
+        while True:
+            try:
+                answer = self._hand_over(address, body, requests, engine.write_timeout)
+            except _Unknown as e:
+                if e.stopped:
+                    raise Error(
+                        f"{engine.path}: pid {e.pid}, which took this append to commit it with"
+                        f" its own, did not answer within {engine.write_timeout:.1f} s"
+                        " (stopped?): whether it was stored is unknown — append with a key to"
+                        " retry safely"
+                    ) from None
+                # It ended after taking them: its ack row says what it committed.
+                return self._lead(requests, acquired=False, tokens=tokens)
+            if answer is not None:
+                return answer
+            if lock.try_turn():
+                return self._lead(requests, acquired=True)
+            if time.monotonic() > until:
+                return self._lead(requests, acquired=False)
+            time.sleep(RETRY_SLEEP)
 
     # -- the waiter ------------------------------------------------------------------------------
 
