@@ -38,6 +38,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import Error
@@ -102,7 +103,12 @@ class QueuedLock:
             raise
         return True
 
-    def acquire(self, timeout: float | None = None) -> bool:
+    def acquire(
+        self,
+        timeout: float | None = None,
+        poll: Callable[[], bool] | None = None,
+        every: float = 0.002,
+    ) -> bool:
         """Wait in the kernel's queue for at most ``timeout`` seconds (None: as long as it
         takes); True once this handle holds the lock. False: the handle is spent (module
         docstring)."""
@@ -119,6 +125,8 @@ class QueuedLock:
             self._helper.start()
         self._want.set()
         deadline = time.monotonic() + timeout
+        if poll is not None:
+            return self._wait_polling(deadline, poll, every)
         got = self._barge_limit is not None and self._got.wait(min(timeout, PATIENCE))
         if not got:
             flagged = self._flag_waiting()
@@ -132,6 +140,32 @@ class QueuedLock:
         if got:
             self._streak = 0
         return got
+
+    def _wait_polling(self, deadline: float, poll: Callable[[], bool], every: float) -> bool:
+        """Wait for the grant, calling ``poll`` every ``every`` seconds; when it returns True
+        the wait is given up (the handle is spent) unless the grant came first."""
+        start = time.monotonic()
+        flagged = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if self._got.wait(max(0.0, min(left, every))):
+                    self._got.clear()
+                    self._streak = 0
+                    return True
+                if not flagged and time.monotonic() - start >= PATIENCE:
+                    flagged = self._flag_waiting()
+                if left <= 0 or poll():
+                    with self._mu:
+                        if self._got.is_set():
+                            self._got.clear()
+                            self._streak = 0
+                            return True
+                        self._spent = True
+                    return False
+        finally:
+            if flagged:
+                self._unflag_waiting()
 
     def try_turn(self) -> bool:
         """Take the lock if it is free and barging is allowed ("Barging"), without waiting."""

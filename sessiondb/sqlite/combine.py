@@ -63,6 +63,9 @@ MAX_REMOTE = 128
 MAX_ROUNDS = int(os.environ.get("XROUNDS", "32"))
 RETRY_FOR = float(os.environ.get("XRETRY", "0.05"))
 RETRY_SLEEP = float(os.environ.get("XSLEEP", "0.0002"))
+TENURE = float(os.environ.get("XTENURE", "1000"))
+MINTEN = float(os.environ.get("XMINTEN", "0.01"))
+YIELD = bool(os.environ.get("XYIELD", "1") == "1")
 LINGER = float(os.environ.get("XLINGER", "0"))
 #: Seconds an ack row is kept when its head died before deleting it: a waiter that got no
 #: answer looks its token up well within this (its write_timeout); one that would look later
@@ -91,6 +94,7 @@ class Combine:
         self._address: bytes | None = None
         self._acked: list[str] = []  # ack rows of groups answered, deleted next transaction
         self._tenures = 0
+        self._tokens: list[str] | None = None
 
     # -- the entry point (core/group.py's run) ---------------------------------------------------
 
@@ -127,7 +131,8 @@ class Combine:
             if lock.try_turn():
                 return self._lead(requests, acquired=True)
             if time.monotonic() > until:
-                return self._lead(requests, acquired=False)
+                self._tokens = tokens
+                return self._lead(requests, acquired=False, body=body)
             time.sleep(RETRY_SLEEP)
 
     # -- the waiter ------------------------------------------------------------------------------
@@ -169,18 +174,53 @@ class Combine:
     # -- the head --------------------------------------------------------------------------------
 
     def _lead(
-        self, own: list[Request], *, acquired: bool, tokens: list[str] | None = None
+        self,
+        own: list[Request],
+        *,
+        acquired: bool,
+        tokens: list[str] | None = None,
+        body: bytes | None = None,
     ) -> list[Outcome]:
         engine = self._backend.engine
         if not acquired:
-            engine.queue_for_turn()
+            # While queued, hand the requests to a head every few ms: the queue moves once per
+            # tenure, and a writer waiting in it must not wait for many of them.
+            answer: list[Outcome] | None = None
+            unknown = tokens is not None
+
+            def poll() -> bool:
+                nonlocal answer, unknown, tokens
+                if body is None or unknown:
+                    return False
+                try:
+                    answer = self._hand_over(self._address or b"", body, own, engine.write_timeout)
+                except _Unknown as e:
+                    if e.stopped:
+                        raise
+                    unknown = True
+                    tokens = self._tokens
+                    return False
+                return answer is not None
+
+            held = engine.queue_for_turn(poll if body is not None else None)
+            if answer is not None:
+                if held:
+                    lock = engine.slot().lock
+                    assert lock is not None
+                    lock.release()
+                return answer
         lock = engine.slot().lock
         assert lock is not None
         listener = self._listen(lock.fileno())
         self._tenures += 1
         try:
+            start = time.monotonic()
             mine = self._round(own, tokens, listener)
             for _ in range(MAX_ROUNDS - 1):
+                if time.monotonic() - start > TENURE:
+                    break
+                if YIELD and time.monotonic() - start > MINTEN and lock._others_waiting():
+                    break
                 if listener is None or not _readable(listener):
                     break
                 self._round([], None, listener)

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -157,14 +157,18 @@ class Engine:
         """This (process, thread)'s connection and admission handle."""
         return self._slot()
 
-    def queue_for_turn(self) -> None:
+    def queue_for_turn(self, poll: Callable[[], bool] | None = None) -> bool:
         """Wait in the admission queue until this thread holds the lock (it releases it):
-        ``StoreBusy`` past ``write_timeout``, as :meth:`write`."""
+        ``StoreBusy`` past ``write_timeout``, as :meth:`write`. ``poll``: called every few ms
+        while waiting; once it returns True the wait is given up and False returned."""
         slot = self._slot()
         start = time.monotonic()
-        if slot.lock is not None and not slot.lock.acquire(self.write_timeout):
-            slot.lock = AdmissionLock(self.lock_path)  # this handle is spent (admission.py)
-            raise self._busy(start, None)
+        if slot.lock is None or slot.lock.acquire(self.write_timeout, poll=poll):
+            return True
+        slot.lock = AdmissionLock(self.lock_path)  # this handle is spent (admission.py)
+        if time.monotonic() - start < self.write_timeout:
+            return False
+        raise self._busy(start, None)
 
     def _slot(self) -> _Slot:
         slot = self._local.slot
