@@ -69,6 +69,7 @@ class QueuedLock:
         "_want",
         "path",
         "pid",
+        "polled_out",
     )
 
     def __init__(self, path: Path, barge_limit: int | None = None) -> None:
@@ -84,6 +85,7 @@ class QueuedLock:
         self._helper: threading.Thread | None = None
         self._busy = False  # the helper is inside flock(LOCK_EX)
         self._spent = False  # given up on: the helper closes the descriptor
+        self.polled_out = False  # the last wait was ended by its poll (acquire)
 
     @property
     def spent(self) -> bool:
@@ -142,8 +144,9 @@ class QueuedLock:
         return got
 
     def _wait_polling(self, deadline: float, poll: Callable[[], bool], every: float) -> bool:
-        """Wait for the grant, calling ``poll`` every ``every`` seconds; when it returns True
-        the wait is given up (the handle is spent) unless the grant came first."""
+        """Wait for the grant, calling ``poll`` every ``every`` seconds. Once it returns True
+        (or raises) the wait is given up — the handle is spent — unless the grant came first;
+        False then, with :attr:`polled_out` set when ``poll`` ended it."""
         start = time.monotonic()
         flagged = False
         try:
@@ -155,17 +158,30 @@ class QueuedLock:
                     return True
                 if not flagged and time.monotonic() - start >= PATIENCE:
                     flagged = self._flag_waiting()
-                if left <= 0 or poll():
-                    with self._mu:
-                        if self._got.is_set():
-                            self._got.clear()
-                            self._streak = 0
-                            return True
-                        self._spent = True
+                done = left <= 0
+                try:
+                    done = done or poll()
+                except BaseException:
+                    self._give_up()
+                    raise
+                if done:
+                    if not self._give_up():
+                        return True
+                    self.polled_out = left > 0
                     return False
         finally:
             if flagged:
                 self._unflag_waiting()
+
+    def _give_up(self) -> bool:
+        """Spend this handle unless the grant came already (then keep it: False)."""
+        with self._mu:
+            if self._got.is_set():
+                self._got.clear()
+                self._streak = 0
+                return False
+            self._spent = True
+            return True
 
     def try_turn(self) -> bool:
         """Take the lock if it is free and barging is allowed ("Barging"), without waiting."""
@@ -192,6 +208,10 @@ class QueuedLock:
         """Whether to take the lock at once if it is free (module docstring, "Barging")."""
         limit = self._barge_limit
         return limit is None or self._streak < limit or not self._others_waiting()
+
+    def others_waiting(self) -> bool:
+        """Whether a writer of another process has flagged itself waiting ("Barging")."""
+        return self._others_waiting()
 
     def _others_waiting(self) -> bool:
         try:

@@ -416,8 +416,6 @@ class SQLiteBackend:
         # (combine.py; docs/adr/0018-cross-process-combining.md).
         from .combine import Combine
 
-        if os.environ.get("XNOCOMBINE"):
-            return None
         return Combine(self).run
 
     def append_plain(

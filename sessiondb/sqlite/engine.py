@@ -157,16 +157,17 @@ class Engine:
         """This (process, thread)'s connection and admission handle."""
         return self._slot()
 
-    def queue_for_turn(self, poll: Callable[[], bool] | None = None) -> bool:
-        """Wait in the admission queue until this thread holds the lock (it releases it):
-        ``StoreBusy`` past ``write_timeout``, as :meth:`write`. ``poll``: called every few ms
-        while waiting; once it returns True the wait is given up and False returned."""
+    def queue_for_turn(self, poll: Callable[[], bool] | None = None, every: float = 0.002) -> bool:
+        """Wait in the admission queue until this thread holds the lock (the caller releases
+        it); ``StoreBusy`` past ``write_timeout``, as :meth:`write`. ``poll`` is called every
+        few milliseconds meanwhile; once it returns True the wait ends: False (combine.py)."""
         slot = self._slot()
+        lock = slot.lock
         start = time.monotonic()
-        if slot.lock is None or slot.lock.acquire(self.write_timeout, poll=poll):
+        if lock is None or lock.acquire(self.write_timeout, poll=poll, every=every):
             return True
         slot.lock = AdmissionLock(self.lock_path)  # this handle is spent (admission.py)
-        if time.monotonic() - start < self.write_timeout:
+        if lock.polled_out:
             return False
         raise self._busy(start, None)
 
