@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 from ..errors import Error, StoreBusy
 from ..models import Message
 from . import combine_wire as wire
+from .admission import AdmissionLock
 from .combine_wire import Outcome
 from .rows import MESSAGE_COLUMNS, message_of
 
@@ -69,12 +70,15 @@ if TYPE_CHECKING:
 #: Requests a head takes from other processes per transaction, and transactions per tenure.
 MAX_REMOTE = 128
 MAX_ROUNDS = 32
+#: Seconds after which a head starts no further transaction: its own caller waits that long
+#: (K=64: max latency 184–254 ms against 332–741 without, docs/benchmarks.md).
+MAX_TENURE = 0.1
 #: A head yields to a flagged writer in the admission queue only after this long (seconds):
 #: yielding at once halved K=64's rate (docs/benchmarks.md, "Cross-process combining").
 YIELD_AFTER = 0.01
 #: How long a refused waiter keeps trying to hand over before it queues, and its pause.
 RETRY_FOR = 0.05
-RETRY_PAUSE = 0.0002
+RETRY_PAUSE = 0.001
 #: A queued waiter hands its requests to the head every this many seconds.
 POLL_EVERY = 0.002
 #: Appends in a row whose hand-over never connected although the lock was taken: the head is
@@ -219,7 +223,7 @@ class Combine:
                 return False
             return answer is not None
 
-        held = engine.queue_for_turn(poll if body is not None else None, POLL_EVERY)
+        held = _queue_for_turn(engine, poll if body is not None else None)
         if answer is not None:
             if held:
                 self._release(engine)
@@ -245,7 +249,8 @@ class Combine:
             for _ in range(MAX_ROUNDS - 1):
                 if listener is None or not _pending(listener):
                     break
-                if time.monotonic() - start > YIELD_AFTER and lock.others_waiting():
+                held = time.monotonic() - start
+                if held > MAX_TENURE or (held > YIELD_AFTER and lock.others_waiting()):
                     break
                 self._round([], None, listener)
             return mine
@@ -331,6 +336,21 @@ class Combine:
         lock = engine.slot().lock
         if lock is not None:
             lock.release()
+
+
+def _queue_for_turn(engine: Engine, poll: Callable[[], bool] | None) -> bool:
+    """Wait in the admission queue until this thread holds the lock (the caller releases it):
+    ``StoreBusy`` past ``write_timeout``, as ``Engine.write``. ``poll`` is called every
+    POLL_EVERY seconds meanwhile; once it returns True the wait ends: False."""
+    slot = engine.slot()
+    lock = slot.lock
+    start = time.monotonic()
+    if lock is None or lock.acquire(engine.write_timeout, poll=poll, every=POLL_EVERY):
+        return True
+    slot.lock = AdmissionLock(engine.lock_path)  # this handle is spent (admission.py)
+    if lock.polled_out:
+        return False
+    raise engine.busy(start, None)
 
 
 class _Unanswered(Exception):
