@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
+import os
 import queue
 import sys
 import time
@@ -378,11 +379,18 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--fair-seconds", type=float, default=None)
     ap.add_argument("--cap", type=float, default=None, help="seconds before a run is stopped")
     ap.add_argument("--output", default="contention", help="results/<output>.json")
+    ap.add_argument(
+        "--durability",
+        choices=("normal", "full"),
+        default="normal",
+        help="sessiondb's durability and the ceiling's synchronous (full: an fsync per commit)",
+    )
     return ap.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = _parse(argv)
+    os.environ["SESSIONDB_BENCH_DURABILITY"] = args.durability  # read by peers.py in workers
     ks = [int(x) for x in args.ks.split(",")] if args.ks else ([1, 4, 16] if args.quick else KS)
     total = args.total or (480 if args.quick else 3200)
     fair_s = args.fair_seconds or (1.0 if args.quick else 3.0)
@@ -448,6 +456,7 @@ def main(argv: list[str]) -> int:
             "fairness_seconds": fair_s,
             "cap_seconds": cap,
             "quick": args.quick,
+            "durability": args.durability,
         },
         "skipped": skipped,
         "runs": rows,

@@ -52,24 +52,35 @@ class Run:
 
 @contextmanager
 def timed_groups(run: Run) -> Iterator[None]:
-    """Record every group's size and the time its transaction took (core/writes.py), to tell
-    what a grouped append costs inside the transaction from what it waits outside."""
+    """Record every group's size and the time its transaction took (BEGIN to COMMIT: a head's
+    round, sqlite/combine.py), to tell what a grouped append costs inside the transaction from
+    what it waits outside."""
     from sessiondb.core import writes
+    from sessiondb.sqlite import combine
 
-    real = writes.append_group
+    real_round, real_in = combine.Combine._round, writes.append_group_in
+    sizes: list[int] = []
 
-    def timed(backend: Any, requests: list[Any]) -> Any:
+    def counted(tx: Any, requests: list[Any]) -> Any:
+        sizes.append(len(requests))
+        return real_in(tx, requests)
+
+    def timed(self: Any, *args: Any) -> Any:
         t0 = time.perf_counter()
+        del sizes[:]
         try:
-            return real(backend, requests)
+            return real_round(self, *args)
         finally:
-            run.groups.append((len(requests), time.perf_counter() - t0))
+            if sizes:
+                run.groups.append((sizes[0], time.perf_counter() - t0))
 
-    writes.append_group = timed  # type: ignore[assignment]
+    combine.Combine._round = timed  # type: ignore[method-assign]
+    writes.append_group_in = counted  # type: ignore[assignment]
     try:
         yield
     finally:
-        writes.append_group = real  # type: ignore[assignment]
+        combine.Combine._round = real_round  # type: ignore[method-assign]
+        writes.append_group_in = real_in  # type: ignore[assignment]
 
 
 def _turns(threads: int, per_thread: int) -> Turns:

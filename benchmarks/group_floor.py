@@ -9,9 +9,10 @@ floor, and how much of a group's transaction the leader spends waiting for the G
   a single-threaded group transaction costs per append (``benchmarks.group_tx``), so its
   appends/s is the most group commit could reach with a transaction that cheap.
 * ``store``: T threads appending to their own sessions through one ``sessiondb.open`` (group
-  commit on), each group's ``writes.append_group`` timed in wall time and in the leading
-  thread's CPU time (``time.thread_time``): their difference is the time the leader was not
-  running inside its own transaction — waiting for the GIL that the other threads hold.
+  commit on), each group's transaction (a head's round, sqlite/combine.py) timed in wall time
+  and in the leading thread's CPU time (``time.thread_time``): their difference is the time
+  the leader was not running inside its own transaction — waiting for the GIL that the other
+  threads hold.
 
 Writes ``results/<output>.json``.
 """
@@ -66,23 +67,23 @@ def combiner(count: int, per: int, work_us: float) -> dict[str, float]:
 
 def store(count: int, per: int) -> dict[str, float]:
     import sessiondb
-    from sessiondb.core import writes
+    from sessiondb.sqlite import combine
 
     inside = {"wall": 0.0, "cpu": 0.0, "groups": 0, "requests": 0}
-    real = writes.append_group
+    real = combine.Combine._round
 
-    def timed(backend: Any, requests: Any) -> Any:
+    def timed(self: Any, own: Any, *args: Any) -> Any:
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
-            return real(backend, requests)
+            return real(self, own, *args)
         finally:
             inside["wall"] += time.perf_counter() - wall
             inside["cpu"] += time.thread_time() - cpu
             inside["groups"] += 1
-            inside["requests"] += len(requests)
+            inside["requests"] += len(own)
 
     texts = [[turn(t, i) for i in range(per)] for t in range(count)]
-    writes.append_group = timed
+    combine.Combine._round = timed  # type: ignore[method-assign]
     try:
         with tempfile.TemporaryDirectory() as d, sessiondb.open(Path(d) / "g.db") as s:
             s.count()
@@ -93,7 +94,7 @@ def store(count: int, per: int) -> dict[str, float]:
 
             wall, cpu = _threads(count, per, one)
     finally:
-        writes.append_group = real
+        combine.Combine._round = real  # type: ignore[method-assign]
     n = count * per
     return {
         "appends_per_s": n / wall,

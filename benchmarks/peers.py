@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -55,13 +56,19 @@ class Adapter:
         raise NotImplementedError
 
 
+def durability() -> str:
+    """sessiondb's ``durability`` (and the ceiling's ``synchronous``) for this run:
+    ``--durability`` of benchmarks/contention.py, passed to its workers in the environment."""
+    return os.environ.get("SESSIONDB_BENCH_DURABILITY", "normal")
+
+
 class SessiondbAdapter(Adapter):
     name = "sessiondb"
 
     def open(self, folder: Path) -> None:
         import sessiondb
 
-        self.store: Any = sessiondb.open(folder / "sessions.db")
+        self.store: Any = sessiondb.open(folder / "sessions.db", durability=durability())
 
     def prepare(self, session_id: str) -> None:
         self.store.ensure_session(session_id, source="bench")
@@ -196,7 +203,7 @@ class CeilingAdapter(Adapter):
         self.conn: Any = apsw.Connection(str(path))
         self.conn.set_busy_timeout(30_000)
         for pragma in (
-            "synchronous=NORMAL",
+            "synchronous=FULL" if durability() == "full" else "synchronous=NORMAL",
             "foreign_keys=OFF",
             f"journal_size_limit={engine.JOURNAL_SIZE_LIMIT}",
             "wal_autocheckpoint=0",

@@ -212,6 +212,11 @@ class Backend(Protocol):
         """Whether appends of several threads of this process should share one transaction by
         default (core/group.py; docs/adr/0011-group-commit.md says which backends and why)."""
 
+    def combined_group_run(self) -> Callable[[list[Any]], Sequence[Any]] | None:
+        """What commits a group of this process's appends (``core/writes.Request``s, one
+        outcome each) when the backend can also take other processes' appends into it
+        (sqlite/combine.py; docs/adr/0018-cross-process-combining.md); None: ``append_group``."""
+
     def read(self) -> AbstractContextManager[ReadTx]: ...
 
     def write(self) -> AbstractContextManager[WriteTx]:

@@ -176,8 +176,9 @@ def combiner(backend: Backend, group_commit: bool | None) -> Group | None:
     grouped = backend.group_writes if group_commit is None else bool(group_commit)
     if not grouped or backend.readonly:
         return None
+    run = backend.combined_group_run()
     return Combiner(
-        lambda requests: append_group(backend, requests),
+        run if run is not None else (lambda requests: append_group(backend, requests)),
         patience=backend.write_timeout,
         where=backend.location,
     )
@@ -203,11 +204,16 @@ def append_group(backend: Backend, requests: list[Request]) -> list[list[Message
     for attempt in CREATION_RACE:
         try:
             with backend.write() as tx:
-                return _Group(tx, requests).run()
+                return append_group_in(tx, requests)
         except SessionExists:
             if attempt == CREATION_RACE[-1]:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def append_group_in(tx: WriteTx, requests: list[Request]) -> list[list[Message] | Exception]:
+    """:func:`append_group` inside a transaction the caller holds (sqlite/combine.py)."""
+    return _Group(tx, requests).run()
 
 
 class _Session:
@@ -340,6 +346,7 @@ __all__ = [
     "Request",
     "append",
     "append_group",
+    "append_group_in",
     "append_many_request",
     "append_request",
     "combiner",

@@ -38,6 +38,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import Error
@@ -68,6 +69,7 @@ class QueuedLock:
         "_want",
         "path",
         "pid",
+        "polled_out",
     )
 
     def __init__(self, path: Path, barge_limit: int | None = None) -> None:
@@ -83,11 +85,16 @@ class QueuedLock:
         self._helper: threading.Thread | None = None
         self._busy = False  # the helper is inside flock(LOCK_EX)
         self._spent = False  # given up on: the helper closes the descriptor
+        self.polled_out = False  # the last wait was ended by its poll (acquire)
 
     @property
     def spent(self) -> bool:
         """True once a wait timed out: this handle must not be used again."""
         return self._spent
+
+    def fileno(self) -> int:
+        """The lock file's descriptor (its identity: ``os.fstat``)."""
+        return self._fd
 
     def try_acquire(self) -> bool:
         try:
@@ -98,7 +105,12 @@ class QueuedLock:
             raise
         return True
 
-    def acquire(self, timeout: float | None = None) -> bool:
+    def acquire(
+        self,
+        timeout: float | None = None,
+        poll: Callable[[], bool] | None = None,
+        every: float = 0.002,
+    ) -> bool:
         """Wait in the kernel's queue for at most ``timeout`` seconds (None: as long as it
         takes); True once this handle holds the lock. False: the handle is spent (module
         docstring)."""
@@ -106,11 +118,7 @@ class QueuedLock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             self._streak = 0
             return True
-        recent = time.monotonic() - self._released < RECENT
-        if not recent:
-            self._streak = 0
-        if self._may_barge() and self.try_acquire():
-            self._streak += recent
+        if self.try_turn():
             return True
         if self._helper is None:
             self._helper = threading.Thread(
@@ -119,6 +127,8 @@ class QueuedLock:
             self._helper.start()
         self._want.set()
         deadline = time.monotonic() + timeout
+        if poll is not None:
+            return self._wait_polling(deadline, poll, every)
         got = self._barge_limit is not None and self._got.wait(min(timeout, PATIENCE))
         if not got:
             flagged = self._flag_waiting()
@@ -132,6 +142,56 @@ class QueuedLock:
         if got:
             self._streak = 0
         return got
+
+    def _wait_polling(self, deadline: float, poll: Callable[[], bool], every: float) -> bool:
+        """Wait for the grant, calling ``poll`` every ``every`` seconds. Once it returns True
+        (or raises) the wait is given up — the handle is spent — unless the grant came first;
+        False then, with :attr:`polled_out` set when ``poll`` ended it."""
+        start = time.monotonic()
+        flagged = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if self._got.wait(max(0.0, min(left, every))):
+                    self._got.clear()
+                    self._streak = 0
+                    return True
+                if not flagged and time.monotonic() - start >= PATIENCE:
+                    flagged = self._flag_waiting()
+                done = left <= 0
+                try:
+                    done = done or poll()
+                except BaseException:
+                    self._give_up()
+                    raise
+                if done:
+                    if not self._give_up():
+                        return True
+                    self.polled_out = left > 0
+                    return False
+        finally:
+            if flagged:
+                self._unflag_waiting()
+
+    def _give_up(self) -> bool:
+        """Spend this handle unless the grant came already (then keep it: False)."""
+        with self._mu:
+            if self._got.is_set():
+                self._got.clear()
+                self._streak = 0
+                return False
+            self._spent = True
+            return True
+
+    def try_turn(self) -> bool:
+        """Take the lock if it is free and barging is allowed ("Barging"), without waiting."""
+        recent = time.monotonic() - self._released < RECENT
+        if not recent:
+            self._streak = 0
+        if self._may_barge() and self.try_acquire():
+            self._streak += recent
+            return True
+        return False
 
     def _wait_for_grant(self, timeout: float) -> bool:
         if self._got.wait(max(0.0, timeout)):
@@ -148,6 +208,10 @@ class QueuedLock:
         """Whether to take the lock at once if it is free (module docstring, "Barging")."""
         limit = self._barge_limit
         return limit is None or self._streak < limit or not self._others_waiting()
+
+    def others_waiting(self) -> bool:
+        """Whether a writer of another process has flagged itself waiting ("Barging")."""
+        return self._others_waiting()
 
     def _others_waiting(self) -> bool:
         try:

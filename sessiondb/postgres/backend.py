@@ -177,6 +177,10 @@ class PostgresBackend:
         # docs/adr/0011-group-commit.md.
         return False
 
+    def combined_group_run(self) -> None:
+        # Writers do not queue behind one another on the server (group_writes).
+        return None
+
     @property
     def connections(self) -> Connections:
         """The connections (for PostgreSQL-specific tools and tests)."""

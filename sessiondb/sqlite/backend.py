@@ -411,6 +411,13 @@ class SQLiteBackend:
         # commit (docs/adr/0011-group-commit.md).
         return True
 
+    def combined_group_run(self) -> Callable[[list[Any]], Sequence[Any]] | None:
+        # Writers of other processes hand their appends to the admission lock's holder
+        # (combine.py; docs/adr/0018-cross-process-combining.md).
+        from .combine import Combine
+
+        return Combine(self).run
+
     def append_plain(
         self, session_id: str, items: Sequence[Item], now: float
     ) -> list[Message] | None:
@@ -430,6 +437,10 @@ class SQLiteBackend:
     def write(self) -> _WriteTx:
         # A class, not a second @contextmanager generator: this is on every append's path.
         return _WriteTx(self._ensure_ready().write(), self._session_columns)
+
+    def write_held(self) -> _WriteTx:
+        """A write transaction of a caller that holds the admission lock (combine.py)."""
+        return _WriteTx(self._ensure_ready().write(held=True), self._session_columns)
 
     def write_deferred(self) -> _WriteTx:
         # Rows of one insert statement leave their search index to the backfill window, when

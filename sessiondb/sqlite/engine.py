@@ -151,9 +151,10 @@ class Engine:
         return self._mode[0]
 
     def connection(self) -> apsw.Connection:
-        return self._slot().conn
+        return self.slot().conn
 
-    def _slot(self) -> _Slot:
+    def slot(self) -> _Slot:
+        """This (process, thread)'s connection and admission handle."""
         slot = self._local.slot
         if slot is not None and slot.pid == os.getpid():
             return slot
@@ -318,7 +319,7 @@ class Engine:
         lock = AdmissionLock(self.lock_path) if _is_local(self.path) else None
         try:
             if lock is not None and not lock.acquire(self.write_timeout):
-                raise self._busy(time.monotonic() - self.write_timeout, None)
+                raise self.busy(time.monotonic() - self.write_timeout, None)
             return str(conn.execute(f"PRAGMA journal_mode={wanted}").get).lower()
         finally:
             if lock is not None:
@@ -353,28 +354,29 @@ class Engine:
             FORK_GATE.leave()
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[apsw.Connection]:
-        """Queued admission, then ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error)."""
+    def write(self, held: bool = False) -> Iterator[apsw.Connection]:
+        """Queued admission, then ``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error);
+        ``held``: the caller holds the admission lock and releases it (combine.py)."""
         if self.readonly:
             raise ReadOnlyStore(
                 f"{self.path}: this store was opened read-only; open it without readonly=True "
                 "to write"
             )
-        slot = self._slot()
-        conn, lock = slot.conn, slot.lock
+        slot = self.slot()
+        conn, lock = slot.conn, None if held else slot.lock
         start = time.monotonic()
         deadline = start + self.write_timeout
         if lock is not None and not lock.acquire(self.write_timeout):
             # The queue did not move within write_timeout (a writer frozen in its transaction):
             # this handle is spent, the next write queues on a new one (admission.py).
             slot.lock = AdmissionLock(self.lock_path)
-            raise self._busy(start, None)
+            raise self.busy(start, None)
         queued = lock is not None
         FORK_GATE.enter()
         try:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._busy(start, None)
+                raise self.busy(start, None)
             try:
                 if queued:
                     # At the head of our queue SQLite's write lock is normally free. If it is
@@ -396,7 +398,7 @@ class Engine:
                 else:
                     conn.set_busy_timeout(max(1, int(remaining * 1000)))
             except apsw.BusyError as e:
-                raise self._busy(start, e) from e
+                raise self.busy(start, e) from e
             except apsw.Error as e:
                 raise translate(e, self.path) from e
             try:
@@ -405,7 +407,7 @@ class Engine:
                     conn.execute("COMMIT")
                 except apsw.BusyError as e:
                     # Rollback journal: COMMIT waits for readers to leave; they did not in time.
-                    raise self._busy(start, e) from e
+                    raise self.busy(start, e) from e
                 if self._wal_pages >= self._force_at:
                     self._force_checkpoint(conn)
             except BaseException:
@@ -476,7 +478,8 @@ class Engine:
             self._force_at = pages + CHECKPOINT_RETRY_PAGES
             warnings.warn(f"sessiondb: checkpoint of {self.path} failed: {e}", stacklevel=3)
 
-    def _busy(self, start: float, cause: BaseException | None) -> StoreBusy:
+    def busy(self, start: float, cause: BaseException | None) -> StoreBusy:
+        """``StoreBusy`` for a wait that began at ``start``, naming the lock's holder."""
         waited = time.monotonic() - start
         holder = _find_write_lock_holder(self.path)
         who = f"; the write lock is held by pid {holder}" if holder else ""
@@ -544,7 +547,7 @@ class Engine:
                 # SQLite never waits for another checkpoint in progress (a background one of
                 # this or another process): it is short, so wait for it here.
                 if time.monotonic() >= deadline:
-                    raise self._busy(deadline - self.write_timeout, e) from e
+                    raise self.busy(deadline - self.write_timeout, e) from e
                 time.sleep(0.002)
             except apsw.Error as e:
                 raise translate(e, self.path) from e

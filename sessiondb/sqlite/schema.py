@@ -92,6 +92,16 @@ def _v6_lease_fences(conn: apsw.Connection) -> None:
     )
 
 
+def _v8_combine_acks(conn: apsw.Connection) -> None:
+    # What a head of cross-process combining committed for other processes, one row per group
+    # (token -> the requests' tokens and seqs), kept until its answers are delivered
+    # (sqlite/combine.py; docs/adr/0018-cross-process-combining.md).
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS combine_acks("
+        " token TEXT PRIMARY KEY, at REAL NOT NULL, body TEXT NOT NULL) WITHOUT ROWID"
+    )
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "sessions and messages", _v1_core),
     Migration(2, "full-text search index", fts.create, backfill=fts.backfill_step),
@@ -100,6 +110,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "usage rollup for stats", rollup.create, backfill=rollup.backfill_step),
     Migration(6, "lease fencing tokens", _v6_lease_fences),
     Migration(7, "search index written set-based by the store", selfindex.upgrade),
+    Migration(8, "acks of cross-process combining", _v8_combine_acks),
 ]
 
 LATEST = max(m.version for m in MIGRATIONS)

@@ -24,13 +24,13 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
-    real = writes.append_group
+    real = writes.append_group_in  # every group's transaction, whoever commits it
 
-    def counted(backend: Any, requests: list[writes.Request]) -> Any:
+    def counted(tx: Any, requests: list[writes.Request]) -> Any:
         sizes.append(len(requests))
-        return real(backend, requests)
+        return real(tx, requests)
 
-    monkeypatch.setattr(writes, "append_group", counted)
+    monkeypatch.setattr(writes, "append_group_in", counted)
     return sizes
 
 

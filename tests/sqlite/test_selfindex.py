@@ -147,7 +147,7 @@ def test_a_schema_6_file_migrates_and_keeps_its_index(tmp_path: Path) -> None:
     conn.close()
     _raw_insert(path, "s", [f"written by schema 6 {i}" for i in range(10)])  # its triggers
     with sessiondb.open(path) as store:
-        assert store.info()["schema_version"] == schema.LATEST == 7
+        assert store.info()["schema_version"] == schema.LATEST == 8
         check_index(store)
         store.append_many("s", [{"role": "user", "content": f"after {i} 東京"} for i in range(30)])
         check_index(store)

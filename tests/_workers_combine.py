@@ -1,0 +1,83 @@
+"""Workers of tests/sqlite/test_combine.py (spawned processes: module-level functions)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import sessiondb
+from sessiondb.errors import Error
+
+
+def combine_of(store: sessiondb.Store) -> Any:
+    """The store's cross-process combining (the group commit's run, a bound method)."""
+    assert store.group is not None
+    return store.group._run.__self__  # type: ignore[attr-defined]
+
+
+def head(path: str, stop_at: str, listening: Any, release: Any, out: Any) -> None:
+    """Become the head of a tenure: listen even though alone (CONTENDED_FOR), wait at
+    "listening" until ``release``, and at ``stop_at`` ("taken": inside the transaction holding
+    other processes' requests; "committed": right after its COMMIT) kill -9 this process;
+    "none": finish, and put how many requests of others it committed in ``out``."""
+    from sessiondb.sqlite import combine
+
+    combine.CONTENDED_FOR = float("inf")
+
+    def hook(stage: str) -> None:
+        if stage == "listening":
+            listening.set()
+            release.wait(60)
+        elif stage == stop_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    combine._HOOK = hook
+    store = sessiondb.open(path)
+    store.append("head", "user", "the head's own")
+    out.put(("served", combine_of(store).served))
+    store.close()
+
+
+def waiter(path: str, call: str, started: Any, out: Any) -> None:
+    """One append (``call`` names it) while a head holds the lock; put its outcome in ``out``."""
+    store = sessiondb.open(path)
+    started.set()
+    try:
+        if call == "plain":
+            m = store.append(f"w-{os.getpid()}", "user", f"from {os.getpid()}")
+            result: Any = [(m.session_id, m.seq, m.content)]
+        elif call == "conflict":
+            store.append("keyed", "user", "different", key="k")
+            result = "stored"
+        elif call == "stale":
+            store.append("keyed", "user", "late", expect_last=5)
+            result = "stored"
+        elif call == "batch":
+            ms = store.append_many(
+                "keyed",
+                [
+                    {"role": "user", "content": "first", "key": "k"},  # already stored
+                    {"role": "assistant", "content": "b1"},
+                    {"role": "assistant", "content": "b2", "key": "b2", "meta": {"n": 2}},
+                ],
+            )
+            result = [(m.session_id, m.seq, m.content) for m in ms]
+        else:
+            raise AssertionError(call)
+    except Error as e:
+        result = type(e).__name__
+    out.put((call, os.getpid(), result))
+    store.close()
+
+
+def writer(path: str, proc: int, n: int, barrier: Any, out: Any) -> None:
+    """``n`` appends without pause: to its own session and to a shared one, alternately."""
+    store = sessiondb.open(path)
+    store.append(f"own-{proc}", "user", "warm")
+    barrier.wait()
+    for i in range(n):
+        sid = f"own-{proc}" if i % 2 else "shared"
+        store.append(sid, "user", f"{proc}:{i}")
+    out.put((proc, combine_of(store).served))
+    store.close()

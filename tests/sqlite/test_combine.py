@@ -1,0 +1,213 @@
+"""Cross-process combining (sessiondb/sqlite/combine.py; docs/adr/0018-cross-process-combining.md):
+a head — the holder of the admission lock — commits what writers of other processes hand it.
+
+* kill -9 of the head after its COMMIT, before it answered: every waiter finds its append by its
+  token (the ack row) and gets the stored messages; nothing is stored twice;
+* kill -9 of the head inside its transaction: nothing of it is stored; every waiter commits its
+  own append itself, once;
+* per-request semantics through a head: a key conflict or a stale ``expect_last`` fails that
+  request alone; a batch with a key already stored returns the stored message;
+* bytes that are not a request are answered "commit it yourself" and written nowhere;
+* many processes appending without pause: exact counts, seqs gapless, and requests of other
+  processes were in fact committed by heads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sessiondb
+from sessiondb.host.flock import QueuedLock
+from sessiondb.sqlite import combine
+from sessiondb.sqlite.admission import lock_path_for
+from tests import _workers_combine as w
+from tests.helpers import engine_of
+
+SPAWN = mp.get_context("spawn")
+
+pytestmark = pytest.mark.skipif(not combine.ENABLED, reason="abstract sockets are Linux's")
+
+
+def _with_head(
+    db_path: Path, stop_at: str, calls: list[str]
+) -> tuple[Any, dict[str, list[Any]], Any]:
+    """A head process held at "listening" while one waiter process per call starts its
+    append; then the head goes on (and dies at ``stop_at``). Returns the head, the waiters'
+    outcomes by call, and the head's queue."""
+    listening, release, out, head_out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue(), SPAWN.Queue()
+    head = SPAWN.Process(target=w.head, args=(str(db_path), stop_at, listening, release, head_out))
+    head.start()
+    assert listening.wait(60), "the head never listened"
+    waiters = []
+    for call in calls:
+        started = SPAWN.Event()
+        p = SPAWN.Process(target=w.waiter, args=(str(db_path), call, started, out))
+        p.start()
+        assert started.wait(60)
+        waiters.append(p)
+    time.sleep(1.0)  # each waiter finds the lock taken and hands its append over
+    release.set()
+    results: dict[str, list[Any]] = {}
+    for _ in calls:
+        call, _pid, result = out.get(timeout=120)
+        results.setdefault(call, []).append(result)
+    for p in waiters:
+        p.join(60)
+        assert p.exitcode == 0
+    head.join(60)
+    return head, results, head_out
+
+
+def test_kill_9_of_the_head_after_commit_loses_and_doubles_nothing(db_path: Path) -> None:
+    sessiondb.open(db_path).close()
+    head, results, _ = _with_head(db_path, "committed", ["plain"] * 3)
+    assert head.exitcode == -9  # killed after committing others' appends: it held some
+    with sessiondb.open(db_path) as store:
+        assert [m.content for m in store.messages("head")] == ["the head's own"]
+        for [(sid, seq, content)] in results["plain"]:
+            stored = store.messages(sid)
+            assert [(m.seq, m.content) for m in stored] == [(seq, content)]
+        # the ack rows were read back, never deleted by the dead head: kept for ACK_KEEP
+        conn = engine_of(store).connection()
+        assert conn.execute("SELECT count(*) FROM combine_acks").get >= 1
+
+
+def test_kill_9_of_the_head_inside_its_transaction_stores_each_waiter_once(
+    db_path: Path,
+) -> None:
+    sessiondb.open(db_path).close()
+    head, results, _ = _with_head(db_path, "taken", ["plain"] * 3)
+    assert head.exitcode == -9
+    with sessiondb.open(db_path) as store:
+        assert store.messages("head") == []  # its transaction never committed
+        for [(sid, seq, content)] in results["plain"]:
+            assert [(m.seq, m.content) for m in store.messages(sid)] == [(1, content)]
+            assert seq == 1
+        conn = engine_of(store).connection()
+        assert conn.execute("SELECT count(*) FROM combine_acks").get == 0
+
+
+def test_a_head_keeps_each_request_s_own_outcome(db_path: Path) -> None:
+    with sessiondb.open(db_path) as store:
+        store.append("keyed", "user", "first", key="k")
+    head, results, out = _with_head(db_path, "none", ["conflict", "stale", "batch", "plain"])
+    assert head.exitcode == 0
+    served = dict([out.get(timeout=60)])["served"]
+    assert served == 4, "the waiters' appends were not committed by the head"
+    assert results["conflict"] == ["KeyConflict"]
+    assert results["stale"] == ["StaleSession"]
+    [batch] = results["batch"]
+    assert batch == [("keyed", 1, "first"), ("keyed", 2, "b1"), ("keyed", 3, "b2")]
+    with sessiondb.open(db_path) as store:
+        stored = store.messages("keyed")
+        assert [(m.seq, m.content, m.key, m.meta) for m in stored] == [
+            (1, "first", "k", None),
+            (2, "b1", None, None),
+            (3, "b2", "b2", {"n": 2}),
+        ]
+
+
+def _address(db_path: Path) -> bytes:
+    st = os.stat(lock_path_for(db_path))
+    return b"\0sessiondb-combine-%d-%d-%d" % (os.getuid(), st.st_dev, st.st_ino)
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"",
+        b"garbage",
+        b"S\x00",
+        b"J[1,2,3]",
+        b'J[["00000000000000000000000000000000","s",[["",5,null,null,null]],null,null]]',
+        b'J[["00000000000000000000000000000000","s",[["user","x",null,"{bad",null]],null,null]]',
+        b"S" + b"\x00" * 16 + b"\x05\x00\x04\x00" + b"s\xffabuserhello",
+    ],
+)
+def test_what_is_not_a_request_is_answered_retry_and_written_nowhere(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, junk: bytes
+) -> None:
+    store = sessiondb.open(db_path)
+    store.append("warm", "user", "x")
+    listening, release = threading.Event(), threading.Event()
+
+    def hook(stage: str) -> None:
+        if stage == "listening":
+            listening.set()
+            release.wait(30)
+
+    monkeypatch.setattr(combine, "_HOOK", hook)
+    monkeypatch.setattr(combine, "CONTENDED_FOR", float("inf"))
+    t = threading.Thread(target=lambda: store.append("head", "user", "own"))
+    t.start()
+    try:
+        assert listening.wait(30)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.settimeout(30)
+        sock.connect(_address(db_path))
+        sock.send(junk)
+        time.sleep(0.1)
+    finally:
+        release.set()
+        t.join(30)
+    assert sock.recv(100) == b"R"
+    sock.close()
+    assert sorted(s.session_id for s in store.list_sessions()) == ["head", "warm"]
+    assert store.count() == 2
+    store.close()
+
+
+def test_a_queued_writer_that_got_its_answer_leaves_the_queue(db_path: Path) -> None:
+    """``acquire(poll=…)``: once ``poll`` says done the wait ends, and the handle's place in the
+    queue is given up — a grant that comes later is released at once, not held."""
+    sessiondb.open(db_path).close()
+    path = lock_path_for(db_path)
+    holder, waiter, other = QueuedLock(path), QueuedLock(path), QueuedLock(path)
+    assert holder.acquire(1.0)
+    polls = []
+
+    def poll() -> bool:
+        polls.append(time.monotonic())
+        return len(polls) == 3
+
+    assert waiter.acquire(10.0, poll=poll, every=0.01) is False
+    assert waiter.polled_out and waiter.spent and len(polls) == 3
+    holder.release()
+    assert other.acquire(5.0), "the spent handle kept its grant"
+    other.release()
+    for lock in (holder, waiter, other):
+        lock.close()
+
+
+def test_processes_appending_without_pause_are_combined_and_stored_once(db_path: Path) -> None:
+    procs, n = 6, 150
+    sessiondb.open(db_path).close()
+    barrier, out = SPAWN.Barrier(procs), SPAWN.Queue()
+    ps = [
+        SPAWN.Process(target=w.writer, args=(str(db_path), p, n, barrier, out))
+        for p in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    served = dict(out.get(timeout=300) for _ in ps)
+    for p in ps:
+        p.join(60)
+        assert p.exitcode == 0
+    assert sum(served.values()) > 0, "no head committed another process's append"
+    with sessiondb.open(db_path) as store:
+        shared = store.messages("shared", limit=10_000)
+        assert [m.seq for m in shared] == list(range(1, len(shared) + 1))
+        assert sorted(m.content for m in shared) == sorted(
+            f"{p}:{i}" for p in range(procs) for i in range(0, n, 2)
+        )
+        for p in range(procs):
+            own = store.messages(f"own-{p}", limit=10_000)
+            assert [m.content for m in own] == ["warm"] + [f"{p}:{i}" for i in range(1, n, 2)]
