@@ -20,7 +20,8 @@ def head(path: str, stop_at: str, listening: Any, release: Any, out: Any) -> Non
     """Become the head of a tenure: listen even though alone (CONTENDED_FOR), wait at
     "listening" until ``release``, and at ``stop_at`` ("taken": inside the transaction holding
     other processes' requests; "committed": right after its COMMIT) kill -9 this process;
-    "none": finish, and put how many requests of others it committed in ``out``."""
+    "stop-taken": stop itself there with SIGSTOP instead; "none": finish. Puts how many
+    requests of others it committed in ``out`` if it finishes."""
     from sessiondb.sqlite import combine
 
     combine.CONTENDED_FOR = float("inf")
@@ -31,6 +32,8 @@ def head(path: str, stop_at: str, listening: Any, release: Any, out: Any) -> Non
             release.wait(60)
         elif stage == stop_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        elif stage == stop_at.removeprefix("stop-"):  # frozen there until SIGCONT
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     combine._HOOK = hook
     store = sessiondb.open(path)

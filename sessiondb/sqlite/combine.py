@@ -345,9 +345,12 @@ def _queue_for_turn(engine: Engine, poll: Callable[[], bool] | None) -> bool:
     slot = engine.slot()
     lock = slot.lock
     start = time.monotonic()
-    if lock is None or lock.acquire(engine.write_timeout, poll=poll, every=POLL_EVERY):
-        return True
-    slot.lock = AdmissionLock(engine.lock_path)  # this handle is spent (admission.py)
+    try:
+        if lock is None or lock.acquire(engine.write_timeout, poll=poll, every=POLL_EVERY):
+            return True
+    finally:
+        if lock is not None and lock.spent:  # given up (or poll raised): queue on a new one
+            slot.lock = AdmissionLock(engine.lock_path)
     if lock.polled_out:
         return False
     raise engine.busy(start, None)

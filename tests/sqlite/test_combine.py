@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 import sessiondb
+from sessiondb.errors import StoreBusy
 from sessiondb.host.flock import QueuedLock
 from sessiondb.sqlite import combine
 from sessiondb.sqlite.admission import lock_path_for
@@ -113,6 +115,34 @@ def test_a_head_keeps_each_request_s_own_outcome(db_path: Path) -> None:
             (2, "b1", None, None),
             (3, "b2", "b2", {"n": 2}),
         ]
+
+
+def test_a_head_stopped_holding_an_append_is_named_and_the_outcome_called_unknown(
+    db_path: Path,
+) -> None:
+    """A head frozen (SIGSTOP) inside its transaction with another process's append: that
+    writer waits its write_timeout, then gets StoreBusy naming the head and saying the outcome
+    is unknown — not "nothing was written": resumed, the head commits it."""
+    sessiondb.open(db_path).close()
+    listening, release, head_out = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+    head = SPAWN.Process(
+        target=w.head, args=(str(db_path), "stop-taken", listening, release, head_out)
+    )
+    head.start()
+    try:
+        assert listening.wait(60)
+        store = sessiondb.open(db_path, write_timeout=2.0)
+        threading.Timer(0.5, release.set).start()
+        with pytest.raises(StoreBusy) as busy:
+            store.append("frozen", "user", "handed over")
+        assert busy.value.holder_pid == head.pid and "unknown" in str(busy.value)
+    finally:
+        os.kill(head.pid, signal.SIGCONT)
+        head.join(60)
+    assert head.exitcode == 0 and head_out.get(timeout=10) == ("served", 1)
+    assert [m.content for m in store.messages("frozen")] == ["handed over"]
+    assert store.append("frozen", "user", "after").seq == 2  # the store works on
+    store.close()
 
 
 def _address(db_path: Path) -> bytes:
