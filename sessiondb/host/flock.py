@@ -109,11 +109,11 @@ class QueuedLock:
         self,
         timeout: float | None = None,
         poll: Callable[[], bool] | None = None,
-        every: float = 0.002,
+        every: float = 0.0,
     ) -> bool:
         """Wait in the kernel's queue for at most ``timeout`` seconds (None: as long as it
         takes); True once this handle holds the lock. False: the handle is spent (module
-        docstring)."""
+        docstring). ``poll``: called every ``every`` seconds while waiting (``_wait_polling``)."""
         if timeout is None:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             self._streak = 0
@@ -174,7 +174,8 @@ class QueuedLock:
                 self._unflag_waiting()
 
     def _give_up(self) -> bool:
-        """Spend this handle unless the grant came already (then keep it: False)."""
+        """Spend this handle unless the grant came already — granted while we gave up: keep
+        it, False."""
         with self._mu:
             if self._got.is_set():
                 self._got.clear()
@@ -197,12 +198,7 @@ class QueuedLock:
         if self._got.wait(max(0.0, timeout)):
             self._got.clear()
             return True
-        with self._mu:
-            if self._got.is_set():  # granted while we gave up
-                self._got.clear()
-                return True
-            self._spent = True
-        return False
+        return not self._give_up()
 
     def _may_barge(self) -> bool:
         """Whether to take the lock at once if it is free (module docstring, "Barging")."""

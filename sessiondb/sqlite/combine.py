@@ -55,6 +55,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from ..core import writes
 from ..errors import Error, StoreBusy
 from ..models import Message
 from . import combine_wire as wire
@@ -122,9 +123,7 @@ class Combine:
         engine = self._backend.engine
         lock = engine.slot().lock
         if lock is None or not ENABLED:
-            from ..core.writes import append_group
-
-            return append_group(self._backend, requests)
+            return writes.append_group(self._backend, requests)
         if lock.try_turn():
             # Alone for a while: no socket (5-7 µs per append); anyone arriving is refused,
             # finds the lock free within one append and listens from then on.
@@ -265,8 +264,6 @@ class Combine:
     ) -> list[Outcome]:
         """One transaction: own requests (those a dead head committed looked up first), then
         what other processes sent; their answers after COMMIT."""
-        from ..core.writes import append_group_in
-
         remote: list[_Remote] = []
         found: dict[int, list[Message]] = {}
         ack: tuple[str, float, str] | None = None
@@ -281,12 +278,13 @@ class Combine:
                     )
                 if tokens:
                     found = _look_up(tx, tokens)
-                todo = [r for i, r in enumerate(own) if i not in found]
+                todo = [r for i, r in enumerate(own) if i not in found] if found else own
                 if listener is not None:
                     remote = _take(listener, self._uid)
                 theirs = [r for c in remote for r in c.requests]
-                outcomes = append_group_in(tx, todo + theirs) if todo or theirs else []
-                ack = _ack_row(remote, outcomes[len(todo) :])
+                batch = todo + theirs if theirs else todo
+                outcomes = writes.append_group_in(tx, batch) if batch else []
+                ack = _ack_row(remote, outcomes[len(todo) :]) if remote else None
                 if ack is not None:
                     tx.conn.execute(
                         "INSERT INTO combine_acks(token, at, body) VALUES (?, ?, ?)", ack
@@ -303,7 +301,6 @@ class Combine:
                 # an end of file sends them to their ack row.
                 c.close() if committed else c.answer(wire.RETRY)
             raise
-        mine = iter(outcomes[: len(todo)])
         at, read_back = len(todo), False
         for c in remote:
             data = wire.encode_answer(outcomes[at : at + len(c.requests)])
@@ -312,6 +309,9 @@ class Combine:
             at += len(c.requests)
         if ack is not None and not read_back:  # a READ_BACK waiter still needs the row
             self._acked.append(ack[0])
+        if not found:
+            return outcomes[: len(own)] if remote else outcomes
+        mine = iter(outcomes[: len(todo)])
         return [found[i] if i in found else next(mine) for i in range(len(own))]
 
     def _listen(self, lock_fd: int) -> socket.socket | None:
