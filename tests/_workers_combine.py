@@ -84,3 +84,43 @@ def writer(path: str, proc: int, n: int, barrier: Any, out: Any) -> None:
         store.append(sid, "user", f"{proc}:{i}")
     out.put((proc, combine_of(store).served))
     store.close()
+
+
+def handing_writer(path: str, proc: int, n: int, barrier: Any, out: Any) -> None:
+    """:func:`writer` with tenures of one transaction: every tenure that ends with writers
+    waiting on the head's socket is handed on (sqlite/combine_baton.py)."""
+    from sessiondb.sqlite import combine
+
+    combine.MAX_ROUNDS = 1
+    combine.CONTENDED_FOR = float("inf")
+    store = sessiondb.open(path)
+    store.append(f"own-{proc}", "user", "warm")
+    barrier.wait()
+    for i in range(n):
+        sid = f"own-{proc}" if i % 2 else "shared"
+        store.append(sid, "user", f"{proc}:{i}")
+    c = combine_of(store)
+    out.put((proc, c.served, c.handed_on))
+    store.close()
+
+
+def dies_when_handed(path: str, proc: int, stop: Any, out: Any) -> None:
+    """Append to its own session until ``stop``; ``proc`` 0 kills itself (kill -9) the moment
+    a head hands it the tenure, before it commits anything. Puts how many appends returned."""
+    from sessiondb.sqlite import combine
+
+    combine.MAX_ROUNDS = 1
+    combine.CONTENDED_FOR = float("inf")
+
+    def hook(stage: str) -> None:
+        if stage == "handed" and proc == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    combine._HOOK = hook
+    store = sessiondb.open(path)
+    done = 0
+    while not stop.is_set() and done < 100_000:
+        store.append(f"own-{proc}", "user", f"{proc}:{done}")
+        done += 1
+        out.put((proc, done))
+    store.close()

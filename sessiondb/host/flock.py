@@ -210,13 +210,19 @@ class QueuedLock:
         return self._others_waiting()
 
     def _others_waiting(self) -> bool:
+        return self.others_waiting_on(self._fd)
+
+    @staticmethod
+    def others_waiting_on(fd: int) -> bool:
+        """:meth:`others_waiting` through any descriptor of the lock file (a lock handed on
+        to this process, sqlite/combine_baton.py)."""
         try:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _WAITING)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _WAITING)
         except OSError as e:
             # Taken: a waiter's flag. Any other failure (no POSIX locks here): nobody known.
             return e.errno in (errno.EAGAIN, errno.EACCES)
         with contextlib.suppress(OSError):
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, _WAITING)
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, _WAITING)
         return False
 
     def _flag_waiting(self) -> bool:

@@ -14,7 +14,10 @@ once per append, and the group's one commit (one fsync with ``durability="full"`
 * **A tenure**: a head commits its own requests with what was sent, then again while requests
   keep arriving — up to :data:`MAX_ROUNDS` transactions, and no more once a writer waiting in the
   admission queue has flagged itself (host/flock.py, "Barging") and :data:`YIELD_AFTER` passed.
-  It then answers ``R`` to connections not yet taken, closes its socket and releases the lock.
+  It then hands the lock and its socket to one of the writers still waiting on it, which is
+  the next head (combine_baton.py) — or, when none waits or a writer is flagged in the
+  admission queue, answers ``R`` to connections not yet taken, closes its socket and releases
+  the lock.
 * **A waiter refused** (between two tenures) or answered ``R`` tries again for up to
   :data:`RETRY_FOR`, taking the lock itself if it is free, then queues — and while queued hands
   its requests to whichever head listens every :data:`POLL_EVERY` seconds, leaving the queue
@@ -49,7 +52,6 @@ import math
 import os
 import select
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -60,6 +62,7 @@ from ..errors import Error, StoreBusy
 from ..models import Message
 from . import combine_wire as wire
 from .admission import AdmissionLock
+from .combine_baton import ANCILLARY, Baton, hand_on
 from .combine_wire import Outcome
 from .rows import MESSAGE_COLUMNS, message_of
 
@@ -95,7 +98,6 @@ ACK_KEEP = 3600.0
 #: older than ACK_KEEP.
 SWEEP_EVERY = 256
 
-_CRED = struct.Struct("3i")
 ENABLED = sys.platform.startswith("linux")
 
 #: Test hook (tests/_workers_combine.py): called with "listening" when a head has bound its
@@ -111,12 +113,15 @@ class Combine:
         self._backend = backend
         self._uid = os.getuid()
         self._address: bytes | None = None
+        self._lock_id = (-1, -1)  # the lock file's (device, inode): a baton must be of it
         self._acked: list[str] = []  # ack rows of groups answered: deleted next transaction
         self._tenures = 0
         self._misses = 0  # appends in a row that never reached a head (UNREACHABLE_AFTER)
         self._contended = -math.inf  # when this process last found the lock taken
-        #: Requests of other processes this one committed as a head (tests, benchmarks).
+        #: Requests of other processes this one committed as a head, and tenures it handed on
+        #: (tests, benchmarks).
         self.served = 0
+        self.handed_on = 0
 
     def run(self, requests: list[Request]) -> list[Outcome]:
         """Commit ``requests`` (core/group.py's batch): one outcome each."""
@@ -141,6 +146,9 @@ class Combine:
             except _Unanswered:
                 return self._queue(requests, None, tokens)
             reached = reached or connected
+            if isinstance(answer, Baton):
+                self._misses = 0
+                return self._lead(requests, baton=answer)
             if answer is not None:
                 self._misses = 0
                 return answer
@@ -154,10 +162,13 @@ class Combine:
 
     # -- a waiter ---------------------------------------------------------------------------------
 
-    def _hand_over(self, body: bytes, requests: list[Request]) -> tuple[list[Outcome] | None, bool]:
+    def _hand_over(
+        self, body: bytes, requests: list[Request]
+    ) -> tuple[list[Outcome] | Baton | None, bool]:
         """Send ``requests`` to the head: (its answer, connected). An answer of None: nothing
-        of them was written (no head, reset, or ``R``). Raises :class:`_Unanswered` when the
-        head took them and ended without answering (the ack rows tell)."""
+        of them was written (no head, reset, or ``R``); a :class:`Baton`: nothing written, and
+        this writer is the next head. Raises :class:`_Unanswered` when the head took them and
+        ended without answering (the ack rows tell)."""
         assert self._address is not None
         timeout = self._backend.engine.write_timeout
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -166,13 +177,15 @@ class Combine:
                 sock.connect(self._address)
             except OSError:
                 return None, False  # no head listening
-            pid, uid = _peer(sock)
+            pid, uid = wire.peer(sock)
             if uid != self._uid:
                 return None, False  # not ours: never send it anything
             sock.settimeout(timeout)
             try:
                 sock.send(body)
-                data = sock.recv(wire.MAX_ANSWER + 1)
+                data, ancillary, _, _ = sock.recvmsg(
+                    wire.MAX_ANSWER + 1, ANCILLARY, socket.MSG_CMSG_CLOEXEC
+                )
             except (ConnectionResetError, BrokenPipeError):
                 return None, True  # reset before it was taken: nothing written
             except TimeoutError:
@@ -186,6 +199,17 @@ class Combine:
                 ) from None
         finally:
             sock.close()
+        if ancillary or data == wire.HEAD:
+            assert self._address is not None
+            baton = Baton.received(ancillary, self._address, self._lock_id)
+            if baton is not None and data == wire.HEAD:
+                if _HOOK is not None:
+                    _HOOK("handed")
+                return baton, True
+            if baton is not None:
+                baton.close()
+            if data == wire.HEAD:
+                return None, True  # not ours to use: nothing was written
         if not data:
             raise _Unanswered()
         if data == wire.RETRY:
@@ -208,7 +232,7 @@ class Combine:
         the head every POLL_EVERY seconds. ``tokens`` without ``body``: a head took the
         requests and did not answer — look them up first."""
         engine = self._backend.engine
-        answer: list[Outcome] | None = None
+        answer: list[Outcome] | Baton | None = None
         unanswered = body is None and tokens is not None
 
         def poll() -> bool:
@@ -223,6 +247,10 @@ class Combine:
             return answer is not None
 
         held = _queue_for_turn(engine, poll if body is not None else None)
+        if isinstance(answer, Baton):
+            # Handed the tenure while queued: the lock is the baton's (our grant cannot have
+            # come while it is held; _queue_for_turn gave our place up).
+            return self._lead(requests, baton=answer)
         if answer is not None:
             if held:
                 self._release(engine)
@@ -232,16 +260,27 @@ class Combine:
     # -- the head ---------------------------------------------------------------------------------
 
     def _lead(
-        self, own: list[Request], tokens: list[str] | None = None, listen: bool = True
+        self,
+        own: list[Request],
+        tokens: list[str] | None = None,
+        listen: bool = True,
+        baton: Baton | None = None,
     ) -> list[Outcome]:
-        """Holding the admission lock: a tenure (module docstring); releases the lock."""
+        """Holding the admission lock (this thread's handle, or a ``baton`` handed on): a
+        tenure (module docstring); then the lock is handed on or released."""
         engine = self._backend.engine
-        lock = engine.slot().lock
+        lock: AdmissionLock | Baton | None = baton
+        if baton is None:
+            lock = engine.slot().lock
+            assert lock is not None
+            listener = self._listen(lock.fileno()) if listen else None
+        else:
+            listener = baton.listener
         assert lock is not None
-        listener = self._listen(lock.fileno()) if listen else None
         self._tenures += 1
         if listener is not None and _HOOK is not None:
             _HOOK("listening")
+        handed = False
         try:
             start = time.monotonic()
             mine = self._round(own, tokens, listener)
@@ -252,12 +291,24 @@ class Combine:
                 if held > MAX_TENURE or (held > YIELD_AFTER and lock.others_waiting()):
                     break
                 self._round([], None, listener)
+            if listener is not None and not lock.others_waiting():
+                handed = hand_on(listener, lock.fileno(), self._uid)
             return mine
         finally:
             if listener is not None:
-                _refuse_rest(listener)
+                if not handed:
+                    _refuse_rest(listener)
                 listener.close()
-            lock.release()
+            if not handed:
+                lock.release()
+            elif isinstance(lock, AdmissionLock):
+                # The next head holds the lock through our descriptor's file description:
+                # close this handle without unlocking, and queue on a new one from now on.
+                engine.slot().lock = AdmissionLock(engine.lock_path)
+                lock.close()
+            else:
+                lock.close()
+            self.handed_on += handed
 
     def _round(
         self, own: list[Request], tokens: list[str] | None, listener: socket.socket | None
@@ -328,6 +379,7 @@ class Combine:
     def _address_of(self, lock_fd: int) -> bytes:
         if self._address is None:
             st = os.fstat(lock_fd)
+            self._lock_id = (st.st_dev, st.st_ino)
             self._address = b"\0sessiondb-combine-%d-%d-%d" % (self._uid, st.st_dev, st.st_ino)
         return self._address
 
@@ -358,11 +410,6 @@ def _queue_for_turn(engine: Engine, poll: Callable[[], bool] | None) -> bool:
 
 class _Unanswered(Exception):
     """The head took the requests and ended without an answer: their ack rows tell."""
-
-
-def _peer(sock: socket.socket) -> tuple[int, int]:
-    pid, uid, _gid = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-    return pid, uid
 
 
 class _Remote:
@@ -399,7 +446,7 @@ def _take(listener: socket.socket, uid: int) -> list[_Remote]:
         except OSError:
             break
         try:
-            if _peer(conn)[1] != uid:
+            if wire.peer(conn)[1] != uid:
                 conn.close()
                 continue
             data = conn.recv(wire.MAX_REQUEST + 1, socket.MSG_DONTWAIT)

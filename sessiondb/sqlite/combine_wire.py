@@ -12,7 +12,8 @@ A request travels as bytes the receiving head checks like API input (core/valida
   (``KeyConflict``, ``StaleSession``).
 
 ``R`` alone is the answer "not committed: commit it yourself"; ``A`` alone is "committed, the
-answer is too large to send: read it back by its token".
+answer is too large to send: read it back by its token"; ``H`` alone, with two descriptors, is
+"not committed: you are the next head" (combine_baton.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +40,7 @@ MAX_ANSWER = 128 * 1024
 
 RETRY = b"R"
 READ_BACK = b"A"
+HEAD = b"H"
 
 Outcome = list[Message] | Exception
 
@@ -53,6 +56,7 @@ MALFORMED = (
     RecursionError,
 )
 
+_CRED = struct.Struct("3i")
 _SIMPLE = struct.Struct("<16sHH")  # token, len(session id), len(role)
 _FRESH = struct.Struct("<qd")  # seq, created_at
 _TOKEN_PREFIX: list[Any] = [secrets.token_hex(8), 0]
@@ -199,11 +203,19 @@ def decode_answer(data: bytes, requests: list[Request]) -> list[Outcome]:
     return out
 
 
+def peer(sock: socket.socket) -> tuple[int, int]:
+    """The (pid, uid) of the process at the other end of ``sock`` (``SO_PEERCRED``): each end
+    talks only to its own user's processes."""
+    pid, uid, _gid = _CRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return pid, uid
+
+
 def _dumps(value: object) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 __all__ = [
+    "HEAD",
     "MALFORMED",
     "MAX_ANSWER",
     "MAX_REQUEST",
@@ -214,5 +226,6 @@ __all__ = [
     "decode_requests",
     "encode_answer",
     "encode_requests",
+    "peer",
     "token",
 ]

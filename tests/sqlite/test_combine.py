@@ -9,7 +9,9 @@ a head — the holder of the admission lock — commits what writers of other pr
   request alone; a batch with a key already stored returns the stored message;
 * bytes that are not a request are answered "commit it yourself" and written nowhere;
 * many processes appending without pause: exact counts, seqs gapless, and requests of other
-  processes were in fact committed by heads.
+  processes were in fact committed by heads — also when every tenure is handed on to a waiting
+  writer (sqlite/combine_baton.py), and when the writer handed a tenure is killed at once;
+* a hand-over's descriptors are used only if they are this store's lock file and socket.
 """
 
 from __future__ import annotations
@@ -241,3 +243,122 @@ def test_processes_appending_without_pause_are_combined_and_stored_once(db_path:
         for p in range(procs):
             own = store.messages(f"own-{p}", limit=10_000)
             assert [m.content for m in own] == ["warm"] + [f"{p}:{i}" for i in range(1, n, 2)]
+
+
+def _check_exact(db_path: Path, procs: int, n: int) -> None:
+    with sessiondb.open(db_path) as store:
+        shared = store.messages("shared", limit=10_000)
+        assert [m.seq for m in shared] == list(range(1, len(shared) + 1))
+        assert sorted(m.content for m in shared) == sorted(
+            f"{p}:{i}" for p in range(procs) for i in range(0, n, 2)
+        )
+        for p in range(procs):
+            own = store.messages(f"own-{p}", limit=10_000)
+            assert [m.content for m in own] == ["warm"] + [f"{p}:{i}" for i in range(1, n, 2)]
+
+
+def test_tenures_handed_on_to_waiting_writers_store_everything_once(db_path: Path) -> None:
+    procs, n = 6, 150
+    sessiondb.open(db_path).close()
+    barrier, out = SPAWN.Barrier(procs), SPAWN.Queue()
+    ps = [
+        SPAWN.Process(target=w.handing_writer, args=(str(db_path), p, n, barrier, out))
+        for p in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    results = [out.get(timeout=300) for _ in ps]
+    for p in ps:
+        p.join(60)
+        assert p.exitcode == 0
+    assert sum(r[1] for r in results) > 0, "no head committed another process's append"
+    assert sum(r[2] for r in results) > 0, "no tenure was handed on"
+    _check_exact(db_path, procs, n)
+
+
+def test_a_writer_killed_when_handed_the_tenure_loses_and_doubles_nothing(db_path: Path) -> None:
+    procs = 5
+    sessiondb.open(db_path).close()
+    stop, out = SPAWN.Event(), SPAWN.Queue()
+    ps = [
+        SPAWN.Process(target=w.dies_when_handed, args=(str(db_path), p, stop, out))
+        for p in range(procs)
+    ]
+    for p in ps:
+        p.start()
+    ps[0].join(120)
+    stop.set()
+    for p in ps[1:]:
+        p.join(120)
+        assert p.exitcode == 0
+    assert ps[0].exitcode == -signal.SIGKILL, "process 0 was never handed a tenure"
+    returned = [0] * procs
+    while not out.empty():
+        proc, done = out.get(timeout=5)
+        returned[proc] = max(returned[proc], done)
+    with sessiondb.open(db_path) as store:
+        for p in range(procs):
+            contents = [m.content for m in store.messages(f"own-{p}", limit=200_000)]
+            # every append that returned is stored once; the one in flight when process 0
+            # died was never taken by anyone
+            assert contents == [f"{p}:{i}" for i in range(returned[p])]
+        store.append("after", "user", "the lock was freed")  # within write_timeout
+
+
+def test_a_hand_over_of_descriptors_not_this_store_s_is_refused(db_path: Path) -> None:
+    from sessiondb.sqlite import combine_wire as wire
+    from sessiondb.sqlite.combine_baton import ANCILLARY, Baton
+
+    sessiondb.open(db_path).close()
+    lock = QueuedLock(lock_path_for(db_path))
+    st = os.fstat(lock.fileno())
+    lock_id = (st.st_dev, st.st_ino)
+    address = b"\0sessiondb-test-%d" % os.getpid()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(address)
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    other.bind(address + b"-other")
+    read_end, write_end = os.pipe()
+
+    def hand(fds: list[int]) -> tuple[bytes, Any]:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with a, b:
+            a.sendmsg([wire.HEAD], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array_of(fds))])
+            data, ancillary, _, _ = b.recvmsg(16, ANCILLARY)
+        return data, ancillary
+
+    def received_fds(ancillary: Any) -> list[int]:
+        return [fd for _, _, data in ancillary for fd in memoryview(data).cast("i")]
+
+    try:
+        for fds in ([read_end, listener.fileno()], [lock.fileno(), other.fileno()], [read_end]):
+            data, ancillary = hand(fds)
+            got = received_fds(ancillary)
+            assert data == wire.HEAD
+            assert Baton.received(ancillary, address, lock_id) is None
+            for fd in got:  # every descriptor received was closed
+                with pytest.raises(OSError):
+                    os.fstat(fd)
+        assert lock.acquire(1.0)
+        data, ancillary = hand([lock.fileno(), listener.fileno()])
+        baton = Baton.received(ancillary, address, lock_id)
+        assert baton is not None and baton.listener.getsockname() == address
+        lock.close()  # the baton's descriptor holds the lock on its own now
+        probe = QueuedLock(lock_path_for(db_path))
+        assert not probe.try_acquire()
+        baton.release()
+        assert probe.try_acquire()
+        probe.release()
+        probe.close()
+        baton.listener.close()
+    finally:
+        for s in (listener, other):
+            s.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+def array_of(fds: list[int]) -> bytes:
+    import array
+
+    return array.array("i", fds).tobytes()
