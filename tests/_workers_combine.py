@@ -82,7 +82,8 @@ def writer(path: str, proc: int, n: int, barrier: Any, out: Any) -> None:
     for i in range(n):
         sid = f"own-{proc}" if i % 2 else "shared"
         store.append(sid, "user", f"{proc}:{i}")
-    out.put((proc, combine_of(store).served))
+    c = combine_of(store)
+    out.put((proc, c.served, c.handed_on))
     store.close()
 
 
@@ -93,15 +94,7 @@ def handing_writer(path: str, proc: int, n: int, barrier: Any, out: Any) -> None
 
     combine.MAX_ROUNDS = 1
     combine.CONTENDED_FOR = float("inf")
-    store = sessiondb.open(path)
-    store.append(f"own-{proc}", "user", "warm")
-    barrier.wait()
-    for i in range(n):
-        sid = f"own-{proc}" if i % 2 else "shared"
-        store.append(sid, "user", f"{proc}:{i}")
-    c = combine_of(store)
-    out.put((proc, c.served, c.handed_on))
-    store.close()
+    writer(path, proc, n, barrier, out)
 
 
 def dies_when_handed(path: str, proc: int, stop: Any, out: Any) -> None:

@@ -219,51 +219,14 @@ def test_a_queued_writer_that_got_its_answer_leaves_the_queue(db_path: Path) -> 
         lock.close()
 
 
-def test_processes_appending_without_pause_are_combined_and_stored_once(db_path: Path) -> None:
-    procs, n = 6, 150
+def _writers(db_path: Path, target: Any, procs: int, n: int) -> list[tuple[int, int, int]]:
+    """``procs`` processes running ``target`` (a writer of tests/_workers_combine.py) at once;
+    then every append is checked stored once, in order, seqs gapless. Returns each process's
+    (proc, requests of others it committed, tenures it handed on)."""
     sessiondb.open(db_path).close()
     barrier, out = SPAWN.Barrier(procs), SPAWN.Queue()
     ps = [
-        SPAWN.Process(target=w.writer, args=(str(db_path), p, n, barrier, out))
-        for p in range(procs)
-    ]
-    for p in ps:
-        p.start()
-    served = dict(out.get(timeout=300) for _ in ps)
-    for p in ps:
-        p.join(60)
-        assert p.exitcode == 0
-    assert sum(served.values()) > 0, "no head committed another process's append"
-    with sessiondb.open(db_path) as store:
-        shared = store.messages("shared", limit=10_000)
-        assert [m.seq for m in shared] == list(range(1, len(shared) + 1))
-        assert sorted(m.content for m in shared) == sorted(
-            f"{p}:{i}" for p in range(procs) for i in range(0, n, 2)
-        )
-        for p in range(procs):
-            own = store.messages(f"own-{p}", limit=10_000)
-            assert [m.content for m in own] == ["warm"] + [f"{p}:{i}" for i in range(1, n, 2)]
-
-
-def _check_exact(db_path: Path, procs: int, n: int) -> None:
-    with sessiondb.open(db_path) as store:
-        shared = store.messages("shared", limit=10_000)
-        assert [m.seq for m in shared] == list(range(1, len(shared) + 1))
-        assert sorted(m.content for m in shared) == sorted(
-            f"{p}:{i}" for p in range(procs) for i in range(0, n, 2)
-        )
-        for p in range(procs):
-            own = store.messages(f"own-{p}", limit=10_000)
-            assert [m.content for m in own] == ["warm"] + [f"{p}:{i}" for i in range(1, n, 2)]
-
-
-def test_tenures_handed_on_to_waiting_writers_store_everything_once(db_path: Path) -> None:
-    procs, n = 6, 150
-    sessiondb.open(db_path).close()
-    barrier, out = SPAWN.Barrier(procs), SPAWN.Queue()
-    ps = [
-        SPAWN.Process(target=w.handing_writer, args=(str(db_path), p, n, barrier, out))
-        for p in range(procs)
+        SPAWN.Process(target=target, args=(str(db_path), p, n, barrier, out)) for p in range(procs)
     ]
     for p in ps:
         p.start()
@@ -271,9 +234,27 @@ def test_tenures_handed_on_to_waiting_writers_store_everything_once(db_path: Pat
     for p in ps:
         p.join(60)
         assert p.exitcode == 0
+    with sessiondb.open(db_path) as store:
+        shared = store.messages("shared", limit=10_000)
+        assert [m.seq for m in shared] == list(range(1, len(shared) + 1))
+        assert sorted(m.content for m in shared) == sorted(
+            f"{p}:{i}" for p in range(procs) for i in range(0, n, 2)
+        )
+        for p in range(procs):
+            own = store.messages(f"own-{p}", limit=10_000)
+            assert [m.content for m in own] == ["warm"] + [f"{p}:{i}" for i in range(1, n, 2)]
+    return results
+
+
+def test_processes_appending_without_pause_are_combined_and_stored_once(db_path: Path) -> None:
+    results = _writers(db_path, w.writer, procs=6, n=150)
+    assert sum(r[1] for r in results) > 0, "no head committed another process's append"
+
+
+def test_tenures_handed_on_to_waiting_writers_store_everything_once(db_path: Path) -> None:
+    results = _writers(db_path, w.handing_writer, procs=6, n=150)
     assert sum(r[1] for r in results) > 0, "no head committed another process's append"
     assert sum(r[2] for r in results) > 0, "no tenure was handed on"
-    _check_exact(db_path, procs, n)
 
 
 def test_a_writer_killed_when_handed_the_tenure_loses_and_doubles_nothing(db_path: Path) -> None:
