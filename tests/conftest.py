@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -15,6 +16,14 @@ import sessiondb
 # "pgbouncer": the same server through pgbouncer in transaction mode (no session state, no
 # prepared statements), started by the tests.
 BACKENDS = ["sqlite", "postgresql", "pgbouncer"]
+
+# A suite started in the background of a non-interactive shell (`./.ci/run &`) inherits Ctrl-C
+# ignored, and so would every command it starts: `sessiondb show -f` and `sessiondb serve`
+# would never see the SIGINT their tests stop them with (tests/cli/test_show_follow.py,
+# tests/serve/test_http.py). Its default, Python's KeyboardInterrupt, for this process and, as
+# a handled signal is reset at exec, for what it starts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def new_location(backend: str, tmp_path: Path) -> str:
