@@ -246,7 +246,14 @@ class Combine:
                 return False
             return answer is not None
 
-        held = _queue_for_turn(engine, poll if body is not None else None)
+        try:
+            held = _queue_for_turn(engine, poll if body is not None else None)
+        except BaseException:
+            if isinstance(answer, Baton):  # handed a tenure as the wait ran out: give it back
+                _refuse_rest(answer.listener)
+                answer.listener.close()
+                answer.release()
+            raise
         if isinstance(answer, Baton):
             # Handed the tenure while queued: the lock is the baton's (our grant cannot have
             # come while it is held; _queue_for_turn gave our place up).
@@ -281,6 +288,7 @@ class Combine:
         if listener is not None and _HOOK is not None:
             _HOOK("listening")
         handed = False
+        fresh: AdmissionLock | None = None
         try:
             start = time.monotonic()
             mine = self._round(own, tokens, listener)
@@ -292,7 +300,11 @@ class Combine:
                     break
                 self._round([], None, listener)
             if listener is not None and not lock.others_waiting():
-                handed = hand_on(listener, lock.fileno(), self._uid)
+                # Our own handle passes with the lock: queue on a new one from then on (opened
+                # first — a failure here must not cost the outcome committed above).
+                with contextlib.suppress(OSError):
+                    fresh = AdmissionLock(engine.lock_path) if lock is not baton else None
+                    handed = hand_on(listener, lock.fileno(), self._uid)
             return mine
         finally:
             if listener is not None:
@@ -301,12 +313,13 @@ class Combine:
                 listener.close()
             if not handed:
                 lock.release()
-            elif isinstance(lock, AdmissionLock):
-                # The next head holds the lock through our descriptor's file description:
-                # close this handle without unlocking, and queue on a new one from now on.
-                engine.slot().lock = AdmissionLock(engine.lock_path)
-                lock.close()
+                if fresh is not None:
+                    fresh.close()
             else:
+                # The next head holds the lock through our descriptor's open file description:
+                # close it without unlocking.
+                if fresh is not None:
+                    engine.slot().lock = fresh
                 lock.close()
             self.handed_on += handed
 
