@@ -117,3 +117,26 @@ def dies_when_handed(path: str, proc: int, stop: Any, out: Any) -> None:
         done += 1
         out.put((proc, done))
     store.close()
+
+
+def forks_in_tenure(path: str, out: Any) -> None:
+    """Become a head; while it listens, fork a child that sleeps on with whatever it inherited,
+    send the child's pid on ``out`` (a pipe's end: sent before the kill, unlike a queue's put),
+    and kill -9 this process (the lock and the socket held)."""
+    import time
+
+    from sessiondb.sqlite import combine
+
+    combine.CONTENDED_FOR = float("inf")
+
+    def hook(stage: str) -> None:
+        if stage == "listening":
+            child = os.fork()
+            if child == 0:
+                time.sleep(120)
+                os._exit(0)
+            out.send(child)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    combine._HOOK = hook
+    sessiondb.open(path).append("head", "user", "the head's own")

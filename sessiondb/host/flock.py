@@ -42,6 +42,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import Error
+from .inherited import not_inherited
 from .paths import open_private
 
 #: A handle that takes the lock again within this many seconds of releasing it is barging.
@@ -57,6 +58,7 @@ class QueuedLock:
     """One (process, thread)'s handle on a lock file's queue (module docstring)."""
 
     __slots__ = (
+        "__weakref__",
         "_barge_limit",
         "_busy",
         "_fd",
@@ -79,6 +81,7 @@ class QueuedLock:
         self._streak = 0  # turns taken in a row right after releasing
         self.pid = os.getpid()
         self._fd = _open_lock_file(path)
+        not_inherited(self)  # a child's copy would keep the lock held (host/inherited.py)
         self._mu = threading.Lock()
         self._want = threading.Event()
         self._got = threading.Event()

@@ -37,7 +37,10 @@ Exactly once, whatever dies (tests/sqlite/test_combine.py):
 * a head that sent its answers deletes that group's ack row in its next transaction; rows left
   by a killed head are deleted after :data:`ACK_KEEP` seconds;
 * a head that stops (SIGSTOP) holding requests: its waiters wait their ``write_timeout`` and get
-  ``StoreBusy`` saying the outcome is unknown (append with a key to retry safely).
+  ``StoreBusy`` saying the outcome is unknown (append with a key to retry safely);
+* a head's process that forks: the child closes its copies of the listening socket and of the
+  connections taken (host/inherited.py) — they would keep the address bound with nobody
+  answering, and withhold from waiters the end of file of a head killed.
 
 Off: without an admission lock (network filesystems, a read-only folder), off Linux, for
 requests larger than ``combine_wire.MAX_REQUEST``, for ``group_commit=False`` stores, and for
@@ -59,6 +62,7 @@ from typing import TYPE_CHECKING
 
 from ..core import writes
 from ..errors import Error, StoreBusy
+from ..host.inherited import not_inherited
 from ..models import Message
 from . import combine_wire as wire
 from .admission import AdmissionLock
@@ -379,7 +383,8 @@ class Combine:
         return [found[i] if i in found else next(mine) for i in range(len(own))]
 
     def _listen(self, lock_fd: int) -> socket.socket | None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A forked child's copy would keep the address bound, answering nobody (host/inherited.py).
+        sock = not_inherited(socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET))
         try:
             sock.bind(self._address_of(lock_fd))
             sock.listen(MAX_REMOTE)
@@ -431,7 +436,7 @@ class _Remote:
     __slots__ = ("conn", "requests", "tokens")
 
     def __init__(self, conn: socket.socket, requests: list[Request], tokens: list[str]) -> None:
-        self.conn = conn
+        self.conn = not_inherited(conn)  # its end of file tells the waiter (host/inherited.py)
         self.requests = requests
         self.tokens = tokens
 

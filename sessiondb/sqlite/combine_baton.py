@@ -27,6 +27,7 @@ import socket
 import struct
 
 from ..host.flock import QueuedLock
+from ..host.inherited import not_inherited
 from . import combine_wire as wire
 
 _FDS = struct.Struct("2i")
@@ -38,11 +39,12 @@ class Baton:
     """The admission lock and the listening socket of a tenure handed on, held by this
     process: the head's lock for that tenure (``fileno``, ``others_waiting``, ``release``)."""
 
-    __slots__ = ("_fd", "listener")
+    __slots__ = ("__weakref__", "_fd", "listener")
 
     def __init__(self, lock_fd: int, listener: socket.socket) -> None:
         self._fd = lock_fd
-        self.listener = listener
+        self.listener = not_inherited(listener)
+        not_inherited(self)  # neither may outlive a fork in the child (host/inherited.py)
 
     @classmethod
     def received(

@@ -147,6 +147,40 @@ def test_a_head_stopped_holding_an_append_is_named_and_the_outcome_called_unknow
     store.close()
 
 
+def test_a_child_forked_during_a_tenure_keeps_neither_lock_nor_socket(db_path: Path) -> None:
+    """A head's process forks (no exec) and is killed: the child lives on, but its copies of
+    the admission lock and the listening socket were closed at the fork (host/inherited.py) —
+    the lock is free, and a writer that finds it taken is not left connected to a socket that
+    nobody answers (before: both waited out write_timeout, StoreBusy)."""
+    sessiondb.open(db_path).close()
+    got, out = SPAWN.Pipe(duplex=False)
+    head = SPAWN.Process(target=w.forks_in_tenure, args=(str(db_path), out))
+    head.start()
+    assert got.poll(60), "the head never listened"
+    child = got.recv()
+    try:
+        for _ in range(600):  # not join(): the child holds a copy of its sentinel
+            if head.exitcode is not None:
+                break
+            time.sleep(0.1)
+        assert head.exitcode == -9
+        with sessiondb.open(db_path, write_timeout=10.0) as store:
+            store.append("after", "user", "the lock is free")
+            holder = QueuedLock(lock_path_for(db_path))
+            assert holder.acquire(10.0)
+            threading.Timer(0.5, holder.release).start()
+            store.append("after", "user", "the lock was taken")  # connects, then queues
+            holder.close()
+            assert [m.content for m in store.messages("after")] == [
+                "the lock is free",
+                "the lock was taken",
+            ]
+            assert store.count("head") == 0  # killed before its transaction
+        os.kill(child, 0)  # the child lived through it all
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 def _address(db_path: Path) -> bytes:
     st = os.stat(lock_path_for(db_path))
     return b"\0sessiondb-combine-%d-%d-%d" % (os.getuid(), st.st_dev, st.st_ino)
