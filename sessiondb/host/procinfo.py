@@ -181,17 +181,52 @@ def covers(lock: FileLock, first: int, last: int) -> bool:
 def open_by(path: str | os.PathLike[str]) -> list[int]:
     """Pids of the processes that have ``path`` open (scanning /proc/*/fd), sorted; processes
     whose descriptors cannot be read (other users, exited meanwhile) are skipped."""
+    return sorted({pid for pid, _ in _descriptors_of(path)})
+
+
+def flock_holders(path: str | os.PathLike[str], first: int | None = None) -> list[int]:
+    """Pids of the processes holding a descriptor of ``path`` whose open file description holds
+    an ``flock`` (the ``lock:`` lines of /proc/PID/fdinfo/FD); ``first``, if given, is looked at
+    before scanning every process, and is the only answer when it holds one.
+
+    /proc/locks names the process that *took* an flock, but the lock belongs to the open file
+    description and passes with its descriptor — to a child across fork, to another process
+    over a socket (sqlite/combine_baton.py) — and stays held after the taker has closed its
+    descriptor or died. Processes whose descriptors cannot be read are skipped.
+    """
+    if first is not None and any(
+        _fd_holds_flock(first, fd) for _, fd in _descriptors_of(path, first)
+    ):
+        return [first]
+    return sorted({pid for pid, fd in _descriptors_of(path) if _fd_holds_flock(pid, fd)})
+
+
+def _fd_holds_flock(pid: int, fd: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
+            text = f.read(64 * 1024)
+    except OSError:
+        return False
+    lines = [ln.partition("\t")[2] for ln in text.splitlines() if ln.startswith("lock:")]
+    return any(e.lock.kind == "FLOCK" for e in parse_proc_locks("\n".join(lines)))
+
+
+def _descriptors_of(path: str | os.PathLike[str], pid: int | None = None) -> list[tuple[int, str]]:
+    """(pid, fd) of every descriptor of ``path`` in every process (or in ``pid`` alone)."""
     target = os.path.realpath(os.fspath(path))
     try:
         st = os.stat(target)
         ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
     except OSError:
         ident = None
-    pids: list[int] = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
+    if pid is not None:
+        entries = [str(pid)]
+    else:
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return []
+    found: list[tuple[int, str]] = []
     for name in entries:
         if not name.isdigit():
             continue
@@ -216,9 +251,8 @@ def open_by(path: str | os.PathLike[str]) -> list[int]:
                     continue
                 if (fst.st_dev, fst.st_ino) != ident:
                     continue
-            pids.append(int(name))
-            break
-    return sorted(pids)
+            found.append((int(name), fd))
+    return found
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:

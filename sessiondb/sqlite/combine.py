@@ -65,6 +65,7 @@ from ..errors import Error, StoreBusy
 from ..host.inherited import not_inherited
 from ..models import Message
 from . import combine_wire as wire
+from . import locks
 from .admission import AdmissionLock
 from .combine_baton import ANCILLARY, Baton, hand_on
 from .combine_wire import Outcome
@@ -193,6 +194,10 @@ class Combine:
             except (ConnectionResetError, BrokenPipeError):
                 return None, True  # reset before it was taken: nothing written
             except TimeoutError:
+                # The peer's pid is the process that bound the socket, which may have handed
+                # its tenure on since: name the lock's holder now (sqlite/locks.py).
+                with contextlib.suppress(OSError):
+                    pid = locks.admission_lock_holder(self._backend.engine.path) or pid
                 raise StoreBusy(
                     f"{self._backend.engine.path}: pid {pid}, which took this append to commit"
                     f" it with its own, did not answer within {timeout:.1f} s (stopped?):"

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from ..host.procinfo import covers, lock_holders
+from ..host.procinfo import covers, flock_holders, lock_holders
 from .admission import lock_path_for
 
 # SQLite's unix VFS locks with fcntl(F_SETLK) byte ranges (POSIX locks, owned by a process), so the
@@ -87,12 +87,17 @@ def sqlite_write_lock_holder(db_path: str | os.PathLike[str]) -> int | None:
 def admission_lock_holder(db_path: str | os.PathLike[str]) -> int | None:
     """Pid holding sessiondb's admission flock on ``<db>.lock``, or None.
 
-    /proc/locks shows the pid that took an flock; a child that inherited the descriptor across
-    fork is not shown, which is the best the kernel tells.
+    /proc/locks names the process that took the lock; the lock passes with its descriptor — a
+    combining head hands its tenure on with it (sqlite/combine_baton.py) — so the holder is
+    found among the processes with a descriptor of the file that holds it
+    (host/procinfo.py, ``flock_holders``), the taker looked at first. When none can be read
+    (another user's processes), the taker is the answer: the best the kernel tells.
     """
-    for lk in lock_holders(lock_path_for(db_path)):
+    path = lock_path_for(db_path)
+    for lk in lock_holders(path):
         if lk.kind == "FLOCK" and lk.mode == "WRITE" and lk.pid > 0:
-            return lk.pid
+            holders = flock_holders(path, first=lk.pid)
+            return holders[0] if holders else lk.pid
     return None
 
 

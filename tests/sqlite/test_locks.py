@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,6 +95,29 @@ def test_admission_flock_holder_is_named(tmp_path: Path) -> None:
     with holding(workers.hold_flock, str(lock_path_for(db))) as pid:
         assert admission_lock_holder(db) == pid
         assert sqlite_write_lock_holder(db) is None  # an flock is not SQLite's lock
+    assert admission_lock_holder(db) is None
+
+
+def test_the_admission_flock_holder_is_who_holds_it_now_not_who_took_it(tmp_path: Path) -> None:
+    """A lock taken here and passed on with its descriptor (as a combining head hands on its
+    tenure, sqlite/combine_baton.py): /proc/locks still names this process, which holds
+    nothing any more; the holder named is the process with the descriptor."""
+    db = tmp_path / "s.db"
+    fd = os.open(lock_path_for(db), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    also_open = os.open(lock_path_for(db), os.O_RDWR)  # a descriptor of it without the lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        pass_fds=(fd,),
+    )
+    try:
+        os.close(fd)
+        assert [lk.pid for lk in lock_holders(lock_path_for(db))] == [os.getpid()]
+        assert admission_lock_holder(db) == holder.pid
+    finally:
+        holder.communicate(timeout=30)
+        os.close(also_open)
     assert admission_lock_holder(db) is None
 
 
