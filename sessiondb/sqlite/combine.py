@@ -38,6 +38,9 @@ Exactly once, whatever dies (tests/sqlite/test_combine.py):
   by a killed head are deleted after :data:`ACK_KEEP` seconds;
 * a head that stops (SIGSTOP) holding requests: its waiters wait their ``write_timeout`` and get
   ``StoreBusy`` saying the outcome is unknown (append with a key to retry safely);
+* a head whose backlog is full and takes nobody (stopped, with more writers than
+  :data:`MAX_REMOTE` waiting): a writer's connect gives up after :data:`RETRY_FOR` and it
+  queues — every wait of a waiter is bounded by the kernel (``SO_SNDTIMEO``, ``SO_RCVTIMEO``);
 * a head's process that forks: the child closes its copies of the listening socket and of the
   connections taken (host/inherited.py) — they would keep the address bound with nobody
   answering, and withhold from waiters the end of file of a head killed.
@@ -55,6 +58,7 @@ import math
 import os
 import select
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -178,22 +182,29 @@ class Combine:
         timeout = self._backend.engine.write_timeout
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            # Every call bounded by the kernel (no poll() before each, as a Python socket
+            # timeout adds): a connect to a head whose backlog is full, and the send, give up
+            # after RETRY_FOR — nothing was sent; the answer is waited for write_timeout.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(RETRY_FOR))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(timeout))
             try:
                 sock.connect(self._address)
             except OSError:
-                return None, False  # no head listening
+                return None, False  # no head listening, or its backlog stayed full
             pid, uid = wire.peer(sock)
             if uid != self._uid:
                 return None, False  # not ours: never send it anything
-            sock.settimeout(timeout)
             try:
                 sock.send(body)
+            except OSError:
+                return None, True  # not sent (reset, or not taken in time): nothing written
+            try:
                 data, ancillary, _, _ = sock.recvmsg(
                     wire.MAX_ANSWER + 1, ANCILLARY, socket.MSG_CMSG_CLOEXEC
                 )
             except (ConnectionResetError, BrokenPipeError):
                 return None, True  # reset before it was taken: nothing written
-            except TimeoutError:
+            except (BlockingIOError, TimeoutError):  # SO_RCVTIMEO ran out (EAGAIN)
                 # The peer's pid is the process that bound the socket, which may have handed
                 # its tenure on since: name the lock's holder now (sqlite/locks.py).
                 with contextlib.suppress(OSError):
@@ -429,6 +440,12 @@ def _queue_for_turn(engine: Engine, poll: Callable[[], bool] | None) -> bool:
     if lock.polled_out:
         return False
     raise engine.busy(start, None)
+
+
+def _timeval(seconds: float) -> bytes:
+    """``struct timeval`` for ``SO_SNDTIMEO`` / ``SO_RCVTIMEO``."""
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1e6))
 
 
 class _Unanswered(Exception):

@@ -8,6 +8,8 @@ a head — the holder of the admission lock — commits what writers of other pr
 * per-request semantics through a head: a key conflict or a stale ``expect_last`` fails that
   request alone; a batch with a key already stored returns the stored message;
 * bytes that are not a request are answered "commit it yourself" and written nowhere;
+* a head whose backlog is full keeps no writer past its write_timeout; a child forked during a
+  tenure keeps neither the lock nor the socket;
 * many processes appending without pause: exact counts, seqs gapless, and requests of other
   processes were in fact committed by heads — also when every tenure is handed on to a waiting
   writer (sqlite/combine_baton.py), and when the writer handed a tenure is killed at once;
@@ -184,6 +186,52 @@ def test_a_child_forked_during_a_tenure_keeps_neither_lock_nor_socket(db_path: P
 def _address(db_path: Path) -> bytes:
     st = os.stat(lock_path_for(db_path))
     return b"\0sessiondb-combine-%d-%d-%d" % (os.getuid(), st.st_dev, st.st_ino)
+
+
+def test_a_head_whose_backlog_is_full_keeps_no_writer_past_its_write_timeout(
+    db_path: Path,
+) -> None:
+    """More writers than a head's backlog holds, and the head takes none (stopped): a writer's
+    connect used to wait for a place without bound; it gives up, queues, and gets StoreBusy
+    once its write_timeout has passed — with nothing written."""
+    store = sessiondb.open(db_path, write_timeout=2.0)
+    store.append("warm", "user", "x")
+    holder = QueuedLock(lock_path_for(db_path))
+    assert holder.acquire(10.0)
+    head = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # a head that takes nobody
+    head.bind(_address(db_path))
+    head.listen(0)
+    filling = []
+    while True:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        c.setblocking(False)
+        try:
+            c.connect(_address(db_path))
+        except BlockingIOError:
+            c.close()
+            break  # the backlog is full
+        filling.append(c)
+    outcome: list[BaseException] = []
+    t = threading.Thread(target=lambda: _append_catching(store, outcome))
+    t.start()
+    t.join(30)
+    stuck = t.is_alive()
+    for c in (head, *filling):
+        c.close()  # unblocks a connect still waiting
+    holder.release()
+    holder.close()
+    t.join(30)
+    assert not stuck, "the writer waited past its write_timeout on a full backlog"
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreBusy), outcome
+    assert store.count() == 1  # nothing of it was written
+    store.close()
+
+
+def _append_catching(store: sessiondb.Store, outcome: list[BaseException]) -> None:
+    try:
+        store.append("late", "user", "never written")
+    except BaseException as e:  # the test looks at what it was
+        outcome.append(e)
 
 
 @pytest.mark.parametrize(
