@@ -16,7 +16,10 @@ process, K sessions round robin, for the same T seconds):
   process CPU time beside it: the difference is time the head was not running, the woken waiter
   having taken its CPU) and ``rest`` (BEGIN, COMMIT, the ack rows' DELETE, the socket poll);
 * the waiters: hand-overs answered, refused (no head listening, or ``R``), answered with the
-  next tenure (combine_baton.py), and waits in the admission queue.
+  next tenure (combine_baton.py), and waits in the admission queue;
+* the CPU split (``_cpu_split``): user and system CPU per append of its writer apart from
+  heading, and per request a head commits for another process — fitted over the processes,
+  whose shares of heading differ.
 
 The phases are timed by wrapping those functions in the writer processes (a few µs per call):
 the rates here are this profile's, not the throughput figures (benchmarks/contention.py).
@@ -112,7 +115,7 @@ def _writer(wid: int, path: str, start_at: float, seconds: float, out: Any) -> N
         store.append(sid, "user", turn(wid, n))
         n += 1
     after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
     store.close()
     out.put((wid, n, cpu, after.ru_nivcsw - before.ru_nivcsw, stats))
 
@@ -134,7 +137,7 @@ def _sessiondb(k: int, seconds: float, folder: Path) -> dict[str, Any]:
     for p in procs:
         p.join()
     n = sum(r[1] for r in results)
-    cpu = sum(r[2] for r in results)
+    cpu = sum(sum(r[2]) for r in results)
     total = {key: sum(r[4][key] for r in results) for key in results[0][4]}
     remote = max(1.0, total["remote"])
     phases = {f"{p}_us": round(total[p] / remote * 1e6, 1) for p in PHASES}
@@ -155,7 +158,30 @@ def _sessiondb(k: int, seconds: float, folder: Path) -> dict[str, Any]:
             "per_remote": phases,
         },
         "waiters": {k: int(total[k]) for k in ("answered", "refused", "handed", "queued")},
+        "cpu_split_us": _cpu_split(results),
     }
+
+
+def _cpu_split(results: list[Any]) -> dict[str, float] | None:
+    """Each process's user and system CPU fitted (least squares, no intercept) as
+    ``a × its own appends + b × the requests of others it committed as a head``: ``a`` is what
+    an append costs its writer apart from heading (the API, the process's group commit, the
+    hand-over and its wake-up), ``b`` what a head spends per request it commits for another
+    process. None when the fit is undetermined (one process heading for all, or none)."""
+    rows = [(float(r[1]), r[4]["remote"], r[2]) for r in results]
+    s11 = sum(x1 * x1 for x1, _, _ in rows)
+    s12 = sum(x1 * x2 for x1, x2, _ in rows)
+    s22 = sum(x2 * x2 for _, x2, _ in rows)
+    det = s11 * s22 - s12 * s12
+    if det <= 1e-9 * max(1.0, s11 * s22):
+        return None
+    out: dict[str, float] = {}
+    for i, name in enumerate(("user", "sys")):
+        t1 = sum(x1 * cpu[i] for x1, _, cpu in rows)
+        t2 = sum(x2 * cpu[i] for _, x2, cpu in rows)
+        out[f"per_append_{name}"] = round((t1 * s22 - t2 * s12) / det * 1e6, 1)
+        out[f"per_served_{name}"] = round((s11 * t2 - s12 * t1) / det * 1e6, 1)
+    return out
 
 
 def _ceiling(k: int, seconds: float, folder: Path) -> dict[str, Any]:
@@ -201,7 +227,7 @@ def main(argv: list[str]) -> int:
                 f" {s['head']['busy_share']}, {s['head']['remote_per_round']}/round; per remote"
                 f" (us) take {h['take_us']} sql {h['sql_us']} ack {h['ack_us']} answer"
                 f" {h['answer_us']} (cpu {h['answer_cpu_us']}) rest {h['rest_us']};"
-                f" waiters {s['waiters']}",
+                f" waiters {s['waiters']}; CPU split (us) {s['cpu_split_us']}",
                 flush=True,
             )
     summary = {
